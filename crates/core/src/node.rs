@@ -1,0 +1,219 @@
+//! The protocol contract: events in, an ordered list of effects out.
+//!
+//! ```text
+//!            Input::Message / Tick / Request / Persisted
+//!                         │
+//!                 ┌───────▼────────┐
+//!    Env{now,rng} │   Node::step   │ check_invariants()
+//!                 └───────┬────────┘
+//!                         │ Vec<Effect>, in order
+//!       Send ─ Persist(token, write) ─ Apply ─ Reply ─ Send ...
+//! ```
+//!
+//! **Ordering rule for drivers.** Effects are performed in the order emitted, and every
+//! [`Effect::Persist`] is a barrier: a `Send` or `Reply` emitted after a `Persist` (in the same
+//! step or any later one) is released only once that write, and every write before it, is
+//! durable. Writes reach storage in emission order. When a write is durable the driver feeds
+//! [`Input::Persisted`] back with its token. A crash loses exactly the writes not yet confirmed.
+//! This is what lets a node say "persist my vote, then send it" as two effects in a row.
+
+use std::fmt::Debug;
+
+use crate::{Duration, NodeStatus, Rng, Time};
+
+/// Identifies a node in a cluster. Node ids are small integers, `0..n` in the simulator.
+pub type NodeId = u64;
+
+/// Identifies one client request, chosen by the driver; replies carry it back.
+pub type RequestId = u64;
+
+/// Names one persist effect; the driver hands it back in [`Input::Persisted`].
+pub type PersistToken = u64;
+
+/// What the driver lends a node for one step: the node's current time and its seeded generator.
+#[derive(Debug)]
+pub struct Env<'a> {
+    /// The node's current time (its own clock: the simulator may make it drift).
+    pub now: Time,
+    /// The node's seeded random generator; the only randomness a node may use.
+    pub rng: &'a mut Rng,
+}
+
+/// One input to a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input<M, R> {
+    /// A message from a peer. `from` is what the network says; Byzantine peers may lie.
+    Message {
+        /// The sender, as the transport reports it.
+        from: NodeId,
+        /// The message.
+        message: M,
+    },
+    /// A timer fired: the node's clock reached a deadline it asked for (see [`Node::next_deadline`]),
+    /// or the driver's periodic tick.
+    Tick,
+    /// A client request.
+    Request {
+        /// The driver's id for this request; the reply carries it.
+        id: RequestId,
+        /// The request.
+        request: R,
+    },
+    /// The write with this token, and every write before it, is durable.
+    Persisted {
+        /// The token of the confirmed write.
+        token: PersistToken,
+    },
+}
+
+/// One effect a node asks its driver to perform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect<M, W, C, O> {
+    /// Send a message to a peer.
+    Send {
+        /// The destination.
+        to: NodeId,
+        /// The message.
+        message: M,
+    },
+    /// Make `write` durable, then confirm with [`Input::Persisted`]. A barrier for later sends and replies.
+    Persist {
+        /// The token to confirm.
+        token: PersistToken,
+        /// The durable mutation (appended to the node's write-ahead log by a real driver).
+        write: W,
+    },
+    /// A committed command was applied to the state machine at `index`. Drivers record these
+    /// to check that no two nodes apply different commands at one index.
+    Apply {
+        /// The log index (slot, sequence number) of the command.
+        index: u64,
+        /// The command.
+        command: C,
+    },
+    /// Answer a client request.
+    Reply {
+        /// The request being answered.
+        id: RequestId,
+        /// The answer.
+        response: O,
+    },
+}
+
+/// A broken invariant: which one, on which node (if one), and what was seen.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invariant '{invariant}' violated{}: {detail}", node.map(|n| format!(" on node {n}")).unwrap_or_default())]
+pub struct Violation {
+    /// The invariant's short name, e.g. `election-safety`.
+    pub invariant: &'static str,
+    /// The node whose state breaks it, when it is a single node's.
+    pub node: Option<NodeId>,
+    /// What was observed.
+    pub detail: String,
+}
+
+impl Violation {
+    /// A violation of `invariant` by one node.
+    pub fn on_node(invariant: &'static str, node: NodeId, detail: impl Into<String>) -> Self {
+        Violation {
+            invariant,
+            node: Some(node),
+            detail: detail.into(),
+        }
+    }
+
+    /// A cluster-wide violation of `invariant`.
+    pub fn cluster(invariant: &'static str, detail: impl Into<String>) -> Self {
+        Violation {
+            invariant,
+            node: None,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A protocol node: a deterministic state machine that turns inputs into effects.
+pub trait Node: Sized {
+    /// Messages between peers.
+    type Message: Clone + Debug;
+    /// Client requests.
+    type Request: Clone + Debug;
+    /// Replies to clients.
+    type Response: Clone + Debug;
+    /// A durable mutation, carried by [`Effect::Persist`].
+    type Write: Clone + Debug;
+    /// The durable state a node restarts from: what all confirmed writes add up to.
+    type Storage: Clone + Debug + Default;
+    /// A committed command, reported by [`Effect::Apply`].
+    type Command: Clone + Debug + PartialEq;
+    /// Static configuration (timeouts, limits).
+    type Config: Clone + Debug;
+
+    /// Starts (or restarts after a crash) node `id` of a cluster whose initial members are
+    /// `members`, from its durable `storage`. Fresh nodes get `Storage::default()`.
+    fn restore(
+        id: NodeId,
+        members: &[NodeId],
+        config: &Self::Config,
+        storage: &Self::Storage,
+        now: Time,
+        rng: &mut Rng,
+    ) -> Self;
+
+    /// Adds one confirmed write to durable storage. Drivers call this in emission order; a real
+    /// runtime replays its write-ahead log through it on restart.
+    fn apply_write(storage: &mut Self::Storage, write: &Self::Write);
+
+    /// Handles one input, appending the effects it causes to `effects` in order.
+    #[allow(clippy::type_complexity)]
+    fn step(
+        &mut self,
+        env: &mut Env<'_>,
+        input: Input<Self::Message, Self::Request>,
+        effects: &mut Vec<Effect<Self::Message, Self::Write, Self::Command, Self::Response>>,
+    );
+
+    /// The next time this node wants an [`Input::Tick`], on its own clock. Drivers tick it then
+    /// (and may tick it more often: a tick before the deadline is harmless).
+    fn next_deadline(&self) -> Option<Time>;
+
+    /// The node's health as the toolkit shows it.
+    fn status(&self) -> NodeStatus;
+
+    /// Checks this node's local invariants; the simulator calls it after every step.
+    fn check_invariants(&self) -> Result<(), Violation>;
+
+    /// The node's id.
+    fn id(&self) -> NodeId;
+
+    /// A short sanity bound on how long the protocol may go without electing a leader in a
+    /// healthy network; used by the toolkit to size observation windows.
+    fn election_timeout(config: &Self::Config) -> Duration;
+}
+
+/// A cluster-wide safety property, checked by the simulator after every step.
+///
+/// Each property lives in its own file in its protocol's crate and names its source
+/// (paper section or TLA+ invariant).
+pub trait ClusterInvariant<N: Node>: Debug {
+    /// The property's short name, e.g. `election-safety`.
+    fn name(&self) -> &'static str;
+
+    /// Called after `stepped` handled an input and emitted `effects`. `nodes[i]` is node `i`,
+    /// `None` while crashed.
+    fn check(
+        &mut self,
+        nodes: &[Option<&N>],
+        stepped: NodeId,
+        effects: &[Effect<N::Message, N::Write, N::Command, N::Response>],
+    ) -> Result<(), Violation>;
+}
+
+/// A node that serves the key-value workload of [`crate::kv`]: the simulator's clients use this
+/// to turn operations into requests and responses into outcomes.
+pub trait KvService: Node {
+    /// The request for one key-value operation.
+    fn kv_request(operation: &crate::KvOperation) -> Self::Request;
+    /// What a response means for the client that sent it.
+    fn kv_outcome(response: &Self::Response) -> crate::KvOutcome;
+}
