@@ -1,9 +1,14 @@
 //! Consistency checkers for recorded histories.
 //!
 //! [`history`] is the JSON-lines format shared by the simulator, the checker and the database
-//! client (see `docs/history-format.md`).
+//! client (see `docs/history-format.md`); [`linearizability`] decides whether a history is
+//! linearizable with respect to a [`model::Model`].
 #![deny(missing_docs)]
 
 pub mod history;
+pub mod linearizability;
+pub mod model;
 
 pub use history::{EventType, History, HistoryError, Op};
+pub use linearizability::{check as check_linearizability, Report, Verdict};
+pub use model::{Model, RegisterModel};
