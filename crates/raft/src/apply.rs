@@ -1,0 +1,91 @@
+//! Applying committed entries to the state machine in log order (paper §5.3, Figure 2 "if
+//! commitIndex > lastApplied: increment lastApplied, apply log[lastApplied]"), answering the
+//! proposals and reads that waited for them, and taking snapshots (§7, thesis §5.1).
+//!
+//! Every applied *command* is reported with `Effect::Apply`; no-op and configuration entries
+//! are not (they are not state-machine commands).
+
+use std::sync::Arc;
+
+use concord_core::{Effect, StateMachine};
+
+use crate::node::RaftNode;
+use crate::{Payload, Response, Snapshot, SnapshotMeta};
+
+impl<S: StateMachine> RaftNode<S> {
+    /// Applies every committed entry not applied yet, then serves reads and maybe snapshots.
+    pub(crate) fn apply_committed(&mut self) {
+        while self.last_applied < self.commit_index {
+            let index = self.last_applied + 1;
+            let Some(entry) = self.log.entry(index) else {
+                panic!(
+                    "node {}: committed entry {index} is missing (log {}..={})",
+                    self.id,
+                    self.log.first_index(),
+                    self.log.last_index()
+                );
+            };
+            let payload = entry.payload.clone();
+            self.last_applied = index;
+            match payload {
+                Payload::Command(command) => self.apply_command(index, &command),
+                Payload::Membership(_) => self.on_membership_applied(index),
+                Payload::Noop => {}
+            }
+        }
+        self.serve_applied_reads();
+        self.maybe_take_snapshot();
+    }
+
+    fn apply_command(&mut self, index: u64, command: &S::Command) {
+        let output = self.state_machine.apply(command);
+        self.early_effects.push(Effect::Apply {
+            index,
+            command: command.clone(),
+        });
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        while leader
+            .proposals
+            .front()
+            .is_some_and(|(proposed, _)| *proposed < index)
+        {
+            leader.proposals.pop_front();
+        }
+        if leader
+            .proposals
+            .front()
+            .is_some_and(|(proposed, _)| *proposed == index)
+        {
+            let (_, id) = leader.proposals.pop_front().expect("checked above");
+            self.reply(id, Response::Applied { index, output });
+        }
+    }
+
+    /// Thesis §5.1: once enough entries were applied since the last snapshot, the state
+    /// machine's state replaces them; the write is persisted, the log compacted.
+    fn maybe_take_snapshot(&mut self) {
+        let since = self.last_applied - self.log.snapshot_index();
+        if since < self.config.snapshot_threshold {
+            return;
+        }
+        let index = self.last_applied;
+        let term = self
+            .log
+            .term_at(index)
+            .expect("the applied entry is in the log");
+        let membership = self.log.membership_at(index).clone();
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_index: index,
+                last_term: term,
+                membership: membership.clone(),
+            },
+            data: Arc::from(self.state_machine.snapshot()),
+        };
+        self.log.compact(index, term, membership);
+        self.snapshot = Some(snapshot.clone());
+        self.queue_snapshot_write(snapshot);
+    }
+}

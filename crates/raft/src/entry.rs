@@ -1,0 +1,57 @@
+//! Log entries (Raft paper §5.3): a term, an index and a payload. Commands sit behind an [`Arc`]
+//! so that sending and persisting entries never copies them.
+
+use std::sync::Arc;
+
+use crate::Membership;
+
+/// A term number (paper §5.1).
+pub type Term = u64;
+
+/// A log index; the first entry has index 1, and 0 means "before the log".
+pub type LogIndex = u64;
+
+/// What a log entry carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload<C> {
+    /// The empty entry a new leader appends to commit entries of earlier terms (paper §8).
+    Noop,
+    /// A client command for the state machine.
+    Command(Arc<C>),
+    /// A cluster configuration (thesis §4.3); takes effect as soon as it is appended.
+    Membership(Arc<Membership>),
+}
+
+/// One entry of the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry<C> {
+    /// The entry's position in the log.
+    pub index: LogIndex,
+    /// The term of the leader that created it.
+    pub term: Term,
+    /// What it carries.
+    pub payload: Payload<C>,
+}
+
+impl<C> Entry<C> {
+    /// The command, if this entry carries one.
+    pub fn command(&self) -> Option<&C> {
+        match &self.payload {
+            Payload::Command(command) => Some(command),
+            _ => None,
+        }
+    }
+
+    /// The configuration, if this entry carries one.
+    pub fn membership(&self) -> Option<&Membership> {
+        match &self.payload {
+            Payload::Membership(membership) => Some(membership),
+            _ => None,
+        }
+    }
+
+    /// A rough size in bytes, for batching: the shallow in-memory size.
+    pub fn estimated_size(&self) -> usize {
+        std::mem::size_of::<Self>() + std::mem::size_of::<C>()
+    }
+}

@@ -1,0 +1,92 @@
+//! **Committed implies durable on a quorum** (paper §5.3 and §5.4: an entry is committed once
+//! stored on a majority; Figure 2 "persistent state ... updated on stable storage before
+//! responding to RPCs"). Whenever a leader's commit index advances to `c`, a quorum of its
+//! configuration must hold entry `c`: the leader itself in its *confirmed durable* prefix, each
+//! follower in the prefix it has handed to a `Persist` (the driver releases its acknowledgement
+//! only once that is durable). For a crashed follower the last prefix seen is used.
+
+use std::collections::BTreeMap;
+
+use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Time, Violation};
+
+use super::stepped_node;
+use crate::{LogIndex, RaftNode};
+
+const NAME: &str = "committed-durable-on-quorum";
+
+/// What each node was last seen to have written, and each leader's last checked commit.
+#[derive(Debug, Default)]
+pub struct CommittedDurable {
+    written: BTreeMap<NodeId, LogIndex>,
+    leader_commit: BTreeMap<NodeId, (Time, LogIndex)>,
+}
+
+impl CommittedDurable {
+    fn holds<S: StateMachine>(
+        &self,
+        nodes: &[Option<&RaftNode<S>>],
+        leader: &RaftNode<S>,
+        voter: NodeId,
+        commit: LogIndex,
+    ) -> bool {
+        if voter == leader.id {
+            return leader.durable_index() >= commit;
+        }
+        match stepped_node(nodes, voter) {
+            Some(node) => {
+                let log = node.log();
+                node.written_index() >= commit
+                    && (commit <= log.snapshot_index()
+                        || log.term_at(commit) == leader.log().term_at(commit))
+            }
+            None => self.written.get(&voter).is_some_and(|&w| w >= commit),
+        }
+    }
+}
+
+impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for CommittedDurable {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn check(
+        &mut self,
+        nodes: &[Option<&RaftNode<S>>],
+        stepped: NodeId,
+        _effects: &[Effect<
+            <RaftNode<S> as Node>::Message,
+            <RaftNode<S> as Node>::Write,
+            <RaftNode<S> as Node>::Command,
+            <RaftNode<S> as Node>::Response,
+        >],
+    ) -> Result<(), Violation> {
+        let Some(node) = stepped_node(nodes, stepped) else {
+            return Ok(());
+        };
+        self.written.insert(stepped, node.written_index());
+        if !node.is_leader() {
+            return Ok(());
+        }
+        let commit = node.commit_index();
+        let incarnation = node.started_at();
+        let before = self.leader_commit.insert(stepped, (incarnation, commit));
+        let advanced = match before {
+            Some((started, previous)) => started != incarnation || commit > previous,
+            None => true,
+        };
+        if !advanced || commit <= node.log().snapshot_index() {
+            return Ok(());
+        }
+        if node
+            .membership()
+            .is_quorum(|voter| self.holds(nodes, node, voter, commit))
+        {
+            return Ok(());
+        }
+        Err(Violation::on_node(
+            NAME,
+            stepped,
+            format!("leader committed index {commit} which is not durable on a quorum"),
+        ))
+    }
+}

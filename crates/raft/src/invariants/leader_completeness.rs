@@ -1,0 +1,121 @@
+//! **Leader Completeness** (paper Figure 3, §5.4.1, §5.4.3): if an entry is committed in a
+//! given term, it is present in the logs of the leaders of all higher terms.
+//!
+//! The checker keeps a global record of committed (index, term), fed by each node's commit
+//! index as it advances (O(new commits)); two different terms committed at one index is also
+//! reported. When a node becomes leader, its log must hold the highest committed entry (which,
+//! by Log Matching, implies every earlier one).
+
+use std::collections::BTreeMap;
+
+use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Time, Violation};
+
+use super::stepped_node;
+use crate::{LogIndex, RaftNode, Term};
+
+const NAME: &str = "leader-completeness";
+
+/// The committed entries' terms, and what was seen of each node.
+#[derive(Debug, Default)]
+pub struct LeaderCompleteness {
+    /// `committed[i - 1]` is the term of the committed entry at index `i` (0: not seen).
+    committed: Vec<Term>,
+    /// Per node: incarnation start and the commit index already recorded.
+    seen_commit: BTreeMap<NodeId, (Time, LogIndex)>,
+    /// Per node: the last term in which it was checked as a leader.
+    checked_leader_term: BTreeMap<NodeId, Term>,
+}
+
+impl LeaderCompleteness {
+    fn record_commits<S: StateMachine>(
+        &mut self,
+        id: NodeId,
+        node: &RaftNode<S>,
+    ) -> Result<(), Violation> {
+        let commit = node.commit_index();
+        let seen = self
+            .seen_commit
+            .entry(id)
+            .or_insert((node.started_at(), node.log().snapshot_index()));
+        if seen.0 != node.started_at() {
+            *seen = (node.started_at(), node.log().snapshot_index());
+        }
+        let from = seen.1.max(node.log().snapshot_index());
+        seen.1 = seen.1.max(commit);
+        for index in from + 1..=commit {
+            let Some(term) = node.log().term_at(index) else {
+                continue;
+            };
+            let slot = usize::try_from(index - 1).expect("index fits in memory");
+            if self.committed.len() <= slot {
+                self.committed.resize(slot + 1, 0);
+            }
+            match self.committed[slot] {
+                0 => self.committed[slot] = term,
+                known if known != term => {
+                    return Err(Violation::on_node(
+                        NAME,
+                        id,
+                        format!("index {index} committed with term {term}, but term {known} was committed there before"),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_new_leader<S: StateMachine>(
+        &mut self,
+        id: NodeId,
+        node: &RaftNode<S>,
+    ) -> Result<(), Violation> {
+        let term = node.current_term();
+        if self.checked_leader_term.insert(id, term) == Some(term) {
+            return Ok(());
+        }
+        let Some(slot) = self.committed.iter().rposition(|&t| t != 0) else {
+            return Ok(());
+        };
+        let index = slot as u64 + 1;
+        let committed_term = self.committed[slot];
+        let log = node.log();
+        if index <= log.snapshot_index() || log.term_at(index) == Some(committed_term) {
+            return Ok(());
+        }
+        Err(Violation::on_node(
+            NAME,
+            id,
+            format!(
+                "leader of term {term} lacks committed entry ({index}, {committed_term}): it has {:?}",
+                log.term_at(index)
+            ),
+        ))
+    }
+}
+
+impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for LeaderCompleteness {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn check(
+        &mut self,
+        nodes: &[Option<&RaftNode<S>>],
+        stepped: NodeId,
+        _effects: &[Effect<
+            <RaftNode<S> as Node>::Message,
+            <RaftNode<S> as Node>::Write,
+            <RaftNode<S> as Node>::Command,
+            <RaftNode<S> as Node>::Response,
+        >],
+    ) -> Result<(), Violation> {
+        let Some(node) = stepped_node(nodes, stepped) else {
+            return Ok(());
+        };
+        if node.is_leader() {
+            self.check_new_leader(stepped, node)?;
+        }
+        self.record_commits(stepped, node)
+    }
+}

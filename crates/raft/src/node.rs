@@ -1,0 +1,663 @@
+//! [`RaftNode`]: one Raft server (paper Figure 2) as a sans-IO state machine.
+//!
+//! This file holds the node's state, the `Node` contract (dispatch, restore, status) and the
+//! persistence bookkeeping. Each step runs the handlers (in `election`, `replication`, `read`,
+//! `snapshot`, `transfer`, `membership_change`, `apply`), which queue messages, writes and
+//! replies; [`RaftNode::flush`] then emits them in a safe order:
+//!
+//! 1. `Apply` and `Reply` effects (they depend on commitment, never on local durability);
+//! 2. `Persist` of the hard state if the term or vote changed (§5.1: before any message);
+//! 3. `Persist` of snapshot and log writes, in the order they happened;
+//! 4. `Send`s — after the barriers, so a vote or an acknowledgement is released only once the
+//!    state it promises is durable.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use concord_core::{
+    Duration, Effect, Env, Input, Node, NodeId, NodeStatus, PeerProgress, PersistToken, RequestId,
+    Rng, Role, StateMachine, Time, Violation,
+};
+use rand::Rng as _;
+
+use crate::leader::LeaderState;
+use crate::{
+    Config, Entry, HardState, LogIndex, Membership, Message, Payload, RaftLog, Request, Response,
+    Snapshot, Storage, Term, Write,
+};
+
+/// The effects a Raft node emits.
+pub(crate) type RaftEffect<S> = Effect<
+    Message<<S as StateMachine>::Command>,
+    Write<<S as StateMachine>::Command>,
+    <S as StateMachine>::Command,
+    Response<<S as StateMachine>::Output>,
+>;
+
+/// The inputs a Raft node takes.
+pub(crate) type RaftInput<S> = Input<
+    Message<<S as StateMachine>::Command>,
+    Request<<S as StateMachine>::Command, <S as StateMachine>::Query>,
+>;
+
+/// Which part a node plays in its current term (paper §5.1, thesis §9.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RaftRole {
+    /// Passive: answers leaders and candidates.
+    Follower,
+    /// Asking for pre-votes before bumping its term.
+    PreCandidate,
+    /// Asking for votes in its term.
+    Candidate,
+    /// Leading its term.
+    Leader,
+}
+
+/// A write waiting for the driver's confirmation.
+#[derive(Clone, Copy, Debug)]
+struct PendingWrite {
+    token: PersistToken,
+    /// The log prefix through this index is durable once the write is.
+    durable_index: LogIndex,
+    /// The hard state's term as of this write.
+    term: Term,
+}
+
+/// One Raft server: persistent state, volatile state, the state machine, and per-role state.
+#[derive(Clone, Debug)]
+pub struct RaftNode<S: StateMachine> {
+    pub(crate) id: NodeId,
+    pub(crate) config: Config,
+    pub(crate) now: Time,
+    /// When this incarnation started (its `restore` time).
+    pub(crate) started_at: Time,
+
+    // Persistent state on all servers (Figure 2).
+    pub(crate) current_term: Term,
+    pub(crate) voted_for: Option<NodeId>,
+    pub(crate) log: RaftLog<S::Command>,
+
+    // Volatile state on all servers. Invariant: snapshot index <= applied <= commit <= last index.
+    pub(crate) commit_index: LogIndex,
+    pub(crate) last_applied: LogIndex,
+    pub(crate) state_machine: S,
+    /// The latest snapshot (taken or installed), to send to lagging followers.
+    pub(crate) snapshot: Option<Snapshot>,
+
+    pub(crate) role: RaftRole,
+    pub(crate) leader_id: Option<NodeId>,
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    pub(crate) election_deadline: Time,
+    election_timer_reset: bool,
+    /// Until this time the node ignores vote requests (leader stickiness, thesis §4.2.3).
+    pub(crate) vote_lease_until: Time,
+    pub(crate) leader: Option<Box<LeaderState<S::Query>>>,
+
+    // Reads (thesis §6.4).
+    pub(crate) next_read_id: u64,
+    pub(crate) forwarded_reads: BTreeMap<u64, (RequestId, S::Query, Time)>,
+    pub(crate) reads_awaiting_apply: BTreeMap<(LogIndex, u64), (RequestId, S::Query)>,
+    /// An InstallSnapshot being received in chunks: its metadata and the bytes so far.
+    pub(crate) incoming_snapshot: Option<(crate::SnapshotMeta, Vec<u8>)>,
+
+    // Persistence bookkeeping.
+    next_token: PersistToken,
+    pending_writes: VecDeque<PendingWrite>,
+    persisted_hard_state: HardState,
+    pub(crate) durable_index: LogIndex,
+    pub(crate) durable_term: Term,
+    pub(crate) written_index: LogIndex,
+    log_dirty_from: Option<LogIndex>,
+    queued_writes: Vec<Write<S::Command>>,
+
+    // Output buffers, reused across steps.
+    pub(crate) outbox: Vec<(NodeId, Message<S::Command>)>,
+    pub(crate) early_effects: Vec<RaftEffect<S>>,
+    pub(crate) needs_broadcast: bool,
+    pub(crate) needs_round: bool,
+    pub(crate) scratch: Vec<u64>,
+    pub(crate) peer_scratch: Vec<NodeId>,
+}
+
+impl<S: StateMachine + Default> RaftNode<S> {
+    /// Builds a node from durable storage (see `Node::restore`).
+    ///
+    /// # Panics
+    /// If `config` is invalid (call [`Config::validate`] first) or the stored snapshot cannot
+    /// be restored (corrupt storage: an environmental dead end).
+    pub fn new(
+        id: NodeId,
+        members: &[NodeId],
+        config: &Config,
+        storage: &Storage<S::Command>,
+        now: Time,
+        rng: &mut Rng,
+    ) -> Self {
+        if let Err(error) = config.validate() {
+            panic!("invalid Raft configuration: {error}");
+        }
+        let mut state_machine = S::default();
+        let (log, snapshot) = match &storage.snapshot {
+            Some(snapshot) => {
+                if let Err(error) = state_machine.restore(&snapshot.data) {
+                    panic!("node {id}: stored snapshot cannot be restored: {error}");
+                }
+                let meta = &snapshot.meta;
+                let log = RaftLog::new(
+                    meta.last_index,
+                    meta.last_term,
+                    meta.membership.clone(),
+                    storage.entries.clone(),
+                );
+                (log, Some(snapshot.clone()))
+            }
+            None => {
+                let initial = Membership::new(members.iter().copied());
+                (RaftLog::new(0, 0, initial, storage.entries.clone()), None)
+            }
+        };
+        let snapshot_index = log.snapshot_index();
+        let last_index = log.last_index();
+        let hard_state = storage.hard_state.clone();
+        let mut node = RaftNode {
+            id,
+            config: config.clone(),
+            now,
+            started_at: now,
+            current_term: hard_state.current_term,
+            voted_for: hard_state.voted_for,
+            log,
+            commit_index: snapshot_index,
+            last_applied: snapshot_index,
+            state_machine,
+            snapshot,
+            role: RaftRole::Follower,
+            leader_id: None,
+            votes: BTreeMap::new(),
+            election_deadline: now,
+            election_timer_reset: false,
+            vote_lease_until: if config.lease_reads {
+                now + config.election_timeout_min
+            } else {
+                0
+            },
+            leader: None,
+            next_read_id: 0,
+            forwarded_reads: BTreeMap::new(),
+            reads_awaiting_apply: BTreeMap::new(),
+            incoming_snapshot: None,
+            next_token: 0,
+            pending_writes: VecDeque::new(),
+            durable_term: hard_state.current_term,
+            persisted_hard_state: hard_state,
+            durable_index: last_index,
+            written_index: last_index,
+            log_dirty_from: None,
+            queued_writes: Vec::new(),
+            outbox: Vec::new(),
+            early_effects: Vec::new(),
+            needs_broadcast: false,
+            needs_round: false,
+            scratch: Vec::new(),
+            peer_scratch: Vec::new(),
+        };
+        node.election_deadline = node.random_election_deadline(rng);
+        node
+    }
+}
+
+impl<S: StateMachine> RaftNode<S> {
+    // ----- read-only accessors (for drivers, tests and the invariant checkers) -----
+
+    /// The latest term this node has seen.
+    pub fn current_term(&self) -> Term {
+        self.current_term
+    }
+
+    /// Whom it voted for in the current term.
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.voted_for
+    }
+
+    /// Whether it is the leader of its current term.
+    pub fn is_leader(&self) -> bool {
+        self.role == RaftRole::Leader
+    }
+
+    /// Its role, in the toolkit's terms.
+    pub fn role(&self) -> Role {
+        match self.role {
+            RaftRole::Leader => Role::Leader,
+            RaftRole::Candidate => Role::Candidate,
+            RaftRole::PreCandidate => Role::PreCandidate,
+            RaftRole::Follower if self.log.membership().is_learner(self.id) => Role::Learner,
+            RaftRole::Follower => Role::Follower,
+        }
+    }
+
+    /// The leader it believes in.
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+
+    /// The log (in memory: entries after the latest snapshot).
+    pub fn log(&self) -> &RaftLog<S::Command> {
+        &self.log
+    }
+
+    /// The highest index known committed.
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit_index
+    }
+
+    /// The highest index applied to the state machine.
+    pub fn applied_index(&self) -> LogIndex {
+        self.last_applied
+    }
+
+    /// The state machine.
+    pub fn state_machine(&self) -> &S {
+        &self.state_machine
+    }
+
+    /// The configuration in effect (the latest in the log).
+    pub fn membership(&self) -> &Membership {
+        self.log.membership()
+    }
+
+    /// The highest index such that the log through it is confirmed durable.
+    pub fn durable_index(&self) -> LogIndex {
+        self.durable_index
+    }
+
+    /// The highest index such that the log through it was handed to the driver in a
+    /// `Persist` (durable once confirmed; acknowledgements are released only after that).
+    pub fn written_index(&self) -> LogIndex {
+        self.written_index
+    }
+
+    /// The term in the latest confirmed hard state.
+    pub fn durable_term(&self) -> Term {
+        self.durable_term
+    }
+
+    /// When this incarnation of the node started.
+    pub fn started_at(&self) -> Time {
+        self.started_at
+    }
+
+    /// The configuration of this node.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ----- output helpers for the handlers -----
+
+    /// Queues a message; it leaves after this step's writes.
+    pub(crate) fn send(&mut self, to: NodeId, message: Message<S::Command>) {
+        self.outbox.push((to, message));
+    }
+
+    /// Answers a client request.
+    pub(crate) fn reply(&mut self, id: RequestId, response: Response<S::Output>) {
+        self.early_effects.push(Effect::Reply { id, response });
+    }
+
+    /// Asks for a fresh randomized election deadline at the end of this step (§5.2).
+    pub(crate) fn reset_election_timer(&mut self) {
+        self.election_timer_reset = true;
+    }
+
+    fn random_election_deadline(&self, rng: &mut Rng) -> Time {
+        let timeout: Duration =
+            rng.gen_range(self.config.election_timeout_min..self.config.election_timeout_max);
+        self.now + timeout
+    }
+
+    // ----- log mutation with persistence tracking -----
+
+    /// Appends an entry at the end of the log; it is persisted at the end of this step.
+    pub(crate) fn append_to_log(&mut self, term: Term, payload: Payload<S::Command>) -> LogIndex {
+        let index = self.log.last_index() + 1;
+        self.log.append(Entry {
+            index,
+            term,
+            payload,
+        });
+        self.log_dirty_from.get_or_insert(index);
+        index
+    }
+
+    /// Appends an entry received from the leader.
+    pub(crate) fn append_received(&mut self, entry: Entry<S::Command>) {
+        let index = entry.index;
+        self.log.append(entry);
+        self.log_dirty_from.get_or_insert(index);
+    }
+
+    /// Removes the log suffix from `from` (§5.3); what was durable beyond it no longer counts.
+    pub(crate) fn truncate_log(&mut self, from: LogIndex) {
+        self.log.truncate_from(from);
+        self.limit_durable(from - 1);
+        self.log_dirty_from = Some(self.log_dirty_from.map_or(from, |d| d.min(from)));
+    }
+
+    /// Caps every durability claim at `index` (after a truncation or a discarded log).
+    pub(crate) fn limit_durable(&mut self, index: LogIndex) {
+        self.durable_index = self.durable_index.min(index);
+        self.written_index = self.written_index.min(index);
+        for write in &mut self.pending_writes {
+            write.durable_index = write.durable_index.min(index);
+        }
+    }
+
+    /// Queues a snapshot write, after any log write made earlier in this step.
+    pub(crate) fn queue_snapshot_write(&mut self, snapshot: Snapshot) {
+        self.flush_log_write();
+        self.queued_writes.push(Write::Snapshot(snapshot));
+    }
+
+    fn flush_log_write(&mut self) {
+        if let Some(from) = self.log_dirty_from.take() {
+            let entries = self.log.entries_from(from).to_vec();
+            if !entries.is_empty() {
+                self.queued_writes.push(Write::Append { entries });
+            }
+        }
+    }
+
+    fn on_persisted(&mut self, token: PersistToken) {
+        while let Some(write) = self.pending_writes.front() {
+            if write.token > token {
+                break;
+            }
+            self.durable_index = self
+                .durable_index
+                .max(write.durable_index)
+                .min(self.log.last_index());
+            self.durable_term = self.durable_term.max(write.term);
+            self.pending_writes.pop_front();
+        }
+        if self.role == RaftRole::Leader {
+            self.maybe_commit();
+        }
+    }
+
+    // ----- the step -----
+
+    fn handle(&mut self, input: RaftInput<S>) {
+        match input {
+            Input::Message { from, message } => self.on_message(from, message),
+            Input::Tick => self.on_tick(),
+            Input::Request { id, request } => self.on_request(id, request),
+            Input::Persisted { token } => self.on_persisted(token),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if self.role == RaftRole::Leader {
+            self.on_leader_tick();
+        } else if self.now >= self.election_deadline {
+            self.on_election_timeout();
+        }
+        self.expire_forwarded_reads();
+    }
+
+    fn on_request(&mut self, id: RequestId, request: Request<S::Command, S::Query>) {
+        match request {
+            Request::Propose(command) => self.on_propose(id, command),
+            Request::Read(query) => self.on_read(id, query),
+            Request::TransferLeadership { to } => self.on_transfer_leadership(id, to),
+            Request::ChangeMembership { voters, learners } => {
+                self.on_change_membership(id, voters, learners)
+            }
+        }
+    }
+
+    /// Applies the term rules of §5.1, then dispatches to the handler.
+    fn on_message(&mut self, from: NodeId, message: Message<S::Command>) {
+        if from == self.id {
+            return;
+        }
+        if let Some(term) = message.term() {
+            if term > self.current_term && !self.on_higher_term(from, &message, term) {
+                return;
+            }
+            if term < self.current_term {
+                self.on_stale_message(from, &message);
+                return;
+            }
+        }
+        self.dispatch(from, message);
+    }
+
+    fn dispatch(&mut self, from: NodeId, message: Message<S::Command>) {
+        match message {
+            Message::RequestVote {
+                term,
+                last_log_index,
+                last_log_term,
+                pre_vote,
+                transfer,
+            } => self.on_request_vote(
+                from,
+                term,
+                last_log_index,
+                last_log_term,
+                pre_vote,
+                transfer,
+            ),
+            Message::RequestVoteResponse {
+                term,
+                granted,
+                pre_vote,
+            } => self.on_request_vote_response(from, term, granted, pre_vote),
+            Message::AppendEntries {
+                term,
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                round,
+            } => self.on_append_entries(
+                from,
+                term,
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                round,
+            ),
+            Message::AppendEntriesResponse {
+                success,
+                index,
+                conflict_term,
+                conflict_index,
+                round,
+                ..
+            } => self.on_append_entries_response(
+                from,
+                success,
+                index,
+                conflict_term,
+                conflict_index,
+                round,
+            ),
+            Message::InstallSnapshot {
+                term,
+                meta,
+                offset,
+                total,
+                data,
+                round,
+            } => self.on_install_snapshot(from, term, meta, offset, total, &data, round),
+            Message::InstallSnapshotResponse {
+                snapshot_index,
+                next_offset,
+                done,
+                round,
+                ..
+            } => self.on_install_snapshot_response(from, snapshot_index, next_offset, done, round),
+            Message::TimeoutNow { term } => self.on_timeout_now(from, term),
+            Message::ReadIndexRequest { read_id } => self.on_read_index_request(from, read_id),
+            Message::ReadIndexResponse {
+                read_id,
+                read_index,
+                leader,
+            } => self.on_read_index_response(read_id, read_index, leader),
+        }
+    }
+
+    /// Emits everything this step produced, in the order the contract needs (module docs).
+    fn flush(&mut self, rng: &mut Rng, effects: &mut Vec<RaftEffect<S>>) {
+        if self.role == RaftRole::Leader {
+            if self.needs_round {
+                self.broadcast_heartbeat();
+            }
+            if self.needs_broadcast {
+                self.broadcast_append();
+            }
+            self.confirm_reads();
+        }
+        self.needs_round = false;
+        self.needs_broadcast = false;
+        if self.election_timer_reset {
+            self.election_timer_reset = false;
+            self.election_deadline = self.random_election_deadline(rng);
+        }
+        effects.append(&mut self.early_effects);
+        let hard_state = HardState {
+            current_term: self.current_term,
+            voted_for: self.voted_for,
+        };
+        if hard_state != self.persisted_hard_state {
+            self.persisted_hard_state = hard_state.clone();
+            self.emit_write(Write::HardState(hard_state), effects);
+        }
+        self.flush_log_write();
+        let mut writes = std::mem::take(&mut self.queued_writes);
+        for write in writes.drain(..) {
+            self.emit_write(write, effects);
+        }
+        self.queued_writes = writes;
+        effects.extend(
+            self.outbox
+                .drain(..)
+                .map(|(to, message)| Effect::Send { to, message }),
+        );
+    }
+
+    fn emit_write(&mut self, write: Write<S::Command>, effects: &mut Vec<RaftEffect<S>>) {
+        self.next_token += 1;
+        let token = self.next_token;
+        let durable_index = match &write {
+            Write::HardState(_) => 0,
+            Write::Append { entries } => entries.last().map_or(0, |e| e.index),
+            Write::Snapshot(snapshot) => snapshot.meta.last_index,
+        };
+        self.written_index = self.written_index.max(durable_index);
+        self.pending_writes.push_back(PendingWrite {
+            token,
+            durable_index,
+            term: self.persisted_hard_state.current_term,
+        });
+        effects.push(Effect::Persist { token, write });
+    }
+
+    fn status_peers(&self) -> Vec<PeerProgress> {
+        let Some(leader) = &self.leader else {
+            return Vec::new();
+        };
+        let membership = self.log.membership();
+        leader
+            .progress
+            .iter()
+            .map(|(&id, progress)| PeerProgress {
+                id,
+                match_index: progress.match_index,
+                next_index: progress.next_index,
+                voter: membership.is_voter(id),
+            })
+            .collect()
+    }
+}
+
+impl<S: StateMachine + Default> Node for RaftNode<S> {
+    type Message = Message<S::Command>;
+    type Request = Request<S::Command, S::Query>;
+    type Response = Response<S::Output>;
+    type Write = Write<S::Command>;
+    type Storage = Storage<S::Command>;
+    type Command = S::Command;
+    type Config = Config;
+
+    fn restore(
+        id: NodeId,
+        members: &[NodeId],
+        config: &Config,
+        storage: &Storage<S::Command>,
+        now: Time,
+        rng: &mut Rng,
+    ) -> Self {
+        RaftNode::new(id, members, config, storage, now, rng)
+    }
+
+    fn apply_write(storage: &mut Storage<S::Command>, write: &Write<S::Command>) {
+        storage.apply(write);
+    }
+
+    fn step(
+        &mut self,
+        env: &mut Env<'_>,
+        input: Input<Self::Message, Self::Request>,
+        effects: &mut Vec<RaftEffect<S>>,
+    ) {
+        self.now = self.now.max(env.now);
+        self.handle(input);
+        self.flush(env.rng, effects);
+    }
+
+    fn next_deadline(&self) -> Option<Time> {
+        let mut deadline = match &self.leader {
+            Some(leader) => {
+                let mut deadline = leader.heartbeat_deadline;
+                if self.config.check_quorum {
+                    deadline = deadline.min(leader.check_quorum_deadline);
+                }
+                if let Some(transfer) = &leader.transfer {
+                    deadline = deadline.min(transfer.deadline);
+                }
+                deadline
+            }
+            None => self.election_deadline,
+        };
+        if let Some((_, _, sent)) = self.forwarded_reads.values().next() {
+            deadline = deadline.min(sent + self.config.election_timeout_max);
+        }
+        Some(deadline)
+    }
+
+    fn status(&self) -> NodeStatus {
+        NodeStatus {
+            id: self.id,
+            role: self.role(),
+            leader: self.leader_id,
+            term: self.current_term,
+            log_length: self.log.last_index(),
+            commit_index: self.commit_index,
+            applied_index: self.last_applied,
+            peers: self.status_peers(),
+        }
+    }
+
+    fn check_invariants(&self) -> Result<(), Violation> {
+        self.check_local_invariants()
+    }
+
+    fn id(&self) -> NodeId {
+        self.id
+    }
+
+    fn election_timeout(config: &Config) -> Duration {
+        config.election_timeout_max
+    }
+}

@@ -1,0 +1,227 @@
+//! Linearizable reads without log writes (thesis §6.4).
+//!
+//! **ReadIndex**: the leader (1) must have committed an entry of its term; (2) records its
+//! commit index as the read index; (3) confirms it is still leader by a heartbeat round that a
+//! quorum acknowledges; (4) answers once its applied index reaches the read index.
+//!
+//! **Follower reads** (§6.4): a follower asks the leader for a read index
+//! (`ReadIndexRequest`), waits until it has applied that far, and answers locally.
+//!
+//! **Lease reads** (§6.4.1, opt-in): a leader whose quorum round sent at `t` was acknowledged
+//! knows no other leader can be elected before `t + election_timeout_min` (followers ignore
+//! votes that long, by stickiness); it serves reads locally until then, minus the clock drift
+//! bound.
+
+use concord_core::{NodeId, RequestId, StateMachine};
+
+use crate::leader::{PendingRead, ReadOrigin};
+use crate::node::RaftNode;
+use crate::{LogIndex, Message, RaftError, Response};
+
+impl<S: StateMachine> RaftNode<S> {
+    /// A client read arrives.
+    pub(crate) fn on_read(&mut self, id: RequestId, query: S::Query) {
+        if self.leader.is_some() {
+            self.start_read(ReadOrigin::Local { id, query });
+            return;
+        }
+        let Some(leader) = self.leader_id else {
+            self.reply(id, Response::Failed(RaftError::NotLeader { leader: None }));
+            return;
+        };
+        let pending = self.forwarded_reads.len() + self.reads_awaiting_apply.len();
+        if pending >= self.config.max_pending_requests {
+            self.reply(id, Response::Failed(RaftError::Overloaded { pending }));
+            return;
+        }
+        self.next_read_id += 1;
+        let read_id = self.next_read_id;
+        self.forwarded_reads.insert(read_id, (id, query, self.now));
+        self.send(leader, Message::ReadIndexRequest { read_id });
+    }
+
+    /// A follower asks this node for a read index.
+    pub(crate) fn on_read_index_request(&mut self, from: NodeId, read_id: u64) {
+        if self.leader.is_some() {
+            self.start_read(ReadOrigin::Remote { from, read_id });
+        } else {
+            let leader = self.leader_id;
+            let answer = Message::ReadIndexResponse {
+                read_id,
+                read_index: None,
+                leader,
+            };
+            self.send(from, answer);
+        }
+    }
+
+    /// The leader's answer to a forwarded read.
+    pub(crate) fn on_read_index_response(
+        &mut self,
+        read_id: u64,
+        read_index: Option<LogIndex>,
+        leader: Option<NodeId>,
+    ) {
+        let Some((id, query, _)) = self.forwarded_reads.remove(&read_id) else {
+            return;
+        };
+        match read_index {
+            Some(read_index) => self.await_apply(read_index, id, query),
+            None => self.reply(id, Response::Failed(RaftError::NotLeader { leader })),
+        }
+    }
+
+    /// Forwarded reads unanswered for an election timeout fail (the leader may be gone); a
+    /// read has no effect, so "not leader" is a definite answer.
+    pub(crate) fn expire_forwarded_reads(&mut self) {
+        let timeout = self.config.election_timeout_max;
+        while let Some((&read_id, &(_, _, sent))) = self.forwarded_reads.iter().next() {
+            if sent + timeout > self.now {
+                break;
+            }
+            if let Some((id, _, _)) = self.forwarded_reads.remove(&read_id) {
+                let leader = self.leader_id;
+                self.reply(id, Response::Failed(RaftError::NotLeader { leader }));
+            }
+        }
+    }
+
+    fn start_read(&mut self, origin: ReadOrigin<S::Query>) {
+        let commit_index = self.commit_index;
+        let now = self.now;
+        let lease_reads = self.config.lease_reads;
+        let max_pending = self.config.max_pending_requests;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        let pending = leader.pending_requests();
+        if pending >= max_pending {
+            self.reject_read(origin, RaftError::Overloaded { pending });
+            return;
+        }
+        let term_committed = commit_index >= leader.term_start_index;
+        if !term_committed {
+            leader.reads_awaiting_term_commit.push(origin);
+            return;
+        }
+        if lease_reads && now < leader.lease_until && leader.transfer.is_none() {
+            self.deliver_read(commit_index, origin);
+            return;
+        }
+        leader.reads_awaiting_quorum.push_back(PendingRead {
+            read_index: commit_index,
+            round: leader.round + 1,
+            origin,
+        });
+        self.needs_round = true;
+    }
+
+    fn reject_read(&mut self, origin: ReadOrigin<S::Query>, error: RaftError) {
+        match origin {
+            ReadOrigin::Local { id, .. } => self.reply(id, Response::Failed(error)),
+            ReadOrigin::Remote { .. } => self.fail_read(origin),
+        }
+    }
+
+    /// Once the leader has committed an entry of its term, the reads that waited for it get
+    /// the commit index as their read index and a new round.
+    pub(crate) fn release_reads_awaiting_term_commit(&mut self) {
+        let commit_index = self.commit_index;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        let round = leader.round + 1;
+        for origin in leader.reads_awaiting_term_commit.drain(..) {
+            leader.reads_awaiting_quorum.push_back(PendingRead {
+                read_index: commit_index,
+                round,
+                origin,
+            });
+        }
+        self.needs_round = true;
+    }
+
+    /// Releases the reads whose round a quorum has acknowledged, and extends the lease.
+    pub(crate) fn confirm_reads(&mut self) {
+        let id = self.id;
+        let lease_span = self.config.election_timeout_min
+            - self
+                .config
+                .max_clock_drift
+                .min(self.config.election_timeout_min);
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        let own_round = leader.round;
+        let progress = &leader.progress;
+        let confirmed = self
+            .log
+            .membership()
+            .quorum_value(&mut self.scratch, |peer| {
+                if peer == id {
+                    own_round
+                } else {
+                    progress.get(&peer).map_or(0, |p| p.acked_round)
+                }
+            });
+        if self.config.lease_reads {
+            while leader
+                .round_sent_at
+                .front()
+                .is_some_and(|(round, _)| *round < confirmed)
+            {
+                leader.round_sent_at.pop_front();
+            }
+            if let Some(&(round, sent)) = leader.round_sent_at.front() {
+                if round == confirmed {
+                    leader.lease_until = leader.lease_until.max(sent + lease_span);
+                }
+            }
+        }
+        let mut ready = Vec::new();
+        while leader
+            .reads_awaiting_quorum
+            .front()
+            .is_some_and(|read| read.round <= confirmed)
+        {
+            ready.extend(leader.reads_awaiting_quorum.pop_front());
+        }
+        for read in ready {
+            self.deliver_read(read.read_index, read.origin);
+        }
+    }
+
+    fn deliver_read(&mut self, read_index: LogIndex, origin: ReadOrigin<S::Query>) {
+        match origin {
+            ReadOrigin::Local { id, query } => self.await_apply(read_index, id, query),
+            ReadOrigin::Remote { from, read_id } => {
+                let answer = Message::ReadIndexResponse {
+                    read_id,
+                    read_index: Some(read_index),
+                    leader: Some(self.id),
+                };
+                self.send(from, answer);
+            }
+        }
+    }
+
+    fn await_apply(&mut self, read_index: LogIndex, id: RequestId, query: S::Query) {
+        self.next_read_id += 1;
+        self.reads_awaiting_apply
+            .insert((read_index, self.next_read_id), (id, query));
+        self.serve_applied_reads();
+    }
+
+    /// Answers every read whose read index has been applied.
+    pub(crate) fn serve_applied_reads(&mut self) {
+        while let Some(entry) = self.reads_awaiting_apply.first_entry() {
+            let read_index = entry.key().0;
+            if read_index > self.last_applied {
+                break;
+            }
+            let (id, query) = entry.remove();
+            let output = self.state_machine.query(&query);
+            self.reply(id, Response::Read { read_index, output });
+        }
+    }
+}

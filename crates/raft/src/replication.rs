@@ -1,0 +1,481 @@
+//! Log replication (paper §5.3) and commitment (§5.4.2), leader side and follower side.
+//!
+//! * AppendEntries carries `prev_log_index`/`prev_log_term`; a follower rejects a mismatch with
+//!   a conflict term and the first index of that term, so the leader skips a whole term per
+//!   round trip (the optimization sketched at the end of §5.3).
+//! * A conflicting suffix is truncated; entries the follower already has are never rewritten.
+//! * Each follower is probed, then pipelined within a bounded in-flight window (see
+//!   `progress`); messages carry at most `max_entries_per_message` entries.
+//! * Heartbeats are empty AppendEntries; they also carry the leader's heartbeat round, which
+//!   confirms leadership for ReadIndex (thesis §6.4).
+//! * The leader commits only an entry of its own term by counting replicas, counting itself only
+//!   for entries it knows are durable (Figure 8); earlier entries commit with it.
+
+use std::sync::Arc;
+
+use concord_core::{NodeId, RequestId, StateMachine};
+
+use crate::leader::ReadOrigin;
+use crate::node::{RaftNode, RaftRole};
+use crate::progress::ProgressState;
+use crate::{Config, Entry, LogIndex, Message, Payload, RaftError, RaftLog, Response, Term};
+
+/// Most heartbeat rounds whose send time a leader remembers (for leases).
+const MAX_REMEMBERED_ROUNDS: usize = 1024;
+
+impl<S: StateMachine> RaftNode<S> {
+    /// §8: a client command becomes a log entry of the leader's term.
+    pub(crate) fn on_propose(&mut self, id: RequestId, command: S::Command) {
+        let Some(leader) = &self.leader else {
+            let leader = self.leader_id;
+            self.reply(id, Response::Failed(RaftError::NotLeader { leader }));
+            return;
+        };
+        if leader.transfer.is_some() {
+            self.reply(id, Response::Failed(RaftError::TransferInProgress));
+            return;
+        }
+        let pending = leader.pending_requests();
+        if pending >= self.config.max_pending_requests {
+            self.reply(id, Response::Failed(RaftError::Overloaded { pending }));
+            return;
+        }
+        let index = self.append_to_log(self.current_term, Payload::Command(Arc::new(command)));
+        if let Some(leader) = self.leader.as_mut() {
+            leader.proposals.push_back((index, id));
+        }
+        self.needs_broadcast = true;
+    }
+
+    /// The leader's timers: CheckQuorum, heartbeats, a transfer's deadline.
+    pub(crate) fn on_leader_tick(&mut self) {
+        let now = self.now;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if self.config.check_quorum && now >= leader.check_quorum_deadline {
+            leader.check_quorum_deadline = now + self.config.election_timeout_max;
+            if !self.quorum_active() {
+                self.become_follower(self.current_term, None);
+                return;
+            }
+        }
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if now >= leader.heartbeat_deadline {
+            self.needs_round = true;
+        }
+        self.expire_transfer();
+    }
+
+    /// Starts a new heartbeat round: every follower gets an AppendEntries (§5.2), presumed-lost
+    /// pipelines fall back to probing.
+    pub(crate) fn broadcast_heartbeat(&mut self) {
+        let now = self.now;
+        let stale_before = now.checked_sub(self.config.election_timeout_min);
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        leader.round += 1;
+        leader.round_sent_at.push_back((leader.round, now));
+        if leader.round_sent_at.len() > MAX_REMEMBERED_ROUNDS {
+            leader.round_sent_at.pop_front();
+        }
+        leader.heartbeat_deadline = now + self.config.heartbeat_interval;
+        if let Some(stale_before) = stale_before {
+            for progress in leader.progress.values_mut() {
+                if progress.has_stale_inflight(stale_before) {
+                    progress.become_probe(progress.match_index + 1);
+                }
+            }
+        }
+        self.for_each_peer(|node, peer| node.send_append(peer, true));
+    }
+
+    /// Sends new entries to every follower that flow control allows.
+    pub(crate) fn broadcast_append(&mut self) {
+        self.for_each_peer(|node, peer| node.send_append(peer, false));
+    }
+
+    fn for_each_peer(&mut self, mut action: impl FnMut(&mut Self, NodeId)) {
+        let mut peers = std::mem::take(&mut self.peer_scratch);
+        peers.clear();
+        if let Some(leader) = &self.leader {
+            peers.extend(leader.progress.keys());
+        }
+        for &peer in &peers {
+            action(self, peer);
+        }
+        self.peer_scratch = peers;
+    }
+
+    /// Sends `peer` what it needs next: entries (pipelined within the window), a heartbeat, or
+    /// a snapshot chunk when its next entry is compacted away.
+    pub(crate) fn send_append(&mut self, peer: NodeId, heartbeat: bool) {
+        let term = self.current_term;
+        let leader_commit = self.commit_index;
+        let now = self.now;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        let round = leader.round;
+        let Some(progress) = leader.progress.get_mut(&peer) else {
+            return;
+        };
+        match &progress.state {
+            ProgressState::Snapshot { .. } => {
+                if heartbeat {
+                    self.send_snapshot_chunk(peer);
+                }
+                return;
+            }
+            ProgressState::Replicate { .. } if heartbeat => {
+                let prev = progress
+                    .match_index
+                    .max(self.log.snapshot_index())
+                    .min(progress.next_index - 1);
+                if let Some(prev_term) = self.log.term_at(prev) {
+                    let message = Message::AppendEntries {
+                        term,
+                        prev_log_index: prev,
+                        prev_log_term: prev_term,
+                        entries: Vec::new(),
+                        leader_commit,
+                        round,
+                    };
+                    self.outbox.push((peer, message));
+                }
+                return;
+            }
+            _ if !heartbeat && !progress.can_send(self.config.max_inflight_appends) => return,
+            _ => {}
+        }
+        let mut needs_snapshot = false;
+        loop {
+            let prev = progress.next_index - 1;
+            let Some(prev_term) = self.log.term_at(prev) else {
+                needs_snapshot = true;
+                break;
+            };
+            let entries = batch(&self.log, progress.next_index, &self.config);
+            let last = prev + entries.len() as u64;
+            let replicating = matches!(progress.state, ProgressState::Replicate { .. });
+            if entries.is_empty() && replicating {
+                break;
+            }
+            let message = Message::AppendEntries {
+                term,
+                prev_log_index: prev,
+                prev_log_term: prev_term,
+                entries,
+                leader_commit,
+                round,
+            };
+            self.outbox.push((peer, message));
+            match &mut progress.state {
+                ProgressState::Replicate { inflight } => {
+                    inflight.push_back((last, now));
+                    progress.next_index = last + 1;
+                    if inflight.len() >= self.config.max_inflight_appends
+                        || progress.next_index > self.log.last_index()
+                    {
+                        break;
+                    }
+                }
+                ProgressState::Probe { paused } => {
+                    *paused = true;
+                    break;
+                }
+                ProgressState::Snapshot { .. } => break,
+            }
+        }
+        if needs_snapshot {
+            self.start_snapshot(peer);
+        }
+    }
+
+    /// §5.3 receiver implementation: reply false on a `prev_log_index`/`prev_log_term`
+    /// mismatch, truncate a conflicting suffix, append what is new, advance the commit index.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_append_entries(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry<S::Command>>,
+        leader_commit: LogIndex,
+        round: u64,
+    ) {
+        if self.role == RaftRole::Leader {
+            return; // Election safety: no two leaders share a term, so this is not a leader.
+        }
+        if self.role != RaftRole::Follower || self.leader_id != Some(from) {
+            self.become_follower(term, Some(from));
+        }
+        self.note_leader_contact(from);
+        if !well_formed(prev_log_index, prev_log_term, term, &entries) {
+            return;
+        }
+        if let Err((conflict_term, conflict_index)) =
+            self.check_previous(prev_log_index, prev_log_term)
+        {
+            let message = Message::AppendEntriesResponse {
+                term,
+                success: false,
+                index: prev_log_index,
+                conflict_term,
+                conflict_index,
+                round,
+            };
+            self.send(from, message);
+            return;
+        }
+        let last_new = prev_log_index + entries.len() as u64;
+        if !self.merge_entries(entries) {
+            return;
+        }
+        if leader_commit > self.commit_index {
+            self.commit_index = self.commit_index.max(leader_commit.min(last_new));
+            self.apply_committed();
+        }
+        let message = Message::AppendEntriesResponse {
+            term,
+            success: true,
+            index: last_new,
+            conflict_term: None,
+            conflict_index: 0,
+            round,
+        };
+        self.send(from, message);
+    }
+
+    /// The consistency check of §5.3; on a mismatch, the hint for fast backtracking.
+    fn check_previous(
+        &self,
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+    ) -> Result<(), (Option<Term>, LogIndex)> {
+        if prev_log_index < self.log.snapshot_index() {
+            return Ok(()); // Compacted entries are committed, so they match (§5.4.3).
+        }
+        match self.log.term_at(prev_log_index) {
+            None => Err((None, self.log.last_index() + 1)),
+            Some(term) if term != prev_log_term => {
+                let first = self
+                    .log
+                    .first_index_of_term(term)
+                    .unwrap_or(prev_log_index)
+                    .max(self.commit_index + 1);
+                Err((Some(term), first.min(prev_log_index)))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Appends the entries the log lacks, truncating a conflicting suffix first. Returns
+    /// false (and changes nothing) if they conflict with a committed entry, which only a
+    /// faulty leader could send.
+    fn merge_entries(&mut self, entries: Vec<Entry<S::Command>>) -> bool {
+        let mut appending = false;
+        for entry in entries {
+            if appending {
+                self.append_received(entry);
+                continue;
+            }
+            if entry.index <= self.log.snapshot_index() {
+                continue;
+            }
+            match self.log.term_at(entry.index) {
+                Some(term) if term == entry.term => continue,
+                Some(_) if entry.index <= self.commit_index => return false,
+                Some(_) => self.truncate_log(entry.index),
+                None => {}
+            }
+            appending = true;
+            self.append_received(entry);
+        }
+        true
+    }
+
+    /// The leader learns a follower's answer: advance its progress and maybe the commit
+    /// index, or back up its next index with the conflict hint.
+    pub(crate) fn on_append_entries_response(
+        &mut self,
+        from: NodeId,
+        success: bool,
+        index: LogIndex,
+        conflict_term: Option<Term>,
+        conflict_index: LogIndex,
+        round: u64,
+    ) {
+        let now = self.now;
+        let last_index = self.log.last_index();
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        let current_round = leader.round;
+        let Some(progress) = leader.progress.get_mut(&from) else {
+            return;
+        };
+        progress.last_heard = now;
+        progress.acked_round = progress.acked_round.max(round.min(current_round));
+        if success {
+            if index <= last_index && progress.acknowledge(index) {
+                self.maybe_commit();
+                self.maybe_send_timeout_now(from);
+            }
+        } else {
+            let hint = backtrack_hint(&self.log, conflict_term, conflict_index);
+            let stale = match &progress.state {
+                ProgressState::Replicate { .. } => index <= progress.match_index,
+                ProgressState::Probe { .. } => index + 1 != progress.next_index,
+                ProgressState::Snapshot { .. } => true,
+            };
+            if stale {
+                if let ProgressState::Probe { paused } = &mut progress.state {
+                    *paused = false;
+                }
+            } else {
+                progress.become_probe(hint.min(index).max(1));
+            }
+        }
+        self.send_append(from, false);
+        self.confirm_reads();
+    }
+
+    /// §5.3, §5.4.2: the highest index stored on a quorum (the leader counting only its durable
+    /// prefix) is committed if it belongs to the current term.
+    pub(crate) fn maybe_commit(&mut self) {
+        let Some(leader) = &self.leader else {
+            return;
+        };
+        let own = self.durable_index.min(self.log.last_index());
+        let id = self.id;
+        let quorum_index = self
+            .log
+            .membership()
+            .quorum_value(&mut self.scratch, |peer| {
+                if peer == id {
+                    own
+                } else {
+                    leader.progress.get(&peer).map_or(0, |p| p.match_index)
+                }
+            });
+        if quorum_index > self.commit_index
+            && quorum_index != u64::MAX
+            && self.log.term_at(quorum_index) == Some(self.current_term)
+        {
+            self.commit_index = quorum_index;
+            self.on_leader_commit();
+        }
+    }
+
+    fn on_leader_commit(&mut self) {
+        self.apply_committed();
+        self.maybe_leave_joint();
+        let commit_index = self.commit_index;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if commit_index >= leader.term_start_index && !leader.reads_awaiting_term_commit.is_empty()
+        {
+            self.release_reads_awaiting_term_commit();
+        }
+    }
+
+    /// Steps down from leadership: every request the leader holds fails (proposals with an
+    /// unknown outcome, since they may still commit).
+    pub(crate) fn abandon_leadership(&mut self) {
+        let Some(leader) = self.leader.take() else {
+            return;
+        };
+        let leader = *leader;
+        for (index, id) in leader.proposals {
+            self.reply(id, Response::Failed(RaftError::OutcomeUnknown { index }));
+        }
+        for read in leader.reads_awaiting_quorum {
+            self.fail_read(read.origin);
+        }
+        for origin in leader.reads_awaiting_term_commit {
+            self.fail_read(origin);
+        }
+        if let Some(transfer) = leader.transfer {
+            if !transfer.timeout_now_sent {
+                let failure = RaftError::NotLeader { leader: None };
+                self.reply(transfer.request, Response::Failed(failure));
+            }
+        }
+        if let Some(change) = leader.membership_request {
+            let index = change.awaited_index;
+            self.reply(
+                change.request,
+                Response::Failed(RaftError::OutcomeUnknown { index }),
+            );
+        }
+    }
+
+    /// Answers a read that cannot be served because leadership was lost.
+    pub(crate) fn fail_read(&mut self, origin: ReadOrigin<S::Query>) {
+        match origin {
+            ReadOrigin::Local { id, .. } => {
+                self.reply(id, Response::Failed(RaftError::NotLeader { leader: None }))
+            }
+            ReadOrigin::Remote { from, read_id } => self.send(
+                from,
+                Message::ReadIndexResponse {
+                    read_id,
+                    read_index: None,
+                    leader: None,
+                },
+            ),
+        }
+    }
+}
+
+/// The entries for one AppendEntries from `from`, within the count and byte limits.
+fn batch<C>(log: &RaftLog<C>, from: LogIndex, config: &Config) -> Vec<Entry<C>>
+where
+    C: Clone,
+{
+    let available = log.entries_from(from);
+    let mut count = available.len().min(config.max_entries_per_message);
+    if let Some(first) = available.first() {
+        let by_bytes = config.max_bytes_per_message / first.estimated_size().max(1);
+        count = count.min(by_bytes.max(1));
+    }
+    available[..count].to_vec()
+}
+
+/// Where a leader should probe next after a rejection: just past its own last entry of the
+/// conflict term if it has that term, otherwise the first index of that term on the follower.
+fn backtrack_hint<C>(
+    log: &RaftLog<C>,
+    conflict_term: Option<Term>,
+    conflict_index: LogIndex,
+) -> LogIndex {
+    match conflict_term.and_then(|term| log.last_index_of_term(term)) {
+        Some(last) => last + 1,
+        None => conflict_index,
+    }
+}
+
+/// Rejects malformed AppendEntries (a faulty peer) instead of panicking on them: entries must
+/// be consecutive after `prev_log_index`, their terms must not decrease, and none may be newer
+/// than the message's term.
+fn well_formed<C>(
+    prev_log_index: LogIndex,
+    prev_log_term: Term,
+    term: Term,
+    entries: &[Entry<C>],
+) -> bool {
+    let mut previous_term = prev_log_term;
+    for (expected_index, entry) in (prev_log_index + 1..).zip(entries) {
+        if entry.index != expected_index || entry.term < previous_term || entry.term > term {
+            return false;
+        }
+        previous_term = entry.term;
+    }
+    prev_log_term <= term
+}

@@ -1,0 +1,112 @@
+//! Client and administrator requests, and their responses: proposals (paper §8), linearizable
+//! reads (thesis §6.4), leadership transfer (§3.10) and membership changes (chapter 4).
+
+use std::collections::BTreeSet;
+
+use concord_core::NodeId;
+
+use crate::{LogIndex, Membership, MembershipError};
+
+/// A request to a Raft node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request<C, Q> {
+    /// Append a command to the log; answered once it is applied.
+    Propose(C),
+    /// A linearizable read, served by ReadIndex (or a lease when configured); never logged.
+    Read(Q),
+    /// Hand leadership to `to` (thesis §3.10). Answered when `TimeoutNow` is sent.
+    TransferLeadership {
+        /// The voter to hand over to.
+        to: NodeId,
+    },
+    /// Move to a new configuration: joint consensus when the voters change, a single entry
+    /// when only learners change (thesis §4.3). Answered once the final configuration commits.
+    ChangeMembership {
+        /// The new voters.
+        voters: BTreeSet<NodeId>,
+        /// The new learners.
+        learners: BTreeSet<NodeId>,
+    },
+}
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response<O> {
+    /// The proposal was committed and applied at `index` with this result.
+    Applied {
+        /// Its log index.
+        index: LogIndex,
+        /// The state machine's result.
+        output: O,
+    },
+    /// The read's result, as of a state at least as new as `read_index`.
+    Read {
+        /// The read index the read waited for.
+        read_index: LogIndex,
+        /// The query's result.
+        output: O,
+    },
+    /// The leader sent `TimeoutNow` to the target.
+    TransferStarted {
+        /// The target.
+        to: NodeId,
+    },
+    /// The new configuration is committed at `index`.
+    MembershipChanged {
+        /// The index of the final configuration entry.
+        index: LogIndex,
+        /// The configuration now in effect.
+        membership: Membership,
+    },
+    /// The request failed.
+    Failed(RaftError),
+}
+
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RaftError {
+    /// This node is not the leader and did nothing; try `leader`.
+    #[error("not the leader (leader hint: {leader:?})")]
+    NotLeader {
+        /// The leader this node believes in.
+        leader: Option<NodeId>,
+    },
+    /// The request was appended at `index` but leadership was lost before it committed: it may
+    /// or may not take effect.
+    #[error("leadership lost after the request was appended at index {index}; outcome unknown")]
+    OutcomeUnknown {
+        /// Where it was appended.
+        index: LogIndex,
+    },
+    /// Too many requests are waiting.
+    #[error("overloaded: {pending} requests already waiting")]
+    Overloaded {
+        /// How many are waiting.
+        pending: usize,
+    },
+    /// A leadership transfer is under way; proposals are refused until it ends.
+    #[error("a leadership transfer is in progress")]
+    TransferInProgress,
+    /// The transfer target is not a voter, or is this node.
+    #[error("cannot transfer leadership to {to}: not another voter")]
+    InvalidTransferTarget {
+        /// The target.
+        to: NodeId,
+    },
+    /// The transfer did not complete within an election timeout.
+    #[error("leadership transfer to {to} timed out")]
+    TransferTimedOut {
+        /// The target.
+        to: NodeId,
+    },
+    /// A configuration change is still in progress (only one at a time, thesis §4.1).
+    #[error("a membership change is already in progress")]
+    MembershipChangeInProgress,
+    /// The leader has not yet committed an entry of its term, which it must before changing
+    /// the configuration (the 2015 single-server change fix).
+    #[error("the leader has not committed an entry of its term yet")]
+    LeaderNotReady,
+    /// The requested configuration is unusable.
+    #[error("invalid membership: {0}")]
+    InvalidMembership(#[from] MembershipError),
+}

@@ -1,0 +1,133 @@
+//! Durable state (paper Figure 2 "persistent state on all servers", §7 snapshots): the writes a
+//! node asks its driver to make durable, and the [`Storage`] they add up to.
+//!
+//! A node restarts from `Storage` alone (`Node::restore`); only confirmed writes are in it.
+
+use std::sync::Arc;
+
+use concord_core::NodeId;
+
+use crate::{Entry, LogIndex, Membership, Term};
+
+/// The term and vote, persisted before any message that depends on them (§5.1, §5.2).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    /// The latest term the node has seen.
+    pub current_term: Term,
+    /// The candidate it voted for in `current_term`.
+    pub voted_for: Option<NodeId>,
+}
+
+/// What a snapshot covers (paper §7).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// The index of the last entry the snapshot replaces.
+    pub last_index: LogIndex,
+    /// The term of that entry.
+    pub last_term: Term,
+    /// The configuration in effect at `last_index`.
+    pub membership: Membership,
+}
+
+/// A snapshot: its metadata and the state machine's serialized state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// What it covers.
+    pub meta: SnapshotMeta,
+    /// The state machine's bytes, shared (never copied when sent or persisted).
+    pub data: Arc<[u8]>,
+}
+
+/// A durable mutation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write<C> {
+    /// Replace the term and vote.
+    HardState(HardState),
+    /// Remove every stored entry at or after `entries[0].index` (a conflicting suffix, §5.3),
+    /// then append `entries`.
+    Append {
+        /// Consecutive entries; never empty.
+        entries: Vec<Entry<C>>,
+    },
+    /// Store a snapshot and compact the log through its last index. If the stored log has the
+    /// snapshot's last entry (same index and term), the entries after it are kept; otherwise the
+    /// whole log is discarded (paper §7).
+    Snapshot(Snapshot),
+}
+
+/// What all confirmed writes add up to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Storage<C> {
+    /// The term and vote.
+    pub hard_state: HardState,
+    /// The latest snapshot, if any.
+    pub snapshot: Option<Snapshot>,
+    /// The entries after the snapshot, consecutive.
+    pub entries: Vec<Entry<C>>,
+}
+
+impl<C> Default for Storage<C> {
+    fn default() -> Self {
+        Storage {
+            hard_state: HardState::default(),
+            snapshot: None,
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<C: Clone> Storage<C> {
+    /// The index of the last entry covered by the snapshot (0 without one).
+    pub fn snapshot_index(&self) -> LogIndex {
+        self.snapshot.as_ref().map_or(0, |s| s.meta.last_index)
+    }
+
+    /// The index of the last stored entry (or of the snapshot).
+    pub fn last_index(&self) -> LogIndex {
+        self.snapshot_index() + self.entries.len() as u64
+    }
+
+    /// Folds one confirmed write into the storage, in O(size of the write) plus the truncated
+    /// suffix.
+    pub fn apply(&mut self, write: &Write<C>) {
+        match write {
+            Write::HardState(hard_state) => self.hard_state = hard_state.clone(),
+            Write::Append { entries } => self.append(entries),
+            Write::Snapshot(snapshot) => self.install(snapshot),
+        }
+    }
+
+    fn append(&mut self, entries: &[Entry<C>]) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        let offset = self.snapshot_index();
+        assert!(
+            first.index > offset && first.index <= self.last_index() + 1,
+            "append at {} leaves a gap or rewrites the snapshot (snapshot {offset}, last {})",
+            first.index,
+            self.last_index()
+        );
+        self.entries.truncate((first.index - offset - 1) as usize);
+        self.entries.extend_from_slice(entries);
+    }
+
+    fn install(&mut self, snapshot: &Snapshot) {
+        let offset = self.snapshot_index();
+        let index = snapshot.meta.last_index;
+        if index <= offset {
+            return;
+        }
+        let position = (index - offset - 1) as usize;
+        let keeps_suffix = self
+            .entries
+            .get(position)
+            .is_some_and(|entry| entry.term == snapshot.meta.last_term);
+        if keeps_suffix {
+            self.entries.drain(..=position);
+        } else {
+            self.entries.clear();
+        }
+        self.snapshot = Some(snapshot.clone());
+    }
+}

@@ -1,0 +1,1 @@
+//! A deterministic in-crate test harness (filled in below).
