@@ -1,0 +1,99 @@
+//! The algorithm registry: which protocol a name builds, with its configuration and invariants.
+
+use crate::error::SimError;
+use crate::report::RunReport;
+use crate::runner::SimOptions;
+use crate::toolkit::{Cluster, ToolkitError};
+use crate::workload::WorkloadConfig;
+use crate::SimConfig;
+
+/// Algorithms that can be simulated.
+pub(crate) const SUPPORTED: &[&str] = &["raft"];
+
+/// Algorithms Concord plans but does not implement yet.
+const PLANNED: &[&str] = &["paxos", "multi-paxos", "pbft"];
+
+/// Checks that `name` is an algorithm that can be simulated.
+pub(crate) fn check(name: &str) -> Result<(), ToolkitError> {
+    let supported = SUPPORTED.join(", ");
+    if SUPPORTED.contains(&name) {
+        Ok(())
+    } else if PLANNED.contains(&name) {
+        Err(ToolkitError::NotSupportedYet {
+            name: name.to_string(),
+            supported,
+        })
+    } else {
+        Err(ToolkitError::UnknownAlgorithm {
+            name: name.to_string(),
+            supported,
+        })
+    }
+}
+
+#[cfg(feature = "raft")]
+mod raft {
+    use concord_core::KvStateMachine;
+    use concord_raft::RaftNode;
+
+    use super::*;
+    use crate::toolkit::SimCluster;
+
+    pub(super) type Raft = RaftNode<KvStateMachine>;
+
+    pub(super) fn cluster(
+        config: SimConfig,
+        workload: WorkloadConfig,
+    ) -> Result<Box<dyn Cluster>, ToolkitError> {
+        let cluster = SimCluster::<Raft>::new(
+            "raft",
+            config,
+            concord_raft::Config::default(),
+            workload,
+            concord_raft::invariants::<KvStateMachine>(),
+        )?;
+        Ok(Box::new(cluster))
+    }
+
+    pub(super) fn run(options: &SimOptions) -> Result<RunReport, SimError> {
+        crate::runner::run_protocol::<Raft>(
+            options,
+            concord_raft::Config::default(),
+            concord_raft::invariants::<KvStateMachine>(),
+        )
+    }
+}
+
+/// Builds a cluster of `name`.
+pub(crate) fn cluster(
+    name: &str,
+    config: SimConfig,
+    workload: WorkloadConfig,
+) -> Result<Box<dyn Cluster>, ToolkitError> {
+    check(name)?;
+    match name {
+        #[cfg(feature = "raft")]
+        "raft" => raft::cluster(config, workload),
+        _ => {
+            let _ = (config, workload);
+            Err(ToolkitError::NotSupportedYet {
+                name: name.to_string(),
+                supported: String::new(),
+            })
+        }
+    }
+}
+
+/// Runs `options.algorithm`.
+pub(crate) fn run(options: &SimOptions) -> Result<RunReport, SimError> {
+    check(&options.algorithm)?;
+    match options.algorithm.as_str() {
+        #[cfg(feature = "raft")]
+        "raft" => raft::run(options),
+        name => Err(ToolkitError::NotSupportedYet {
+            name: name.to_string(),
+            supported: String::new(),
+        }
+        .into()),
+    }
+}

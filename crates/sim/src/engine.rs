@@ -1,0 +1,943 @@
+//! The deterministic simulator: virtual time, an event queue, and the driver side of the
+//! [`Node`] contract.
+//!
+//! One [`Simulation`] runs one cluster from one seed. All randomness comes from
+//! [`concord_core::seeded_rng`] streams derived from that seed (one per node, one for the
+//! network, the disk, the Byzantine hook and the clients), events at equal times run in the
+//! order they were scheduled, and nothing iterates a hash map: one seed gives one run, bit for
+//! bit.
+//!
+//! The driver contract, as this simulator honours it:
+//!
+//! * **Timers.** After every step the simulator asks [`Node::next_deadline`] (on the node's own,
+//!   possibly drifting, clock) and schedules one tick for it; there is no periodic ticking.
+//! * **Persistence.** Each [`Effect::Persist`] goes to the node's disk, which completes writes in
+//!   FIFO order after a latency drawn from `[persist_latency_min, persist_latency_max]`. On
+//!   completion the write is added to the node's durable storage with [`Node::apply_write`] and
+//!   [`Input::Persisted`] is delivered.
+//! * **Ordering rule.** A `Send` or `Reply` emitted after a `Persist` (in the same step or a
+//!   later one) is held until that write, and every write before it, is durable. Sends with no
+//!   unconfirmed write before them leave at once.
+//! * **Invariants.** After every step the stepped node's [`Node::check_invariants`], every
+//!   registered [`ClusterInvariant`] and the built-in `apply-agreement` check (no two nodes
+//!   apply different commands at one index) run; the first violation stops the run with a
+//!   [`Failure`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use concord_check::History;
+use concord_core::time::MILLISECOND;
+use concord_core::{
+    seeded_rng, ClusterInvariant, Duration, Effect, Env, Input, Node, NodeId, NodeStatus,
+    RequestId, Rng, Role, Time, Violation,
+};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+
+use crate::byzantine::Corruptor;
+use crate::error::SimError;
+use crate::event::{Event, EventQueue};
+use crate::nemesis::{NemesisAction, NemesisPlan};
+use crate::network::{LinkConfig, Network, Route};
+use crate::report::{Failure, Stats};
+use crate::slot::{Held, InFlightWrite, NodeEvent, Slot};
+use crate::workload::{Next, Workload, WORKLOAD_REQUEST_BASE};
+
+/// An effect of node type `N`.
+pub type NodeEffect<N> =
+    Effect<<N as Node>::Message, <N as Node>::Write, <N as Node>::Command, <N as Node>::Response>;
+
+/// Random streams of a run, so every component draws from its own generator.
+pub(crate) mod streams {
+    /// Node `i` uses stream `NODE + i`.
+    pub const NODE: u64 = 1;
+    /// The network.
+    pub const NETWORK: u64 = 1 << 32;
+    /// Disk latencies.
+    pub const DISK: u64 = (1 << 32) + 1;
+    /// The Byzantine hook.
+    pub const BYZANTINE: u64 = (1 << 32) + 2;
+    /// The clients.
+    pub const WORKLOAD: u64 = (1 << 32) + 3;
+    /// The swarm nemesis generator.
+    pub const SWARM: u64 = (1 << 32) + 4;
+}
+
+/// Settings of the simulator itself (the protocol's own settings are `N::Config`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// Cluster size; nodes are `0..nodes`.
+    pub nodes: usize,
+    /// The master seed.
+    pub seed: u64,
+    /// How every link starts out.
+    pub link: LinkConfig,
+    /// Fastest fsync, ns.
+    pub persist_latency_min: Duration,
+    /// Slowest fsync, ns.
+    pub persist_latency_max: Duration,
+    /// At most this many nodes may be Byzantine at once (`f`).
+    pub max_byzantine: usize,
+    /// Keep a human-readable trace line per event.
+    pub trace: bool,
+    /// Keep at most this many trace lines (the newest).
+    pub trace_limit: usize,
+    /// Stop with an `event-budget` failure after this many events (a protocol busy-looping).
+    pub max_events: u64,
+    /// The command printed in failure reports to replay this run.
+    pub replay: String,
+}
+
+impl SimConfig {
+    /// Defaults for a cluster of `nodes` nodes from `seed`.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        SimConfig {
+            nodes,
+            seed,
+            link: LinkConfig::default(),
+            persist_latency_min: MILLISECOND / 5,
+            persist_latency_max: 2 * MILLISECOND,
+            max_byzantine: nodes.saturating_sub(1) / 3,
+            trace: false,
+            trace_limit: 100_000,
+            max_events: 200_000_000,
+            replay: format!("concord replay --seed {seed}"),
+        }
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), SimError> {
+        if self.nodes == 0 {
+            return Err(SimError::NoNodes);
+        }
+        self.link.validate()?;
+        if self.persist_latency_min > self.persist_latency_max {
+            return Err(SimError::InvalidOption {
+                name: "persist latency",
+                message: "the minimum is larger than the maximum".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A reply to a request made with [`Simulation::submit`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply<O> {
+    /// The request.
+    pub id: RequestId,
+    /// The node that answered.
+    pub node: NodeId,
+    /// The answer.
+    pub response: O,
+    /// When it was released (after the writes it depended on were durable).
+    pub time: Time,
+}
+
+/// Leaders seen while an observation window is open.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Observation {
+    /// `(term, node)` of every node seen in the leader role.
+    pub leaders: BTreeSet<(u64, NodeId)>,
+}
+
+/// A deterministic simulation of a cluster of `N` nodes.
+pub struct Simulation<N: Node> {
+    pub(crate) config: SimConfig,
+    pub(crate) node_config: N::Config,
+    pub(crate) members: Vec<NodeId>,
+    pub(crate) now: Time,
+    pub(crate) queue: EventQueue<NodeEvent<N>>,
+    pub(crate) slots: Vec<Slot<N>>,
+    pub(crate) network: Network,
+    disk_rng: Rng,
+    pub(crate) byzantine_rng: Rng,
+    invariants: Vec<Box<dyn ClusterInvariant<N>>>,
+    applied: BTreeMap<u64, (NodeId, N::Command)>,
+    effects: Vec<NodeEffect<N>>,
+    pub(crate) stats: Stats,
+    trace: Option<VecDeque<String>>,
+    pub(crate) workload: Option<Workload<N>>,
+    replies: Vec<Reply<N::Response>>,
+    next_request: RequestId,
+    pub(crate) plan: Vec<NemesisAction>,
+    pub(crate) corruptor: Option<Corruptor<N::Message>>,
+    failure: Option<Failure>,
+    pub(crate) observation: Option<Observation>,
+    stale_dropped: u64,
+    cut_in_flight: u64,
+}
+
+impl<N: Node> std::fmt::Debug for Simulation<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulation")
+            .field("seed", &self.config.seed)
+            .field("nodes", &self.config.nodes)
+            .field("now", &self.now)
+            .field("pending_events", &self.queue.len())
+            .field("slots", &self.slots)
+            .finish()
+    }
+}
+
+impl<N: Node> Simulation<N> {
+    /// Starts a cluster: every node is restored from empty storage at time 0.
+    pub fn new(config: SimConfig, node_config: N::Config) -> Result<Self, SimError> {
+        config.validate()?;
+        let seed = config.seed;
+        let nodes = config.nodes;
+        let mut simulation = Simulation {
+            members: (0..nodes as NodeId).collect(),
+            now: 0,
+            queue: EventQueue::default(),
+            slots: (0..nodes as u64)
+                .map(|i| Slot::new(seeded_rng(seed, streams::NODE + i)))
+                .collect(),
+            network: Network::new(
+                nodes,
+                config.link.clone(),
+                seeded_rng(seed, streams::NETWORK),
+            ),
+            disk_rng: seeded_rng(seed, streams::DISK),
+            byzantine_rng: seeded_rng(seed, streams::BYZANTINE),
+            invariants: Vec::new(),
+            applied: BTreeMap::new(),
+            effects: Vec::new(),
+            stats: Stats::default(),
+            trace: config.trace.then(VecDeque::new),
+            workload: None,
+            replies: Vec::new(),
+            next_request: 1,
+            plan: Vec::new(),
+            corruptor: None,
+            failure: None,
+            observation: None,
+            stale_dropped: 0,
+            cut_in_flight: 0,
+            node_config,
+            config,
+        };
+        for id in 0..nodes as NodeId {
+            simulation.boot(id);
+        }
+        Ok(simulation)
+    }
+
+    /// Registers a cluster-wide invariant, checked after every step.
+    pub fn add_invariant(&mut self, invariant: Box<dyn ClusterInvariant<N>>) {
+        self.invariants.push(invariant);
+    }
+
+    /// Supplies the protocol's message corruption for the `corrupt` Byzantine behaviour.
+    pub fn set_corruptor(&mut self, corruptor: Corruptor<N::Message>) {
+        self.corruptor = Some(corruptor);
+    }
+
+    /// Attaches the clients; they start at their configured time.
+    pub fn attach_workload(&mut self, mut workload: Workload<N>) {
+        for (client, at) in workload.start() {
+            self.queue
+                .push(at.max(self.now), Event::ClientWake { client });
+        }
+        self.workload = Some(workload);
+    }
+
+    /// Schedules every step of `plan` (validated against the cluster first).
+    pub fn install_plan(&mut self, plan: &NemesisPlan) -> Result<(), SimError> {
+        plan.validate(self.config.nodes)?;
+        for step in &plan.steps {
+            if let NemesisAction::Byzantine { nodes, behavior } = &step.action {
+                if nodes.len() > self.config.max_byzantine {
+                    return Err(SimError::ByzantineBudget {
+                        max: self.config.max_byzantine,
+                        requested: nodes.len(),
+                    });
+                }
+                if *behavior == crate::ByzantineKind::Corrupt && self.corruptor.is_none() {
+                    return Err(SimError::NoCorruptor);
+                }
+            }
+        }
+        for step in &plan.steps {
+            let index = self.plan.len();
+            self.plan.push(step.action.clone());
+            self.queue
+                .push(step.at.max(self.now), Event::Nemesis { index });
+        }
+        Ok(())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// The protocol configuration.
+    pub fn node_config(&self) -> &N::Config {
+        &self.node_config
+    }
+
+    /// Current simulated time, ns.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// Cluster size.
+    pub fn nodes(&self) -> usize {
+        self.config.nodes
+    }
+
+    /// Node `id`, while it is up (paused nodes are up).
+    pub fn node(&self, id: NodeId) -> Option<&N> {
+        self.slots.get(id as usize)?.node.as_ref()
+    }
+
+    /// The durable storage of node `id`: what its confirmed writes add up to.
+    pub fn storage(&self, id: NodeId) -> Option<&N::Storage> {
+        self.slots.get(id as usize).map(|s| &s.storage)
+    }
+
+    /// Whether node `id` is up (not crashed).
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.node(id).is_some()
+    }
+
+    /// Whether node `id` is paused.
+    pub fn is_paused(&self, id: NodeId) -> bool {
+        self.slots.get(id as usize).is_some_and(|s| s.paused)
+    }
+
+    /// Node `id`'s local time now.
+    pub fn local_time(&self, id: NodeId) -> Option<Time> {
+        self.slots.get(id as usize).map(|s| s.clock.local(self.now))
+    }
+
+    /// Node `id`'s clock rate.
+    pub fn clock_rate(&self, id: NodeId) -> Option<f64> {
+        self.slots.get(id as usize).map(|s| s.clock.rate())
+    }
+
+    /// Writes of node `id` handed to the disk and not yet durable.
+    pub fn pending_writes(&self, id: NodeId) -> usize {
+        self.slots.get(id as usize).map_or(0, |s| s.writes.len())
+    }
+
+    /// Every node's status; crashed and paused nodes show as [`Role::Down`].
+    pub fn statuses(&self) -> Vec<NodeStatus> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(id, slot)| match &slot.node {
+                Some(node) if !slot.paused => node.status(),
+                _ => NodeStatus::down(id as NodeId),
+            })
+            .collect()
+    }
+
+    /// The node that believes itself leader in the highest term, when exactly one does.
+    pub fn leader(&self) -> Option<NodeId> {
+        crate::toolkit::unique_leader(&self.statuses())
+    }
+
+    /// The network (connectivity, link settings, counters).
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The network, to change.
+    pub fn network_mut(&mut self) -> &mut Network {
+        &mut self.network
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.stats.clone();
+        let network = self.network.counters();
+        stats.messages_lost = network.lost;
+        stats.messages_cut = network.cut + self.cut_in_flight;
+        stats.messages_duplicated = network.duplicated;
+        stats.messages_reordered = network.reordered;
+        stats.messages_dropped = network.lost + stats.messages_cut + self.stale_dropped;
+        stats.simulated_time = self.now;
+        stats
+    }
+
+    /// The clients, when attached.
+    pub fn workload(&self) -> Option<&Workload<N>> {
+        self.workload.as_ref()
+    }
+
+    /// The client history (empty without clients).
+    pub fn history(&self) -> &History {
+        static EMPTY: History = History { events: Vec::new() };
+        self.workload.as_ref().map_or(&EMPTY, |w| w.history())
+    }
+
+    /// The trace lines kept so far (empty unless tracing).
+    pub fn trace(&self) -> Vec<String> {
+        self.trace.iter().flatten().cloned().collect()
+    }
+
+    /// The failure that stopped the run, if any.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+
+    /// Whether every node is up and running and all agree on commit and applied index.
+    pub fn converged(&self) -> bool {
+        let statuses = self.statuses();
+        let first = &statuses[0];
+        statuses.iter().all(|s| {
+            s.role != Role::Down
+                && s.applied_index == first.applied_index
+                && s.commit_index == first.commit_index
+        })
+    }
+
+    /// Hands `request` straight to node `id` now (no client network); the reply shows up in
+    /// [`Simulation::take_replies`] once released.
+    pub fn submit(&mut self, id: NodeId, request: N::Request) -> Result<RequestId, SimError> {
+        self.check_node(id)?;
+        let request_id = self.next_request;
+        self.next_request += 1;
+        self.queue.push(
+            self.now,
+            Event::RequestArrive {
+                node: id,
+                id: request_id,
+                request,
+            },
+        );
+        Ok(request_id)
+    }
+
+    /// Replies to [`Simulation::submit`] requests released so far.
+    pub fn take_replies(&mut self) -> Vec<Reply<N::Response>> {
+        std::mem::take(&mut self.replies)
+    }
+
+    /// Sends `message` from `from` to `to` through the network, as if `from` had sent it.
+    pub fn inject_message(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        message: N::Message,
+    ) -> Result<(), SimError> {
+        self.check_node(from)?;
+        self.check_node(to)?;
+        self.transmit(from, to, message);
+        Ok(())
+    }
+
+    pub(crate) fn check_node(&self, id: NodeId) -> Result<(), SimError> {
+        if (id as usize) < self.config.nodes {
+            Ok(())
+        } else {
+            Err(SimError::NoSuchNode {
+                node: id,
+                nodes: self.config.nodes,
+            })
+        }
+    }
+
+    /// Runs every event up to and including simulated time `until`.
+    pub fn run_until(&mut self, until: Time) -> Result<(), Failure> {
+        if let Some(failure) = &self.failure {
+            return Err(failure.clone());
+        }
+        while self.queue.peek_time().is_some_and(|t| t <= until) {
+            let Some((time, event)) = self.queue.pop() else {
+                break;
+            };
+            self.now = time;
+            self.stats.events += 1;
+            let result = if self.stats.events > self.config.max_events {
+                Err(Violation::cluster(
+                    "event-budget",
+                    format!("more than {} events", self.config.max_events),
+                ))
+            } else {
+                self.handle(event)
+            };
+            if let Err(violation) = result {
+                let failure = self.make_failure(violation);
+                self.failure = Some(failure.clone());
+                return Err(failure);
+            }
+        }
+        self.now = self.now.max(until);
+        Ok(())
+    }
+
+    /// Runs for `duration` of simulated time.
+    pub fn run_for(&mut self, duration: Duration) -> Result<(), Failure> {
+        self.run_until(self.now.saturating_add(duration))
+    }
+
+    fn make_failure(&self, violation: Violation) -> Failure {
+        let trace_tail = self
+            .trace
+            .as_ref()
+            .map(|t| t.iter().rev().take(50).rev().cloned().collect())
+            .unwrap_or_default();
+        Failure {
+            seed: self.config.seed,
+            step: self.stats.steps,
+            time: self.now,
+            invariant: violation.invariant.to_string(),
+            node: violation.node,
+            detail: violation.detail,
+            replay: self.config.replay.clone(),
+            trace_tail,
+        }
+    }
+
+    pub(crate) fn trace_line(&mut self, line: impl FnOnce() -> String) {
+        if let Some(trace) = &mut self.trace {
+            if trace.len() >= self.config.trace_limit.max(1) {
+                trace.pop_front();
+            }
+            trace.push_back(format!("{:>12.6}s {}", self.now as f64 / 1e9, line()));
+        }
+    }
+
+    /// Restores node `id` from its durable storage and schedules its first tick.
+    pub(crate) fn boot(&mut self, id: NodeId) {
+        let slot = &mut self.slots[id as usize];
+        let now = slot.clock.local(self.now);
+        let node = N::restore(
+            id,
+            &self.members,
+            &self.node_config,
+            &slot.storage,
+            now,
+            &mut slot.rng,
+        );
+        slot.node = Some(node);
+        self.schedule_timer(id);
+    }
+
+    /// Schedules one tick at the node's next deadline, replacing any earlier one.
+    pub(crate) fn schedule_timer(&mut self, id: NodeId) {
+        let slot = &mut self.slots[id as usize];
+        let Some(node) = &slot.node else { return };
+        if slot.paused {
+            return;
+        }
+        let Some(deadline) = node.next_deadline() else {
+            slot.timer_at = None;
+            slot.timer_generation += 1;
+            return;
+        };
+        let at = slot.clock.global_of(deadline).max(self.now + 1);
+        if slot.timer_at == Some(at) {
+            return;
+        }
+        slot.timer_generation += 1;
+        slot.timer_at = Some(at);
+        let event = Event::Timer {
+            node: id,
+            incarnation: slot.incarnation,
+            generation: slot.timer_generation,
+        };
+        self.queue.push(at, event);
+    }
+
+    fn handle(&mut self, event: NodeEvent<N>) -> Result<(), Violation> {
+        if let Some(id) = event.inbox() {
+            let slot = &mut self.slots[id as usize];
+            if slot.paused && slot.node.is_some() {
+                if !matches!(event, Event::Timer { .. }) {
+                    slot.parked.push(event);
+                }
+                return Ok(());
+            }
+        }
+        match event {
+            Event::Deliver {
+                claimed_from,
+                sender,
+                sender_incarnation,
+                to,
+                to_incarnation,
+                message,
+            } => {
+                let target = &self.slots[to as usize];
+                if target.node.is_none()
+                    || target.incarnation != to_incarnation
+                    || self.slots[sender as usize].incarnation != sender_incarnation
+                {
+                    self.stale_dropped += 1;
+                    return Ok(());
+                }
+                if !self.network.is_connected(sender, to) {
+                    self.cut_in_flight += 1;
+                    return Ok(());
+                }
+                self.stats.messages_delivered += 1;
+                let input = Input::Message {
+                    from: claimed_from,
+                    message,
+                };
+                self.step_node(to, input)
+            }
+            Event::Timer {
+                node,
+                incarnation,
+                generation,
+            } => {
+                let slot = &mut self.slots[node as usize];
+                if slot.incarnation != incarnation || slot.timer_generation != generation {
+                    return Ok(());
+                }
+                slot.timer_at = None;
+                self.step_node(node, Input::Tick)
+            }
+            Event::PersistDone {
+                node,
+                incarnation,
+                sequence,
+            } => self.complete_write(node, incarnation, sequence),
+            Event::RequestArrive { node, id, request } => {
+                if self.slots[node as usize].node.is_none() {
+                    self.trace_line(|| format!("n{node} request r{id} refused: node down"));
+                    if id >= WORKLOAD_REQUEST_BASE {
+                        let now = self.now;
+                        let next = self.workload_mut().on_unreachable(id, now);
+                        self.client_next(next);
+                    }
+                    return Ok(());
+                }
+                self.stats.client_requests += 1;
+                self.step_node(node, Input::Request { id, request })
+            }
+            Event::ResponseArrive { id, from, response } => {
+                let now = self.now;
+                let next = self.workload_mut().on_response(id, from, &response, now);
+                self.client_next(next);
+                Ok(())
+            }
+            Event::RequestTimeout { id } => {
+                let now = self.now;
+                let next = self.workload_mut().on_timeout(id, now);
+                self.client_next(next);
+                Ok(())
+            }
+            Event::ClientWake { client } => {
+                let now = self.now;
+                let next = self.workload_mut().wake(client, now);
+                self.client_next(next);
+                Ok(())
+            }
+            Event::Nemesis { index } => {
+                let action = self.plan[index].clone();
+                self.stats.nemesis_actions += 1;
+                if let Err(error) = self.apply_action(&action) {
+                    self.trace_line(|| format!("nemesis {} skipped: {error}", action.name()));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn workload_mut(&mut self) -> &mut Workload<N> {
+        self.workload
+            .as_mut()
+            .expect("client events are only scheduled by an attached workload")
+    }
+
+    /// Carries out what a client wants next.
+    fn client_next(&mut self, mut next: Next<N::Request>) {
+        loop {
+            match next {
+                Next::Idle => return,
+                Next::Wake { client, at } => {
+                    self.queue.push(at, Event::ClientWake { client });
+                    return;
+                }
+                Next::Send(outbound) => {
+                    match self.network.client_latency(outbound.home, outbound.target) {
+                        Some(latency) => {
+                            let timeout = self.workload_mut().config().request_timeout;
+                            let id = outbound.id;
+                            self.queue.push(
+                                self.now + latency,
+                                Event::RequestArrive {
+                                    node: outbound.target,
+                                    id,
+                                    request: outbound.request,
+                                },
+                            );
+                            self.queue
+                                .push(self.now + timeout, Event::RequestTimeout { id });
+                            return;
+                        }
+                        None => {
+                            let now = self.now;
+                            next = self.workload_mut().on_unreachable(outbound.id, now);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands one input to node `id`, performs its effects and checks invariants.
+    pub(crate) fn step_node(
+        &mut self,
+        id: NodeId,
+        input: Input<N::Message, N::Request>,
+    ) -> Result<(), Violation> {
+        let slot = &mut self.slots[id as usize];
+        let Some(node) = slot.node.as_mut() else {
+            return Ok(());
+        };
+        let mut effects = std::mem::take(&mut self.effects);
+        effects.clear();
+        let input_text = self.trace.as_ref().map(|_| describe_input(&input));
+        let mut env = Env {
+            now: slot.clock.local(self.now),
+            rng: &mut slot.rng,
+        };
+        node.step(&mut env, input, &mut effects);
+        self.stats.steps += 1;
+        if let Some(input_text) = input_text {
+            let effects_text = describe_effects::<N>(&effects);
+            self.trace_line(|| format!("n{id} {input_text} -> [{effects_text}]"));
+        }
+        let checked = self.check_step(id, &effects);
+        if checked.is_ok() {
+            for effect in effects.drain(..) {
+                self.perform(id, effect);
+            }
+            self.schedule_timer(id);
+        }
+        self.effects = effects;
+        checked
+    }
+
+    fn check_step(&mut self, id: NodeId, effects: &[NodeEffect<N>]) -> Result<(), Violation> {
+        let node = self.slots[id as usize]
+            .node
+            .as_ref()
+            .expect("a stepped node is up");
+        node.check_invariants()?;
+        if let Some(observation) = &mut self.observation {
+            let status = node.status();
+            if status.role == Role::Leader {
+                observation.leaders.insert((status.term, id));
+            }
+        }
+        for effect in effects {
+            if let Effect::Apply { index, command } = effect {
+                match self.applied.get(index) {
+                    Some((first, existing)) if existing != command => {
+                        return Err(Violation::cluster(
+                            "apply-agreement",
+                            format!(
+                                "node {id} applied {command:?} at index {index}, node {first} applied {existing:?}"
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.applied.insert(*index, (id, command.clone()));
+                    }
+                }
+            }
+        }
+        if !self.invariants.is_empty() {
+            let nodes: Vec<Option<&N>> = self.slots.iter().map(|s| s.node.as_ref()).collect();
+            for invariant in &mut self.invariants {
+                invariant.check(&nodes, id, effects)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Performs one effect of node `id`, honouring the persist barrier.
+    fn perform(&mut self, id: NodeId, effect: NodeEffect<N>) {
+        let slot = &mut self.slots[id as usize];
+        let barrier = slot.emitted;
+        let blocked = barrier > slot.durable;
+        match effect {
+            Effect::Send { to, message } if blocked => {
+                slot.held.push_back((barrier, Held::Send { to, message }));
+            }
+            Effect::Reply {
+                id: request,
+                response,
+            } if blocked => {
+                slot.held.push_back((
+                    barrier,
+                    Held::Reply {
+                        id: request,
+                        response,
+                    },
+                ));
+            }
+            Effect::Send { to, message } => self.transmit(id, to, message),
+            Effect::Reply {
+                id: request,
+                response,
+            } => self.reply(id, request, response),
+            Effect::Persist { token, write } => {
+                slot.emitted += 1;
+                let sequence = slot.emitted;
+                let latency = self
+                    .disk_rng
+                    .gen_range(self.config.persist_latency_min..=self.config.persist_latency_max);
+                let done = (self.now + latency).max(slot.disk_tail);
+                slot.disk_tail = done;
+                slot.writes.push_back(InFlightWrite {
+                    sequence,
+                    token,
+                    write,
+                });
+                self.stats.persists += 1;
+                let event = Event::PersistDone {
+                    node: id,
+                    incarnation: slot.incarnation,
+                    sequence,
+                };
+                self.queue.push(done, event);
+            }
+            Effect::Apply { .. } => {}
+        }
+    }
+
+    /// The oldest write of `node` is durable: store it, release what waited for it, confirm.
+    fn complete_write(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        sequence: u64,
+    ) -> Result<(), Violation> {
+        let slot = &mut self.slots[node as usize];
+        if slot.incarnation != incarnation || slot.node.is_none() {
+            return Ok(());
+        }
+        let Some(write) = slot.writes.pop_front() else {
+            return Ok(());
+        };
+        debug_assert_eq!(write.sequence, sequence, "writes complete in FIFO order");
+        N::apply_write(&mut slot.storage, &write.write);
+        slot.durable = write.sequence;
+        self.stats.persists_completed += 1;
+        let durable = slot.durable;
+        let mut released = Vec::new();
+        while slot
+            .held
+            .front()
+            .is_some_and(|(barrier, _)| *barrier <= durable)
+        {
+            let Some((_, held)) = slot.held.pop_front() else {
+                break;
+            };
+            released.push(held);
+        }
+        let token = write.token;
+        for held in released {
+            match held {
+                Held::Send { to, message } => self.transmit(node, to, message),
+                Held::Reply { id, response } => self.reply(node, id, response),
+            }
+        }
+        self.step_node(node, Input::Persisted { token })
+    }
+
+    /// Sends a message from `from`, through its Byzantine behaviour if it has one.
+    fn transmit(&mut self, from: NodeId, to: NodeId, message: N::Message) {
+        self.stats.messages_sent += 1;
+        let nodes = self.config.nodes;
+        if let Some(rewriter) = self.slots[from as usize].byzantine.as_mut() {
+            let outgoing = rewriter.on_send(from, to, message, nodes, &mut self.byzantine_rng);
+            for out in outgoing {
+                self.route(from, out.to, out.claimed_from, out.message);
+            }
+        } else {
+            self.route(from, to, from, message);
+        }
+    }
+
+    fn route(&mut self, sender: NodeId, to: NodeId, claimed_from: NodeId, message: N::Message) {
+        if to as usize >= self.config.nodes {
+            self.stale_dropped += 1;
+            return;
+        }
+        let Route::Deliver(delays) = self.network.route(sender, to) else {
+            return;
+        };
+        let sender_incarnation = self.slots[sender as usize].incarnation;
+        let to_incarnation = self.slots[to as usize].incarnation;
+        let mut message = Some(message);
+        for (copy, delay) in delays.iter().enumerate() {
+            let message = if copy + 1 == delays.len() {
+                message.take()
+            } else {
+                message.clone()
+            };
+            let Some(message) = message else { break };
+            self.queue.push(
+                self.now + delay,
+                Event::Deliver {
+                    claimed_from,
+                    sender,
+                    sender_incarnation,
+                    to,
+                    to_incarnation,
+                    message,
+                },
+            );
+        }
+    }
+
+    /// Sends a reply from `node` to the client that made request `id`.
+    fn reply(&mut self, node: NodeId, id: RequestId, response: N::Response) {
+        if id < WORKLOAD_REQUEST_BASE {
+            self.replies.push(Reply {
+                id,
+                node,
+                response,
+                time: self.now,
+            });
+            return;
+        }
+        let Some(home) = self.workload.as_ref().and_then(|w| w.home_of(id)) else {
+            return;
+        };
+        if let Some(latency) = self.network.client_latency(node, home) {
+            self.queue.push(
+                self.now + latency,
+                Event::ResponseArrive {
+                    id,
+                    from: node,
+                    response,
+                },
+            );
+        }
+    }
+}
+
+fn describe_input<M: std::fmt::Debug, Q: std::fmt::Debug>(input: &Input<M, Q>) -> String {
+    match input {
+        Input::Message { from, message } => format!("message from n{from}: {message:?}"),
+        Input::Tick => "tick".into(),
+        Input::Request { id, request } => format!("request r{id}: {request:?}"),
+        Input::Persisted { token } => format!("persisted t{token}"),
+    }
+}
+
+fn describe_effects<N: Node>(effects: &[NodeEffect<N>]) -> String {
+    effects
+        .iter()
+        .map(|effect| match effect {
+            Effect::Send { to, .. } => format!("send n{to}"),
+            Effect::Persist { token, .. } => format!("persist t{token}"),
+            Effect::Apply { index, .. } => format!("apply #{index}"),
+            Effect::Reply { id, .. } => format!("reply r{id}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

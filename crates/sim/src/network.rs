@@ -1,0 +1,229 @@
+//! The simulated network: per directed link latency, loss, duplication and reordering, on top
+//! of a [`Connectivity`] matrix that partitions and one-way cuts edit.
+//!
+//! A message is delivered only if its link is up both when it is sent and when it would
+//! arrive (a partition also swallows what is in flight). Client traffic obeys connectivity but
+//! not loss, duplication or reordering: clients talk over a reliable request channel with a
+//! timeout.
+
+use concord_core::time::MILLISECOND;
+use concord_core::{Duration, NodeId, Rng};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+
+use crate::topology::Connectivity;
+
+/// The behaviour of one directed link.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// Smallest one-way latency, ns.
+    pub latency_min: Duration,
+    /// Largest one-way latency, ns (latency is uniform in `[min, max]`).
+    pub latency_max: Duration,
+    /// Probability that a message is lost.
+    pub drop_probability: f64,
+    /// Probability that a message is delivered twice (each copy with its own latency).
+    pub duplicate_probability: f64,
+    /// Probability that a message gets an extra random delay, overtaking later ones.
+    pub reorder_probability: f64,
+    /// Largest extra delay for a reordered message, ns.
+    pub reorder_delay_max: Duration,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            latency_min: MILLISECOND / 2,
+            latency_max: 2 * MILLISECOND,
+            drop_probability: 0.0,
+            duplicate_probability: 0.0,
+            reorder_probability: 0.0,
+            reorder_delay_max: 20 * MILLISECOND,
+        }
+    }
+}
+
+/// A link setting outside its range.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum LinkError {
+    /// A probability outside `[0, 1]`.
+    #[error("{field} must be between 0 and 1, got {value}")]
+    Probability {
+        /// Which setting.
+        field: &'static str,
+        /// The value given.
+        value: f64,
+    },
+    /// `latency_min > latency_max`.
+    #[error("latency_min ({min}ns) is larger than latency_max ({max}ns)")]
+    LatencyRange {
+        /// The minimum given.
+        min: Duration,
+        /// The maximum given.
+        max: Duration,
+    },
+}
+
+impl LinkConfig {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), LinkError> {
+        for (field, value) in [
+            ("drop_probability", self.drop_probability),
+            ("duplicate_probability", self.duplicate_probability),
+            ("reorder_probability", self.reorder_probability),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(LinkError::Probability { field, value });
+            }
+        }
+        if self.latency_min > self.latency_max {
+            return Err(LinkError::LatencyRange {
+                min: self.latency_min,
+                max: self.latency_max,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What happened to one message handed to the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// The link is cut.
+    Cut,
+    /// Lost at random.
+    Lost,
+    /// Delivered after each of these delays (two entries when duplicated).
+    Deliver(Vec<Duration>),
+}
+
+/// What the network did to the messages routed through it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NetworkCounters {
+    /// Messages handed to the network.
+    pub routed: u64,
+    /// Lost to a cut link at send time.
+    pub cut: u64,
+    /// Lost at random.
+    pub lost: u64,
+    /// Delivered twice.
+    pub duplicated: u64,
+    /// Given an extra reordering delay (counted per copy).
+    pub reordered: u64,
+}
+
+/// Links and connectivity of a simulated cluster.
+#[derive(Clone, Debug)]
+pub struct Network {
+    nodes: usize,
+    links: Vec<LinkConfig>,
+    connectivity: Connectivity,
+    rng: Rng,
+    counters: NetworkCounters,
+}
+
+impl Network {
+    /// A fully connected network of `nodes` nodes whose links all behave like `link`.
+    pub fn new(nodes: usize, link: LinkConfig, rng: Rng) -> Self {
+        Network {
+            nodes,
+            links: vec![link; nodes * nodes],
+            connectivity: Connectivity::full(nodes),
+            rng,
+            counters: NetworkCounters::default(),
+        }
+    }
+
+    /// The cluster size.
+    pub fn nodes(&self) -> usize {
+        self.nodes
+    }
+
+    /// The link `from → to`. Panics on ids outside the cluster (callers validate).
+    pub fn link(&self, from: NodeId, to: NodeId) -> &LinkConfig {
+        &self.links[from as usize * self.nodes + to as usize]
+    }
+
+    /// Changes the link `from → to`. Panics on ids outside the cluster (callers validate).
+    pub fn link_mut(&mut self, from: NodeId, to: NodeId) -> &mut LinkConfig {
+        &mut self.links[from as usize * self.nodes + to as usize]
+    }
+
+    /// Changes every link.
+    pub fn update_links(&mut self, mut change: impl FnMut(&mut LinkConfig)) {
+        self.links.iter_mut().for_each(&mut change);
+    }
+
+    /// The current connectivity.
+    pub fn connectivity(&self) -> &Connectivity {
+        &self.connectivity
+    }
+
+    /// Replaces the connectivity (a partition shape).
+    pub fn set_connectivity(&mut self, connectivity: Connectivity) {
+        debug_assert_eq!(connectivity.nodes(), self.nodes);
+        self.connectivity = connectivity;
+    }
+
+    /// Cuts (or restores) the one-way link `from → to`.
+    pub fn set_connected(&mut self, from: NodeId, to: NodeId, connected: bool) {
+        self.connectivity.set(from, to, connected);
+    }
+
+    /// Whether `from → to` is up.
+    pub fn is_connected(&self, from: NodeId, to: NodeId) -> bool {
+        self.connectivity.allows(from, to)
+    }
+
+    /// Restores every link (leaves latency, loss and the rest as they are).
+    pub fn heal(&mut self) {
+        self.connectivity = Connectivity::full(self.nodes);
+    }
+
+    /// Decides the fate of one message on `from → to`.
+    pub fn route(&mut self, from: NodeId, to: NodeId) -> Route {
+        self.counters.routed += 1;
+        if !self.connectivity.allows(from, to) {
+            self.counters.cut += 1;
+            return Route::Cut;
+        }
+        let link = &self.links[from as usize * self.nodes + to as usize];
+        if link.drop_probability > 0.0 && self.rng.gen::<f64>() < link.drop_probability {
+            self.counters.lost += 1;
+            return Route::Lost;
+        }
+        let copies = if link.duplicate_probability > 0.0
+            && self.rng.gen::<f64>() < link.duplicate_probability
+        {
+            self.counters.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        let mut delays = Vec::with_capacity(copies);
+        for _ in 0..copies {
+            let mut delay = self.rng.gen_range(link.latency_min..=link.latency_max);
+            if link.reorder_probability > 0.0 && self.rng.gen::<f64>() < link.reorder_probability {
+                delay += self.rng.gen_range(0..=link.reorder_delay_max);
+                self.counters.reordered += 1;
+            }
+            delays.push(delay);
+        }
+        Route::Deliver(delays)
+    }
+
+    /// What the network has done so far.
+    pub fn counters(&self) -> &NetworkCounters {
+        &self.counters
+    }
+
+    /// One latency sample for client traffic between `from` and `to` (connectivity only).
+    pub fn client_latency(&mut self, from: NodeId, to: NodeId) -> Option<Duration> {
+        if !self.connectivity.allows(from, to) {
+            return None;
+        }
+        let link = &self.links[from as usize * self.nodes + to as usize];
+        Some(self.rng.gen_range(link.latency_min..=link.latency_max))
+    }
+}

@@ -1,0 +1,206 @@
+//! One node's place in the simulator: the node (while up), its durable storage, its clock, its
+//! write queue and the sends held behind unconfirmed writes.
+
+use std::collections::VecDeque;
+
+use concord_core::{Node, NodeId, PersistToken, RequestId, Rng, Time};
+
+use crate::byzantine::{BuiltIn, ByzantineBehavior, Outgoing};
+use crate::event::Event;
+
+/// An event for node type `N`.
+pub(crate) type NodeEvent<N> =
+    Event<<N as Node>::Message, <N as Node>::Request, <N as Node>::Response>;
+
+/// A node's clock: local time runs at `rate` local nanoseconds per simulated nanosecond.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Clock {
+    rate: f64,
+    local_base: Time,
+    global_base: Time,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock {
+            rate: 1.0,
+            local_base: 0,
+            global_base: 0,
+        }
+    }
+}
+
+impl Clock {
+    /// The node's local time at simulated time `global`.
+    pub(crate) fn local(&self, global: Time) -> Time {
+        let elapsed = global.saturating_sub(self.global_base);
+        self.local_base + (elapsed as f64 * self.rate) as Time
+    }
+
+    /// The earliest simulated time at which local time reaches `local`.
+    pub(crate) fn global_of(&self, local: Time) -> Time {
+        if local <= self.local_base {
+            return self.global_base;
+        }
+        let elapsed = ((local - self.local_base) as f64 / self.rate).ceil();
+        self.global_base
+            .saturating_add(elapsed.min(u64::MAX as f64 / 2.0) as Time)
+    }
+
+    /// The clock's rate.
+    pub(crate) fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// Changes the rate from simulated time `now` on; local time stays continuous.
+    pub(crate) fn set_rate(&mut self, now: Time, rate: f64) {
+        self.local_base = self.local(now);
+        self.global_base = now;
+        self.rate = rate;
+    }
+}
+
+/// What rewrites a Byzantine node's messages: a built-in behaviour or the user's own.
+pub(crate) enum Rewriter<N: Node> {
+    BuiltIn(BuiltIn<N::Message>),
+    Custom(Box<dyn ByzantineBehavior<N>>),
+}
+
+impl<N: Node> Rewriter<N> {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Rewriter::BuiltIn(b) => ByzantineBehavior::<N>::name(b),
+            Rewriter::Custom(c) => c.name(),
+        }
+    }
+
+    pub(crate) fn on_send(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        message: N::Message,
+        nodes: usize,
+        rng: &mut Rng,
+    ) -> Vec<Outgoing<N::Message>> {
+        match self {
+            Rewriter::BuiltIn(b) => {
+                ByzantineBehavior::<N>::on_send(b, from, to, message, nodes, rng)
+            }
+            Rewriter::Custom(c) => c.on_send(from, to, message, nodes, rng),
+        }
+    }
+}
+
+/// An effect waiting for earlier writes to become durable.
+#[derive(Clone, Debug)]
+pub(crate) enum Held<M, O> {
+    Send { to: NodeId, message: M },
+    Reply { id: RequestId, response: O },
+}
+
+/// A held effect of node type `N`.
+pub(crate) type HeldEffect<N> = Held<<N as Node>::Message, <N as Node>::Response>;
+
+/// A write handed to the disk and not yet durable.
+#[derive(Clone, Debug)]
+pub(crate) struct InFlightWrite<W> {
+    pub sequence: u64,
+    pub token: PersistToken,
+    pub write: W,
+}
+
+pub(crate) struct Slot<N: Node> {
+    /// The running incarnation; `None` while crashed.
+    pub node: Option<N>,
+    /// What every confirmed write adds up to.
+    pub storage: N::Storage,
+    /// Bumped by every crash; events of older incarnations are discarded.
+    pub incarnation: u64,
+    pub paused: bool,
+    /// Events that arrived while paused, in arrival order.
+    pub parked: Vec<NodeEvent<N>>,
+    pub clock: Clock,
+    pub rng: Rng,
+    /// Bumped whenever the pending timer event is superseded.
+    pub timer_generation: u64,
+    /// When the pending timer event fires (simulated time).
+    pub timer_at: Option<Time>,
+    /// Writes not yet durable, in emission order.
+    pub writes: VecDeque<InFlightWrite<N::Write>>,
+    /// When the last queued write completes (writes complete in order).
+    pub disk_tail: Time,
+    /// Sequence number of the last write emitted by this incarnation.
+    pub emitted: u64,
+    /// Sequence number of the last durable write of this incarnation.
+    pub durable: u64,
+    /// Sends and replies behind unconfirmed writes: `(barrier, effect)`, barriers ascending.
+    pub held: VecDeque<(u64, HeldEffect<N>)>,
+    pub byzantine: Option<Rewriter<N>>,
+}
+
+impl<N: Node> std::fmt::Debug for Slot<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("up", &self.node.is_some())
+            .field("incarnation", &self.incarnation)
+            .field("paused", &self.paused)
+            .field("writes", &self.writes.len())
+            .field("held", &self.held.len())
+            .finish()
+    }
+}
+
+impl<N: Node> Slot<N> {
+    pub(crate) fn new(rng: Rng) -> Self {
+        Slot {
+            node: None,
+            storage: N::Storage::default(),
+            incarnation: 0,
+            paused: false,
+            parked: Vec::new(),
+            clock: Clock::default(),
+            rng,
+            timer_generation: 0,
+            timer_at: None,
+            writes: VecDeque::new(),
+            disk_tail: 0,
+            emitted: 0,
+            durable: 0,
+            held: VecDeque::new(),
+            byzantine: None,
+        }
+    }
+
+    /// Forgets everything volatile: the node, queued writes, held sends, parked events.
+    /// Returns how many writes were lost.
+    pub(crate) fn crash(&mut self, now: Time) -> usize {
+        let lost = self.writes.len();
+        self.node = None;
+        self.incarnation += 1;
+        self.paused = false;
+        self.parked.clear();
+        self.timer_generation += 1;
+        self.timer_at = None;
+        self.writes.clear();
+        self.disk_tail = now;
+        self.emitted = 0;
+        self.durable = 0;
+        self.held.clear();
+        lost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drifting_clock_stays_continuous() {
+        let mut clock = Clock::default();
+        assert_eq!(clock.local(1_000), 1_000);
+        clock.set_rate(1_000, 2.0);
+        assert_eq!(clock.local(1_500), 2_000);
+        assert_eq!(clock.global_of(3_000), 2_000);
+        assert!(clock.local(clock.global_of(2_345)) >= 2_345);
+    }
+}
