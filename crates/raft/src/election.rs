@@ -88,9 +88,18 @@ impl<S: StateMachine> RaftNode<S> {
         self.reset_election_timer();
     }
 
+    /// Whether this node may campaign: it votes in its latest configuration, or that
+    /// configuration is not committed yet and it votes in the committed one — it may still be
+    /// needed until the new configuration commits (thesis §4.2.2).
+    pub(crate) fn is_promotable(&self) -> bool {
+        self.log.membership().is_voter(self.id)
+            || (self.log.membership_index() > self.commit_index
+                && self.log.membership_at(self.commit_index).is_voter(self.id))
+    }
+
     /// The election timer fired: a voter campaigns, anyone else just waits again.
     pub(crate) fn on_election_timeout(&mut self) {
-        if self.log.membership().is_voter(self.id) {
+        if self.is_promotable() {
             self.campaign(false);
         } else {
             self.reset_election_timer();

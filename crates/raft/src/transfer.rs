@@ -86,7 +86,7 @@ impl<S: StateMachine> RaftNode<S> {
         if term != self.current_term || self.role == RaftRole::Leader || !from_leader {
             return;
         }
-        if self.log.membership().is_voter(self.id) {
+        if self.is_promotable() {
             self.campaign(true);
         }
     }

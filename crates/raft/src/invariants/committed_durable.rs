@@ -10,15 +10,16 @@ use std::collections::BTreeMap;
 use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Time, Violation};
 
 use super::stepped_node;
-use crate::{LogIndex, RaftNode};
+use crate::{LogIndex, RaftNode, Term};
 
 const NAME: &str = "committed-durable-on-quorum";
 
-/// What each node was last seen to have written, and each leader's last checked commit.
+/// What each node was last seen to have written, and its commit index at its last step.
 #[derive(Debug, Default)]
 pub struct CommittedDurable {
     written: BTreeMap<NodeId, LogIndex>,
-    leader_commit: BTreeMap<NodeId, (Time, LogIndex)>,
+    /// Per node: incarnation, term and commit index at its last step.
+    last_seen: BTreeMap<NodeId, (Time, Term, LogIndex)>,
 }
 
 impl CommittedDurable {
@@ -64,17 +65,15 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for CommittedDurab
             return Ok(());
         };
         self.written.insert(stepped, node.written_index());
-        if !node.is_leader() {
-            return Ok(());
-        }
         let commit = node.commit_index();
-        let incarnation = node.started_at();
-        let before = self.leader_commit.insert(stepped, (incarnation, commit));
-        let advanced = match before {
-            Some((started, previous)) => started != incarnation || commit > previous,
-            None => true,
-        };
-        if !advanced || commit <= node.log().snapshot_index() {
+        let now = (node.started_at(), node.current_term(), commit);
+        let before = self.last_seen.insert(stepped, now);
+        // Only an advance made by this leader in its term counts: a node that learned a commit
+        // index as a follower and then won an election did not commit anything itself.
+        let advanced = before.is_some_and(|(started, term, previous)| {
+            (started, term) == (now.0, now.1) && commit > previous
+        });
+        if !node.is_leader() || !advanced || commit <= node.log().snapshot_index() {
             return Ok(());
         }
         if node
@@ -83,10 +82,29 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for CommittedDurab
         {
             return Ok(());
         }
+        let holders: Vec<String> = node
+            .membership()
+            .members()
+            .into_iter()
+            .map(|voter| match stepped_node(nodes, voter) {
+                Some(n) => format!(
+                    "{voter}: durable {} written {} term {:?}",
+                    n.durable_index(),
+                    n.written_index(),
+                    n.log().term_at(commit)
+                ),
+                None => format!("{voter}: down, written {:?}", self.written.get(&voter)),
+            })
+            .collect();
         Err(Violation::on_node(
             NAME,
             stepped,
-            format!("leader committed index {commit} which is not durable on a quorum"),
+            format!(
+                "leader of term {} committed index {commit} (term {:?}), which is not durable on a quorum of {:?}: {holders:?}",
+                node.current_term(),
+                node.log().term_at(commit),
+                node.membership()
+            ),
         ))
     }
 }
