@@ -170,10 +170,8 @@ impl Cluster {
 
     fn release(&mut self, from: NodeId, effect: KvEffect) {
         match effect {
-            Effect::Send { to, message } => {
-                if !self.cut.contains(&(from, to)) {
-                    self.network.push_back(Envelope { from, to, message });
-                }
+            Effect::Send { to, message } if !self.cut.contains(&(from, to)) => {
+                self.network.push_back(Envelope { from, to, message });
             }
             Effect::Reply { id, response } => self.replies.push((from, id, response)),
             _ => {}
