@@ -99,6 +99,18 @@ impl Cluster {
         cluster
     }
 
+    /// Nodes `0..storage.len()`, all voters, restored from the given storage (to set up logs
+    /// like the paper's figures).
+    pub fn with_storage(storage: Vec<Storage<KvCommand>>, config: Config) -> Self {
+        let size = storage.len() as u64;
+        let mut cluster = Self::new(size, config);
+        cluster.storage = storage;
+        for id in 0..size {
+            cluster.restart(id);
+        }
+        cluster
+    }
+
     fn boot(&mut self, id: NodeId) -> KvNode {
         let index = id as usize;
         KvNode::restore(
@@ -266,6 +278,13 @@ impl Cluster {
     /// Ticks node `id` at the current time.
     pub fn tick(&mut self, id: NodeId) -> Vec<KvEffect> {
         self.step(id, Input::Tick)
+    }
+
+    /// Moves the clock to node `id`'s next deadline (if later) and ticks it there.
+    pub fn tick_at_deadline(&mut self, id: NodeId) -> Vec<KvEffect> {
+        let deadline = self.node(id).next_deadline().unwrap_or(self.now);
+        self.now = self.now.max(deadline);
+        self.tick(id)
     }
 
     /// Moves the clock forward, ticking each node at each of its deadlines and delivering all
