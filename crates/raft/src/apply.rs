@@ -80,12 +80,10 @@ impl<S: StateMachine> RaftNode<S> {
             meta: SnapshotMeta {
                 last_index: index,
                 last_term: term,
-                membership: membership.clone(),
+                membership,
             },
             data: Arc::from(self.state_machine.snapshot()),
         };
-        self.log.compact(index, term, membership);
-        self.snapshot = Some(snapshot.clone());
-        self.queue_snapshot_write(snapshot);
+        self.compact_log(snapshot);
     }
 }

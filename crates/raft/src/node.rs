@@ -350,10 +350,15 @@ impl<S: StateMachine> RaftNode<S> {
         }
     }
 
-    /// Queues a snapshot write, after any log write made earlier in this step.
-    pub(crate) fn queue_snapshot_write(&mut self, snapshot: Snapshot) {
+    /// Makes `snapshot` the node's snapshot: compacts the log through it (§7) and queues its
+    /// write — after any log write made earlier in this step, which must reach storage first.
+    pub(crate) fn compact_log(&mut self, snapshot: Snapshot) {
         self.flush_log_write();
-        self.queued_writes.push(Write::Snapshot(snapshot));
+        let meta = &snapshot.meta;
+        self.log
+            .compact(meta.last_index, meta.last_term, meta.membership.clone());
+        self.queued_writes.push(Write::Snapshot(snapshot.clone()));
+        self.snapshot = Some(snapshot);
     }
 
     fn flush_log_write(&mut self) {

@@ -73,7 +73,8 @@ impl<S: StateMachine> RaftNode<S> {
     /// pipelines fall back to probing.
     pub(crate) fn broadcast_heartbeat(&mut self) {
         let now = self.now;
-        let stale_before = now.checked_sub(self.config.election_timeout_min);
+        // An append unanswered for two heartbeat intervals is presumed lost.
+        let stale_before = now.checked_sub(2 * self.config.heartbeat_interval);
         let Some(leader) = self.leader.as_mut() else {
             return;
         };

@@ -190,16 +190,12 @@ impl<S: StateMachine> RaftNode<S> {
         if self.log.term_at(index) != Some(meta.last_term) {
             self.limit_durable(self.commit_index);
         }
-        self.log
-            .compact(index, meta.last_term, meta.membership.clone());
         self.commit_index = index;
         self.last_applied = index;
-        let snapshot = Snapshot {
+        self.compact_log(Snapshot {
             meta,
             data: Arc::from(bytes),
-        };
-        self.snapshot = Some(snapshot.clone());
-        self.queue_snapshot_write(snapshot);
+        });
         self.serve_applied_reads();
         true
     }
