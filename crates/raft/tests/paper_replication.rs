@@ -156,7 +156,8 @@ fn a_follower_checks_the_previous_entry_before_appending() {
 #[test]
 fn a_follower_truncates_a_conflicting_suffix_and_appends() {
     // (entries sent after (1, 1), expected log terms afterwards)
-    let cases: [(&[(u64, u64)], &[u64]); 4] = [
+    type Case = (&'static [(u64, u64)], &'static [u64]);
+    let cases: [Case; 4] = [
         (&[(2, 2), (3, 2)], &[1, 2, 2]),
         (&[(2, 3)], &[1, 3]),
         (&[(2, 2)], &[1, 2, 3]),
