@@ -70,6 +70,8 @@ pub struct RaftNode<S: StateMachine> {
     pub(crate) now: Time,
     /// When this incarnation started (its `restore` time).
     pub(crate) started_at: Time,
+    /// A random number drawn at `restore`, telling incarnations apart.
+    pub(crate) incarnation: u64,
 
     // Persistent state on all servers (Figure 2).
     pub(crate) current_term: Term,
@@ -163,6 +165,7 @@ impl<S: StateMachine + Default> RaftNode<S> {
             config: config.clone(),
             now,
             started_at: now,
+            incarnation: rng.gen(),
             current_term: hard_state.current_term,
             voted_for: hard_state.voted_for,
             log,
@@ -283,6 +286,12 @@ impl<S: StateMachine> RaftNode<S> {
     /// When this incarnation of the node started.
     pub fn started_at(&self) -> Time {
         self.started_at
+    }
+
+    /// A random number drawn when this incarnation started: differs across restarts (even at
+    /// the same instant), so checkers can tell a restart from a step.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// The configuration of this node.

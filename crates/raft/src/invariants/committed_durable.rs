@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Time, Violation};
+use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Violation};
 
 use super::stepped_node;
 use crate::{LogIndex, RaftNode, Term};
@@ -19,7 +19,7 @@ const NAME: &str = "committed-durable-on-quorum";
 pub struct CommittedDurable {
     written: BTreeMap<NodeId, LogIndex>,
     /// Per node: incarnation, term and commit index at its last step.
-    last_seen: BTreeMap<NodeId, (Time, Term, LogIndex)>,
+    last_seen: BTreeMap<NodeId, (u64, Term, LogIndex)>,
 }
 
 impl CommittedDurable {
@@ -66,7 +66,7 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for CommittedDurab
         };
         self.written.insert(stepped, node.written_index());
         let commit = node.commit_index();
-        let now = (node.started_at(), node.current_term(), commit);
+        let now = (node.incarnation(), node.current_term(), commit);
         let before = self.last_seen.insert(stepped, now);
         // Only an advance made by this leader in its term counts: a node that learned a commit
         // index as a follower and then won an election did not commit anything itself.

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Time, Violation};
+use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Violation};
 
 use super::stepped_node;
 use crate::{LogIndex, RaftNode, Term};
@@ -21,7 +21,7 @@ pub struct LeaderCompleteness {
     /// `committed[i - 1]` is the term of the committed entry at index `i` (0: not seen).
     committed: Vec<Term>,
     /// Per node: incarnation start and the commit index already recorded.
-    seen_commit: BTreeMap<NodeId, (Time, LogIndex)>,
+    seen_commit: BTreeMap<NodeId, (u64, LogIndex)>,
     /// Per node: the last term in which it was checked as a leader.
     checked_leader_term: BTreeMap<NodeId, Term>,
 }
@@ -36,9 +36,9 @@ impl LeaderCompleteness {
         let seen = self
             .seen_commit
             .entry(id)
-            .or_insert((node.started_at(), node.log().snapshot_index()));
-        if seen.0 != node.started_at() {
-            *seen = (node.started_at(), node.log().snapshot_index());
+            .or_insert((node.incarnation(), node.log().snapshot_index()));
+        if seen.0 != node.incarnation() {
+            *seen = (node.incarnation(), node.log().snapshot_index());
         }
         let from = seen.1.max(node.log().snapshot_index());
         seen.1 = seen.1.max(commit);

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Time, Violation};
+use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Violation};
 
 use super::stepped_node;
 use crate::{LogIndex, RaftNode, Term};
@@ -15,7 +15,7 @@ const NAME: &str = "monotonic-term-and-commit";
 
 #[derive(Debug, Clone, Copy)]
 struct Seen {
-    started_at: Time,
+    incarnation: u64,
     term: Term,
     durable_term: Term,
     commit: LogIndex,
@@ -47,14 +47,14 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for MonotonicProgr
             return Ok(());
         };
         let now = Seen {
-            started_at: node.started_at(),
+            incarnation: node.incarnation(),
             term: node.current_term(),
             durable_term: node.durable_term(),
             commit: node.commit_index(),
         };
         let fail = |detail: String| Err(Violation::on_node(NAME, stepped, detail));
         if let Some(before) = self.seen.insert(stepped, now) {
-            if before.started_at == now.started_at {
+            if before.incarnation == now.incarnation {
                 if now.term < before.term {
                     return fail(format!("term went from {} to {}", before.term, now.term));
                 }
