@@ -1,0 +1,175 @@
+//! Linearizable reads without log writes (thesis §6.4): ReadIndex, forwarded follower reads,
+//! and leases (§6.4.1).
+
+mod common;
+
+use common::{kinds, sends};
+use concord_core::time::MILLISECOND;
+use concord_core::{Input, KvResult, Value};
+use concord_raft::testing::Cluster;
+use concord_raft::{Config, Message, RaftError, Response};
+
+fn settled(config: Config) -> (Cluster, u64) {
+    let mut cluster = Cluster::new(3, config);
+    cluster.elect(0);
+    cluster.propose(0, "x", 1);
+    cluster.deliver_all();
+    assert_eq!(cluster.node(0).commit_index(), 2);
+    (cluster, 0)
+}
+
+fn value(v: i64) -> KvResult {
+    KvResult::Read(Some(Value::Int(v)))
+}
+
+/// §6.4 ReadIndex: the read writes nothing to the log; the leader confirms it is still leader
+/// with a heartbeat round acknowledged by a quorum, then answers from its state machine at
+/// (at least) the read index.
+#[test]
+fn read_index_answers_after_a_quorum_heartbeat_round_without_a_log_write() {
+    let (mut cluster, leader) = settled(Config::default());
+    let last_index = cluster.node(leader).log().last_index();
+    let id = cluster.read(leader, "x");
+    assert_eq!(
+        cluster.node(leader).log().last_index(),
+        last_index,
+        "nothing logged"
+    );
+    let heartbeats: Vec<_> = cluster.network.iter().map(|e| e.to).collect();
+    assert_eq!(heartbeats, vec![1, 2], "a heartbeat round is sent at once");
+    assert_eq!(cluster.reply(id), None);
+    cluster.deliver_one();
+    cluster.deliver_one();
+    assert_eq!(cluster.reply(id), None, "the leader alone is no quorum");
+    cluster.deliver_one();
+    assert_eq!(
+        cluster.reply(id),
+        Some(&Response::Read {
+            read_index: 2,
+            output: value(1)
+        })
+    );
+}
+
+/// §6.4 step 1: a new leader does not know the commit index until it has committed an entry
+/// of its term, so reads wait for its no-op to commit.
+#[test]
+fn read_index_waits_until_the_leader_commits_an_entry_of_its_term() {
+    let mut cluster = Cluster::new(3, Config::default());
+    cluster.tick_at_deadline(0);
+    while !cluster.node(0).is_leader() {
+        assert!(cluster.deliver_one());
+    }
+    // Lose the leader's first AppendEntries: its no-op stays uncommitted for now.
+    cluster.drop_messages();
+    assert_eq!(cluster.node(0).commit_index(), 0);
+    let id = cluster.read(0, "x");
+    assert!(
+        cluster.network.is_empty(),
+        "no round before the term's first commit"
+    );
+    cluster.now += cluster.config.heartbeat_interval;
+    cluster.tick(0);
+    cluster.deliver_all();
+    assert_eq!(cluster.node(0).commit_index(), 1);
+    assert_eq!(
+        cluster.reply(id),
+        Some(&Response::Read {
+            read_index: 1,
+            output: KvResult::Read(None)
+        })
+    );
+}
+
+/// §6.4: a deposed leader cut off from the cluster cannot confirm a read; it answers "not
+/// leader" once CheckQuorum makes it step down (a read has no effect, so that is definite).
+#[test]
+fn a_partitioned_leader_does_not_serve_reads() {
+    let (mut cluster, leader) = settled(Config::default());
+    cluster.isolate(leader);
+    let id = cluster.read(leader, "x");
+    cluster.run_for(200 * MILLISECOND);
+    assert_eq!(cluster.reply(id), None);
+    cluster.run_for(2 * cluster.config.election_timeout_max);
+    assert_eq!(
+        cluster.reply(id),
+        Some(&Response::Failed(RaftError::NotLeader { leader: None }))
+    );
+}
+
+/// §6.4: a follower serves a read by asking the leader for a read index and waiting until it
+/// has applied that far.
+#[test]
+fn a_follower_read_gets_its_read_index_from_the_leader() {
+    let (mut cluster, _) = settled(Config::default());
+    let id = cluster.read(1, "x");
+    assert!(matches!(
+        cluster.network.back().map(|e| (e.to, &e.message)),
+        Some((0, Message::ReadIndexRequest { .. }))
+    ));
+    cluster.deliver_all();
+    cluster.now += cluster.config.heartbeat_interval;
+    cluster.tick(0);
+    cluster.deliver_all();
+    assert_eq!(
+        cluster.reply(id),
+        Some(&Response::Read {
+            read_index: 2,
+            output: value(1)
+        })
+    );
+    let answered_by = cluster
+        .replies
+        .iter()
+        .find(|(_, r, _)| *r == id)
+        .map(|(node, _, _)| *node);
+    assert_eq!(answered_by, Some(1), "answered by the follower");
+}
+
+/// A node that knows no leader refuses a read at once.
+#[test]
+fn a_node_without_a_leader_refuses_reads() {
+    let mut cluster = Cluster::new(3, Config::default());
+    let id = cluster.read(1, "x");
+    assert_eq!(
+        cluster.reply(id),
+        Some(&Response::Failed(RaftError::NotLeader { leader: None }))
+    );
+}
+
+/// §6.4.1: with leases on, a leader whose heartbeat round was acknowledged within the lease
+/// answers a read immediately, sending nothing; once the lease runs out it falls back to a
+/// quorum round.
+#[test]
+fn lease_reads_are_served_locally_while_the_lease_holds() {
+    let config = Config {
+        lease_reads: true,
+        ..Config::default()
+    };
+    let (mut cluster, leader) = settled(config);
+    cluster.now += cluster.config.heartbeat_interval;
+    cluster.tick(leader);
+    cluster.deliver_all();
+    let effects = cluster.step(
+        leader,
+        Input::Request {
+            id: 99,
+            request: concord_raft::Request::Read(concord_core::KvOperation::Read {
+                key: "x".into(),
+            }),
+        },
+    );
+    assert_eq!(kinds(&effects), ["reply"]);
+    assert!(sends(&effects).is_empty());
+    assert_eq!(
+        cluster.reply(99),
+        Some(&Response::Read {
+            read_index: 2,
+            output: value(1)
+        })
+    );
+    cluster.isolate(leader);
+    cluster.now += cluster.config.election_timeout_min;
+    let id = cluster.read(leader, "x");
+    assert_eq!(cluster.reply(id), None, "the lease expired");
+}
