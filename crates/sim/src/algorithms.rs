@@ -31,7 +31,6 @@ pub(crate) fn check(name: &str) -> Result<(), ToolkitError> {
     }
 }
 
-#[cfg(feature = "raft")]
 mod raft {
     use concord_core::KvStateMachine;
     use concord_raft::RaftNode;
@@ -72,15 +71,11 @@ pub(crate) fn cluster(
 ) -> Result<Box<dyn Cluster>, ToolkitError> {
     check(name)?;
     match name {
-        #[cfg(feature = "raft")]
         "raft" => raft::cluster(config, workload),
-        _ => {
-            let _ = (config, workload);
-            Err(ToolkitError::NotSupportedYet {
-                name: name.to_string(),
-                supported: String::new(),
-            })
-        }
+        _ => Err(ToolkitError::NotSupportedYet {
+            name: name.to_string(),
+            supported: SUPPORTED.join(", "),
+        }),
     }
 }
 
@@ -88,11 +83,10 @@ pub(crate) fn cluster(
 pub(crate) fn run(options: &SimOptions) -> Result<RunReport, SimError> {
     check(&options.algorithm)?;
     match options.algorithm.as_str() {
-        #[cfg(feature = "raft")]
         "raft" => raft::run(options),
         name => Err(ToolkitError::NotSupportedYet {
             name: name.to_string(),
-            supported: String::new(),
+            supported: SUPPORTED.join(", "),
         }
         .into()),
     }

@@ -30,6 +30,9 @@ pub enum SimError {
     /// A bad nemesis plan.
     #[error(transparent)]
     Nemesis(#[from] NemesisError),
+    /// A nemesis action that does not fit the cluster.
+    #[error(transparent)]
+    Action(#[from] crate::nemesis::ActionError),
     /// A bad workload setting.
     #[error(transparent)]
     Workload(#[from] WorkloadError),

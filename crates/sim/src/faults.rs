@@ -137,12 +137,7 @@ impl<N: concord_core::Node> Simulation<N> {
     /// Carries out one nemesis action now.
     pub fn apply_action(&mut self, action: &NemesisAction) -> Result<(), SimError> {
         let nodes = self.nodes();
-        action
-            .validate(nodes)
-            .map_err(|message| SimError::InvalidOption {
-                name: "nemesis action",
-                message,
-            })?;
+        action.validate(nodes)?;
         let statuses = self.statuses();
         let all: Vec<NodeId> = (0..nodes as NodeId).collect();
         match action {
@@ -182,7 +177,7 @@ impl<N: concord_core::Node> Simulation<N> {
                 self.network
                     .set_connectivity(Connectivity::chained(nodes, &chain)?);
             }
-            NemesisAction::Heal => self.network.heal(),
+            NemesisAction::Heal {} => self.network.heal(),
             NemesisAction::Crash { nodes: set } => {
                 for &id in set {
                     self.crash(id)?;
@@ -242,7 +237,7 @@ impl<N: concord_core::Node> Simulation<N> {
                     self.set_byzantine(id, None)?;
                 }
             }
-            NemesisAction::Reset => {
+            NemesisAction::Reset {} => {
                 self.network.heal();
                 let link = self.config.link.clone();
                 self.network.update_links(|l| *l = link.clone());

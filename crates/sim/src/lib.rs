@@ -34,7 +34,7 @@ pub mod workload;
 pub use byzantine::{BuiltIn, ByzantineBehavior, ByzantineKind, Corruptor, Outgoing};
 pub use engine::{NodeEffect, Reply, SimConfig, Simulation};
 pub use error::SimError;
-pub use nemesis::{NemesisAction, NemesisError, NemesisPlan, NemesisStep};
+pub use nemesis::{ActionError, NemesisAction, NemesisError, NemesisPlan, NemesisStep};
 pub use network::{LinkConfig, LinkError, Network, NetworkCounters, Route};
 pub use report::{Failure, HistorySummary, RunReport, Stats, SweepFailure, SweepReport};
 pub use runner::{run, run_protocol, sweep, SimOptions, SweepProgress};

@@ -71,7 +71,7 @@ pub enum NemesisAction {
         chain: Option<Vec<NodeId>>,
     },
     /// Restore every link (latency and loss settings stay).
-    Heal,
+    Heal {},
     /// Crash nodes: they lose every write not yet confirmed durable and every queued message.
     Crash {
         /// The nodes.
@@ -147,7 +147,18 @@ pub enum NemesisAction {
     },
     /// Heal, clear loss, duplication and reordering, restore clock rates, make every node
     /// honest, resume paused nodes and restart crashed ones.
-    Reset,
+    Reset {},
+}
+
+/// Why an action does not fit a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    /// A node id or partition shape that does not fit.
+    #[error(transparent)]
+    Topology(#[from] crate::topology::TopologyError),
+    /// A value out of range.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// One timed step of a plan.
@@ -268,10 +279,10 @@ impl NemesisPlan {
         for (index, step) in self.steps.iter().enumerate() {
             step.action
                 .validate(nodes)
-                .map_err(|message| NemesisError::Step {
+                .map_err(|error| NemesisError::Step {
                     number: index + 1,
                     at: Some(duration_text(step.at)),
-                    message,
+                    message: error.to_string(),
                 })?;
         }
         Ok(())
@@ -311,11 +322,13 @@ fn parse_step(number: usize, step: serde_json::Value) -> Result<NemesisStep, Nem
     Ok(NemesisStep { at, action })
 }
 
-fn check_probability(name: &str, value: f64) -> Result<(), String> {
+fn check_probability(name: &str, value: f64) -> Result<(), ActionError> {
     if (0.0..=1.0).contains(&value) {
         Ok(())
     } else {
-        Err(format!("{name} must be between 0 and 1, got {value}"))
+        Err(ActionError::Invalid(format!(
+            "{name} must be between 0 and 1, got {value}"
+        )))
     }
 }
 
@@ -329,7 +342,7 @@ impl NemesisAction {
             NemesisAction::QuorumLoss { .. } => "quorum-loss",
             NemesisAction::ConstrainedElection { .. } => "constrained-election",
             NemesisAction::Chained { .. } => "chained",
-            NemesisAction::Heal => "heal",
+            NemesisAction::Heal {} => "heal",
             NemesisAction::Crash { .. } => "crash",
             NemesisAction::Restart { .. } => "restart",
             NemesisAction::Pause { .. } => "pause",
@@ -341,57 +354,60 @@ impl NemesisAction {
             NemesisAction::Drift { .. } => "drift",
             NemesisAction::Byzantine { .. } => "byzantine",
             NemesisAction::ByzantineOff { .. } => "byzantine-off",
-            NemesisAction::Reset => "reset",
+            NemesisAction::Reset {} => "reset",
         }
     }
 
     /// Checks node ids, probabilities and ranges against a cluster of `nodes` nodes.
-    pub fn validate(&self, nodes: usize) -> Result<(), String> {
-        let text = |e: crate::topology::TopologyError| e.to_string();
+    pub fn validate(&self, nodes: usize) -> Result<(), ActionError> {
         match self {
             NemesisAction::Partition { groups } => {
-                Connectivity::groups(nodes, groups).map_err(text)?;
+                Connectivity::groups(nodes, groups)?;
             }
             NemesisAction::Isolate { nodes: set } => {
-                Connectivity::isolate(nodes, set).map_err(text)?;
+                Connectivity::isolate(nodes, set)?;
             }
             NemesisAction::Cut { from, to } => {
-                check_nodes(nodes, from).map_err(text)?;
-                check_nodes(nodes, to).map_err(text)?;
+                check_nodes(nodes, from)?;
+                check_nodes(nodes, to)?;
             }
             NemesisAction::QuorumLoss { center } => {
-                Connectivity::quorum_loss(nodes, center.unwrap_or(0)).map_err(text)?;
+                Connectivity::quorum_loss(nodes, center.unwrap_or(0))?;
             }
             NemesisAction::ConstrainedElection { center, leader } => {
                 if nodes < 3 {
-                    return Err(format!(
+                    return Err(ActionError::Invalid(format!(
                         "constrained-election needs at least 3 nodes, got {nodes}"
-                    ));
+                    )));
                 }
-                check_nodes(nodes, center.as_slice()).map_err(text)?;
-                check_nodes(nodes, leader.as_slice()).map_err(text)?;
+                check_nodes(nodes, center.as_slice())?;
+                check_nodes(nodes, leader.as_slice())?;
                 if center.is_some() && center == leader {
-                    return Err("constrained-election: center and leader must differ".into());
+                    return Err(ActionError::Invalid(
+                        "constrained-election: center and leader must differ".into(),
+                    ));
                 }
             }
             NemesisAction::Chained { chain } => match chain {
                 Some(chain) => {
-                    Connectivity::chained(nodes, chain).map_err(text)?;
+                    Connectivity::chained(nodes, chain)?;
                 }
                 None if nodes < 3 => {
-                    return Err(format!("chained needs at least 3 nodes, got {nodes}"));
+                    return Err(ActionError::Invalid(format!(
+                        "chained needs at least 3 nodes, got {nodes}"
+                    )));
                 }
                 None => {}
             },
             NemesisAction::Crash { nodes: set }
             | NemesisAction::Pause { nodes: set }
             | NemesisAction::Byzantine { nodes: set, .. } => {
-                check_nodes(nodes, set).map_err(text)?;
+                check_nodes(nodes, set)?;
             }
             NemesisAction::Restart { nodes: set }
             | NemesisAction::Resume { nodes: set }
             | NemesisAction::ByzantineOff { nodes: set } => {
-                check_nodes(nodes, set.as_deref().unwrap_or(&[])).map_err(text)?;
+                check_nodes(nodes, set.as_deref().unwrap_or(&[]))?;
             }
             NemesisAction::Loss { probability } => check_probability("probability", *probability)?,
             NemesisAction::Duplicate { probability } => {
@@ -402,20 +418,22 @@ impl NemesisAction {
             }
             NemesisAction::Latency { min, max } => {
                 if min > max {
-                    return Err(format!(
+                    return Err(ActionError::Invalid(format!(
                         "latency min ({}) is larger than max ({})",
                         duration_text(*min),
                         duration_text(*max)
-                    ));
+                    )));
                 }
             }
             NemesisAction::Drift { nodes: set, rate } => {
-                check_nodes(nodes, set).map_err(text)?;
+                check_nodes(nodes, set)?;
                 if !(rate.is_finite() && (0.1..=10.0).contains(rate)) {
-                    return Err(format!("drift rate must be between 0.1 and 10, got {rate}"));
+                    return Err(ActionError::Invalid(format!(
+                        "drift rate must be between 0.1 and 10, got {rate}"
+                    )));
                 }
             }
-            NemesisAction::Heal | NemesisAction::Reset => {}
+            NemesisAction::Heal {} | NemesisAction::Reset {} => {}
         }
         Ok(())
     }

@@ -187,7 +187,7 @@ pub fn swarm_plan(
     }
     steps.push(NemesisStep {
         at: end,
-        action: NemesisAction::Reset,
+        action: NemesisAction::Reset {},
     });
     steps.sort_by_key(|s| s.at);
     (profile, NemesisPlan { steps })
@@ -217,7 +217,7 @@ impl Generator<'_> {
                 for (offset, action) in this.partition() {
                     push((time + offset).min(until), action);
                 }
-                push(until, NemesisAction::Heal);
+                push(until, NemesisAction::Heal {});
             }
             FaultKind::Crash => {
                 let nodes = vec![this.node()];

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::engine::{streams, Observation, SimConfig, Simulation};
 use crate::error::SimError;
-use crate::nemesis::NemesisAction;
+use crate::nemesis::{ActionError, NemesisAction};
 use crate::network::LinkConfig;
 use crate::report::{Failure, Stats};
 use crate::topology::TopologyError;
@@ -71,7 +71,9 @@ pub enum ToolkitError {
 impl From<SimError> for ToolkitError {
     fn from(error: SimError) -> Self {
         match error {
-            SimError::Topology(error) => ToolkitError::Topology(error),
+            SimError::Topology(error) | SimError::Action(ActionError::Topology(error)) => {
+                ToolkitError::Topology(error)
+            }
             SimError::NoNodes => ToolkitError::NoNodes,
             SimError::Toolkit(error) => error,
             SimError::NoSuchNode { node, nodes } => {
@@ -378,12 +380,6 @@ impl<N: KvService> Cluster for SimCluster<N> {
     }
 
     fn apply(&mut self, action: &NemesisAction) -> Result<(), ToolkitError> {
-        action
-            .validate(self.size())
-            .map_err(|message| SimError::InvalidOption {
-                name: "nemesis action",
-                message,
-            })?;
         Ok(self.simulation.apply_action(action)?)
     }
 

@@ -58,6 +58,8 @@ pub struct ToyNode {
     pub next_token: u64,
     /// Local times at which ticks happened.
     pub tick_times: Vec<Time>,
+    /// Replicated writes that arrived ahead of a gap.
+    pub early: BTreeMap<u64, KvOperation>,
 }
 
 type ToyEffect = Effect<ToyMessage, KvOperation, KvOperation, KvOutcome>;
@@ -113,6 +115,7 @@ impl Node for ToyNode {
             received: 0,
             next_token: 0,
             tick_times: Vec::new(),
+            early: BTreeMap::new(),
         }
     }
 
@@ -187,8 +190,12 @@ impl Node for ToyNode {
                 self.received += 1;
                 match message {
                     ToyMessage::Replicate { index, operation } => {
-                        if index == self.log.len() as u64 + 1 {
-                            self.append(operation, effects);
+                        if index > self.log.len() as u64 {
+                            self.early.insert(index, operation);
+                        }
+                        while let Some(next) = self.early.remove(&(self.log.len() as u64 + 1)) {
+                            self.append(next, effects);
+                            let index = self.log.len() as u64;
                             effects.push(Effect::Send {
                                 to: from,
                                 message: ToyMessage::Ack { index },

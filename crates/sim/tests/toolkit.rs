@@ -1,0 +1,182 @@
+//! The toolkit over a toy cluster, and the runner's determinism.
+
+mod common;
+
+use common::{ToyConfig, ToyNode};
+use concord_core::time::SECOND;
+use concord_sim::{
+    create_cluster, run_protocol, Cluster, ClusterOptions, FaultSelection, NemesisPlan, SimCluster,
+    SimConfig, SimError, SimOptions, ToolkitError, TopologyError, WorkloadConfig,
+};
+
+fn toy_cluster(nodes: usize, seed: u64) -> Box<dyn Cluster> {
+    let workload = WorkloadConfig {
+        operations: u64::MAX,
+        ..WorkloadConfig::default()
+    };
+    let cluster = SimCluster::<ToyNode>::new(
+        "toy",
+        SimConfig::new(nodes, seed),
+        ToyConfig::default(),
+        workload,
+        Vec::new(),
+    )
+    .unwrap();
+    Box::new(cluster)
+}
+
+#[test]
+fn unsupported_and_unknown_algorithms_are_clear_errors() {
+    let options = ClusterOptions::default();
+    let error = |name: &str, nodes| create_cluster(name, nodes, 1, &options).err().unwrap();
+    assert_eq!(
+        error("paxos", 3).to_string(),
+        "algorithm 'paxos' is not supported yet; supported: raft"
+    );
+    assert_eq!(
+        error("pbft", 4).to_string(),
+        "algorithm 'pbft' is not supported yet; supported: raft"
+    );
+    assert_eq!(
+        error("x", 3).to_string(),
+        "unknown algorithm 'x'; supported: raft"
+    );
+    assert_eq!(error("raft", 0), ToolkitError::NoNodes);
+    assert!(matches!(
+        error("raft", 1_000),
+        ToolkitError::TooManyNodes { .. }
+    ));
+}
+
+#[test]
+fn health_shows_the_leader_and_per_node_rows() {
+    let mut cluster = toy_cluster(3, 1);
+    cluster.run_for(SECOND).unwrap();
+    let health = cluster.health();
+    assert_eq!(health.leader, Some(0));
+    assert_eq!(health.followers, vec![1, 2]);
+    assert_eq!(health.nodes.len(), 3);
+    assert_eq!(health.nodes_up, 3);
+    assert!(health.commit_index > 0);
+    cluster.crash(2).unwrap();
+    assert_eq!(cluster.health().nodes_up, 2);
+    assert!(serde_json::to_string(&health)
+        .unwrap()
+        .contains("\"leader\":0"));
+}
+
+#[test]
+fn observe_reports_each_side_of_a_partition() {
+    let mut cluster = toy_cluster(5, 2);
+    cluster.run_for(SECOND).unwrap();
+    cluster.isolate(&[0, 1]).unwrap();
+    let effects = cluster.observe(3 * SECOND).unwrap();
+    assert_eq!(effects.sides.len(), 2);
+    let (primary_side, other) = (&effects.sides[0], &effects.sides[1]);
+    assert_eq!(primary_side.nodes, vec![0, 1]);
+    assert_eq!(other.nodes, vec![2, 3, 4]);
+    assert!(primary_side.log_replicated && primary_side.requests_ok > 0);
+    assert!(!other.log_replicated && other.requests_ok == 0);
+    assert!(
+        !primary_side.leader_elected,
+        "the toy's primary never changes term"
+    );
+    assert_eq!(effects.total_ok, primary_side.requests_ok);
+    cluster.heal();
+    cluster.run_for(SECOND).unwrap();
+    assert!(cluster.stats().messages_cut > 0);
+}
+
+#[test]
+fn bad_node_ids_are_typed_errors_not_panics() {
+    let mut cluster = toy_cluster(3, 3);
+    assert_eq!(
+        cluster.isolate(&[5]).unwrap_err(),
+        ToolkitError::Topology(TopologyError::NoSuchNode { node: 5, nodes: 3 })
+    );
+    assert!(cluster.partition(&[vec![0], vec![0, 1]]).is_err());
+    assert!(cluster.crash(3).is_err());
+    assert!(cluster.restart(99).is_err());
+}
+
+fn options(seed: u64, faults: &str) -> SimOptions {
+    SimOptions {
+        algorithm: "toy".into(),
+        nodes: 5,
+        seed,
+        duration: 5 * SECOND,
+        ops: 60,
+        faults: faults.parse().unwrap(),
+        ..SimOptions::default()
+    }
+}
+
+fn report_json(options: &SimOptions) -> String {
+    let report = run_protocol::<ToyNode>(options, ToyConfig::default(), Vec::new()).unwrap();
+    serde_json::to_string(&report).unwrap()
+}
+
+#[test]
+fn same_seed_gives_identical_reports_over_many_seeds_and_fault_mixes() {
+    let mixes = [
+        "all",
+        "none",
+        "partition",
+        "crash,pause",
+        "loss,duplicate,reorder",
+        "drift",
+    ];
+    for seed in 0..12 {
+        for faults in mixes {
+            let options = options(seed, faults);
+            let first = report_json(&options);
+            assert_eq!(first, report_json(&options), "seed {seed} faults {faults}");
+        }
+    }
+    assert_ne!(
+        report_json(&options(1, "all")),
+        report_json(&options(2, "all"))
+    );
+}
+
+#[test]
+fn runs_record_history_health_and_convergence() {
+    let options = SimOptions {
+        faults: FaultSelection::None,
+        ..options(5, "none")
+    };
+    let report = run_protocol::<ToyNode>(&options, ToyConfig::default(), Vec::new()).unwrap();
+    assert!(report.converged);
+    assert!(report.failure.is_none());
+    assert_eq!(report.history_summary.invoke, 60);
+    assert_eq!(report.health_before.leader, Some(0));
+    assert!(report
+        .replay
+        .starts_with("concord replay --algorithm toy --seed 5"));
+    let partitioned = SimOptions {
+        partition: Some(vec![3, 4]),
+        ..options.clone()
+    };
+    let report = run_protocol::<ToyNode>(&partitioned, ToyConfig::default(), Vec::new()).unwrap();
+    let effects = report.partition.expect("a partition was requested");
+    assert_eq!(effects.sides[1].nodes, vec![3, 4]);
+    assert!(report.replay.ends_with("--partition 3,4"));
+    let bad = SimOptions {
+        partition: Some(vec![7]),
+        ..options.clone()
+    };
+    assert!(matches!(
+        run_protocol::<ToyNode>(&bad, ToyConfig::default(), Vec::new()),
+        Err(SimError::Topology(TopologyError::NoSuchNode {
+            node: 7,
+            ..
+        }))
+    ));
+    let plan = NemesisPlan::from_toml("[[steps]]\nat = \"1s\"\naction = \"crash\"\nnodes = [9]\n")
+        .unwrap();
+    let bad = SimOptions {
+        nemesis: Some(plan),
+        ..options
+    };
+    assert!(run_protocol::<ToyNode>(&bad, ToyConfig::default(), Vec::new()).is_err());
+}
