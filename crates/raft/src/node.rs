@@ -7,7 +7,8 @@
 //!
 //! 1. `Apply` and `Reply` effects (they depend on commitment, never on local durability);
 //! 2. `Persist` of the hard state if the term or vote changed (§5.1: before any message);
-//! 3. `Persist` of snapshot and log writes, in the order they happened;
+//! 3. `Persist` of snapshot and log writes, in the order they happened (a leader with a
+//!    write in flight holds new entries back and writes them together once it is confirmed);
 //! 4. `Send`s — after the barriers, so a vote or an acknowledgement is released only once the
 //!    state it promises is durable.
 
@@ -547,7 +548,15 @@ impl<S: StateMachine> RaftNode<S> {
             self.persisted_hard_state = hard_state.clone();
             self.emit_write(Write::HardState(hard_state), effects);
         }
-        self.flush_log_write();
+        // Group commit (thesis §10.2.1): while one of a leader's writes is in flight, new
+        // entries accumulate and leave in one write when it is confirmed. They are sent to
+        // followers meanwhile; the leader counts itself only once its own copy is durable.
+        let group_commit = self.role == RaftRole::Leader
+            && !self.pending_writes.is_empty()
+            && self.queued_writes.is_empty();
+        if !group_commit {
+            self.flush_log_write();
+        }
         let mut writes = std::mem::take(&mut self.queued_writes);
         for write in writes.drain(..) {
             self.emit_write(write, effects);

@@ -152,6 +152,9 @@ impl<S: StateMachine> RaftNode<S> {
         let Some(leader) = self.leader.as_mut() else {
             return;
         };
+        if leader.reads_awaiting_quorum.is_empty() && !self.config.lease_reads {
+            return;
+        }
         let own_round = leader.round;
         let progress = &leader.progress;
         let confirmed = self

@@ -1,0 +1,123 @@
+//! Flow control and batching (thesis §10.2): group commit of the leader's writes, a bounded
+//! in-flight window per follower, and bounded batches per AppendEntries.
+
+mod common;
+
+use common::kinds;
+use concord_core::Input;
+use concord_raft::testing::Cluster;
+use concord_raft::{Config, Message};
+
+fn appends_to(cluster: &Cluster, to: u64) -> Vec<usize> {
+    cluster
+        .network
+        .iter()
+        .filter(|e| e.to == to)
+        .filter_map(|e| match &e.message {
+            Message::AppendEntries { entries, .. } if !entries.is_empty() => Some(entries.len()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Thesis §10.2.1: proposals arriving while the leader's previous write is in flight are
+/// written together, in one Persist, when it is confirmed — yet sent to followers at once.
+#[test]
+fn a_leader_groups_entries_proposed_while_a_write_is_in_flight() {
+    let mut cluster = Cluster::new(3, Config::default());
+    cluster.elect(0);
+    cluster.auto_persist = false;
+    let first = cluster.step(
+        0,
+        Input::Request {
+            id: 1,
+            request: propose(1),
+        },
+    );
+    assert_eq!(kinds(&first), ["persist-append", "send", "send"]);
+    for value in 2..5 {
+        let effects = cluster.step(
+            0,
+            Input::Request {
+                id: value,
+                request: propose(value as i64),
+            },
+        );
+        assert!(
+            !kinds(&effects).contains(&"persist-append"),
+            "held while a write is in flight"
+        );
+    }
+    cluster.confirm_persists(0);
+    assert_eq!(
+        cluster.storage[0].entries.len(),
+        2,
+        "the no-op and the first proposal"
+    );
+    assert!(
+        cluster.has_pending_writes(0),
+        "the grouped write leaves on confirmation"
+    );
+    cluster.confirm_persists(0);
+    assert_eq!(
+        cluster.storage[0].entries.len(),
+        5,
+        "plus the three grouped proposals"
+    );
+    cluster.auto_persist = true;
+    for id in 0..3 {
+        cluster.confirm_persists(id);
+    }
+    cluster.deliver_all();
+    assert_eq!(cluster.node(0).commit_index(), 5);
+}
+
+fn propose(value: i64) -> concord_raft::testing::KvRequest {
+    concord_raft::Request::Propose(concord_core::KvOperation::Write {
+        key: "x".into(),
+        value,
+    })
+}
+
+/// Thesis §10.2.2 pipelining: at most `max_inflight_appends` AppendEntries with entries are
+/// outstanding per follower; the rest wait for acknowledgements.
+#[test]
+fn pipelining_is_bounded_by_the_in_flight_window() {
+    let config = Config {
+        max_inflight_appends: 2,
+        ..Config::default()
+    };
+    let mut cluster = Cluster::new(3, config);
+    cluster.elect(0);
+    for value in 0..5 {
+        cluster.propose(0, "x", value);
+    }
+    assert_eq!(appends_to(&cluster, 1), vec![1, 1]);
+    cluster.deliver_all();
+    assert_eq!(cluster.node(1).log().last_index(), 6);
+}
+
+/// An AppendEntries carries at most `max_entries_per_message` entries.
+#[test]
+fn batches_are_bounded_by_max_entries_per_message() {
+    let config = Config {
+        max_entries_per_message: 2,
+        ..Config::default()
+    };
+    let mut cluster = Cluster::new(3, config);
+    cluster.elect(0);
+    cluster.cut(0, 2);
+    for value in 0..7 {
+        cluster.propose(0, "x", value);
+    }
+    cluster.deliver_all();
+    cluster.heal();
+    for _ in 0..3 {
+        cluster.now += 2 * cluster.config.heartbeat_interval;
+        cluster.tick(0);
+        let sizes = appends_to(&cluster, 2);
+        assert!(sizes.iter().all(|&n| n <= 2), "{sizes:?}");
+        cluster.deliver_all();
+    }
+    assert_eq!(cluster.node(2).log().last_index(), 8);
+}
