@@ -404,6 +404,7 @@ impl<N: Node> Simulation<N> {
         self.queue.push(
             self.now,
             Event::RequestArrive {
+                home: id,
                 node: id,
                 id: request_id,
                 request,
@@ -599,7 +600,16 @@ impl<N: Node> Simulation<N> {
                 incarnation,
                 sequence,
             } => self.complete_write(node, incarnation, sequence),
-            Event::RequestArrive { node, id, request } => {
+            Event::RequestArrive {
+                home,
+                node,
+                id,
+                request,
+            } => {
+                if !self.network.is_connected(home, node) {
+                    self.trace_line(|| format!("n{node} request r{id} lost: link cut"));
+                    return Ok(());
+                }
                 if self.slots[node as usize].node.is_none() {
                     self.trace_line(|| format!("n{node} request r{id} refused: node down"));
                     if id >= WORKLOAD_REQUEST_BASE {
@@ -612,7 +622,16 @@ impl<N: Node> Simulation<N> {
                 self.stats.client_requests += 1;
                 self.step_node(node, Input::Request { id, request })
             }
-            Event::ResponseArrive { id, from, response } => {
+            Event::ResponseArrive {
+                home,
+                id,
+                from,
+                response,
+            } => {
+                if !self.network.is_connected(from, home) {
+                    self.trace_line(|| format!("reply r{id} from n{from} lost: link cut"));
+                    return Ok(());
+                }
                 let now = self.now;
                 let next = self.workload_mut().on_response(id, from, &response, now);
                 self.client_next(next);
@@ -664,6 +683,7 @@ impl<N: Node> Simulation<N> {
                             self.queue.push(
                                 self.now + latency,
                                 Event::RequestArrive {
+                                    home: outbound.home,
                                     node: outbound.target,
                                     id,
                                     request: outbound.request,
@@ -911,6 +931,7 @@ impl<N: Node> Simulation<N> {
             self.queue.push(
                 self.now + latency,
                 Event::ResponseArrive {
+                    home,
                     id,
                     from: node,
                     response,

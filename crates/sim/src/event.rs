@@ -38,14 +38,16 @@ pub(crate) enum Event<M, Q, O> {
         incarnation: u64,
         sequence: u64,
     },
-    /// A client request reaches `node`.
+    /// A client request from a client at `home` reaches `node`.
     RequestArrive {
+        home: NodeId,
         node: NodeId,
         id: RequestId,
         request: Q,
     },
-    /// A node's reply reaches its client.
+    /// A node's reply reaches its client at `home`.
     ResponseArrive {
+        home: NodeId,
         id: RequestId,
         from: NodeId,
         response: O,

@@ -4,7 +4,8 @@
 //! A message is delivered only if its link is up both when it is sent and when it would
 //! arrive (a partition also swallows what is in flight). Client traffic obeys connectivity but
 //! not loss, duplication or reordering: clients talk over a reliable request channel with a
-//! timeout.
+//! timeout; a request or reply whose link is cut before it arrives is lost, and the client
+//! times out.
 
 use concord_core::time::MILLISECOND;
 use concord_core::{Duration, NodeId, Rng};

@@ -5,8 +5,9 @@
 //!
 //! 1. `0 .. warmup` (`min(3E, D/5)`): the cluster starts; clients start at `E`.
 //!    `health_before` is taken at the end of the warm-up.
-//! 2. With a `partition`: the listed nodes are isolated from `D/4` to `3D/4`, that window is
-//!    observed ([`PartitionEffects`]), then healed. Otherwise, faults run from the warm-up until
+//! 2. With a `partition`: the listed nodes are isolated from `D/4` to `3D/4`; that window,
+//!    less its first 100 ms (where what was replicated before the cut may still commit), is
+//!    observed ([`crate::PartitionEffects`]), then healed. Otherwise, faults run from the warm-up until
 //!    the start of the quiet period: the given nemesis plan, or a swarm plan drawn from the seed
 //!    (ending with a `reset` at `D - quiet`, `quiet = max(D/4, 4E)` capped at `D/2`).
 //! 3. At D the clients stop invoking; the run then settles for up to `max(2s, 10E)` until all
@@ -27,6 +28,10 @@ use crate::swarm::{swarm_plan, FaultSelection};
 use crate::toolkit::{observe, ClusterHealth, MAX_NODES};
 use crate::topology::Connectivity;
 use crate::workload::{OperationMix, Workload, WorkloadConfig};
+
+/// How long after the cut a partition's observation window opens: writes already replicated
+/// on a quorum before the cut may still commit (and be answered) in these first milliseconds.
+const PARTITION_SETTLE: Duration = 100 * MILLISECOND;
 
 /// Everything a run depends on. Same options and seed: same [`RunReport`], byte for byte.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -213,7 +218,13 @@ pub fn run_protocol<N: KvService>(
             simulation
                 .network_mut()
                 .set_connectivity(Connectivity::isolate(options.nodes, set)?);
-            match observe(&mut simulation, duration / 2) {
+            failure = simulation.run_for(PARTITION_SETTLE).err();
+        }
+        if failure.is_none() {
+            match observe(
+                &mut simulation,
+                (duration / 2).saturating_sub(PARTITION_SETTLE),
+            ) {
                 Ok(effects) => partition = Some(effects),
                 Err(f) => failure = Some(f),
             }

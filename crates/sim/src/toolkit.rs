@@ -238,8 +238,11 @@ pub trait Cluster {
     fn history(&self) -> &History;
     /// Counters so far.
     fn stats(&self) -> Stats;
-    /// Whether all nodes are up and agree on commit and applied index.
+    /// Whether all nodes are up and agree on commit and applied index. Under continuous client
+    /// load this is rarely true: stop the clients and let the cluster settle first.
     fn converged(&self) -> bool;
+    /// Stops the clients from invoking new operations (pending ones still complete).
+    fn stop_clients(&mut self);
     /// The protocol's election timeout (sizes observation windows).
     fn election_timeout(&self) -> Duration;
     /// Trace lines (empty unless tracing).
@@ -428,6 +431,12 @@ impl<N: KvService> Cluster for SimCluster<N> {
 
     fn converged(&self) -> bool {
         self.simulation.converged()
+    }
+
+    fn stop_clients(&mut self) {
+        if let Some(workload) = self.simulation.workload.as_mut() {
+            workload.stop();
+        }
     }
 
     fn election_timeout(&self) -> Duration {
