@@ -16,6 +16,25 @@
 //! Nothing here reads a clock or a global random generator: time and randomness arrive in
 //! `concord_core::Env`. Durable state changes leave as `Effect::Persist` barriers (see
 //! [`Write`] and [`Storage`]). Cluster-wide safety checkers live in [`invariants`].
+//!
+//! `docs/raft.md` in this crate has the message table, the effect order, the configuration
+//! and invariant tables and the failure scenarios the tests cover.
+//!
+//! ```
+//! use concord_core::{seeded_rng, Effect, Env, Input, KvStateMachine, Node};
+//! use concord_raft::{Config, RaftNode, Storage};
+//!
+//! let config = Config::default();
+//! config.validate().unwrap();
+//! let mut rng = seeded_rng(1, 0);
+//! let mut node: RaftNode<KvStateMachine> =
+//!     Node::restore(0, &[0], &config, &Storage::default(), 0, &mut rng);
+//! let deadline = node.next_deadline().unwrap();
+//! let mut effects = Vec::new();
+//! node.step(&mut Env { now: deadline, rng: &mut rng }, Input::Tick, &mut effects);
+//! assert!(node.is_leader(), "a single voter elects itself");
+//! assert!(matches!(effects[0], Effect::Persist { .. }), "its vote is persisted first");
+//! ```
 #![deny(missing_docs)]
 
 mod apply;

@@ -288,11 +288,18 @@ impl<S: StateMachine> RaftNode<S> {
             if entry.index <= self.log.snapshot_index() {
                 continue;
             }
-            match self.log.term_at(entry.index) {
+            let existing = self.log.term_at(entry.index);
+            match existing {
                 Some(term) if term == entry.term => continue,
                 Some(_) if entry.index <= self.commit_index => return false,
-                Some(_) => self.truncate_log(entry.index),
-                None => {}
+                _ => {}
+            }
+            let predecessor = self.log.term_at(entry.index - 1);
+            if predecessor.is_some_and(|term| entry.term < term) {
+                return false; // Would make log terms decrease: not from an honest leader.
+            }
+            if existing.is_some() {
+                self.truncate_log(entry.index);
             }
             appending = true;
             self.append_received(entry);
