@@ -3,8 +3,11 @@
 //!
 //! The checker keeps a global record of committed (index, term), fed by each node's commit
 //! index as it advances (O(new commits)); two different terms committed at one index is also
-//! reported. When a node becomes leader, its log must hold the highest committed entry (which,
-//! by Log Matching, implies every earlier one).
+//! reported. With each entry it keeps the term in which it was seen committed (the observing
+//! node's current term: never below the term of the leader that committed it). When a node
+//! becomes leader of term T, its log must hold the highest entry seen committed in a term below
+//! T (which, by Log Matching, implies every earlier one). Entries committed in T or later need
+//! not be there: a candidate of an older term can still win with votes cast before them.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +21,9 @@ const NAME: &str = "leader-completeness";
 /// The committed entries' terms, and what was seen of each node.
 #[derive(Debug, Default)]
 pub struct LeaderCompleteness {
-    /// `committed[i - 1]` is the term of the committed entry at index `i` (0: not seen).
-    committed: Vec<Term>,
+    /// `committed[i - 1]` is (term of the committed entry at index `i`, earliest term in which
+    /// it was seen committed); (0, 0) when not seen.
+    committed: Vec<(Term, Term)>,
     /// Per node: incarnation start and the commit index already recorded.
     seen_commit: BTreeMap<NodeId, (u64, LogIndex)>,
     /// Per node: the last term in which it was checked as a leader.
@@ -42,24 +46,25 @@ impl LeaderCompleteness {
         }
         let from = seen.1.max(node.log().snapshot_index());
         seen.1 = seen.1.max(commit);
+        let observed_in = node.current_term();
         for index in from + 1..=commit {
             let Some(term) = node.log().term_at(index) else {
                 continue;
             };
             let slot = usize::try_from(index - 1).expect("index fits in memory");
             if self.committed.len() <= slot {
-                self.committed.resize(slot + 1, 0);
+                self.committed.resize(slot + 1, (0, 0));
             }
             match self.committed[slot] {
-                0 => self.committed[slot] = term,
-                known if known != term => {
+                (0, _) => self.committed[slot] = (term, observed_in),
+                (known, _) if known != term => {
                     return Err(Violation::on_node(
                         NAME,
                         id,
                         format!("index {index} committed with term {term}, but term {known} was committed there before"),
                     ))
                 }
-                _ => {}
+                (_, seen_in) => self.committed[slot].1 = seen_in.min(observed_in),
             }
         }
         Ok(())
@@ -74,11 +79,15 @@ impl LeaderCompleteness {
         if self.checked_leader_term.insert(id, term) == Some(term) {
             return Ok(());
         }
-        let Some(slot) = self.committed.iter().rposition(|&t| t != 0) else {
+        let Some(slot) = self
+            .committed
+            .iter()
+            .rposition(|&(entry_term, seen_in)| entry_term != 0 && seen_in < term)
+        else {
             return Ok(());
         };
         let index = slot as u64 + 1;
-        let committed_term = self.committed[slot];
+        let committed_term = self.committed[slot].0;
         let log = node.log();
         if index <= log.snapshot_index() || log.term_at(index) == Some(committed_term) {
             return Ok(());
