@@ -11,13 +11,15 @@ use concord_raft::{Config, Request, Response};
 use rand::Rng as _;
 
 fn fuzz_config(rng: &mut Rng) -> Config {
+    let check_quorum = rng.gen_bool(0.5);
     Config {
+        check_quorum,
+        lease_reads: check_quorum && rng.gen_bool(0.5),
         max_inflight_appends: rng.gen_range(1..5),
         max_entries_per_message: rng.gen_range(1..5),
         snapshot_threshold: rng.gen_range(5..40),
         snapshot_chunk_size: rng.gen_range(16..256),
         pre_vote: rng.gen_bool(0.5),
-        check_quorum: rng.gen_bool(0.5),
         ..Config::default()
     }
 }
