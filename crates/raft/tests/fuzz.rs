@@ -2,10 +2,10 @@
 //! confirmations, crashes and restarts, partitions, transfers and membership changes, with
 //! every local and cluster invariant checked after each step. A failing seed prints itself.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use concord_core::time::MILLISECOND;
-use concord_core::{seeded_rng, KvOperation, Rng};
+use concord_core::{seeded_rng, KvOperation, KvResult, Rng, Value};
 use concord_raft::testing::Cluster;
 use concord_raft::{Config, Request, Response};
 use rand::Rng as _;
@@ -24,7 +24,59 @@ fn fuzz_config(rng: &mut Rng) -> Config {
     }
 }
 
-fn random_action(cluster: &mut Cluster, rng: &mut Rng, size: u64) {
+/// Checks that reads are not stale (thesis §6.4): a read must reflect every write whose
+/// success was reported before the read was issued. Writes carry unique values, so the value a
+/// read returns names the index of the write it saw.
+#[derive(Default)]
+struct ReadChecker {
+    next_value: i64,
+    /// Highest index of a write to "k" whose success was reported so far.
+    acknowledged: u64,
+    /// Per read request: `acknowledged` when it was issued.
+    reads: BTreeMap<u64, u64>,
+    /// The index each value was written at.
+    written_at: BTreeMap<i64, u64>,
+    replies_seen: usize,
+    applied_seen: Vec<usize>,
+}
+
+impl ReadChecker {
+    fn observe(&mut self, cluster: &Cluster, seed: u64) {
+        self.applied_seen.resize(cluster.applied.len(), 0);
+        for (node, applied) in cluster.applied.iter().enumerate() {
+            for (index, command) in &applied[self.applied_seen[node]..] {
+                if let KvOperation::Write { value, .. } = command {
+                    self.written_at.insert(*value, *index);
+                }
+            }
+            self.applied_seen[node] = applied.len();
+        }
+        for (_, id, response) in &cluster.replies[self.replies_seen..] {
+            match response {
+                Response::Applied { index, .. } => {
+                    self.acknowledged = self.acknowledged.max(*index);
+                }
+                Response::Read { output, .. } => {
+                    let Some(floor) = self.reads.remove(id) else {
+                        continue;
+                    };
+                    let seen = match output {
+                        KvResult::Read(Some(Value::Int(value))) => self.written_at[value],
+                        _ => 0,
+                    };
+                    assert!(
+                        seen >= floor,
+                        "seed={seed}: read {id} saw the write at index {seen}, but the write at {floor} was acknowledged before it began"
+                    );
+                }
+                _ => {}
+            }
+        }
+        self.replies_seen = cluster.replies.len();
+    }
+}
+
+fn random_action(cluster: &mut Cluster, rng: &mut Rng, size: u64, reads: &mut ReadChecker) {
     let node = rng.gen_range(0..size);
     match rng.gen_range(0..100) {
         0..=49 => {
@@ -51,7 +103,8 @@ fn random_action(cluster: &mut Cluster, rng: &mut Rng, size: u64) {
             cluster.tick_due();
         }
         65..=79 => {
-            let value = rng.gen_range(0..1000);
+            reads.next_value += 1;
+            let value = reads.next_value;
             let target = cluster
                 .leader()
                 .filter(|_| rng.gen_bool(0.8))
@@ -62,7 +115,8 @@ fn random_action(cluster: &mut Cluster, rng: &mut Rng, size: u64) {
         }
         80..=84 => {
             if cluster.nodes[node as usize].is_some() {
-                cluster.read(node, "k");
+                let id = cluster.read(node, "k");
+                reads.reads.insert(id, reads.acknowledged);
             }
         }
         85..=89 => {
@@ -124,9 +178,12 @@ fn run_seed(seed: u64) {
     let config = fuzz_config(&mut rng);
     let mut cluster = Cluster::new(size, config);
     cluster.auto_persist = rng.gen_bool(0.5);
+    let mut reads = ReadChecker::default();
     for _ in 0..3_000 {
-        random_action(&mut cluster, &mut rng, size);
+        reads.observe(&cluster, seed);
+        random_action(&mut cluster, &mut rng, size, &mut reads);
     }
+    reads.observe(&cluster, seed);
     // Heal everything and check that the cluster recovers and makes progress.
     cluster.heal();
     cluster.auto_persist = true;
