@@ -96,7 +96,11 @@ pub struct RaftNode<S: StateMachine> {
     pub(crate) leader: Option<Box<LeaderState<S::Query>>>,
 
     // Reads (thesis §6.4).
+    /// The last id given to a forwarded read. It starts at a random value in each incarnation,
+    /// so that a late answer to a read of an earlier incarnation cannot match a new read.
     pub(crate) next_read_id: u64,
+    /// Orders reads waiting for the state machine.
+    pub(crate) next_read_sequence: u64,
     pub(crate) forwarded_reads: BTreeMap<u64, (RequestId, S::Query, Time)>,
     pub(crate) reads_awaiting_apply: BTreeMap<(LogIndex, u64), (RequestId, S::Query)>,
     /// An InstallSnapshot being received in chunks: its metadata and the bytes so far.
@@ -185,7 +189,8 @@ impl<S: StateMachine + Default> RaftNode<S> {
                 0
             },
             leader: None,
-            next_read_id: 0,
+            next_read_id: rng.gen(),
+            next_read_sequence: 0,
             forwarded_reads: BTreeMap::new(),
             reads_awaiting_apply: BTreeMap::new(),
             incoming_snapshot: None,

@@ -34,7 +34,7 @@ impl<S: StateMachine> RaftNode<S> {
             self.reply(id, Response::Failed(RaftError::Overloaded { pending }));
             return;
         }
-        self.next_read_id += 1;
+        self.next_read_id = self.next_read_id.wrapping_add(1);
         let read_id = self.next_read_id;
         self.forwarded_reads.insert(read_id, (id, query, self.now));
         self.send(leader, Message::ReadIndexRequest { read_id });
@@ -209,9 +209,9 @@ impl<S: StateMachine> RaftNode<S> {
     }
 
     fn await_apply(&mut self, read_index: LogIndex, id: RequestId, query: S::Query) {
-        self.next_read_id += 1;
+        self.next_read_sequence += 1;
         self.reads_awaiting_apply
-            .insert((read_index, self.next_read_id), (id, query));
+            .insert((read_index, self.next_read_sequence), (id, query));
         self.serve_applied_reads();
     }
 

@@ -51,7 +51,7 @@ impl ReadChecker {
             }
             self.applied_seen[node] = applied.len();
         }
-        for (_, id, response) in &cluster.replies[self.replies_seen..] {
+        for (replier, id, response) in &cluster.replies[self.replies_seen..] {
             match response {
                 Response::Applied { index, .. } => {
                     self.acknowledged = self.acknowledged.max(*index);
@@ -66,7 +66,9 @@ impl ReadChecker {
                     };
                     assert!(
                         seen >= floor,
-                        "seed={seed}: read {id} saw the write at index {seen}, but the write at {floor} was acknowledged before it began"
+                        "seed={seed}: read {id} answered by node {replier} ({response:?}) saw the write at index {seen}, but the write at {floor} was acknowledged before it began; config {:?}; nodes {:?}",
+                        cluster.config,
+                        describe(cluster)
                     );
                 }
                 _ => {}

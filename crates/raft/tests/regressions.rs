@@ -54,3 +54,44 @@ fn a_leader_of_an_older_term_elected_late_is_not_a_completeness_violation() {
     assert!(!cluster.node(0).is_leader(), "deposed at its first contact");
     assert_eq!(cluster.node(0).current_term(), 2);
 }
+
+/// Found by the read checker in `tests/fuzz.rs` (seed 521): read ids restarted from zero after a
+/// crash, so a late ReadIndexResponse to a read of the previous incarnation answered a new read
+/// with a stale read index. Ids now start at a random value per incarnation.
+#[test]
+fn a_late_read_index_answer_from_before_a_restart_does_not_answer_a_new_read() {
+    let mut cluster = Cluster::new(3, concord_raft::Config::default());
+    cluster.elect(0);
+    cluster.propose(0, "x", 1);
+    cluster.deliver_all();
+    cluster.read(1, "x");
+    let old_request = cluster.take_messages();
+    let old_read_id = match old_request.as_slice() {
+        [Envelope {
+            message: Message::ReadIndexRequest { read_id },
+            ..
+        }] => *read_id,
+        other => panic!("expected one forwarded read, got {other:?}"),
+    };
+    cluster.crash(1);
+    cluster.restart(1);
+    cluster.now += cluster.config.heartbeat_interval;
+    cluster.tick(0);
+    cluster.deliver_all();
+    let new_read = cluster.read(1, "x");
+    cluster.drop_messages();
+    let late_answer = Message::ReadIndexResponse {
+        read_id: old_read_id,
+        read_index: Some(0),
+        leader: Some(0),
+    };
+    deliver(
+        &mut cluster,
+        Envelope {
+            from: 0,
+            to: 1,
+            message: late_answer,
+        },
+    );
+    assert_eq!(cluster.reply(new_read), None);
+}
