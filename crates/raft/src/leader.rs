@@ -82,6 +82,9 @@ pub(crate) struct LeaderState<Q> {
     pub round_sent_at: VecDeque<(u64, Time)>,
     /// Reads may be served locally before this time (thesis §6.4.1).
     pub lease_until: Time,
+    /// Set for good once TimeoutNow is sent: voters may then elect the target regardless of
+    /// stickiness, so no lease this leader holds is safe any more.
+    pub lease_revoked: bool,
     /// When to send the next heartbeat.
     pub heartbeat_deadline: Time,
     /// When to next check that a quorum is still in touch.
@@ -104,6 +107,7 @@ impl<Q> LeaderState<Q> {
             round: 0,
             round_sent_at: VecDeque::new(),
             lease_until: 0,
+            lease_revoked: false,
             heartbeat_deadline: now,
             check_quorum_deadline,
             transfer: None,

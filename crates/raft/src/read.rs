@@ -104,7 +104,7 @@ impl<S: StateMachine> RaftNode<S> {
             leader.reads_awaiting_term_commit.push(origin);
             return;
         }
-        if lease_reads && now < leader.lease_until && leader.transfer.is_none() {
+        if lease_reads && !leader.lease_revoked && now < leader.lease_until {
             self.deliver_read(commit_index, origin);
             return;
         }

@@ -58,6 +58,7 @@ impl<S: StateMachine> RaftNode<S> {
         }
         transfer.timeout_now_sent = true;
         let request = transfer.request;
+        leader.lease_revoked = true;
         self.send(peer, Message::TimeoutNow { term });
         self.reply(request, Response::TransferStarted { to: peer });
     }

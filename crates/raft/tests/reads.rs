@@ -173,3 +173,25 @@ fn lease_reads_are_served_locally_while_the_lease_holds() {
     let id = cluster.read(leader, "x");
     assert_eq!(cluster.reply(id), None, "the lease expired");
 }
+
+/// Thesis §3.10 with §6.4.1: once a leader sends TimeoutNow, voters may elect the target
+/// despite stickiness, so the old leader stops serving lease reads for the rest of its term.
+#[test]
+fn a_leader_gives_up_its_lease_when_it_sends_timeout_now() {
+    let config = Config {
+        lease_reads: true,
+        ..Config::default()
+    };
+    let (mut cluster, leader) = settled(config);
+    cluster.now += cluster.config.heartbeat_interval;
+    cluster.tick(leader);
+    cluster.deliver_all();
+    let transfer = cluster.request(leader, concord_raft::Request::TransferLeadership { to: 1 });
+    assert_eq!(
+        cluster.reply(transfer),
+        Some(&Response::TransferStarted { to: 1 })
+    );
+    cluster.drop_messages();
+    let id = cluster.read(leader, "x");
+    assert_eq!(cluster.reply(id), None, "no lease read after TimeoutNow");
+}
