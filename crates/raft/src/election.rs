@@ -166,16 +166,23 @@ impl<S: StateMachine> RaftNode<S> {
     }
 
     /// Becomes a follower of `term` (a new term clears the vote), believing in `leader`.
+    ///
+    /// The election timer keeps running (Figure 2: only AppendEntries from the current leader
+    /// or granting a vote resets it): were it reset by every higher term, the one node whose
+    /// log could win might never time out while others keep campaigning. A former leader gets
+    /// a fresh deadline, having had none.
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         if term > self.current_term {
             self.current_term = term;
             self.voted_for = None;
         }
+        if self.role == RaftRole::Leader {
+            self.reset_election_timer();
+        }
         self.abandon_leadership();
         self.role = RaftRole::Follower;
         self.leader_id = leader;
         self.votes.clear();
-        self.reset_election_timer();
     }
 
     /// §5.2, §8: take over, set up every follower's progress, append a no-op of this term.

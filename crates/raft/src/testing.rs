@@ -66,6 +66,8 @@ pub struct Cluster {
     /// Run the cluster invariants after every step (turn off for tests that forge messages a
     /// real peer would never send, e.g. acknowledgements of entries it does not hold).
     pub check_cluster_invariants: bool,
+    /// Print every step (input and effects) to stderr, for debugging a failing test.
+    pub trace: bool,
     next_request: RequestId,
 }
 
@@ -94,6 +96,7 @@ impl Cluster {
             cut: BTreeSet::new(),
             invariants: invariants(),
             check_cluster_invariants: true,
+            trace: false,
             next_request: 0,
         };
         for id in 0..size {
@@ -137,6 +140,9 @@ impl Cluster {
     pub fn step(&mut self, id: NodeId, input: Input<KvMessage, KvRequest>) -> Vec<KvEffect> {
         let index = id as usize;
         let mut effects = Vec::new();
+        if self.trace {
+            eprintln!("t={} node {id} <- {input:?}", self.now);
+        }
         {
             let Some(node) = self.nodes[index].as_mut() else {
                 return effects;
@@ -146,6 +152,11 @@ impl Cluster {
                 rng: &mut self.rngs[index],
             };
             node.step(&mut env, input, &mut effects);
+        }
+        if self.trace {
+            for effect in &effects {
+                eprintln!("    {effect:?}");
+            }
         }
         self.check(id, &effects);
         for effect in effects.iter().cloned() {

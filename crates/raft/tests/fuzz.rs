@@ -188,6 +188,7 @@ fn run_seed(seed: u64) {
     reads.observe(&cluster, seed);
     // Heal everything and check that the cluster recovers and makes progress.
     cluster.heal();
+    cluster.trace = std::env::var("RAFT_FUZZ_TRACE").is_ok();
     cluster.auto_persist = true;
     for id in 0..size {
         if cluster.nodes[id as usize].is_none() {

@@ -95,3 +95,33 @@ fn a_late_read_index_answer_from_before_a_restart_does_not_answer_a_new_read() {
     );
     assert_eq!(cluster.reply(new_read), None);
 }
+
+/// Found by `tests/fuzz.rs` (seed 7993): every higher-term vote request reset the election
+/// timer, so the only node whose log could win (the others' requests it rightly rejected) never
+/// timed out while the others kept campaigning. Figure 2: only the current leader's
+/// AppendEntries or a granted vote resets the timer.
+#[test]
+fn a_rejected_vote_request_does_not_reset_the_election_timer() {
+    let mut cluster = Cluster::with_storage(
+        vec![common::storage(&[1, 1, 1], 1), common::storage(&[1], 1)],
+        paper_config(),
+    );
+    let deadline = concord_core::Node::next_deadline(cluster.node(0));
+    let request = Message::RequestVote {
+        term: 2,
+        last_log_index: 1,
+        last_log_term: 1,
+        pre_vote: false,
+        transfer: false,
+    };
+    deliver(
+        &mut cluster,
+        Envelope {
+            from: 1,
+            to: 0,
+            message: request,
+        },
+    );
+    assert_eq!(cluster.node(0).current_term(), 2);
+    assert_eq!(concord_core::Node::next_deadline(cluster.node(0)), deadline);
+}
