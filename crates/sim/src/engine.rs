@@ -519,7 +519,12 @@ impl<N: Node> Simulation<N> {
         self.schedule_timer(id);
     }
 
-    /// Schedules one tick at the node's next deadline, replacing any earlier one.
+    /// Makes sure a timer event fires no later than the node's next deadline.
+    ///
+    /// Deadlines mostly move later (every heartbeat pushes a follower's election deadline
+    /// back), so an already scheduled earlier event is kept: when it fires, the deadline is
+    /// checked again and the tick is only delivered once it is due. This keeps one live timer
+    /// event per node instead of one per step.
     pub(crate) fn schedule_timer(&mut self, id: NodeId) {
         let slot = &mut self.slots[id as usize];
         let Some(node) = &slot.node else { return };
@@ -527,12 +532,10 @@ impl<N: Node> Simulation<N> {
             return;
         }
         let Some(deadline) = node.next_deadline() else {
-            slot.timer_at = None;
-            slot.timer_generation += 1;
             return;
         };
         let at = slot.clock.global_of(deadline).max(self.now + 1);
-        if slot.timer_at == Some(at) {
+        if slot.timer_at.is_some_and(|scheduled| scheduled <= at) {
             return;
         }
         slot.timer_generation += 1;
@@ -593,7 +596,17 @@ impl<N: Node> Simulation<N> {
                     return Ok(());
                 }
                 slot.timer_at = None;
-                self.step_node(node, Input::Tick)
+                let due = slot.node.as_ref().and_then(|n| n.next_deadline());
+                match due {
+                    Some(deadline) if slot.clock.global_of(deadline) <= self.now => {
+                        self.step_node(node, Input::Tick)
+                    }
+                    _ => {
+                        // The deadline moved later (or went away) since this event was set.
+                        self.schedule_timer(node);
+                        Ok(())
+                    }
+                }
             }
             Event::PersistDone {
                 node,
@@ -689,8 +702,9 @@ impl<N: Node> Simulation<N> {
                                     request: outbound.request,
                                 },
                             );
+                            // Every timeout has the same length: they expire in push order.
                             self.queue
-                                .push(self.now + timeout, Event::RequestTimeout { id });
+                                .push_fifo(self.now + timeout, Event::RequestTimeout { id });
                             return;
                         }
                         None => {
@@ -846,19 +860,19 @@ impl<N: Node> Simulation<N> {
         slot.durable = write.sequence;
         self.stats.persists_completed += 1;
         let durable = slot.durable;
-        let mut released = Vec::new();
-        while slot
-            .held
-            .front()
-            .is_some_and(|(barrier, _)| *barrier <= durable)
-        {
+        let token = write.token;
+        loop {
+            let slot = &mut self.slots[node as usize];
+            if !slot
+                .held
+                .front()
+                .is_some_and(|(barrier, _)| *barrier <= durable)
+            {
+                break;
+            }
             let Some((_, held)) = slot.held.pop_front() else {
                 break;
             };
-            released.push(held);
-        }
-        let token = write.token;
-        for held in released {
             match held {
                 Held::Send { to, message } => self.transmit(node, to, message),
                 Held::Reply { id, response } => self.reply(node, id, response),

@@ -4,7 +4,7 @@
 //! gives the same interleaving.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use concord_core::{NodeId, RequestId, Time};
 
@@ -73,27 +73,22 @@ impl<M, Q, O> Event<M, Q, O> {
     }
 }
 
-struct Scheduled<E> {
+/// A heap entry: when, in which order, and where the event itself is stored. Keeping events
+/// out of the heap keeps sift operations cheap however large a protocol's messages are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key {
     time: Time,
     sequence: u64,
-    event: E,
+    slot: usize,
 }
 
-impl<E> PartialEq for Scheduled<E> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.time, self.sequence) == (other.time, other.sequence)
-    }
-}
-
-impl<E> Eq for Scheduled<E> {}
-
-impl<E> PartialOrd for Scheduled<E> {
+impl PartialOrd for Key {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl<E> Ord for Scheduled<E> {
+impl Ord for Key {
     fn cmp(&self, other: &Self) -> Ordering {
         // Reversed: BinaryHeap is a max-heap and the earliest event must come out first.
         (other.time, other.sequence).cmp(&(self.time, self.sequence))
@@ -101,8 +96,17 @@ impl<E> Ord for Scheduled<E> {
 }
 
 /// Events ordered by `(time, sequence)`.
+///
+/// Events whose times are pushed in non-decreasing order (client timeouts, all of one length)
+/// can go to a FIFO lane instead of the heap; `pop` takes the earlier of the two heads, so the
+/// order is exactly the same as if everything were in the heap.
 pub(crate) struct EventQueue<E> {
-    heap: BinaryHeap<Scheduled<E>>,
+    heap: BinaryHeap<Key>,
+    fifo: VecDeque<Key>,
+    /// Event storage; `None` marks a free slot.
+    events: Vec<Option<E>>,
+    /// Free slots of `events`, reused last-in first-out.
+    free: Vec<usize>,
     next_sequence: u64,
 }
 
@@ -119,6 +123,9 @@ impl<E> Default for EventQueue<E> {
     fn default() -> Self {
         EventQueue {
             heap: BinaryHeap::new(),
+            fifo: VecDeque::new(),
+            events: Vec::new(),
+            free: Vec::new(),
             next_sequence: 0,
         }
     }
@@ -127,28 +134,73 @@ impl<E> Default for EventQueue<E> {
 impl<E> EventQueue<E> {
     /// Schedules `event` at `time`.
     pub(crate) fn push(&mut self, time: Time, event: E) {
+        let key = self.store(time, event);
+        self.heap.push(key);
+    }
+
+    /// Schedules `event` at `time`, in the FIFO lane when `time` is not earlier than the last
+    /// event there (otherwise in the heap).
+    pub(crate) fn push_fifo(&mut self, time: Time, event: E) {
+        let key = self.store(time, event);
+        if self.fifo.back().map_or(true, |last| last.time <= time) {
+            self.fifo.push_back(key);
+        } else {
+            self.heap.push(key);
+        }
+    }
+
+    fn store(&mut self, time: Time, event: E) -> Key {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
-        self.heap.push(Scheduled {
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.events[slot] = Some(event);
+                slot
+            }
+            None => {
+                self.events.push(Some(event));
+                self.events.len() - 1
+            }
+        };
+        Key {
             time,
             sequence,
-            event,
-        });
+            slot,
+        }
+    }
+
+    /// Whether the FIFO lane's head comes before the heap's.
+    fn fifo_first(&self) -> Option<bool> {
+        match (self.fifo.front(), self.heap.peek()) {
+            (None, None) => None,
+            (Some(_), None) => Some(true),
+            (None, Some(_)) => Some(false),
+            (Some(f), Some(h)) => Some((f.time, f.sequence) < (h.time, h.sequence)),
+        }
     }
 
     /// The time of the earliest event.
     pub(crate) fn peek_time(&self) -> Option<Time> {
-        self.heap.peek().map(|s| s.time)
+        match self.fifo_first()? {
+            true => self.fifo.front().map(|key| key.time),
+            false => self.heap.peek().map(|key| key.time),
+        }
     }
 
     /// Removes the earliest event.
     pub(crate) fn pop(&mut self) -> Option<(Time, E)> {
-        self.heap.pop().map(|s| (s.time, s.event))
+        let key = match self.fifo_first()? {
+            true => self.fifo.pop_front()?,
+            false => self.heap.pop()?,
+        };
+        let event = self.events[key.slot].take()?;
+        self.free.push(key.slot);
+        Some((key.time, event))
     }
 
     /// How many events are waiting.
     pub(crate) fn len(&self) -> usize {
-        self.heap.len()
+        self.heap.len() + self.fifo.len()
     }
 }
 
@@ -164,5 +216,20 @@ mod tests {
         queue.push(5, "c");
         let order: Vec<_> = std::iter::from_fn(|| queue.pop()).collect();
         assert_eq!(order, vec![(1, "a"), (5, "b"), (5, "c")]);
+    }
+
+    #[test]
+    fn the_fifo_lane_interleaves_exactly_like_the_heap() {
+        let mut queue = EventQueue::default();
+        queue.push_fifo(3, "f1");
+        queue.push(3, "h1");
+        queue.push_fifo(4, "f2");
+        queue.push(1, "h0");
+        queue.push_fifo(2, "late: goes to the heap");
+        let order: Vec<_> = std::iter::from_fn(|| queue.pop()).map(|(_, e)| e).collect();
+        assert_eq!(
+            order,
+            vec!["h0", "late: goes to the heap", "f1", "h1", "f2"]
+        );
     }
 }
