@@ -77,11 +77,11 @@ impl<S: StateMachine> RaftNode<S> {
             .expect("the applied entry is in the log");
         let membership = self.log.membership_at(index).clone();
         let snapshot = Snapshot {
-            meta: SnapshotMeta {
+            meta: Arc::new(SnapshotMeta {
                 last_index: index,
                 last_term: term,
                 membership,
-            },
+            }),
             data: Arc::from(self.state_machine.snapshot()),
         };
         self.compact_log(snapshot);

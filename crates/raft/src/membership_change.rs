@@ -143,7 +143,7 @@ impl<S: StateMachine> RaftNode<S> {
         {
             let response = Response::MembershipChanged {
                 index,
-                membership: membership.clone(),
+                membership: Box::new(membership.clone()),
             };
             self.reply(request.request, response);
         }

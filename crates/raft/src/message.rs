@@ -71,7 +71,7 @@ pub enum Message<C> {
         /// The leader's term.
         term: Term,
         /// What the snapshot covers.
-        meta: SnapshotMeta,
+        meta: Arc<SnapshotMeta>,
         /// Byte offset of this chunk.
         offset: u64,
         /// Total size of the snapshot data.

@@ -104,7 +104,7 @@ pub struct RaftNode<S: StateMachine> {
     pub(crate) forwarded_reads: BTreeMap<u64, (RequestId, S::Query, Time)>,
     pub(crate) reads_awaiting_apply: BTreeMap<(LogIndex, u64), (RequestId, S::Query)>,
     /// An InstallSnapshot being received in chunks: its metadata and the bytes so far.
-    pub(crate) incoming_snapshot: Option<(crate::SnapshotMeta, Vec<u8>)>,
+    pub(crate) incoming_snapshot: Option<(std::sync::Arc<crate::SnapshotMeta>, Vec<u8>)>,
 
     // Persistence bookkeeping.
     next_token: PersistToken,

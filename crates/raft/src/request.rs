@@ -56,7 +56,7 @@ pub enum Response<O> {
         /// The index of the final configuration entry.
         index: LogIndex,
         /// The configuration now in effect.
-        membership: Membership,
+        membership: Box<Membership>,
     },
     /// The request failed.
     Failed(RaftError),

@@ -58,7 +58,7 @@ impl<S: StateMachine> RaftNode<S> {
         let data: Arc<[u8]> = Arc::from(&snapshot.data[start as usize..end as usize]);
         let message = Message::InstallSnapshot {
             term,
-            meta: snapshot.meta.clone(),
+            meta: Arc::clone(&snapshot.meta),
             offset: start,
             total,
             data,
@@ -112,7 +112,7 @@ impl<S: StateMachine> RaftNode<S> {
         &mut self,
         from: NodeId,
         term: Term,
-        meta: SnapshotMeta,
+        meta: Arc<SnapshotMeta>,
         offset: u64,
         total: u64,
         data: &[u8],
@@ -180,7 +180,7 @@ impl<S: StateMachine> RaftNode<S> {
 
     /// Restores the state machine from a complete snapshot and replaces the log prefix.
     /// Returns false (changing nothing) if the bytes do not restore.
-    fn install_snapshot(&mut self, meta: SnapshotMeta, bytes: Vec<u8>) -> bool {
+    fn install_snapshot(&mut self, meta: Arc<SnapshotMeta>, bytes: Vec<u8>) -> bool {
         let mut state_machine = self.state_machine.clone();
         if state_machine.restore(&bytes).is_err() {
             return false;

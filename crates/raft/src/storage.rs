@@ -32,8 +32,8 @@ pub struct SnapshotMeta {
 /// A snapshot: its metadata and the state machine's serialized state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
-    /// What it covers.
-    pub meta: SnapshotMeta,
+    /// What it covers (shared: sent with every chunk).
+    pub meta: Arc<SnapshotMeta>,
     /// The state machine's bytes, shared (never copied when sent or persisted).
     pub data: Arc<[u8]>,
 }

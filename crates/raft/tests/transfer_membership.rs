@@ -111,7 +111,7 @@ fn joint_consensus_adds_two_voters_at_once() {
     let expected = Membership::new([0, 1, 2, 3, 4]);
     assert!(matches!(
         cluster.reply(id),
-        Some(Response::MembershipChanged { membership, .. }) if *membership == expected
+        Some(Response::MembershipChanged { membership, .. }) if **membership == expected
     ));
     for node in 0..5 {
         assert_eq!(cluster.node(node).membership(), &expected, "node {node}");
