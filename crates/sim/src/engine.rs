@@ -363,6 +363,12 @@ impl<N: Node> Simulation<N> {
         stats
     }
 
+    /// Every command applied so far, by index, with the first node that applied it. The
+    /// built-in `apply-agreement` check makes sure every other node applied the same one.
+    pub fn applied(&self) -> &BTreeMap<u64, (NodeId, N::Command)> {
+        &self.applied
+    }
+
     /// The clients, when attached.
     pub fn workload(&self) -> Option<&Workload<N>> {
         self.workload.as_ref()
@@ -626,9 +632,7 @@ impl<N: Node> Simulation<N> {
                 if self.slots[node as usize].node.is_none() {
                     self.trace_line(|| format!("n{node} request r{id} refused: node down"));
                     if id >= WORKLOAD_REQUEST_BASE {
-                        let now = self.now;
-                        let next = self.workload_mut().on_unreachable(id, now);
-                        self.client_next(next);
+                        self.client_event(|workload, now| workload.on_unreachable(id, now));
                     }
                     return Ok(());
                 }
@@ -645,21 +649,15 @@ impl<N: Node> Simulation<N> {
                     self.trace_line(|| format!("reply r{id} from n{from} lost: link cut"));
                     return Ok(());
                 }
-                let now = self.now;
-                let next = self.workload_mut().on_response(id, from, &response, now);
-                self.client_next(next);
+                self.client_event(|workload, now| workload.on_response(id, from, &response, now));
                 Ok(())
             }
             Event::RequestTimeout { id } => {
-                let now = self.now;
-                let next = self.workload_mut().on_timeout(id, now);
-                self.client_next(next);
+                self.client_event(|workload, now| workload.on_timeout(id, now));
                 Ok(())
             }
             Event::ClientWake { client } => {
-                let now = self.now;
-                let next = self.workload_mut().wake(client, now);
-                self.client_next(next);
+                self.client_event(|workload, now| workload.wake(client, now));
                 Ok(())
             }
             Event::Nemesis { index } => {
@@ -677,6 +675,24 @@ impl<N: Node> Simulation<N> {
         self.workload
             .as_mut()
             .expect("client events are only scheduled by an attached workload")
+    }
+
+    /// Hands a client event to the workload and carries out what follows; traces the history
+    /// events it records.
+    fn client_event(&mut self, event: impl FnOnce(&mut Workload<N>, Time) -> Next<N::Request>) {
+        let recorded = self.history().events.len();
+        let now = self.now;
+        let next = event(self.workload_mut(), now);
+        self.client_next(next);
+        if self.trace.is_some() {
+            let new: Vec<String> = self.history().events[recorded..]
+                .iter()
+                .map(|op| serde_json::to_string(op).unwrap_or_default())
+                .collect();
+            for line in new {
+                self.trace_line(|| format!("client {line}"));
+            }
+        }
     }
 
     /// Carries out what a client wants next.

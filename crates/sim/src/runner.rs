@@ -33,6 +33,9 @@ use crate::workload::{OperationMix, Workload, WorkloadConfig};
 /// on a quorum before the cut may still commit (and be answered) in these first milliseconds.
 const PARTITION_SETTLE: Duration = 100 * MILLISECOND;
 
+/// The longest simulated run: a day.
+pub const MAX_DURATION: Duration = 86_400 * SECOND;
+
 /// Everything a run depends on. Same options and seed: same [`RunReport`], byte for byte.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SimOptions {
@@ -103,6 +106,23 @@ impl SimOptions {
             self.clients,
             self.faults
         );
+        let defaults = SimOptions::default();
+        if self.keys != defaults.keys {
+            command.push_str(&format!(" --keys {}", self.keys));
+        }
+        if self.mix != defaults.mix {
+            let m = &self.mix;
+            command.push_str(&format!(
+                " --mix read={},write={},cas={},append={}",
+                m.read, m.write, m.cas, m.append
+            ));
+        }
+        if self.request_timeout != defaults.request_timeout {
+            command.push_str(&format!(
+                " --request-timeout {}",
+                duration_text(self.request_timeout)
+            ));
+        }
         if let Some(source) = &self.nemesis_source {
             command.push_str(&format!(" --nemesis {source}"));
         }
@@ -124,10 +144,14 @@ impl SimOptions {
                 message: format!("at most {MAX_NODES}, got {}", self.nodes),
             });
         }
-        if self.duration == 0 {
+        if self.duration == 0 || self.duration > MAX_DURATION {
             return Err(SimError::InvalidOption {
                 name: "duration",
-                message: "must be positive".into(),
+                message: format!(
+                    "must be positive and at most {}, got {}",
+                    duration_text(MAX_DURATION),
+                    duration_text(self.duration)
+                ),
             });
         }
         if let Some(partition) = &self.partition {
