@@ -114,61 +114,77 @@ impl<S: StateMachine> RaftNode<S> {
     /// Sends `peer` what it needs next: entries (pipelined within the window), a heartbeat, or
     /// a snapshot chunk when its next entry is compacted away.
     pub(crate) fn send_append(&mut self, peer: NodeId, heartbeat: bool) {
-        let term = self.current_term;
-        let leader_commit = self.commit_index;
-        let now = self.now;
-        let Some(leader) = self.leader.as_mut() else {
-            return;
-        };
-        let round = leader.round;
-        let Some(progress) = leader.progress.get_mut(&peer) else {
+        let max_inflight = self.config.max_inflight_appends;
+        let Some(progress) = self.leader.as_ref().and_then(|l| l.progress.get(&peer)) else {
             return;
         };
         match &progress.state {
-            ProgressState::Snapshot { .. } => {
-                if heartbeat {
-                    self.send_snapshot_chunk(peer);
+            ProgressState::Snapshot { .. } if heartbeat => self.send_snapshot_chunk(peer),
+            ProgressState::Snapshot { .. } => {}
+            ProgressState::Replicate { .. } if heartbeat => self.send_heartbeat(peer),
+            _ if heartbeat || progress.can_send(max_inflight) => {
+                if !self.send_entries(peer) {
+                    self.start_snapshot(peer);
                 }
-                return;
             }
-            ProgressState::Replicate { .. } if heartbeat => {
-                let prev = progress
-                    .match_index
-                    .max(self.log.snapshot_index())
-                    .min(progress.next_index - 1);
-                if let Some(prev_term) = self.log.term_at(prev) {
-                    let message = Message::AppendEntries {
-                        term,
-                        prev_log_index: prev,
-                        prev_log_term: prev_term,
-                        entries: Vec::new(),
-                        leader_commit,
-                        round,
-                    };
-                    self.outbox.push((peer, message));
-                }
-                return;
-            }
-            _ if !heartbeat && !progress.can_send(self.config.max_inflight_appends) => return,
             _ => {}
         }
-        let mut needs_snapshot = false;
+    }
+
+    /// An empty AppendEntries at the follower's match point: keeps its leader alive and carries
+    /// the round and the commit index (which it adopts up to what it holds).
+    fn send_heartbeat(&mut self, peer: NodeId) {
+        let snapshot_index = self.log.snapshot_index();
+        let Some(leader) = self.leader.as_ref() else {
+            return;
+        };
+        let Some(progress) = leader.progress.get(&peer) else {
+            return;
+        };
+        let prev = progress
+            .match_index
+            .max(snapshot_index)
+            .min(progress.next_index - 1);
+        let Some(prev_log_term) = self.log.term_at(prev) else {
+            return;
+        };
+        let message = Message::AppendEntries {
+            term: self.current_term,
+            prev_log_index: prev,
+            prev_log_term,
+            entries: Vec::new(),
+            leader_commit: self.commit_index,
+            round: leader.round,
+        };
+        self.outbox.push((peer, message));
+    }
+
+    /// Sends entries from the follower's next index: one probe, or as many batches as the
+    /// in-flight window allows. Returns false if the follower needs a snapshot instead.
+    fn send_entries(&mut self, peer: NodeId) -> bool {
+        let (term, leader_commit, now) = (self.current_term, self.commit_index, self.now);
+        let Some(leader) = self.leader.as_mut() else {
+            return true;
+        };
+        let round = leader.round;
+        let Some(progress) = leader.progress.get_mut(&peer) else {
+            return true;
+        };
         loop {
             let prev = progress.next_index - 1;
-            let Some(prev_term) = self.log.term_at(prev) else {
-                needs_snapshot = true;
-                break;
+            let Some(prev_log_term) = self.log.term_at(prev) else {
+                return false;
             };
             let entries = batch(&self.log, progress.next_index, &self.config);
             let last = prev + entries.len() as u64;
             let replicating = matches!(progress.state, ProgressState::Replicate { .. });
             if entries.is_empty() && replicating {
-                break;
+                return true;
             }
             let message = Message::AppendEntries {
                 term,
                 prev_log_index: prev,
-                prev_log_term: prev_term,
+                prev_log_term,
                 entries,
                 leader_commit,
                 round,
@@ -181,18 +197,15 @@ impl<S: StateMachine> RaftNode<S> {
                     if inflight.len() >= self.config.max_inflight_appends
                         || progress.next_index > self.log.last_index()
                     {
-                        break;
+                        return true;
                     }
                 }
                 ProgressState::Probe { paused } => {
                     *paused = true;
-                    break;
+                    return true;
                 }
-                ProgressState::Snapshot { .. } => break,
+                ProgressState::Snapshot { .. } => return true,
             }
-        }
-        if needs_snapshot {
-            self.start_snapshot(peer);
         }
     }
 
