@@ -122,11 +122,7 @@ impl<S: StateMachine> RaftNode<S> {
             ProgressState::Snapshot { .. } if heartbeat => self.send_snapshot_chunk(peer),
             ProgressState::Snapshot { .. } => {}
             ProgressState::Replicate { .. } if heartbeat => self.send_heartbeat(peer),
-            _ if heartbeat || progress.can_send(max_inflight) => {
-                if !self.send_entries(peer) {
-                    self.start_snapshot(peer);
-                }
-            }
+            _ if heartbeat || progress.can_send(max_inflight) => self.send_entries(peer),
             _ => {}
         }
     }
@@ -159,9 +155,16 @@ impl<S: StateMachine> RaftNode<S> {
         self.outbox.push((peer, message));
     }
 
-    /// Sends entries from the follower's next index: one probe, or as many batches as the
-    /// in-flight window allows. Returns false if the follower needs a snapshot instead.
-    fn send_entries(&mut self, peer: NodeId) -> bool {
+    /// Sends entries from the follower's next index, or a snapshot if they are compacted.
+    fn send_entries(&mut self, peer: NodeId) {
+        if !self.send_entry_batches(peer) {
+            self.start_snapshot(peer);
+        }
+    }
+
+    /// Sends one probe, or as many batches as the in-flight window allows. Returns false if
+    /// the follower needs a snapshot instead.
+    fn send_entry_batches(&mut self, peer: NodeId) -> bool {
         let (term, leader_commit, now) = (self.current_term, self.commit_index, self.now);
         let Some(leader) = self.leader.as_mut() else {
             return true;
