@@ -1,4 +1,7 @@
-//! Sweeps seeds and prints failures: `cargo run --release -p concord-sim --example sweep -- FIRST COUNT [DURATION]`.
+//! Sweeps seeds and prints failures:
+//! `cargo run --release -p concord-sim --example sweep -- FIRST COUNT [DURATION] [check]`.
+//! With `check`, every history is also checked for linearizability.
+use concord_check::{check_linearizability, RegisterModel, Verdict};
 use concord_core::time::parse_duration;
 
 // Wall-clock time is read only to report the sweep's speed; the simulation never sees it.
@@ -11,10 +14,29 @@ fn main() {
         .get(3)
         .and_then(|s| parse_duration(s).ok())
         .unwrap_or(10_000_000_000);
+    let check = args.get(4).is_some_and(|a| a == "check");
     let options = concord_sim::SimOptions {
         duration,
         ..Default::default()
     };
+    if check {
+        for seed in first..first + count {
+            let options = concord_sim::SimOptions {
+                seed,
+                ..options.clone()
+            };
+            let report = concord_sim::run(&options).expect("valid options");
+            let budget = Some(std::time::Duration::from_secs(10));
+            let verdict =
+                check_linearizability(&report.history, &RegisterModel, budget).map(|r| r.verdict);
+            match verdict {
+                Ok(Verdict::Linearizable) => {}
+                other => println!("seed {seed}: {other:?}\n  replay: {}", report.replay),
+            }
+        }
+        println!("checked {count} histories");
+        return;
+    }
     let started = std::time::Instant::now();
     let report = concord_sim::sweep(&options, first..first + count, |_| {}).expect("valid options");
     let wall = started.elapsed().as_secs_f64();

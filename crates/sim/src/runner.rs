@@ -3,7 +3,8 @@
 //!
 //! A run's timeline, for `duration` D and the protocol's election timeout E:
 //!
-//! 1. `0 .. warmup` (`min(3E, D/5)`): the cluster starts; clients start at `E`.
+//! 1. `0 .. warmup` (`min(3E, D/5)`): the cluster starts; clients start at `E` and pace
+//!    their operations to spread them over the rest of the run.
 //!    `health_before` is taken at the end of the warm-up.
 //! 2. With a `partition`: the listed nodes are isolated from `D/4` to `3D/4`; that window,
 //!    less its first 100 ms (where what was replicated before the cut may still commit), is
@@ -164,13 +165,20 @@ impl SimOptions {
         Ok(())
     }
 
+    /// The clients: they start at `start_at` and pace themselves so the operations spread over
+    /// most of the rest of the run (pauses up to `1.5 × span × clients / ops`, between 1 ms and
+    /// 1 s).
     fn workload(&self, start_at: Time) -> WorkloadConfig {
+        let span = self.duration.saturating_sub(start_at);
+        let pace = (span as u128 * 3 * self.clients as u128 / (2 * self.ops.max(1) as u128))
+            .clamp(MILLISECOND as u128, SECOND as u128) as Duration;
         WorkloadConfig {
             clients: self.clients,
             operations: self.ops,
             keys: self.keys,
             mix: self.mix.clone(),
             request_timeout: self.request_timeout,
+            think_time_max: pace,
             start_at,
             ..WorkloadConfig::default()
         }

@@ -1,6 +1,7 @@
 //! The simulator driving Raft (`concord-raft`): elections, partitions, determinism, and a seed
 //! sweep under every crash fault.
 
+use concord_check::{check_linearizability, RegisterModel, Verdict};
 use concord_core::time::{MILLISECOND, SECOND};
 use concord_sim::{
     create_cluster, run, sweep, ClusterOptions, FaultSelection, SimOptions, WorkloadConfig,
@@ -104,6 +105,31 @@ fn a_requested_partition_is_observed_and_healed() {
     assert_eq!(effects.sides[0].requests_ok, 0);
     assert!(effects.sides[1].log_replicated);
     assert!(report.converged);
+}
+
+#[test]
+fn histories_under_faults_are_linearizable() {
+    for seed in 0..20 {
+        let options = SimOptions {
+            ops: 200,
+            ..run_options(seed)
+        };
+        let report = run(&options).unwrap();
+        assert!(report.failure.is_none(), "seed {seed}");
+        assert!(report.history_summary.ok > 0, "seed {seed}");
+        let check = check_linearizability(
+            &report.history,
+            &RegisterModel,
+            Some(std::time::Duration::from_secs(20)),
+        )
+        .unwrap();
+        assert!(
+            !matches!(check.verdict, Verdict::NotLinearizable(_)),
+            "seed {seed}: {:?}\nreplay: {}",
+            check.verdict,
+            report.replay
+        );
+    }
 }
 
 #[test]
