@@ -131,3 +131,65 @@ impl<C: Clone> Storage<C> {
         self.snapshot = Some(snapshot.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Payload;
+
+    fn entry(index: LogIndex, term: Term) -> Entry<u8> {
+        Entry {
+            index,
+            term,
+            payload: Payload::Noop,
+        }
+    }
+
+    fn snapshot(last_index: LogIndex, last_term: Term) -> Snapshot {
+        Snapshot {
+            meta: Arc::new(SnapshotMeta {
+                last_index,
+                last_term,
+                membership: Membership::new([1]),
+            }),
+            data: Arc::from(&b"state"[..]),
+        }
+    }
+
+    #[test]
+    fn append_truncates_a_conflicting_suffix() {
+        let mut storage = Storage::default();
+        storage.apply(&Write::Append {
+            entries: vec![entry(1, 1), entry(2, 1), entry(3, 1)],
+        });
+        storage.apply(&Write::Append {
+            entries: vec![entry(2, 2)],
+        });
+        let terms: Vec<Term> = storage.entries.iter().map(|e| e.term).collect();
+        assert_eq!(terms, vec![1, 2]);
+        assert_eq!(storage.last_index(), 2);
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_matching_suffix_or_discards_the_log() {
+        let mut storage = Storage::default();
+        storage.apply(&Write::Append {
+            entries: vec![entry(1, 1), entry(2, 1), entry(3, 2)],
+        });
+        storage.apply(&Write::Snapshot(snapshot(2, 1)));
+        assert_eq!(storage.snapshot_index(), 2);
+        assert_eq!(storage.entries, vec![entry(3, 2)]);
+        storage.apply(&Write::Snapshot(snapshot(3, 3)));
+        assert!(
+            storage.entries.is_empty(),
+            "term mismatch: the log is discarded"
+        );
+        assert_eq!(storage.last_index(), 3);
+        storage.apply(&Write::Snapshot(snapshot(1, 1)));
+        assert_eq!(
+            storage.snapshot_index(),
+            3,
+            "an older snapshot changes nothing"
+        );
+    }
+}

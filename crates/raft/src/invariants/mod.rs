@@ -6,6 +6,7 @@
 
 mod committed_durable;
 mod election_safety;
+mod leader_append_only;
 mod leader_completeness;
 mod log_matching;
 mod monotonic;
@@ -13,6 +14,7 @@ mod state_machine_safety;
 
 pub use committed_durable::CommittedDurable;
 pub use election_safety::ElectionSafety;
+pub use leader_append_only::LeaderAppendOnly;
 pub use leader_completeness::LeaderCompleteness;
 pub use log_matching::LogMatching;
 pub use monotonic::MonotonicProgress;
@@ -29,6 +31,7 @@ where
 {
     vec![
         Box::new(ElectionSafety::default()),
+        Box::new(LeaderAppendOnly::default()),
         Box::new(LogMatching::<S::Command>::default()),
         Box::new(LeaderCompleteness::default()),
         Box::new(StateMachineSafety::<S::Command>::default()),
