@@ -88,6 +88,12 @@ impl LinkConfig {
     }
 }
 
+/// A link's latency range, ends in order.
+fn latency_range(link: &LinkConfig) -> std::ops::RangeInclusive<Duration> {
+    let (a, b) = (link.latency_min, link.latency_max);
+    a.min(b)..=a.max(b)
+}
+
 /// What happened to one message handed to the network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -141,14 +147,21 @@ impl Network {
         self.nodes
     }
 
-    /// The link `from → to`. Panics on ids outside the cluster (callers validate).
-    pub fn link(&self, from: NodeId, to: NodeId) -> &LinkConfig {
-        &self.links[from as usize * self.nodes + to as usize]
+    fn index(&self, from: NodeId, to: NodeId) -> Option<usize> {
+        let (from, to) = (usize::try_from(from).ok()?, usize::try_from(to).ok()?);
+        (from < self.nodes && to < self.nodes).then_some(from * self.nodes + to)
     }
 
-    /// Changes the link `from → to`. Panics on ids outside the cluster (callers validate).
-    pub fn link_mut(&mut self, from: NodeId, to: NodeId) -> &mut LinkConfig {
-        &mut self.links[from as usize * self.nodes + to as usize]
+    /// The link `from → to` (`None` for ids outside the cluster).
+    pub fn link(&self, from: NodeId, to: NodeId) -> Option<&LinkConfig> {
+        self.index(from, to).map(|i| &self.links[i])
+    }
+
+    /// Changes the link `from → to` (`None` for ids outside the cluster). Out-of-range values
+    /// do not panic: probabilities are clamped in effect, and a reversed latency range is
+    /// read as its two ends in order.
+    pub fn link_mut(&mut self, from: NodeId, to: NodeId) -> Option<&mut LinkConfig> {
+        self.index(from, to).map(|i| &mut self.links[i])
     }
 
     /// Changes every link.
@@ -189,7 +202,11 @@ impl Network {
             self.counters.cut += 1;
             return Route::Cut;
         }
-        let link = &self.links[from as usize * self.nodes + to as usize];
+        let Some(index) = self.index(from, to) else {
+            self.counters.cut += 1;
+            return Route::Cut;
+        };
+        let link = &self.links[index];
         if link.drop_probability > 0.0 && self.rng.gen::<f64>() < link.drop_probability {
             self.counters.lost += 1;
             return Route::Lost;
@@ -204,7 +221,7 @@ impl Network {
         };
         let mut delays = Vec::with_capacity(copies);
         for _ in 0..copies {
-            let mut delay = self.rng.gen_range(link.latency_min..=link.latency_max);
+            let mut delay = self.rng.gen_range(latency_range(link));
             if link.reorder_probability > 0.0 && self.rng.gen::<f64>() < link.reorder_probability {
                 delay += self.rng.gen_range(0..=link.reorder_delay_max);
                 self.counters.reordered += 1;
@@ -224,7 +241,7 @@ impl Network {
         if !self.connectivity.allows(from, to) {
             return None;
         }
-        let link = &self.links[from as usize * self.nodes + to as usize];
-        Some(self.rng.gen_range(link.latency_min..=link.latency_max))
+        let link = &self.links[self.index(from, to)?];
+        Some(self.rng.gen_range(latency_range(link)))
     }
 }

@@ -154,7 +154,12 @@ pub fn swarm_plan(
     end: Time,
 ) -> (SwarmProfile, NemesisPlan) {
     let mut rng = seeded_rng(seed, streams::SWARM);
-    let selected: Vec<FaultKind> = selection.kinds().into_iter().collect();
+    // Byzantine nodes need a budget: f >= 1 takes at least 4 nodes (n >= 3f + 1).
+    let selected: Vec<FaultKind> = selection
+        .kinds()
+        .into_iter()
+        .filter(|&k| k != FaultKind::Byzantine || nodes >= 4)
+        .collect();
     let mut enabled: Vec<FaultKind> = selected
         .iter()
         .copied()

@@ -444,7 +444,7 @@ impl<N: Node> Workload<N> {
         pending.redirects += 1;
         let target = match hint {
             Some(hint) if hint != pending.target && (hint as usize) < self.nodes => hint,
-            _ => (pending.target + 1) % self.nodes as NodeId,
+            _ => (pending.target + 1) % self.nodes.max(1) as NodeId,
         };
         self.attempts.remove(&old);
         self.attempt(client, target)

@@ -127,7 +127,8 @@ fn a_plan_with_every_action_parses_and_runs() {
     assert_eq!(sim.clock_rate(0), Some(1.0));
     assert!(!sim.is_byzantine(4));
     assert!(sim.network().connectivity().is_full());
-    assert_eq!(sim.network().link(0, 1).drop_probability, 0.0);
+    assert_eq!(sim.network().link(0, 1).unwrap().drop_probability, 0.0);
+    assert!(sim.network().link(0, 5).is_none());
 }
 
 #[test]

@@ -180,3 +180,79 @@ fn runs_record_history_health_and_convergence() {
     };
     assert!(run_protocol::<ToyNode>(&bad, ToyConfig::default(), Vec::new()).is_err());
 }
+
+#[test]
+fn odd_but_legal_options_run_without_panicking() {
+    let base = options(9, "all");
+    let cases = [
+        SimOptions {
+            nodes: 1,
+            ..base.clone()
+        },
+        SimOptions {
+            nodes: 2,
+            ..base.clone()
+        },
+        SimOptions {
+            duration: 1,
+            ..base.clone()
+        },
+        SimOptions {
+            ops: 0,
+            ..base.clone()
+        },
+        SimOptions {
+            clients: 0,
+            ..base.clone()
+        },
+        SimOptions {
+            clients: 40,
+            ops: 5,
+            ..base.clone()
+        },
+        SimOptions {
+            keys: 1,
+            ..base.clone()
+        },
+        SimOptions {
+            request_timeout: 1,
+            ..base.clone()
+        },
+        SimOptions {
+            faults: "byzantine".parse().unwrap(),
+            nodes: 3,
+            ..base.clone()
+        },
+        SimOptions {
+            partition: Some(vec![]),
+            ..base.clone()
+        },
+        SimOptions {
+            partition: Some(vec![0, 1, 2, 3, 4]),
+            ..base.clone()
+        },
+    ];
+    for options in cases {
+        let report = run_protocol::<ToyNode>(&options, ToyConfig::default(), Vec::new());
+        assert!(report.is_ok(), "{options:?}: {report:?}");
+    }
+    let zero = SimOptions {
+        nodes: 0,
+        ..base.clone()
+    };
+    assert_eq!(
+        run_protocol::<ToyNode>(&zero, ToyConfig::default(), Vec::new()).unwrap_err(),
+        SimError::NoNodes
+    );
+    let forever = SimOptions {
+        duration: u64::MAX,
+        ..base
+    };
+    assert!(matches!(
+        run_protocol::<ToyNode>(&forever, ToyConfig::default(), Vec::new()),
+        Err(SimError::InvalidOption {
+            name: "duration",
+            ..
+        })
+    ));
+}
