@@ -15,7 +15,7 @@
 //!
 //! Nothing here reads a clock or a global random generator: time and randomness arrive in
 //! `concord_core::Env`. Durable state changes leave as `Effect::Persist` barriers (see
-//! [`Write`] and [`Storage`]). Cluster-wide safety checkers live in [`invariants`].
+//! [`Write`] and [`Storage`]). Cluster-wide safety checkers live in [`mod@invariants`].
 //!
 //! `docs/raft.md` in this crate has the message table, the effect order, the configuration
 //! and invariant tables and the failure scenarios the tests cover.
