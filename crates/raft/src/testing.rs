@@ -68,6 +68,9 @@ pub struct Cluster {
     pub check_cluster_invariants: bool,
     /// Print every step (input and effects) to stderr, for debugging a failing test.
     pub trace: bool,
+    /// Each node's clock rate in thousandths (1000: exact). Node `i` reads the time
+    /// `now * clock_rate[i] / 1000`, so clocks drift apart at a bounded rate.
+    pub clock_rate: Vec<u64>,
     next_request: RequestId,
 }
 
@@ -97,6 +100,7 @@ impl Cluster {
             invariants: invariants(),
             check_cluster_invariants: true,
             trace: false,
+            clock_rate: vec![1000; size as usize],
             next_request: 0,
         };
         for id in 0..size {
@@ -125,7 +129,7 @@ impl Cluster {
             &self.members,
             &self.config,
             &self.storage[index],
-            self.now,
+            self.node_time(id),
             &mut self.rngs[index],
         )
     }
@@ -144,11 +148,12 @@ impl Cluster {
             eprintln!("t={} node {id} <- {input:?}", self.now);
         }
         {
+            let now = self.node_time(id);
             let Some(node) = self.nodes[index].as_mut() else {
                 return effects;
             };
             let mut env = Env {
-                now: self.now,
+                now,
                 rng: &mut self.rngs[index],
             };
             node.step(&mut env, input, &mut effects);
@@ -267,7 +272,7 @@ impl Cluster {
             let due = self.nodes[id as usize]
                 .as_ref()
                 .and_then(|node| node.next_deadline())
-                .is_some_and(|deadline| deadline <= self.now);
+                .is_some_and(|deadline| deadline <= self.node_time(id));
             if due {
                 self.tick(id);
             }
@@ -300,9 +305,22 @@ impl Cluster {
 
     /// Moves the clock to node `id`'s next deadline (if later) and ticks it there.
     pub fn tick_at_deadline(&mut self, id: NodeId) -> Vec<KvEffect> {
-        let deadline = self.node(id).next_deadline().unwrap_or(self.now);
+        let deadline = self.deadline_of(id).unwrap_or(self.now);
         self.now = self.now.max(deadline);
         self.tick(id)
+    }
+
+    /// Node `id`'s clock.
+    pub fn node_time(&self, id: NodeId) -> Time {
+        let rate = self.clock_rate[id as usize];
+        (u128::from(self.now) * u128::from(rate) / 1000) as Time
+    }
+
+    /// When (on the shared clock) node `id` wants its next tick.
+    fn deadline_of(&self, id: NodeId) -> Option<Time> {
+        let deadline = self.nodes[id as usize].as_ref()?.next_deadline()?;
+        let rate = u128::from(self.clock_rate[id as usize]);
+        Some((u128::from(deadline) * 1000).div_ceil(rate) as Time)
     }
 
     /// Moves the clock forward, ticking each node at each of its deadlines and delivering all
@@ -311,11 +329,8 @@ impl Cluster {
         let end = self.now + duration;
         loop {
             self.deliver_all();
-            let next = self
-                .nodes
-                .iter()
-                .enumerate()
-                .filter_map(|(id, node)| Some((node.as_ref()?.next_deadline()?, id as NodeId)))
+            let next = (0..self.nodes.len() as NodeId)
+                .filter_map(|id| Some((self.deadline_of(id)?, id)))
                 .min();
             match next {
                 Some((deadline, id)) if deadline <= end => {
@@ -330,7 +345,7 @@ impl Cluster {
 
     /// Makes node `id` time out and campaign at once, then delivers all messages.
     pub fn elect(&mut self, id: NodeId) {
-        let deadline = self.node(id).next_deadline().unwrap_or(self.now);
+        let deadline = self.deadline_of(id).unwrap_or(self.now);
         self.now = self.now.max(deadline);
         self.tick(id);
         self.deliver_all();
