@@ -916,31 +916,24 @@ impl<N: Node> Simulation<N> {
             self.stale_dropped += 1;
             return;
         }
-        let Route::Deliver(delays) = self.network.route(sender, to) else {
+        let Route::Deliver { delay, duplicate } = self.network.route(sender, to) else {
             return;
         };
         let sender_incarnation = self.slots[sender as usize].incarnation;
         let to_incarnation = self.slots[to as usize].incarnation;
-        let mut message = Some(message);
-        for (copy, delay) in delays.iter().enumerate() {
-            let message = if copy + 1 == delays.len() {
-                message.take()
-            } else {
-                message.clone()
-            };
-            let Some(message) = message else { break };
-            self.queue.push(
-                self.now + delay,
-                Event::Deliver {
-                    claimed_from,
-                    sender,
-                    sender_incarnation,
-                    to,
-                    to_incarnation,
-                    message,
-                },
-            );
+        let deliver = |message| Event::Deliver {
+            claimed_from,
+            sender,
+            sender_incarnation,
+            to,
+            to_incarnation,
+            message,
+        };
+        if let Some(duplicate) = duplicate {
+            self.queue
+                .push(self.now + duplicate, deliver(message.clone()));
         }
+        self.queue.push(self.now + delay, deliver(message));
     }
 
     /// Sends a reply from `node` to the client that made request `id`.

@@ -101,8 +101,13 @@ pub enum Route {
     Cut,
     /// Lost at random.
     Lost,
-    /// Delivered after each of these delays (two entries when duplicated).
-    Deliver(Vec<Duration>),
+    /// Delivered after `delay`, and a second time after `duplicate` when duplicated.
+    Deliver {
+        /// The delay of the first copy.
+        delay: Duration,
+        /// The delay of the duplicate, if any.
+        duplicate: Option<Duration>,
+    },
 }
 
 /// What the network did to the messages routed through it.
@@ -211,24 +216,25 @@ impl Network {
             self.counters.lost += 1;
             return Route::Lost;
         }
-        let copies = if link.duplicate_probability > 0.0
-            && self.rng.gen::<f64>() < link.duplicate_probability
-        {
+        let duplicated =
+            link.duplicate_probability > 0.0 && self.rng.gen::<f64>() < link.duplicate_probability;
+        let delay = self.delay(index);
+        let duplicate = duplicated.then(|| {
             self.counters.duplicated += 1;
-            2
-        } else {
-            1
-        };
-        let mut delays = Vec::with_capacity(copies);
-        for _ in 0..copies {
-            let mut delay = self.rng.gen_range(latency_range(link));
-            if link.reorder_probability > 0.0 && self.rng.gen::<f64>() < link.reorder_probability {
-                delay += self.rng.gen_range(0..=link.reorder_delay_max);
-                self.counters.reordered += 1;
-            }
-            delays.push(delay);
+            self.delay(index)
+        });
+        Route::Deliver { delay, duplicate }
+    }
+
+    /// One copy's delay on link `index`: latency, plus a reordering delay at random.
+    fn delay(&mut self, index: usize) -> Duration {
+        let link = &self.links[index];
+        let mut delay = self.rng.gen_range(latency_range(link));
+        if link.reorder_probability > 0.0 && self.rng.gen::<f64>() < link.reorder_probability {
+            delay += self.rng.gen_range(0..=link.reorder_delay_max);
+            self.counters.reordered += 1;
         }
-        Route::Deliver(delays)
+        delay
     }
 
     /// What the network has done so far.

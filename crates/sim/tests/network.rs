@@ -161,9 +161,10 @@ fn sample(link: LinkConfig, messages: u64) -> (u64, u64, u64, u64) {
         match network.route(0, 1) {
             Route::Lost => lost += 1,
             Route::Cut => unreachable!("the link is up"),
-            Route::Deliver(delays) => {
-                duplicated += (delays.len() == 2) as u64;
-                late += delays.iter().filter(|&&d| d > 2 * MILLISECOND).count() as u64;
+            Route::Deliver { delay, duplicate } => {
+                duplicated += duplicate.is_some() as u64;
+                let delays = std::iter::once(delay).chain(duplicate);
+                late += delays.filter(|&d| d > 2 * MILLISECOND).count() as u64;
             }
         }
     }
