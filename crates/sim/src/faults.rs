@@ -198,25 +198,37 @@ impl<N: concord_core::Node> Simulation<N> {
                     self.resume(id)?;
                 }
             }
-            NemesisAction::Loss { probability } => self
-                .network
-                .update_links(|l| l.drop_probability = *probability),
-            NemesisAction::Duplicate { probability } => self
-                .network
-                .update_links(|l| l.duplicate_probability = *probability),
+            NemesisAction::Loss {
+                probability,
+                from,
+                to,
+            } => self.network.update_links_between(from, to, |l| {
+                l.drop_probability = *probability;
+            }),
+            NemesisAction::Duplicate {
+                probability,
+                from,
+                to,
+            } => self.network.update_links_between(from, to, |l| {
+                l.duplicate_probability = *probability;
+            }),
             NemesisAction::Reorder {
                 probability,
                 max_delay,
-            } => self.network.update_links(|l| {
+                from,
+                to,
+            } => self.network.update_links_between(from, to, |l| {
                 l.reorder_probability = *probability;
                 if let Some(max_delay) = max_delay {
                     l.reorder_delay_max = *max_delay;
                 }
             }),
-            NemesisAction::Latency { min, max } => self.network.update_links(|l| {
-                l.latency_min = *min;
-                l.latency_max = *max;
-            }),
+            NemesisAction::Latency { min, max, from, to } => {
+                self.network.update_links_between(from, to, |l| {
+                    l.latency_min = *min;
+                    l.latency_max = *max;
+                })
+            }
             NemesisAction::Drift { nodes: set, rate } => {
                 for &id in set {
                     self.set_clock_rate(id, *rate)?;

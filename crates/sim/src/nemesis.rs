@@ -94,17 +94,30 @@ pub enum NemesisAction {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nodes: Option<Vec<NodeId>>,
     },
-    /// Set the drop probability of every link.
+    /// Set the drop probability of every link (or of the links `from → to`).
     Loss {
         /// Probability in `[0, 1]`.
         probability: f64,
+        /// Only links from these nodes (default: all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<Vec<NodeId>>,
+        /// Only links to these nodes (default: all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<Vec<NodeId>>,
     },
-    /// Set the duplication probability of every link.
+    /// Set the duplication probability of every link (or of the links `from → to`).
     Duplicate {
         /// Probability in `[0, 1]`.
         probability: f64,
+        /// Only links from these nodes (default: all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<Vec<NodeId>>,
+        /// Only links to these nodes (default: all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<Vec<NodeId>>,
     },
-    /// Set the reordering probability (and optionally the largest extra delay) of every link.
+    /// Set the reordering probability (and optionally the largest extra delay) of every link
+    /// (or of the links `from → to`).
     Reorder {
         /// Probability in `[0, 1]`.
         probability: f64,
@@ -115,8 +128,14 @@ pub enum NemesisAction {
             skip_serializing_if = "Option::is_none"
         )]
         max_delay: Option<Duration>,
+        /// Only links from these nodes (default: all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<Vec<NodeId>>,
+        /// Only links to these nodes (default: all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<Vec<NodeId>>,
     },
-    /// Set the latency range of every link.
+    /// Set the latency range of every link (or of the links `from → to`).
     Latency {
         /// Smallest latency.
         #[serde(with = "duration")]
@@ -124,6 +143,12 @@ pub enum NemesisAction {
         /// Largest latency.
         #[serde(with = "duration")]
         max: Duration,
+        /// Only links from these nodes (default: all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<Vec<NodeId>>,
+        /// Only links to these nodes (default: all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<Vec<NodeId>>,
     },
     /// Set the clock rate of nodes (1.0 is true time; 1.1 runs 10% fast).
     Drift {
@@ -409,14 +434,29 @@ impl NemesisAction {
             | NemesisAction::ByzantineOff { nodes: set } => {
                 check_nodes(nodes, set.as_deref().unwrap_or(&[]))?;
             }
-            NemesisAction::Loss { probability } => check_probability("probability", *probability)?,
-            NemesisAction::Duplicate { probability } => {
-                check_probability("probability", *probability)?
+            NemesisAction::Loss {
+                probability,
+                from,
+                to,
             }
-            NemesisAction::Reorder { probability, .. } => {
-                check_probability("probability", *probability)?
+            | NemesisAction::Duplicate {
+                probability,
+                from,
+                to,
             }
-            NemesisAction::Latency { min, max } => {
+            | NemesisAction::Reorder {
+                probability,
+                from,
+                to,
+                ..
+            } => {
+                check_probability("probability", *probability)?;
+                check_nodes(nodes, from.as_deref().unwrap_or(&[]))?;
+                check_nodes(nodes, to.as_deref().unwrap_or(&[]))?;
+            }
+            NemesisAction::Latency { min, max, from, to } => {
+                check_nodes(nodes, from.as_deref().unwrap_or(&[]))?;
+                check_nodes(nodes, to.as_deref().unwrap_or(&[]))?;
                 if min > max {
                     return Err(ActionError::Invalid(format!(
                         "latency min ({}) is larger than max ({})",

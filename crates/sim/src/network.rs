@@ -174,6 +174,24 @@ impl Network {
         self.links.iter_mut().for_each(&mut change);
     }
 
+    /// Changes the links from each of `from` to each of `to` (`None`: every node). Unknown ids
+    /// are skipped.
+    pub fn update_links_between(
+        &mut self,
+        from: &Option<Vec<NodeId>>,
+        to: &Option<Vec<NodeId>>,
+        mut change: impl FnMut(&mut LinkConfig),
+    ) {
+        let all: Vec<NodeId> = (0..self.nodes as NodeId).collect();
+        for &a in from.as_deref().unwrap_or(&all) {
+            for &b in to.as_deref().unwrap_or(&all) {
+                if let Some(link) = self.link_mut(a, b) {
+                    change(link);
+                }
+            }
+        }
+    }
+
     /// The current connectivity.
     pub fn connectivity(&self) -> &Connectivity {
         &self.connectivity

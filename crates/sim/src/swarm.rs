@@ -249,14 +249,42 @@ impl Generator<'_> {
             FaultKind::Loss => {
                 let probability = this.rng.gen_range(0.01..0.3);
                 let until = this.later(time, 200 * MILLISECOND, 3 * SECOND);
-                push(time, NemesisAction::Loss { probability });
-                push(until, NemesisAction::Loss { probability: 0.0 });
+                push(
+                    time,
+                    NemesisAction::Loss {
+                        probability,
+                        from: None,
+                        to: None,
+                    },
+                );
+                push(
+                    until,
+                    NemesisAction::Loss {
+                        probability: 0.0,
+                        from: None,
+                        to: None,
+                    },
+                );
             }
             FaultKind::Duplicate => {
                 let probability = this.rng.gen_range(0.01..0.3);
                 let until = this.later(time, 200 * MILLISECOND, 3 * SECOND);
-                push(time, NemesisAction::Duplicate { probability });
-                push(until, NemesisAction::Duplicate { probability: 0.0 });
+                push(
+                    time,
+                    NemesisAction::Duplicate {
+                        probability,
+                        from: None,
+                        to: None,
+                    },
+                );
+                push(
+                    until,
+                    NemesisAction::Duplicate {
+                        probability: 0.0,
+                        from: None,
+                        to: None,
+                    },
+                );
             }
             FaultKind::Reorder => {
                 let probability = this.rng.gen_range(0.05..0.5);
@@ -267,6 +295,8 @@ impl Generator<'_> {
                     NemesisAction::Reorder {
                         probability,
                         max_delay,
+                        from: None,
+                        to: None,
                     },
                 );
                 push(
@@ -274,6 +304,8 @@ impl Generator<'_> {
                     NemesisAction::Reorder {
                         probability: 0.0,
                         max_delay: None,
+                        from: None,
+                        to: None,
                     },
                 );
             }

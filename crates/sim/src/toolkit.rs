@@ -179,11 +179,12 @@ pub struct PartitionSide {
     pub commit_index_after: u64,
     /// Whether the log replicated: the commit index advanced on this side.
     pub log_replicated: bool,
-    /// Client operations answered `ok` by this side's nodes during the window.
+    /// Client operations invoked during the window and answered `ok` by this side's nodes
+    /// before it closed.
     pub requests_ok: u64,
-    /// Definitely failed operations last sent to this side.
+    /// Operations invoked during the window that definitely failed, last sent to this side.
     pub requests_failed: u64,
-    /// Operations with unknown outcome last sent to this side.
+    /// Operations invoked during the window with unknown outcome, last sent to this side.
     pub requests_unknown: u64,
 }
 
@@ -196,11 +197,11 @@ pub struct PartitionEffects {
     pub window_end: Time,
     /// The sides (connected components of two-way links), ordered by smallest node id.
     pub sides: Vec<PartitionSide>,
-    /// Operations completed `ok` during the window.
+    /// Operations invoked and completed `ok` during the window.
     pub total_ok: u64,
-    /// Operations completed `fail`.
+    /// Operations invoked and completed `fail` during the window.
     pub total_failed: u64,
-    /// Operations completed `info`.
+    /// Operations invoked and completed `info` during the window.
     pub total_unknown: u64,
 }
 
@@ -464,7 +465,10 @@ pub fn observe<N: Node>(
     let after = simulation.statuses();
     let mut counts: BTreeMap<NodeId, [u64; 3]> = BTreeMap::new();
     if let Some(workload) = simulation.workload() {
-        for completion in &workload.completions()[completions_before..] {
+        // Only operations invoked while the window was open count: what was already under way
+        // when it opened belongs to the topology before.
+        let completions = &workload.completions()[completions_before..];
+        for completion in completions.iter().filter(|c| c.invoked >= start) {
             let entry = counts.entry(completion.node).or_default();
             match completion.kind {
                 EventType::Ok => entry[0] += 1,

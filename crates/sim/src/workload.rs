@@ -123,6 +123,8 @@ impl WorkloadConfig {
 /// One completed client operation, for the toolkit's per-side counts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Completion {
+    /// When it was invoked.
+    pub invoked: Time,
     /// When it completed.
     pub time: Time,
     /// The node that answered (or last tried, for timeouts).
@@ -157,6 +159,7 @@ pub(crate) enum Next<Q> {
 #[derive(Clone, Debug)]
 struct Pending {
     operation: KvOperation,
+    invoked: Time,
     attempt: RequestId,
     target: NodeId,
     redirects: u32,
@@ -386,6 +389,7 @@ impl<N: Node> Workload<N> {
             .unwrap_or(self.clients[client].home);
         self.clients[client].pending = Some(Pending {
             operation,
+            invoked: now,
             attempt: 0,
             target,
             redirects: 0,
@@ -408,6 +412,7 @@ impl<N: Node> Workload<N> {
         let value = value.unwrap_or_else(|| operation_value(&pending.operation));
         self.record(client, kind, &pending.operation, value, now);
         self.completions.push(Completion {
+            invoked: pending.invoked,
             time: now,
             node: pending.target,
             kind,

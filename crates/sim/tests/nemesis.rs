@@ -86,6 +86,13 @@ min = "1ms"
 max = "5ms"
 
 [[steps]]
+at = "1550ms"
+action = "loss"
+probability = 1.0
+from = [3]
+to = [4]
+
+[[steps]]
 at = "1600ms"
 action = "drift"
 nodes = [0, 4]
@@ -109,7 +116,7 @@ action = "reset"
 #[test]
 fn a_plan_with_every_action_parses_and_runs() {
     let plan = NemesisPlan::from_toml(EVERY_ACTION).unwrap();
-    assert_eq!(plan.steps.len(), 19);
+    assert_eq!(plan.steps.len(), 20);
     let mut sim = toy(5, 3);
     sim.set_corruptor(Corruptor(Arc::new(|_: &mut ToyMessage, _: &mut Rng| {})));
     sim.install_plan(&plan).unwrap();
@@ -119,7 +126,7 @@ fn a_plan_with_every_action_parses_and_runs() {
     assert!(sim.is_paused(3));
     sim.run_for(SECOND).unwrap();
     let stats = sim.stats();
-    assert_eq!(stats.nemesis_actions, 19);
+    assert_eq!(stats.nemesis_actions, 20);
     assert_eq!(stats.crashes, 2);
     assert_eq!(stats.restarts, 2, "node 1 by `restart`, node 2 by `reset`");
     assert!(sim.crashed().is_empty());
@@ -129,6 +136,25 @@ fn a_plan_with_every_action_parses_and_runs() {
     assert!(sim.network().connectivity().is_full());
     assert_eq!(sim.network().link(0, 1).unwrap().drop_probability, 0.0);
     assert!(sim.network().link(0, 5).is_none());
+}
+
+#[test]
+fn link_faults_can_target_some_links() {
+    let plan = NemesisPlan::from_toml(
+        "[[steps]]\nat = \"0s\"\naction = \"loss\"\nprobability = 0.5\nfrom = [0]\nto = [1, 2]\n",
+    )
+    .unwrap();
+    let mut sim = toy(3, 1);
+    sim.install_plan(&plan).unwrap();
+    sim.run_for(MILLISECOND).unwrap();
+    let drop = |a, b| sim.network().link(a, b).unwrap().drop_probability;
+    assert_eq!((drop(0, 1), drop(0, 2)), (0.5, 0.5));
+    assert_eq!((drop(1, 0), drop(2, 1)), (0.0, 0.0));
+    let bad = NemesisPlan::from_toml(
+        "[[steps]]\nat = \"0s\"\naction = \"latency\"\nmin = \"1ms\"\nmax = \"2ms\"\nto = [8]\n",
+    )
+    .unwrap();
+    assert!(bad.validate(3).unwrap_err().to_string().contains("node 8"));
 }
 
 #[test]

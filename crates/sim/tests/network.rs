@@ -203,8 +203,12 @@ fn loss_duplication_and_reordering_follow_their_rates() {
 #[test]
 fn loss_in_a_simulation_shows_in_the_stats() {
     let mut sim = common::toy(3, 8);
-    sim.apply_action(&NemesisAction::Loss { probability: 0.25 })
-        .unwrap();
+    sim.apply_action(&NemesisAction::Loss {
+        probability: 0.25,
+        from: None,
+        to: None,
+    })
+    .unwrap();
     sim.run_for(100 * SECOND + 50 * MILLISECOND).unwrap();
     let stats = sim.stats();
     assert_eq!(stats.messages_sent, 2_000);
