@@ -258,3 +258,42 @@ fn a_restarted_node_recovers_term_vote_log_and_state() {
         [(0, Message::RequestVoteResponse { granted: false, .. })]
     ));
 }
+
+/// Thesis §6.4.1: with leases, a restarted node cannot know whether it recently heard from a
+/// leader, so it refuses votes for a minimum election timeout after starting — otherwise a
+/// crash could shorten a lease that the old leader still relies on.
+#[test]
+fn with_leases_a_restarted_node_waits_before_voting() {
+    let config = Config {
+        lease_reads: true,
+        ..Config::default()
+    };
+    let mut cluster = Cluster::new(3, config);
+    cluster.now = 10_000 * MILLISECOND;
+    cluster.crash(1);
+    cluster.restart(1);
+    let effects = cluster.step(
+        1,
+        Input::Message {
+            from: 2,
+            message: vote_request(5, false, false),
+        },
+    );
+    assert!(
+        sends(&effects).is_empty(),
+        "ignored right after the restart"
+    );
+    assert_eq!(cluster.node(1).current_term(), 0);
+    cluster.now += cluster.config.election_timeout_min;
+    let effects = cluster.step(
+        1,
+        Input::Message {
+            from: 2,
+            message: vote_request(5, false, false),
+        },
+    );
+    assert!(matches!(
+        sends(&effects).as_slice(),
+        [(2, Message::RequestVoteResponse { granted: true, .. })]
+    ));
+}
