@@ -104,6 +104,8 @@ pub struct RaftNode<S: StateMachine> {
     pub(crate) outbox: Vec<(NodeId, Message<S::Command>)>,
     pub(crate) early_effects: Vec<RaftEffect<S>>,
     pub(crate) needs_broadcast: bool,
+    /// New entries wait for the leader's write in flight (see `persistence`).
+    pub(crate) broadcast_deferred: bool,
     pub(crate) needs_round: bool,
     pub(crate) scratch: Vec<u64>,
     pub(crate) peer_scratch: Vec<NodeId>,
@@ -189,6 +191,7 @@ impl<S: StateMachine + Default> RaftNode<S> {
             outbox: Vec::new(),
             early_effects: Vec::new(),
             needs_broadcast: false,
+            broadcast_deferred: false,
             needs_round: false,
             scratch: Vec::new(),
             peer_scratch: Vec::new(),

@@ -10,7 +10,8 @@
 //! 3. `Persist` of snapshot and log writes, in the order they happened (a leader with a
 //!    write in flight holds new entries back and writes them together once it is confirmed);
 //! 4. `Send`s — after the barriers, so a vote or an acknowledgement is released only once the
-//!    state it promises is durable.
+//!    state it promises is durable. A leader's sends come before its log writes instead: none
+//!    of them depends on its own log being durable.
 //!
 //! Confirmations (`Input::Persisted`) advance the durable index, which is all a leader counts of
 //! its own log towards commitment.
@@ -108,14 +109,9 @@ impl<S: StateMachine> RaftNode<S> {
 
     /// Emits everything this step produced, in the order the contract needs (module docs).
     pub(crate) fn flush(&mut self, rng: &mut Rng, effects: &mut Vec<RaftEffect<S>>) {
-        if self.role == RaftRole::Leader {
-            if self.needs_round {
-                self.broadcast_heartbeat();
-            }
-            if self.needs_broadcast {
-                self.broadcast_append();
-            }
-            self.confirm_reads();
+        let leading = self.role == RaftRole::Leader;
+        if leading {
+            self.flush_leader_sends();
         }
         self.needs_round = false;
         self.needs_broadcast = false;
@@ -132,9 +128,38 @@ impl<S: StateMachine> RaftNode<S> {
             self.persisted_hard_state = hard_state.clone();
             self.emit_write(Write::HardState(hard_state), effects);
         }
-        // Group commit (thesis §10.2.1): while one of a leader's writes is in flight, new
-        // entries accumulate and leave in one write when it is confirmed. They are sent to
-        // followers meanwhile; the leader counts itself only once its own copy is durable.
+        if leading {
+            // A leader's messages never depend on its own log writes (it counts itself only
+            // for entries it knows are durable), so they go first: followers receive entries
+            // while the leader writes them (thesis §10.2.1).
+            self.emit_sends(effects);
+            self.emit_log_writes(effects);
+        } else {
+            self.emit_log_writes(effects);
+            self.emit_sends(effects);
+        }
+    }
+
+    /// A leader's heartbeat round, new entries and read confirmations. New entries wait while
+    /// one of the leader's writes is in flight — the driver would hold them behind it anyway —
+    /// and leave in one message per follower once it is confirmed.
+    fn flush_leader_sends(&mut self) {
+        if self.needs_round {
+            self.broadcast_heartbeat();
+        }
+        let broadcast = self.needs_broadcast || self.broadcast_deferred;
+        if broadcast && self.pending_writes.is_empty() {
+            self.broadcast_append();
+            self.broadcast_deferred = false;
+        } else if broadcast {
+            self.broadcast_deferred = true;
+        }
+        self.confirm_reads();
+    }
+
+    /// Group commit (thesis §10.2.1): while one of a leader's writes is in flight, new entries
+    /// accumulate and leave in one write when it is confirmed.
+    fn emit_log_writes(&mut self, effects: &mut Vec<RaftEffect<S>>) {
         let group_commit = self.role == RaftRole::Leader
             && !self.pending_writes.is_empty()
             && self.queued_writes.is_empty();
@@ -146,6 +171,9 @@ impl<S: StateMachine> RaftNode<S> {
             self.emit_write(write, effects);
         }
         self.queued_writes = writes;
+    }
+
+    fn emit_sends(&mut self, effects: &mut Vec<RaftEffect<S>>) {
         effects.extend(
             self.outbox
                 .drain(..)
