@@ -89,7 +89,3 @@ impl<S: StateMachine> RaftNode<S> {
         Ok(())
     }
 }
-
-fn last_plus_one<S: StateMachine>(node: &RaftNode<S>) -> u64 {
-    node.log.last_index() + 1
-}
