@@ -74,10 +74,9 @@ impl<S: StateMachine> RaftNode<S> {
         {
             return fail("the leader's no-op is not of its term".into());
         }
+        let next_bound = self.log.last_index() + 1;
         for (peer, progress) in &leader.progress {
-            if progress.match_index >= progress.next_index
-                || progress.next_index > last_plus_one(self)
-            {
+            if progress.match_index >= progress.next_index || progress.next_index > next_bound {
                 return fail(format!(
                     "peer {peer}: match {} next {} (last index {})",
                     progress.match_index,
