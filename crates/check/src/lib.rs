@@ -8,7 +8,9 @@
 pub mod history;
 pub mod linearizability;
 pub mod model;
+pub mod readers;
 
 pub use history::{EventType, History, HistoryError, Op};
 pub use linearizability::{check as check_linearizability, Report, Verdict};
-pub use model::{Model, RegisterModel};
+pub use model::{Model, RegisterModel, StringKvModel};
+pub use readers::{read_edn, read_jepsen_log};

@@ -79,6 +79,33 @@ impl Model for RegisterModel {
     }
 }
 
+/// A map of string registers with `get`, `put` and `append` (string concatenation), checked per
+/// key: the model of Porcupine's and etcd's key-value test histories. Unset keys read `""`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StringKvModel;
+
+impl Model for StringKvModel {
+    type State = String;
+
+    fn init(&self) -> String {
+        String::new()
+    }
+
+    fn step(&self, state: &String, f: &str, input: &Json, output: Option<&Json>) -> Option<String> {
+        match f {
+            "get" | "read" => match output {
+                None => Some(state.clone()),
+                Some(Json::String(value)) if value == state => Some(state.clone()),
+                Some(Json::Null) if state.is_empty() => Some(state.clone()),
+                Some(_) => None,
+            },
+            "put" | "write" => Some(input.as_str()?.to_string()),
+            "append" => Some(format!("{state}{}", input.as_str()?)),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
