@@ -122,14 +122,14 @@ impl<S: StateMachine> RaftNode<S> {
         self.votes.clear();
         self.votes.insert(self.id, true);
         self.reset_election_timer();
-        self.request_votes(self.current_term + 1, true, false);
+        self.request_votes(self.current_term.saturating_add(1), true, false);
         self.tally_votes();
     }
 
     /// §5.2: increment the term, vote for itself, ask every voter.
     pub(crate) fn become_candidate(&mut self, transfer: bool) {
         self.abandon_leadership();
-        self.current_term += 1;
+        self.current_term = self.current_term.saturating_add(1);
         self.voted_for = Some(self.id);
         self.role = RaftRole::Candidate;
         self.leader_id = None;
@@ -259,7 +259,7 @@ impl<S: StateMachine> RaftNode<S> {
     ) {
         let counts = match (self.role, pre_vote) {
             (RaftRole::PreCandidate, true) => {
-                (granted && term == self.current_term + 1)
+                (granted && term == self.current_term.saturating_add(1))
                     || (!granted && term <= self.current_term)
             }
             (RaftRole::Candidate, false) => term == self.current_term,

@@ -261,7 +261,7 @@ impl<S: StateMachine> RaftNode<S> {
             let hint = backtrack_hint(&self.log, conflict_term, conflict_index);
             let stale = match &progress.state {
                 ProgressState::Replicate { .. } => index <= progress.match_index,
-                ProgressState::Probe { .. } => index + 1 != progress.next_index,
+                ProgressState::Probe { .. } => index != progress.next_index - 1,
                 ProgressState::Snapshot { .. } => true,
             };
             if stale {
@@ -269,7 +269,7 @@ impl<S: StateMachine> RaftNode<S> {
                     *paused = false;
                 }
             } else {
-                progress.become_probe(hint.min(index).max(1));
+                progress.become_probe(hint.min(index).min(last_index + 1).max(1));
             }
         }
         self.send_append(from, false);
@@ -353,9 +353,16 @@ fn well_formed<C>(
     term: Term,
     entries: &[Entry<C>],
 ) -> bool {
+    if prev_log_index
+        .checked_add(entries.len() as u64 + 1)
+        .is_none()
+    {
+        return false;
+    }
     let mut previous_term = prev_log_term;
-    for (expected_index, entry) in (prev_log_index + 1..).zip(entries) {
-        if entry.index != expected_index || entry.term < previous_term || entry.term > term {
+    for (offset, entry) in (1..).zip(entries) {
+        if entry.index != prev_log_index + offset || entry.term < previous_term || entry.term > term
+        {
             return false;
         }
         previous_term = entry.term;
