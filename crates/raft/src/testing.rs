@@ -6,7 +6,7 @@
 //! are held until the write is confirmed. Writes are confirmed at once (`auto_persist`) or on
 //! demand ([`Cluster::confirm_persists`]). Messages wait in one FIFO network queue until a test
 //! delivers them; time moves only when the test says so. Every step runs the node's local
-//! invariants and all cluster invariants of [`crate::invariants`], panicking on a violation.
+//! invariants and all cluster invariants of [`mod@crate::invariants`], panicking on a violation.
 
 use std::collections::{BTreeSet, VecDeque};
 
