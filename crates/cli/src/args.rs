@@ -1,0 +1,221 @@
+//! Command-line flags, and their translation into validated settings.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use concord_core::time::parse_duration;
+use concord_core::{Duration, NodeId};
+use concord_sim::runner::SimOptions;
+use concord_sim::workload::OperationMix;
+use concord_sim::NemesisPlan;
+
+/// Concord: consensus protocols in a deterministic simulator — partitions, crashes, message
+/// loss — and checkers for what clients saw.
+#[derive(Debug, Parser)]
+#[command(name = "concord", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// A guided tour: a 5-node Raft cluster, a 2|3 partition, its effects, heal, convergence.
+    Demo(DemoArgs),
+    /// Run one seeded simulation and report health, partition effects and the history's verdict.
+    Sim(SimArgs),
+    /// Re-run one seed with a step-by-step trace (the command failures print).
+    Replay(SimArgs),
+    /// Run many seeds with faults drawn from each seed; report every violation.
+    Sweep(SweepArgs),
+    /// Check a recorded history for linearizability.
+    Check(CheckArgs),
+}
+
+/// Flags of `concord demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The seed (the whole tour is a function of it).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Print one JSON document instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags shared by `sim`, `replay` and `sweep`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// The consensus algorithm: raft (paxos and pbft are coming).
+    #[arg(long, short, default_value = "raft")]
+    pub algorithm: String,
+    /// Cluster size.
+    #[arg(long, short, default_value_t = 5)]
+    pub nodes: usize,
+    /// Simulated duration, e.g. 30s, 500ms, 2m.
+    #[arg(long, default_value = "10s")]
+    pub duration: String,
+    /// Client operations to invoke.
+    #[arg(long, default_value_t = 200)]
+    pub ops: u64,
+    /// Concurrent client processes.
+    #[arg(long, default_value_t = 3)]
+    pub clients: usize,
+    /// Keys the clients touch.
+    #[arg(long)]
+    pub keys: Option<usize>,
+    /// Operation weights, e.g. read=4,write=3,cas=2,append=1.
+    #[arg(long)]
+    pub mix: Option<String>,
+    /// How long a client waits for a reply before recording an unknown outcome.
+    #[arg(long)]
+    pub request_timeout: Option<String>,
+    /// Faults drawn from the seed: all, none, or a list such as partition,crash,loss.
+    #[arg(long, default_value = "all")]
+    pub faults: String,
+    /// A nemesis plan file (TOML or JSON); replaces the faults drawn from the seed.
+    #[arg(long)]
+    pub nemesis: Option<PathBuf>,
+    /// Isolate these nodes (comma-separated ids) for the middle half of the run and observe.
+    #[arg(long, value_delimiter = ',')]
+    pub partition: Option<Vec<NodeId>>,
+}
+
+/// Flags of `concord sim` and `concord replay`.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Shared run settings.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The seed.
+    #[arg(long, short, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON document instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the step-by-step trace to this file.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Write the client history (JSON lines) to this file.
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+}
+
+/// Flags of `concord sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Shared run settings.
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// How many seeds.
+    #[arg(long, default_value_t = 100)]
+    pub seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    pub first_seed: u64,
+    /// Also check every run's history for linearizability.
+    #[arg(long)]
+    pub check: bool,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `concord check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The history file.
+    pub file: PathBuf,
+    /// Its format: jsonl (Concord), edn (Jepsen operation maps), jepsen-log (Jepsen console
+    /// lines); by default guessed from the first line.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// The model: register (read/write/cas/append, Concord and Jepsen's cas-register) or
+    /// string-kv (get/put/append of strings, etcd's key-value tests).
+    #[arg(long, default_value = "register")]
+    pub model: String,
+    /// Give up (exit 3) after this long.
+    #[arg(long, default_value = "60s")]
+    pub budget: String,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses a duration flag, naming the flag on error.
+pub fn duration(flag: &str, text: &str) -> Result<Duration> {
+    parse_duration(text).map_err(|message| anyhow::anyhow!("--{flag}: {message}"))
+}
+
+impl RunArgs {
+    /// The validated simulator options for `seed`.
+    pub fn options(&self, seed: u64) -> Result<SimOptions> {
+        let defaults = SimOptions::default();
+        let nemesis = match &self.nemesis {
+            None => None,
+            Some(path) => Some(
+                NemesisPlan::load(path).with_context(|| format!("--nemesis {}", path.display()))?,
+            ),
+        };
+        let options = SimOptions {
+            algorithm: self.algorithm.clone(),
+            nodes: self.nodes,
+            seed,
+            duration: duration("duration", &self.duration)?,
+            ops: self.ops,
+            clients: self.clients,
+            keys: self.keys.unwrap_or(defaults.keys),
+            mix: match &self.mix {
+                None => defaults.mix.clone(),
+                Some(text) => parse_mix(text)?,
+            },
+            request_timeout: match &self.request_timeout {
+                None => defaults.request_timeout,
+                Some(text) => duration("request-timeout", text)?,
+            },
+            faults: self
+                .faults
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--faults: {e}"))?,
+            nemesis,
+            nemesis_source: self.nemesis.as_ref().map(|p| p.display().to_string()),
+            partition: self.partition.clone(),
+            ..defaults
+        };
+        options.validate()?;
+        Ok(options)
+    }
+}
+
+/// Reads `read=4,write=3,cas=2,append=1` (missing names weigh 0).
+fn parse_mix(text: &str) -> Result<OperationMix> {
+    let mut mix = OperationMix {
+        read: 0,
+        write: 0,
+        cas: 0,
+        append: 0,
+    };
+    for part in text.split(',') {
+        let Some((name, weight)) = part.split_once('=') else {
+            bail!("--mix: expected name=weight, got '{part}'");
+        };
+        let weight: u32 = weight
+            .trim()
+            .parse()
+            .with_context(|| format!("--mix: bad weight '{weight}'"))?;
+        match name.trim() {
+            "read" => mix.read = weight,
+            "write" => mix.write = weight,
+            "cas" => mix.cas = weight,
+            "append" => mix.append = weight,
+            other => bail!("--mix: unknown operation '{other}' (read, write, cas, append)"),
+        }
+    }
+    if mix.read + mix.write + mix.cas + mix.append == 0 {
+        bail!("--mix: at least one weight must be positive");
+    }
+    Ok(mix)
+}

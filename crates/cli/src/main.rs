@@ -1,0 +1,50 @@
+//! `concord`: create consensus clusters in the deterministic simulator, break them, watch what
+//! happens, and check what clients saw.
+//!
+//! Exit codes: 0 success; 1 a safety violation, a non-linearizable history or a failed
+//! expectation; 2 bad input (usage, unreadable files, invalid options); 3 the checker could not
+//! decide within its budget.
+
+mod args;
+mod check;
+mod demo;
+mod render;
+mod simulate;
+mod sweep;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
+/// What a command concluded, mapped to the documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything held.
+    Success,
+    /// A violation, a non-linearizable history or a failed expectation.
+    Violation,
+    /// The checker's budget ran out.
+    Undecided,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(&args),
+        Command::Sim(args) => simulate::run(&args, false),
+        Command::Replay(args) => simulate::run(&args, true),
+        Command::Sweep(args) => sweep::run(&args),
+        Command::Check(args) => check::run(&args),
+    };
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Violation) => ExitCode::from(1),
+        Ok(Outcome::Undecided) => ExitCode::from(3),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Human-readable tables.
+
+use std::fmt::Write;
+
+use concord_check::linearizability::{Report, Verdict};
+use concord_core::time::format_duration;
+use concord_sim::report::Failure;
+use concord_sim::toolkit::{ClusterHealth, PartitionEffects};
+
+/// The health summary and one row per node.
+pub fn health(title: &str, health: &ClusterHealth) -> String {
+    let mut out = String::new();
+    let leader = health
+        .leader
+        .map_or("none".to_string(), |l| format!("node {l}"));
+    let followers: Vec<String> = health.followers.iter().map(|f| f.to_string()).collect();
+    let _ = writeln!(out, "{title} (t = {})", format_duration(health.time));
+    let _ = writeln!(
+        out,
+        "  leader: {leader}   followers: [{}]   term: {}   log length: {}   commit index: {}   up: {}/{}",
+        followers.join(", "),
+        health.term,
+        health.log_length,
+        health.commit_index,
+        health.nodes_up,
+        health.nodes.len()
+    );
+    let _ = writeln!(
+        out,
+        "  {:>4}  {:<13}  {:>6}  {:>5}  {:>10}  {:>12}  {:>13}",
+        "node", "role", "leader", "term", "log length", "commit index", "applied index"
+    );
+    for node in &health.nodes {
+        let _ = writeln!(
+            out,
+            "  {:>4}  {:<13}  {:>6}  {:>5}  {:>10}  {:>12}  {:>13}",
+            node.id,
+            node.role.name(),
+            node.leader.map_or("-".to_string(), |l| l.to_string()),
+            node.term,
+            node.log_length,
+            node.commit_index,
+            node.applied_index
+        );
+    }
+    out
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// One row per side of a partition: could it elect, replicate, serve?
+pub fn partition_effects(effects: &PartitionEffects) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Partition effects over {} of simulated time",
+        format_duration(effects.window_end - effects.window_start)
+    );
+    let _ = writeln!(
+        out,
+        "  {:<16}  {:>15}  {:>15}  {:>11}  {:>9}  {:>7}",
+        "side", "leader elected", "log replicated", "requests ok", "failed", "unknown"
+    );
+    for side in &effects.sides {
+        let nodes: Vec<String> = side.nodes.iter().map(|n| n.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "  {:<16}  {:>15}  {:>15}  {:>11}  {:>9}  {:>7}",
+            format!("[{}]", nodes.join(", ")),
+            yes_no(side.leader_elected),
+            format!(
+                "{} ({}→{})",
+                yes_no(side.log_replicated),
+                side.commit_index_before,
+                side.commit_index_after
+            ),
+            side.requests_ok,
+            side.requests_failed,
+            side.requests_unknown
+        );
+    }
+    out
+}
+
+/// The checker's verdict in one or a few lines.
+pub fn verdict(report: &Report) -> String {
+    match &report.verdict {
+        Verdict::Linearizable => format!(
+            "linearizable ({} operations over {} keys)",
+            report.operations, report.parts
+        ),
+        Verdict::Unknown { reason } => format!("unknown: {reason}"),
+        Verdict::NotLinearizable(counterexample) => {
+            let mut out = format!(
+                "NOT linearizable: key {:?}, {} operations linearized before the search got stuck",
+                counterexample.key.as_deref().unwrap_or("(single object)"),
+                counterexample.longest_prefix.len()
+            );
+            for op in &counterexample.stuck {
+                let _ = write!(
+                    out,
+                    "\n  cannot place: process {} {} {} -> {} [{} .. {}]",
+                    op.process,
+                    op.f,
+                    op.input,
+                    op.output
+                        .as_ref()
+                        .map_or("?".to_string(), |o| o.to_string()),
+                    format_duration(op.call),
+                    if op.ret == u64::MAX {
+                        "open".to_string()
+                    } else {
+                        format_duration(op.ret)
+                    }
+                );
+            }
+            out
+        }
+    }
+}
+
+/// A safety violation with its replay command.
+pub fn failure(failure: &Failure) -> String {
+    let mut out = format!(
+        "VIOLATION seed={} step={} t={}: invariant '{}'{}: {}\nreplay: {}",
+        failure.seed,
+        failure.step,
+        format_duration(failure.time),
+        failure.invariant,
+        failure
+            .node
+            .map(|n| format!(" on node {n}"))
+            .unwrap_or_default(),
+        failure.detail,
+        failure.replay
+    );
+    if !failure.trace_tail.is_empty() {
+        out.push_str("\nlast steps:");
+        for line in &failure.trace_tail {
+            out.push_str("\n  ");
+            out.push_str(line);
+        }
+    }
+    out
+}

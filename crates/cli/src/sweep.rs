@@ -1,0 +1,150 @@
+//! `concord sweep`: many seeds, faults drawn from each.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use concord_check::linearizability::Verdict;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use concord_sim::report::{SweepFailure, SweepReport};
+use concord_sim::runner::SimOptions;
+
+use crate::args::SweepArgs;
+use crate::simulate::check_history;
+use crate::Outcome;
+
+/// A seed whose history failed the linearizability check.
+#[derive(Serialize)]
+struct HistoryFailure {
+    seed: u64,
+    verdict: String,
+    replay: String,
+}
+
+/// Runs the sweep with a progress bar on standard error.
+pub fn run(args: &SweepArgs) -> Result<Outcome> {
+    let template = args.run.options(args.first_seed)?;
+    let end = args.first_seed.checked_add(args.seeds).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--first-seed {} + --seeds {} overflows",
+            args.first_seed,
+            args.seeds
+        )
+    })?;
+    let bar = ProgressBar::new(args.seeds);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}  [{elapsed} / ~{eta}]")
+            .expect("the template is valid"),
+    );
+    #[allow(clippy::disallowed_methods)] // the binary may read the wall clock
+    let started = Instant::now();
+    let mut history_failures = Vec::new();
+    let mut undecided = 0u64;
+    let report = if args.check {
+        // Check each history as its run ends: one run at a time keeps memory flat.
+        let mut report = SweepReport {
+            algorithm: template.algorithm.clone(),
+            first_seed: args.first_seed,
+            ..SweepReport::default()
+        };
+        for seed in args.first_seed..end {
+            let run = concord_sim::run(&SimOptions {
+                seed,
+                ..template.clone()
+            })?;
+            report.seeds_run += 1;
+            report.events += run.stats.events;
+            report.simulated_time += run.stats.simulated_time;
+            report.operations_ok += run.history_summary.ok;
+            if let Some(failure) = &run.failure {
+                report.failures.push(SweepFailure {
+                    seed,
+                    reason: format!(
+                        "invariant '{}' violated at step {}: {}",
+                        failure.invariant, failure.step, failure.detail
+                    ),
+                    replay: run.replay.clone(),
+                });
+            } else if !run.converged {
+                report.not_converged.push(seed);
+            }
+            let verdict = check_history(&run.history)?;
+            match verdict.verdict {
+                Verdict::NotLinearizable(_) => history_failures.push(HistoryFailure {
+                    seed,
+                    verdict: crate::render::verdict(&verdict),
+                    replay: run.replay.clone(),
+                }),
+                Verdict::Unknown { .. } => undecided += 1,
+                Verdict::Linearizable => {}
+            }
+            bar.inc(1);
+            bar.set_message(format!(
+                "{} violations",
+                report.failures.len() + history_failures.len()
+            ));
+        }
+        report
+    } else {
+        concord_sim::sweep(&template, args.first_seed..end, |progress| {
+            bar.set_position(progress.done);
+            bar.set_message(format!("{} violations", progress.failures));
+        })?
+    };
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+
+    if args.json {
+        #[derive(Serialize)]
+        struct Output<'a> {
+            sweep: &'a SweepReport,
+            history_failures: &'a [HistoryFailure],
+            histories_undecided: u64,
+        }
+        let output = Output {
+            sweep: &report,
+            history_failures: &history_failures,
+            histories_undecided: undecided,
+        };
+        println!("{}", serde_json::to_string_pretty(&output)?);
+    } else {
+        for failure in &report.failures {
+            println!(
+                "seed {}: {}\n  replay: {}",
+                failure.seed, failure.reason, failure.replay
+            );
+        }
+        for failure in &history_failures {
+            println!(
+                "seed {}: history {}\n  replay: {}",
+                failure.seed, failure.verdict, failure.replay
+            );
+        }
+        println!(
+            "{} seeds of {} in {:.1}s: {} violations{}; {} did not converge; {} events, {:.0} simulated seconds, {} operations ok",
+            report.seeds_run,
+            report.algorithm,
+            elapsed.as_secs_f64(),
+            report.failures.len(),
+            if args.check {
+                format!(", {} non-linearizable histories, {} undecided", history_failures.len(), undecided)
+            } else {
+                String::new()
+            },
+            report.not_converged.len(),
+            report.events,
+            report.simulated_time as f64 / 1e9,
+            report.operations_ok
+        );
+    }
+    Ok(
+        if !report.failures.is_empty() || !history_failures.is_empty() {
+            Outcome::Violation
+        } else if undecided > 0 {
+            Outcome::Undecided
+        } else {
+            Outcome::Success
+        },
+    )
+}
