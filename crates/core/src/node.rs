@@ -132,6 +132,14 @@ impl Violation {
     }
 }
 
+/// The effect type of node type `N`.
+pub type EffectOf<N> = Effect<
+    <N as Node>::Message,
+    <N as Node>::Write,
+    <N as Node>::Command,
+    <N as Node>::Response,
+>;
+
 /// A protocol node: a deterministic state machine that turns inputs into effects.
 pub trait Node: Sized {
     /// Messages between peers.
@@ -205,7 +213,7 @@ pub trait ClusterInvariant<N: Node>: Debug {
         &mut self,
         nodes: &[Option<&N>],
         stepped: NodeId,
-        effects: &[Effect<N::Message, N::Write, N::Command, N::Response>],
+        effects: &[EffectOf<N>],
     ) -> Result<(), Violation>;
 }
 
