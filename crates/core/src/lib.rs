@@ -17,8 +17,8 @@ pub mod time;
 
 pub use kv::{KvCommand, KvOperation, KvOutcome, KvResult, KvStateMachine, StateMachine, Value};
 pub use node::{
-    ClusterInvariant, Effect, EffectOf, Env, Input, KvService, Node, NodeId, PersistToken, RequestId,
-    Violation,
+    ClusterInvariant, Effect, EffectOf, Env, Input, KvService, Node, NodeId, PersistToken,
+    RequestId, Violation,
 };
 pub use status::{NodeStatus, PeerProgress, Role};
 pub use time::{Duration, Time};

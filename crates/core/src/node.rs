@@ -133,12 +133,8 @@ impl Violation {
 }
 
 /// The effect type of node type `N`.
-pub type EffectOf<N> = Effect<
-    <N as Node>::Message,
-    <N as Node>::Write,
-    <N as Node>::Command,
-    <N as Node>::Response,
->;
+pub type EffectOf<N> =
+    Effect<<N as Node>::Message, <N as Node>::Write, <N as Node>::Command, <N as Node>::Response>;
 
 /// A protocol node: a deterministic state machine that turns inputs into effects.
 pub trait Node: Sized {
