@@ -72,6 +72,7 @@ pub struct Counterexample {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
     /// The verdict.
+    #[serde(flatten)]
     pub verdict: Verdict,
     /// How many keys (independent parts) were checked.
     pub parts: usize,

@@ -1,0 +1,239 @@
+//! The `concord` binary, end to end: the demo's claims, determinism of `sim --json`, and a
+//! clear one-line error with a non-zero exit for every kind of bad input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn concord(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(args)
+        .output()
+        .expect("concord runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn demo_partitions_a_five_node_raft_cluster_and_every_claim_holds() {
+    let output = concord(&["demo", "--json"]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let tour: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let sides = tour["effects"]["sides"].as_array().unwrap();
+    let minority = &sides[0];
+    let majority = &sides[1];
+    assert_eq!(minority["nodes"].as_array().unwrap().len(), 2);
+    assert_eq!(minority["leader_elected"], false);
+    assert_eq!(minority["requests_ok"], 0);
+    assert_eq!(majority["leader_elected"], true);
+    assert_eq!(majority["log_replicated"], true);
+    assert!(majority["requests_ok"].as_u64().unwrap() > 0);
+    assert_eq!(tour["converged"], true);
+    assert_eq!(tour["linearizability"]["verdict"], "linearizable");
+    let after = tour["after_heal"]["nodes"].as_array().unwrap();
+    let commit = &after[0]["commit_index"];
+    assert!(after
+        .iter()
+        .all(|n| &n["commit_index"] == commit && &n["applied_index"] == commit));
+    for expectation in tour["expectations"].as_array().unwrap() {
+        assert_eq!(expectation["held"], true, "{expectation}");
+    }
+}
+
+#[test]
+fn demo_prints_tables_for_people() {
+    let output = concord(&["demo"]);
+    assert!(output.status.success());
+    let text = stdout(&output);
+    for needle in [
+        "leader elected",
+        "log replicated",
+        "commit index",
+        "[ok] the minority side elects no leader",
+    ] {
+        assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
+    }
+}
+
+#[test]
+fn sim_json_is_identical_across_runs_of_one_seed() {
+    for seed in ["1", "2", "3"] {
+        let args = [
+            "sim",
+            "--seed",
+            seed,
+            "--duration",
+            "5s",
+            "--ops",
+            "100",
+            "--json",
+        ];
+        let first = concord(&args);
+        let second = concord(&args);
+        assert!(first.status.success(), "seed {seed}: {}", stderr(&first));
+        assert_eq!(
+            stdout(&first),
+            stdout(&second),
+            "seed {seed} is not deterministic"
+        );
+    }
+}
+
+#[test]
+fn sim_writes_history_and_trace_files() {
+    let history = scratch("history.jsonl");
+    let trace = scratch("trace.txt");
+    let output = concord(&[
+        "sim",
+        "--seed",
+        "4",
+        "--duration",
+        "3s",
+        "--partition",
+        "0,1",
+        "--history",
+        history.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("Partition effects"));
+    let checked = concord(&["check", history.to_str().unwrap()]);
+    assert!(checked.status.success(), "{}", stdout(&checked));
+    assert!(stdout(&checked).contains("linearizable"));
+    assert!(std::fs::read_to_string(&trace).unwrap().lines().count() > 100);
+}
+
+#[test]
+fn check_reports_a_non_linearizable_history_with_exit_code_1() {
+    let path = scratch("stale-read.jsonl");
+    std::fs::write(
+        &path,
+        r#"{"process":0,"type":"invoke","f":"write","key":"x","value":1,"time":0}
+{"process":0,"type":"ok","f":"write","key":"x","value":1,"time":10}
+{"process":1,"type":"invoke","f":"read","key":"x","value":null,"time":20}
+{"process":1,"type":"ok","f":"read","key":"x","value":null,"time":30}
+"#,
+    )
+    .unwrap();
+    let output = concord(&["check", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains("NOT linearizable"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+/// Bad input: exit code 2 and exactly one line on standard error, never a panic.
+fn assert_clear_error(args: &[&str], needle: &str) {
+    let output = concord(args);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected '{needle}' in: {err}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{args:?}: not one line: {err}"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_one_line_error() {
+    assert_clear_error(
+        &["sim", "--algorithm", "zab"],
+        "unknown algorithm 'zab'; supported: raft",
+    );
+    assert_clear_error(
+        &["sim", "--algorithm", "paxos"],
+        "not supported yet; supported: raft",
+    );
+    assert_clear_error(&["sim", "--nodes", "0"], "at least one node");
+    assert_clear_error(&["sim", "--partition", "0,9"], "node 9");
+    assert_clear_error(&["sim", "--duration", "soon"], "--duration");
+    assert_clear_error(&["sim", "--faults", "meteor"], "--faults");
+    assert_clear_error(&["sim", "--mix", "read=x"], "--mix");
+    assert_clear_error(
+        &["sim", "--nemesis", "/no/such/plan.toml"],
+        "/no/such/plan.toml",
+    );
+    assert_clear_error(&["sweep", "--algorithm", "pbft"], "not supported yet");
+    assert_clear_error(&["check", "/no/such/history.jsonl"], "cannot open");
+    assert_clear_error(&["check", "--model", "queue", "Cargo.toml"], "");
+
+    let plan = scratch("bad-plan.toml");
+    std::fs::write(
+        &plan,
+        "[[steps]]\nat = \"1s\"\naction = \"crash\"\nnodes = [7]\n",
+    )
+    .unwrap();
+    assert_clear_error(&["sim", "--nemesis", plan.to_str().unwrap()], "node 7");
+    std::fs::write(&plan, "[[steps]]\nat = \"1s\"\naction = \"explode\"\n").unwrap();
+    assert_clear_error(&["sim", "--nemesis", plan.to_str().unwrap()], "explode");
+
+    let history = scratch("bad-history.jsonl");
+    std::fs::write(
+        &history,
+        "{\"process\":1,\"type\":\"invoke\",\"f\":\"read\",\"time\":1}\nnot json\n",
+    )
+    .unwrap();
+    assert_clear_error(&["check", history.to_str().unwrap()], "line 2");
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    let output = concord(&["sim", "--nodes", "many"]);
+    assert_eq!(output.status.code(), Some(2));
+    let output = concord(&["frobnicate"]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn sweep_runs_seeds_and_reports_zero_violations() {
+    let output = concord(&[
+        "sweep",
+        "--seeds",
+        "5",
+        "--duration",
+        "3s",
+        "--ops",
+        "60",
+        "--check",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("5 seeds of raft"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        stdout(&output).contains("0 violations"),
+        "{}",
+        stdout(&output)
+    );
+}
