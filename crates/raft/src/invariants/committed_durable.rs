@@ -5,11 +5,9 @@
 //! follower in the prefix it has handed to a `Persist` (the driver releases its acknowledgement
 //! only once that is durable). For a crashed follower the last prefix seen is used.
 
-use std::collections::BTreeMap;
-
 use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Violation};
 
-use super::stepped_node;
+use super::{stepped_node, NodeTable};
 use crate::{LogIndex, RaftNode, Term};
 
 const NAME: &str = "committed-durable-on-quorum";
@@ -17,9 +15,9 @@ const NAME: &str = "committed-durable-on-quorum";
 /// What each node was last seen to have written, and its commit index at its last step.
 #[derive(Debug, Default)]
 pub struct CommittedDurable {
-    written: BTreeMap<NodeId, LogIndex>,
+    written: NodeTable<LogIndex>,
     /// Per node: incarnation, term and commit index at its last step.
-    last_seen: BTreeMap<NodeId, (u64, Term, LogIndex)>,
+    last_seen: NodeTable<(u64, Term, LogIndex)>,
 }
 
 impl CommittedDurable {
@@ -40,7 +38,7 @@ impl CommittedDurable {
                     && (commit <= log.snapshot_index()
                         || log.term_at(commit) == leader.log().term_at(commit))
             }
-            None => self.written.get(&voter).is_some_and(|&w| w >= commit),
+            None => self.written.get(voter).is_some_and(|&w| w >= commit),
         }
     }
 }
@@ -93,7 +91,7 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for CommittedDurab
                     n.written_index(),
                     n.log().term_at(commit)
                 ),
-                None => format!("{voter}: down, written {:?}", self.written.get(&voter)),
+                None => format!("{voter}: down, written {:?}", self.written.get(voter)),
             })
             .collect();
         Err(Violation::on_node(

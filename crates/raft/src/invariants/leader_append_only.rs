@@ -3,11 +3,9 @@
 //! term (in one incarnation) its last index never decreases and the entry it had last keeps its
 //! term (compaction into a snapshot is allowed). O(1) per step.
 
-use std::collections::BTreeMap;
-
 use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Violation};
 
-use super::stepped_node;
+use super::{stepped_node, NodeTable};
 use crate::{LogIndex, RaftNode, Term};
 
 const NAME: &str = "leader-append-only";
@@ -16,7 +14,7 @@ const NAME: &str = "leader-append-only";
 /// the last entry).
 #[derive(Debug, Default)]
 pub struct LeaderAppendOnly {
-    last_seen: BTreeMap<NodeId, (u64, Term, LogIndex, Term)>,
+    last_seen: NodeTable<(u64, Term, LogIndex, Term)>,
 }
 
 impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for LeaderAppendOnly {
@@ -36,7 +34,7 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for LeaderAppendOn
         >],
     ) -> Result<(), Violation> {
         let Some(node) = stepped_node(nodes, stepped).filter(|n| n.is_leader()) else {
-            self.last_seen.remove(&stepped);
+            self.last_seen.remove(stepped);
             return Ok(());
         };
         let log = node.log();

@@ -9,11 +9,9 @@
 //! T (which, by Log Matching, implies every earlier one). Entries committed in T or later need
 //! not be there: a candidate of an older term can still win with votes cast before them.
 
-use std::collections::BTreeMap;
-
 use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Violation};
 
-use super::stepped_node;
+use super::{stepped_node, NodeTable};
 use crate::{LogIndex, RaftNode, Term};
 
 const NAME: &str = "leader-completeness";
@@ -25,9 +23,9 @@ pub struct LeaderCompleteness {
     /// it was seen committed); (0, 0) when not seen.
     committed: Vec<(Term, Term)>,
     /// Per node: incarnation start and the commit index already recorded.
-    seen_commit: BTreeMap<NodeId, (u64, LogIndex)>,
+    seen_commit: NodeTable<(u64, LogIndex)>,
     /// Per node: the last term in which it was checked as a leader.
-    checked_leader_term: BTreeMap<NodeId, Term>,
+    checked_leader_term: NodeTable<Term>,
 }
 
 impl LeaderCompleteness {
@@ -39,8 +37,7 @@ impl LeaderCompleteness {
         let commit = node.commit_index();
         let seen = self
             .seen_commit
-            .entry(id)
-            .or_insert((node.incarnation(), node.log().snapshot_index()));
+            .get_or_insert(id, (node.incarnation(), node.log().snapshot_index()));
         if seen.0 != node.incarnation() {
             *seen = (node.incarnation(), node.log().snapshot_index());
         }

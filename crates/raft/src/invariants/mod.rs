@@ -40,6 +40,53 @@ where
     ]
 }
 
+/// Per-node records, indexed by node id (ids are small: `0..n`), so that a check costs no map
+/// lookup.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeTable<T> {
+    slots: Vec<Option<T>>,
+}
+
+impl<T> Default for NodeTable<T> {
+    fn default() -> Self {
+        NodeTable { slots: Vec::new() }
+    }
+}
+
+impl<T> NodeTable<T> {
+    fn slot(&mut self, id: NodeId) -> &mut Option<T> {
+        let index = usize::try_from(id).expect("node ids are small");
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, || None);
+        }
+        &mut self.slots[index]
+    }
+
+    /// Records `value` for `id`, returning the previous record.
+    pub fn insert(&mut self, id: NodeId, value: T) -> Option<T> {
+        self.slot(id).replace(value)
+    }
+
+    /// The record for `id`.
+    pub fn get(&self, id: NodeId) -> Option<&T> {
+        self.slots.get(usize::try_from(id).ok()?)?.as_ref()
+    }
+
+    /// The record for `id`, created with `value` if there is none.
+    pub fn get_or_insert(&mut self, id: NodeId, value: T) -> &mut T {
+        self.slot(id).get_or_insert(value)
+    }
+
+    /// Forgets `id`.
+    pub fn remove(&mut self, id: NodeId) {
+        if let Ok(index) = usize::try_from(id) {
+            if let Some(slot) = self.slots.get_mut(index) {
+                *slot = None;
+            }
+        }
+    }
+}
+
 /// The node that just stepped, if it is up.
 fn stepped_node<'a, S: StateMachine>(
     nodes: &[Option<&'a RaftNode<S>>],

@@ -4,11 +4,9 @@
 //! last *durable* term (a confirmed hard state survives a crash; an unconfirmed one may not),
 //! while the commit index restarts from the snapshot.
 
-use std::collections::BTreeMap;
-
 use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Violation};
 
-use super::stepped_node;
+use super::{stepped_node, NodeTable};
 use crate::{LogIndex, RaftNode, Term};
 
 const NAME: &str = "monotonic-term-and-commit";
@@ -24,7 +22,7 @@ struct Seen {
 /// What was last seen of each node.
 #[derive(Debug, Default)]
 pub struct MonotonicProgress {
-    seen: BTreeMap<NodeId, Seen>,
+    seen: NodeTable<Seen>,
 }
 
 impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for MonotonicProgress {
