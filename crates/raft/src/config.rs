@@ -185,5 +185,16 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(config.validate(), Err(ConfigError::LeaseWithoutCheckQuorum));
+        config = Config {
+            lease_reads: true,
+            max_clock_drift: 500 * MILLISECOND,
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::DriftTooLarge { .. })
+        ));
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("max clock drift"), "{message}");
     }
 }

@@ -112,6 +112,19 @@ pub struct RaftNode<S: StateMachine> {
 }
 
 impl<S: StateMachine + Default> RaftNode<S> {
+    /// Like [`RaftNode::new`], but an invalid `config` is an error instead of a panic.
+    pub fn try_new(
+        id: NodeId,
+        members: &[NodeId],
+        config: &Config,
+        storage: &Storage<S::Command>,
+        now: Time,
+        rng: &mut Rng,
+    ) -> Result<Self, crate::ConfigError> {
+        config.validate()?;
+        Ok(Self::new(id, members, config, storage, now, rng))
+    }
+
     /// Builds a node from durable storage (see `Node::restore`).
     ///
     /// # Panics
