@@ -42,8 +42,9 @@ pub enum Message<C> {
         prev_log_index: LogIndex,
         /// Term of that entry.
         prev_log_term: Term,
-        /// The new entries (possibly none).
-        entries: Vec<Entry<C>>,
+        /// The new entries (possibly none), shared by the messages to every follower that
+        /// needs the same batch.
+        entries: Arc<[Entry<C>]>,
         /// The leader's commit index.
         leader_commit: LogIndex,
         /// The leader's heartbeat round when sending, echoed back to confirm leadership for

@@ -107,6 +107,7 @@ pub struct RaftNode<S: StateMachine> {
     /// New entries wait for the leader's write in flight (see `persistence`).
     pub(crate) broadcast_deferred: bool,
     pub(crate) needs_round: bool,
+    pub(crate) batches: crate::replication::Batches<S::Command>,
     pub(crate) scratch: Vec<u64>,
     pub(crate) peer_scratch: Vec<NodeId>,
 }
@@ -206,6 +207,7 @@ impl<S: StateMachine + Default> RaftNode<S> {
             needs_broadcast: false,
             broadcast_deferred: false,
             needs_round: false,
+            batches: crate::replication::Batches::new(),
             scratch: Vec::new(),
             peer_scratch: Vec::new(),
         };

@@ -115,6 +115,7 @@ impl<S: StateMachine> RaftNode<S> {
         }
         self.needs_round = false;
         self.needs_broadcast = false;
+        self.batches.clear();
         if self.election_timer_reset {
             self.election_timer_reset = false;
             self.election_deadline = self.random_election_deadline(rng);

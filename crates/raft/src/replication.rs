@@ -11,6 +11,8 @@
 //! * The leader commits only an entry of its own term by counting replicas, counting itself only
 //!   for entries it knows are durable (Figure 8); earlier entries commit with it.
 
+use std::sync::Arc;
+
 use concord_core::{NodeId, StateMachine};
 
 use crate::node::{RaftNode, RaftRole};
@@ -55,7 +57,7 @@ impl<S: StateMachine> RaftNode<S> {
             term: self.current_term,
             prev_log_index: prev,
             prev_log_term,
-            entries: Vec::new(),
+            entries: Arc::clone(&self.batches.empty),
             leader_commit: self.commit_index,
             round: leader.round,
         };
@@ -85,7 +87,9 @@ impl<S: StateMachine> RaftNode<S> {
             let Some(prev_log_term) = self.log.term_at(prev) else {
                 return false;
             };
-            let entries = batch(&self.log, progress.next_index, &self.config);
+            let entries = self
+                .batches
+                .batch(&self.log, progress.next_index, &self.config);
             let last = prev + entries.len() as u64;
             let replicating = matches!(progress.state, ProgressState::Replicate { .. });
             if entries.is_empty() && replicating {
@@ -128,7 +132,7 @@ impl<S: StateMachine> RaftNode<S> {
         term: Term,
         prev_log_index: LogIndex,
         prev_log_term: Term,
-        entries: Vec<Entry<S::Command>>,
+        entries: Arc<[Entry<S::Command>]>,
         leader_commit: LogIndex,
         round: u64,
     ) {
@@ -157,7 +161,7 @@ impl<S: StateMachine> RaftNode<S> {
             return;
         }
         let last_new = prev_log_index + entries.len() as u64;
-        if !self.merge_entries(entries) {
+        if !self.merge_entries(&entries) {
             return;
         }
         if leader_commit > self.commit_index {
@@ -201,11 +205,11 @@ impl<S: StateMachine> RaftNode<S> {
     /// Appends the entries the log lacks, truncating a conflicting suffix first. Returns
     /// false (and changes nothing) if they conflict with a committed entry, which only a
     /// faulty leader could send.
-    fn merge_entries(&mut self, entries: Vec<Entry<S::Command>>) -> bool {
+    fn merge_entries(&mut self, entries: &[Entry<S::Command>]) -> bool {
         let mut appending = false;
         for entry in entries {
             if appending {
-                self.append_received(entry);
+                self.append_received(entry.clone());
                 continue;
             }
             if entry.index <= self.log.snapshot_index() {
@@ -225,7 +229,7 @@ impl<S: StateMachine> RaftNode<S> {
                 self.truncate_log(entry.index);
             }
             appending = true;
-            self.append_received(entry);
+            self.append_received(entry.clone());
         }
         true
     }
@@ -317,18 +321,52 @@ impl<S: StateMachine> RaftNode<S> {
     }
 }
 
-/// The entries for one AppendEntries from `from`, within the count and byte limits.
-fn batch<C>(log: &RaftLog<C>, from: LogIndex, config: &Config) -> Vec<Entry<C>>
-where
-    C: Clone,
-{
-    let available = log.entries_from(from);
-    let mut count = available.len().min(config.max_entries_per_message);
-    if let Some(first) = available.first() {
-        let by_bytes = config.max_bytes_per_message / first.estimated_size().max(1);
-        count = count.min(by_bytes.max(1));
+/// Batches of entries for AppendEntries, built once per step and shared by every follower
+/// that needs the same one (no copy per follower).
+#[derive(Clone, Debug)]
+pub(crate) struct Batches<C> {
+    /// The empty batch (heartbeats, probes of caught-up followers).
+    pub empty: Arc<[Entry<C>]>,
+    /// The last batch built this step: first index, length, entries.
+    last: Option<(LogIndex, usize, Arc<[Entry<C>]>)>,
+}
+
+impl<C: Clone> Batches<C> {
+    /// No batches yet.
+    pub fn new() -> Self {
+        Batches {
+            empty: Arc::from(Vec::new()),
+            last: None,
+        }
     }
-    available[..count].to_vec()
+
+    /// The entries for one AppendEntries from `from`, within the count and byte limits.
+    pub fn batch(&mut self, log: &RaftLog<C>, from: LogIndex, config: &Config) -> Arc<[Entry<C>]> {
+        let available = log.entries_from(from);
+        let mut count = available.len().min(config.max_entries_per_message);
+        if let Some(first) = available.first() {
+            let by_bytes = config.max_bytes_per_message / first.estimated_size().max(1);
+            count = count.min(by_bytes.max(1));
+        }
+        if count == 0 {
+            return Arc::clone(&self.empty);
+        }
+        match &self.last {
+            Some((first, length, entries)) if (*first, *length) == (from, count) => {
+                Arc::clone(entries)
+            }
+            _ => {
+                let entries: Arc<[Entry<C>]> = Arc::from(&available[..count]);
+                self.last = Some((from, count, Arc::clone(&entries)));
+                entries
+            }
+        }
+    }
+
+    /// Forgets the last batch (the log may change before the next step).
+    pub fn clear(&mut self) {
+        self.last = None;
+    }
 }
 
 /// Where a leader should probe next after a rejection: just past its own last entry of the

@@ -71,7 +71,7 @@ fn corrupt(message: &mut KvMessage, rng: &mut Rng) {
             *leader_commit = small(rng);
             *round = small(rng);
             if rng.gen_bool(0.5) {
-                *entries = random_entries(rng);
+                *entries = random_entries(rng).into();
             }
             if rng.gen_bool(0.3) {
                 *term = small(rng);

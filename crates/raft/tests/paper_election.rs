@@ -28,7 +28,7 @@ fn heartbeat(term: u64) -> Message<concord_core::KvCommand> {
         term,
         prev_log_index: 0,
         prev_log_term: 0,
-        entries: Vec::new(),
+        entries: Vec::new().into(),
         leader_commit: 0,
         round: 0,
     }

@@ -19,7 +19,11 @@ fn append(
         term,
         prev_log_index,
         prev_log_term,
-        entries: entries.iter().map(|&(i, t)| entry(i, t)).collect(),
+        entries: entries
+            .iter()
+            .map(|&(i, t)| entry(i, t))
+            .collect::<Vec<_>>()
+            .into(),
         leader_commit,
         round: 0,
     }
