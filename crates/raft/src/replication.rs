@@ -327,9 +327,12 @@ impl<S: StateMachine> RaftNode<S> {
 pub(crate) struct Batches<C> {
     /// The empty batch (heartbeats, probes of caught-up followers).
     pub empty: Arc<[Entry<C>]>,
-    /// The last batch built this step: first index, length, entries.
-    last: Option<(LogIndex, usize, Arc<[Entry<C>]>)>,
+    /// The last batch built this step.
+    last: Option<Batch<C>>,
 }
+
+/// A batch: its first index, its length and its entries.
+type Batch<C> = (LogIndex, usize, Arc<[Entry<C>]>);
 
 impl<C: Clone> Batches<C> {
     /// No batches yet.
