@@ -187,7 +187,11 @@ fn run_seed(seed: u64) {
         *rate = rng.gen_range(950..=1050);
     }
     let mut reads = ReadChecker::default();
-    for _ in 0..3_000 {
+    let steps: usize = std::env::var("RAFT_FUZZ_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3_000);
+    for _ in 0..steps {
         reads.observe(&cluster, seed);
         random_action(&mut cluster, &mut rng, size, &mut reads);
     }
