@@ -78,6 +78,9 @@ pub(crate) struct LeaderState<Q> {
     /// The current heartbeat round (thesis §6.4: a round acknowledged by a quorum confirms
     /// leadership as of its sending).
     pub round: u64,
+    /// A read waits for a round while another is unconfirmed: start one when it is (rounds
+    /// are coalesced, so reads cost O(rounds) messages, not O(reads)).
+    pub round_wanted: bool,
     /// Send times of recent rounds, for leases.
     pub round_sent_at: VecDeque<(u64, Time)>,
     /// Reads may be served locally before this time (thesis §6.4.1).
@@ -105,6 +108,7 @@ impl<Q> LeaderState<Q> {
             reads_awaiting_quorum: VecDeque::new(),
             reads_awaiting_term_commit: Vec::new(),
             round: 0,
+            round_wanted: false,
             round_sent_at: VecDeque::new(),
             lease_until: 0,
             lease_revoked: false,

@@ -69,6 +69,7 @@ impl<S: StateMachine> RaftNode<S> {
             return;
         };
         leader.round += 1;
+        leader.round_wanted = false;
         leader.round_sent_at.push_back((leader.round, now));
         if leader.round_sent_at.len() > MAX_REMEMBERED_ROUNDS {
             leader.round_sent_at.pop_front();

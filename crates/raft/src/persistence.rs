@@ -145,6 +145,7 @@ impl<S: StateMachine> RaftNode<S> {
     /// one of the leader's writes is in flight — the driver would hold them behind it anyway —
     /// and leave in one message per follower once it is confirmed.
     fn flush_leader_sends(&mut self) {
+        self.confirm_reads();
         if self.needs_round {
             self.broadcast_heartbeat();
         }

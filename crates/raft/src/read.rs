@@ -113,7 +113,7 @@ impl<S: StateMachine> RaftNode<S> {
             round: leader.round + 1,
             origin,
         });
-        self.needs_round = true;
+        self.request_round();
     }
 
     fn reject_read(&mut self, origin: ReadOrigin<S::Query>, error: RaftError) {
@@ -138,27 +138,18 @@ impl<S: StateMachine> RaftNode<S> {
                 origin,
             });
         }
-        self.needs_round = true;
+        self.request_round();
     }
 
-    /// Releases the reads whose round a quorum has acknowledged, and extends the lease.
-    pub(crate) fn confirm_reads(&mut self) {
+    /// The highest heartbeat round a quorum has acknowledged (the leader counts its own).
+    fn quorum_round(&mut self) -> u64 {
         let id = self.id;
-        let lease_span = self.config.election_timeout_min
-            - self
-                .config
-                .max_clock_drift
-                .min(self.config.election_timeout_min);
-        let Some(leader) = self.leader.as_mut() else {
-            return;
+        let Some(leader) = self.leader.as_ref() else {
+            return 0;
         };
-        if leader.reads_awaiting_quorum.is_empty() && !self.config.lease_reads {
-            return;
-        }
         let own_round = leader.round;
         let progress = &leader.progress;
-        let confirmed = self
-            .log
+        self.log
             .membership()
             .quorum_value(&mut self.scratch, |peer| {
                 if peer == id {
@@ -166,7 +157,45 @@ impl<S: StateMachine> RaftNode<S> {
                 } else {
                     progress.get(&peer).map_or(0, |p| p.acked_round)
                 }
-            });
+            })
+    }
+
+    /// A read needs a round sent after it arrived: now if no round is unconfirmed, otherwise as
+    /// soon as the unconfirmed one is (or at the next heartbeat, whichever comes first).
+    fn request_round(&mut self) {
+        let confirmed = self.quorum_round();
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if confirmed >= leader.round {
+            self.needs_round = true;
+        } else {
+            leader.round_wanted = true;
+        }
+    }
+
+    /// Releases the reads whose round a quorum has acknowledged, and extends the lease.
+    pub(crate) fn confirm_reads(&mut self) {
+        let lease_span = self.config.election_timeout_min
+            - self
+                .config
+                .max_clock_drift
+                .min(self.config.election_timeout_min);
+        let waiting = self
+            .leader
+            .as_ref()
+            .is_some_and(|leader| !leader.reads_awaiting_quorum.is_empty());
+        if !waiting && !self.config.lease_reads {
+            return;
+        }
+        let confirmed = self.quorum_round();
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if leader.round_wanted && confirmed >= leader.round {
+            leader.round_wanted = false;
+            self.needs_round = true;
+        }
         if self.config.lease_reads {
             while leader
                 .round_sent_at

@@ -195,3 +195,37 @@ fn a_leader_gives_up_its_lease_when_it_sends_timeout_now() {
     let id = cluster.read(leader, "x");
     assert_eq!(cluster.reply(id), None, "no lease read after TimeoutNow");
 }
+
+/// §6.4 with batching: reads that arrive while a round is unconfirmed share the next round,
+/// which starts as soon as the unconfirmed one is acknowledged — reads cost messages per
+/// round, not per read.
+#[test]
+fn reads_arriving_during_an_unconfirmed_round_share_the_next_round() {
+    let (mut cluster, leader) = settled(Config::default());
+    let first = cluster.read(leader, "x");
+    assert_eq!(cluster.network.len(), 2, "a round for the first read");
+    let second = cluster.read(leader, "x");
+    let third = cluster.read(leader, "x");
+    assert_eq!(
+        cluster.network.len(),
+        2,
+        "no new round while one is unconfirmed"
+    );
+    cluster.deliver_one();
+    cluster.deliver_one();
+    cluster.deliver_one();
+    assert!(matches!(cluster.reply(first), Some(Response::Read { .. })));
+    assert_eq!(
+        cluster.reply(second),
+        None,
+        "needs a round sent after it arrived"
+    );
+    let next_round: Vec<u64> = cluster.network.iter().map(|e| e.to).collect();
+    assert!(
+        next_round.contains(&1) && next_round.contains(&2),
+        "{next_round:?}"
+    );
+    cluster.deliver_all();
+    assert!(matches!(cluster.reply(second), Some(Response::Read { .. })));
+    assert!(matches!(cluster.reply(third), Some(Response::Read { .. })));
+}
