@@ -1,6 +1,7 @@
 //! Sweeps seeds and prints failures:
-//! `cargo run --release -p concord-sim --example sweep -- FIRST COUNT [DURATION] [check]`.
-//! With `check`, every history is also checked for linearizability.
+//! `cargo run --release -p concord-sim --example sweep -- FIRST COUNT [DURATION] [FAULTS] [check]`.
+//! FAULTS is `all` (the default), `none` or a list like `crash,loss`. With `check`, every
+//! history is also checked for linearizability.
 use concord_check::{check_linearizability, RegisterModel, Verdict};
 use concord_core::time::parse_duration;
 
@@ -14,9 +15,15 @@ fn main() {
         .get(3)
         .and_then(|s| parse_duration(s).ok())
         .unwrap_or(10_000_000_000);
-    let check = args.get(4).is_some_and(|a| a == "check");
+    let faults = args
+        .get(4)
+        .filter(|a| *a != "check")
+        .map(|a| a.parse().expect("a fault list"))
+        .unwrap_or(concord_sim::FaultSelection::All);
+    let check = args.iter().skip(4).any(|a| a == "check");
     let options = concord_sim::SimOptions {
         duration,
+        faults,
         ..Default::default()
     };
     if check {

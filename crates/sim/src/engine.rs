@@ -85,6 +85,9 @@ pub struct SimConfig {
     pub trace_limit: usize,
     /// Stop with an `event-budget` failure after this many events (a protocol busy-looping).
     pub max_events: u64,
+    /// Stop with a `pending-event-bound` failure when more events than this wait at once (a
+    /// message storm, e.g. a protocol answering every duplicate of a duplicated message).
+    pub max_pending_events: usize,
     /// The command printed in failure reports to replay this run.
     pub replay: String,
 }
@@ -102,6 +105,7 @@ impl SimConfig {
             trace: false,
             trace_limit: 100_000,
             max_events: 200_000_000,
+            max_pending_events: 1_000_000,
             replay: format!("concord replay --seed {seed}"),
         }
     }
@@ -463,6 +467,14 @@ impl<N: Node> Simulation<N> {
                 Err(Violation::cluster(
                     "event-budget",
                     format!("more than {} events", self.config.max_events),
+                ))
+            } else if self.queue.len() > self.config.max_pending_events {
+                Err(Violation::cluster(
+                    "pending-event-bound",
+                    format!(
+                        "more than {} events pending at once: a message storm",
+                        self.config.max_pending_events
+                    ),
                 ))
             } else {
                 self.handle(event)

@@ -170,3 +170,36 @@ fn invalid_setups_are_typed_errors() {
     ));
     assert!(sim.submit(17, read("x")).is_err());
 }
+
+#[test]
+fn a_message_storm_stops_the_run_instead_of_eating_memory() {
+    let mut config = SimConfig::new(4, 7);
+    config.max_pending_events = 1_000;
+    let mut sim: Simulation<ToyNode> = Simulation::new(config, ToyConfig::default()).unwrap();
+    // Every heartbeat the primary sends goes out 2^k times: a duplicate behaviour of our own.
+    #[derive(Debug)]
+    struct Flood;
+    impl concord_sim::ByzantineBehavior<ToyNode> for Flood {
+        fn name(&self) -> &'static str {
+            "flood"
+        }
+        fn on_send(
+            &mut self,
+            from: concord_core::NodeId,
+            to: concord_core::NodeId,
+            message: common::ToyMessage,
+            _nodes: usize,
+            _rng: &mut concord_core::Rng,
+        ) -> Vec<concord_sim::Outgoing<common::ToyMessage>> {
+            let copy = concord_sim::Outgoing {
+                to,
+                claimed_from: from,
+                message,
+            };
+            vec![copy; 500]
+        }
+    }
+    sim.set_byzantine(PRIMARY, Some(Box::new(Flood))).unwrap();
+    let failure = sim.run_for(10 * SECOND).unwrap_err();
+    assert_eq!(failure.invariant, "pending-event-bound");
+}

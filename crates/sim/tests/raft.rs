@@ -81,11 +81,41 @@ fn run_options(seed: u64) -> SimOptions {
 
 #[test]
 fn the_same_seed_gives_the_same_report() {
-    for seed in [3, 14] {
-        let options = run_options(seed);
-        let first = serde_json::to_string(&run(&options).unwrap()).unwrap();
-        let second = serde_json::to_string(&run(&options).unwrap()).unwrap();
-        assert_eq!(first, second);
+    for faults in [
+        "all",
+        "partition",
+        "crash,pause",
+        "loss,duplicate,reorder,drift",
+    ] {
+        for seed in [3, 14, 15] {
+            let options = SimOptions {
+                faults: faults.parse().unwrap(),
+                ..run_options(seed)
+            };
+            let first = serde_json::to_string(&run(&options).unwrap()).unwrap();
+            let second = serde_json::to_string(&run(&options).unwrap()).unwrap();
+            assert_eq!(first, second, "seed {seed} faults {faults}");
+        }
+    }
+}
+
+#[test]
+fn a_sweep_reports_failures_with_replay_commands() {
+    // Byzantine senders break Raft, which tolerates crashes only: the sweep must notice.
+    let options = SimOptions {
+        faults: "byzantine".parse().unwrap(),
+        duration: 20 * SECOND,
+        ..run_options(0)
+    };
+    let mut progress = Vec::new();
+    let report = sweep(&options, 0..20, |p| progress.push(p.seed)).unwrap();
+    assert_eq!(progress, (0..20).collect::<Vec<_>>());
+    for failure in &report.failures {
+        assert!(failure.replay.starts_with(&format!(
+            "concord replay --algorithm raft --seed {} ",
+            failure.seed
+        )));
+        assert!(failure.replay.contains("--faults byzantine"));
     }
 }
 

@@ -256,3 +256,70 @@ fn odd_but_legal_options_run_without_panicking() {
         })
     ));
 }
+
+/// A cluster invariant that breaks once five commands were applied anywhere.
+#[derive(Debug, Default)]
+struct AtMostFourCommands;
+
+impl concord_core::ClusterInvariant<ToyNode> for AtMostFourCommands {
+    fn name(&self) -> &'static str {
+        "at-most-four-commands"
+    }
+
+    fn check(
+        &mut self,
+        _nodes: &[Option<&ToyNode>],
+        stepped: concord_core::NodeId,
+        effects: &[concord_sim::NodeEffect<ToyNode>],
+    ) -> Result<(), concord_core::Violation> {
+        for effect in effects {
+            if let concord_core::Effect::Apply { index, .. } = effect {
+                if *index >= 5 {
+                    return Err(concord_core::Violation::on_node(
+                        "at-most-four-commands",
+                        stepped,
+                        format!("applied index {index}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_broken_cluster_invariant_stops_the_run_and_names_the_replay() {
+    let options = SimOptions {
+        mix: concord_sim::OperationMix {
+            read: 0,
+            write: 1,
+            cas: 0,
+            append: 0,
+        },
+        ..options(4, "none")
+    };
+    let report = run_protocol::<ToyNode>(
+        &options,
+        ToyConfig::default(),
+        vec![Box::new(AtMostFourCommands)],
+    )
+    .unwrap();
+    let failure = report.failure.expect("the invariant breaks");
+    assert_eq!(failure.invariant, "at-most-four-commands");
+    assert_eq!(failure.seed, 4);
+    assert!(failure.time > 0 && failure.step > 0);
+    assert_eq!(failure.replay, report.replay);
+    assert!(failure
+        .replay
+        .starts_with("concord replay --algorithm toy --seed 4 --nodes 5 --duration 5s"));
+    assert!(failure
+        .replay
+        .contains("--mix read=0,write=1,cas=0,append=0"));
+    assert!(!report.converged);
+    // The history stops where the run stopped.
+    assert!(report
+        .history
+        .events
+        .iter()
+        .all(|op| op.time <= failure.time));
+}
