@@ -25,11 +25,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use concord_check::History;
 use concord_core::time::MILLISECOND;
 use concord_core::{
-    seeded_rng, ClusterInvariant, Duration, Effect, Env, Input, Node, NodeId, NodeStatus,
-    RequestId, Rng, Role, Time, Violation,
+    seeded_rng, ClusterInvariant, Duration, Effect, Env, Input, Node, NodeId, RequestId, Rng, Role,
+    Time, Violation,
 };
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
@@ -41,7 +40,7 @@ use crate::nemesis::{NemesisAction, NemesisPlan};
 use crate::network::{LinkConfig, Network, Route};
 use crate::report::{Failure, Stats};
 use crate::slot::{Held, InFlightWrite, NodeEvent, Slot};
-use crate::workload::{Next, Workload, WORKLOAD_REQUEST_BASE};
+use crate::workload::{Workload, WORKLOAD_REQUEST_BASE};
 
 /// An effect of node type `N`.
 pub type NodeEffect<N> =
@@ -155,22 +154,22 @@ pub struct Simulation<N: Node> {
     pub(crate) queue: EventQueue<NodeEvent<N>>,
     pub(crate) slots: Vec<Slot<N>>,
     pub(crate) network: Network,
-    disk_rng: Rng,
+    pub(crate) disk_rng: Rng,
     pub(crate) byzantine_rng: Rng,
-    invariants: Vec<Box<dyn ClusterInvariant<N>>>,
-    applied: BTreeMap<u64, (NodeId, N::Command)>,
-    effects: Vec<NodeEffect<N>>,
+    pub(crate) invariants: Vec<Box<dyn ClusterInvariant<N>>>,
+    pub(crate) applied: BTreeMap<u64, (NodeId, N::Command)>,
+    pub(crate) effects: Vec<NodeEffect<N>>,
     pub(crate) stats: Stats,
-    trace: Option<VecDeque<String>>,
+    pub(crate) trace: Option<VecDeque<String>>,
     pub(crate) workload: Option<Workload<N>>,
-    replies: Vec<Reply<N::Response>>,
-    next_request: RequestId,
+    pub(crate) replies: Vec<Reply<N::Response>>,
+    pub(crate) next_request: RequestId,
     pub(crate) plan: Vec<NemesisAction>,
     pub(crate) corruptor: Option<Corruptor<N::Message>>,
-    failure: Option<Failure>,
+    pub(crate) failure: Option<Failure>,
     pub(crate) observation: Option<Observation>,
-    stale_dropped: u64,
-    cut_in_flight: u64,
+    pub(crate) stale_dropped: u64,
+    pub(crate) cut_in_flight: u64,
 }
 
 impl<N: Node> std::fmt::Debug for Simulation<N> {
@@ -272,175 +271,6 @@ impl<N: Node> Simulation<N> {
         Ok(())
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &SimConfig {
-        &self.config
-    }
-
-    /// The protocol configuration.
-    pub fn node_config(&self) -> &N::Config {
-        &self.node_config
-    }
-
-    /// Current simulated time, ns.
-    pub fn now(&self) -> Time {
-        self.now
-    }
-
-    /// Cluster size.
-    pub fn nodes(&self) -> usize {
-        self.config.nodes
-    }
-
-    /// Node `id`, while it is up (paused nodes are up).
-    pub fn node(&self, id: NodeId) -> Option<&N> {
-        self.slots.get(id as usize)?.node.as_ref()
-    }
-
-    /// The durable storage of node `id`: what its confirmed writes add up to.
-    pub fn storage(&self, id: NodeId) -> Option<&N::Storage> {
-        self.slots.get(id as usize).map(|s| &s.storage)
-    }
-
-    /// Whether node `id` is up (not crashed).
-    pub fn is_up(&self, id: NodeId) -> bool {
-        self.node(id).is_some()
-    }
-
-    /// Whether node `id` is paused.
-    pub fn is_paused(&self, id: NodeId) -> bool {
-        self.slots.get(id as usize).is_some_and(|s| s.paused)
-    }
-
-    /// Node `id`'s local time now.
-    pub fn local_time(&self, id: NodeId) -> Option<Time> {
-        self.slots.get(id as usize).map(|s| s.clock.local(self.now))
-    }
-
-    /// Node `id`'s clock rate.
-    pub fn clock_rate(&self, id: NodeId) -> Option<f64> {
-        self.slots.get(id as usize).map(|s| s.clock.rate())
-    }
-
-    /// Writes of node `id` handed to the disk and not yet durable.
-    pub fn pending_writes(&self, id: NodeId) -> usize {
-        self.slots.get(id as usize).map_or(0, |s| s.writes.len())
-    }
-
-    /// Every node's status; crashed and paused nodes show as [`Role::Down`].
-    pub fn statuses(&self) -> Vec<NodeStatus> {
-        self.slots
-            .iter()
-            .enumerate()
-            .map(|(id, slot)| match &slot.node {
-                Some(node) if !slot.paused => node.status(),
-                _ => NodeStatus::down(id as NodeId),
-            })
-            .collect()
-    }
-
-    /// The node that believes itself leader in the highest term, when exactly one does.
-    pub fn leader(&self) -> Option<NodeId> {
-        crate::toolkit::unique_leader(&self.statuses())
-    }
-
-    /// The network (connectivity, link settings, counters).
-    pub fn network(&self) -> &Network {
-        &self.network
-    }
-
-    /// The network, to change.
-    pub fn network_mut(&mut self) -> &mut Network {
-        &mut self.network
-    }
-
-    /// Counters so far.
-    pub fn stats(&self) -> Stats {
-        let mut stats = self.stats.clone();
-        let network = self.network.counters();
-        stats.messages_lost = network.lost;
-        stats.messages_cut = network.cut + self.cut_in_flight;
-        stats.messages_duplicated = network.duplicated;
-        stats.messages_reordered = network.reordered;
-        stats.messages_dropped = network.lost + stats.messages_cut + self.stale_dropped;
-        stats.simulated_time = self.now;
-        stats
-    }
-
-    /// Every command applied so far, by index, with the first node that applied it. The
-    /// built-in `apply-agreement` check makes sure every other node applied the same one.
-    pub fn applied(&self) -> &BTreeMap<u64, (NodeId, N::Command)> {
-        &self.applied
-    }
-
-    /// The clients, when attached.
-    pub fn workload(&self) -> Option<&Workload<N>> {
-        self.workload.as_ref()
-    }
-
-    /// The client history (empty without clients).
-    pub fn history(&self) -> &History {
-        static EMPTY: History = History { events: Vec::new() };
-        self.workload.as_ref().map_or(&EMPTY, |w| w.history())
-    }
-
-    /// The trace lines kept so far (empty unless tracing).
-    pub fn trace(&self) -> Vec<String> {
-        self.trace.iter().flatten().cloned().collect()
-    }
-
-    /// The failure that stopped the run, if any.
-    pub fn failure(&self) -> Option<&Failure> {
-        self.failure.as_ref()
-    }
-
-    /// Whether every node is up and running and all agree on commit and applied index.
-    pub fn converged(&self) -> bool {
-        let statuses = self.statuses();
-        let first = &statuses[0];
-        statuses.iter().all(|s| {
-            s.role != Role::Down
-                && s.applied_index == first.applied_index
-                && s.commit_index == first.commit_index
-        })
-    }
-
-    /// Hands `request` straight to node `id` now (no client network); the reply shows up in
-    /// [`Simulation::take_replies`] once released.
-    pub fn submit(&mut self, id: NodeId, request: N::Request) -> Result<RequestId, SimError> {
-        self.check_node(id)?;
-        let request_id = self.next_request;
-        self.next_request += 1;
-        self.queue.push(
-            self.now,
-            Event::RequestArrive {
-                home: id,
-                node: id,
-                id: request_id,
-                request,
-            },
-        );
-        Ok(request_id)
-    }
-
-    /// Replies to [`Simulation::submit`] requests released so far.
-    pub fn take_replies(&mut self) -> Vec<Reply<N::Response>> {
-        std::mem::take(&mut self.replies)
-    }
-
-    /// Sends `message` from `from` to `to` through the network, as if `from` had sent it.
-    pub fn inject_message(
-        &mut self,
-        from: NodeId,
-        to: NodeId,
-        message: N::Message,
-    ) -> Result<(), SimError> {
-        self.check_node(from)?;
-        self.check_node(to)?;
-        self.transmit(from, to, message);
-        Ok(())
-    }
-
     pub(crate) fn check_node(&self, id: NodeId) -> Result<(), SimError> {
         if (id as usize) < self.config.nodes {
             Ok(())
@@ -494,7 +324,7 @@ impl<N: Node> Simulation<N> {
         self.run_until(self.now.saturating_add(duration))
     }
 
-    fn make_failure(&self, violation: Violation) -> Failure {
+    pub(crate) fn make_failure(&self, violation: Violation) -> Failure {
         let trace_tail = self
             .trace
             .as_ref()
@@ -566,7 +396,7 @@ impl<N: Node> Simulation<N> {
         self.queue.push(at, event);
     }
 
-    fn handle(&mut self, event: NodeEvent<N>) -> Result<(), Violation> {
+    pub(crate) fn handle(&mut self, event: NodeEvent<N>) -> Result<(), Violation> {
         if let Some(id) = event.inbox() {
             let slot = &mut self.slots[id as usize];
             if slot.paused && slot.node.is_some() {
@@ -683,68 +513,6 @@ impl<N: Node> Simulation<N> {
         }
     }
 
-    fn workload_mut(&mut self) -> &mut Workload<N> {
-        self.workload
-            .as_mut()
-            .expect("client events are only scheduled by an attached workload")
-    }
-
-    /// Hands a client event to the workload and carries out what follows; traces the history
-    /// events it records.
-    fn client_event(&mut self, event: impl FnOnce(&mut Workload<N>, Time) -> Next<N::Request>) {
-        let recorded = self.history().events.len();
-        let now = self.now;
-        let next = event(self.workload_mut(), now);
-        self.client_next(next);
-        if self.trace.is_some() {
-            let new: Vec<String> = self.history().events[recorded..]
-                .iter()
-                .map(|op| serde_json::to_string(op).unwrap_or_default())
-                .collect();
-            for line in new {
-                self.trace_line(|| format!("client {line}"));
-            }
-        }
-    }
-
-    /// Carries out what a client wants next.
-    fn client_next(&mut self, mut next: Next<N::Request>) {
-        loop {
-            match next {
-                Next::Idle => return,
-                Next::Wake { client, at } => {
-                    self.queue.push(at, Event::ClientWake { client });
-                    return;
-                }
-                Next::Send(outbound) => {
-                    match self.network.client_latency(outbound.home, outbound.target) {
-                        Some(latency) => {
-                            let timeout = self.workload_mut().config().request_timeout;
-                            let id = outbound.id;
-                            self.queue.push(
-                                self.now + latency,
-                                Event::RequestArrive {
-                                    home: outbound.home,
-                                    node: outbound.target,
-                                    id,
-                                    request: outbound.request,
-                                },
-                            );
-                            // Every timeout has the same length: they expire in push order.
-                            self.queue
-                                .push_fifo(self.now + timeout, Event::RequestTimeout { id });
-                            return;
-                        }
-                        None => {
-                            let now = self.now;
-                            next = self.workload_mut().on_unreachable(outbound.id, now);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// Hands one input to node `id`, performs its effects and checks invariants.
     pub(crate) fn step_node(
         &mut self,
@@ -779,7 +547,11 @@ impl<N: Node> Simulation<N> {
         checked
     }
 
-    fn check_step(&mut self, id: NodeId, effects: &[NodeEffect<N>]) -> Result<(), Violation> {
+    pub(crate) fn check_step(
+        &mut self,
+        id: NodeId,
+        effects: &[NodeEffect<N>],
+    ) -> Result<(), Violation> {
         let node = self.slots[id as usize]
             .node
             .as_ref()
@@ -819,7 +591,7 @@ impl<N: Node> Simulation<N> {
     }
 
     /// Performs one effect of node `id`, honouring the persist barrier.
-    fn perform(&mut self, id: NodeId, effect: NodeEffect<N>) {
+    pub(crate) fn perform(&mut self, id: NodeId, effect: NodeEffect<N>) {
         let slot = &mut self.slots[id as usize];
         let barrier = slot.emitted;
         let blocked = barrier > slot.durable;
@@ -870,7 +642,7 @@ impl<N: Node> Simulation<N> {
     }
 
     /// The oldest write of `node` is durable: store it, release what waited for it, confirm.
-    fn complete_write(
+    pub(crate) fn complete_write(
         &mut self,
         node: NodeId,
         incarnation: u64,
@@ -910,7 +682,7 @@ impl<N: Node> Simulation<N> {
     }
 
     /// Sends a message from `from`, through its Byzantine behaviour if it has one.
-    fn transmit(&mut self, from: NodeId, to: NodeId, message: N::Message) {
+    pub(crate) fn transmit(&mut self, from: NodeId, to: NodeId, message: N::Message) {
         self.stats.messages_sent += 1;
         let nodes = self.config.nodes;
         if let Some(rewriter) = self.slots[from as usize].byzantine.as_mut() {
@@ -923,7 +695,13 @@ impl<N: Node> Simulation<N> {
         }
     }
 
-    fn route(&mut self, sender: NodeId, to: NodeId, claimed_from: NodeId, message: N::Message) {
+    pub(crate) fn route(
+        &mut self,
+        sender: NodeId,
+        to: NodeId,
+        claimed_from: NodeId,
+        message: N::Message,
+    ) {
         if to as usize >= self.config.nodes {
             self.stale_dropped += 1;
             return;
@@ -946,33 +724,6 @@ impl<N: Node> Simulation<N> {
                 .push(self.now + duplicate, deliver(message.clone()));
         }
         self.queue.push(self.now + delay, deliver(message));
-    }
-
-    /// Sends a reply from `node` to the client that made request `id`.
-    fn reply(&mut self, node: NodeId, id: RequestId, response: N::Response) {
-        if id < WORKLOAD_REQUEST_BASE {
-            self.replies.push(Reply {
-                id,
-                node,
-                response,
-                time: self.now,
-            });
-            return;
-        }
-        let Some(home) = self.workload.as_ref().and_then(|w| w.home_of(id)) else {
-            return;
-        };
-        if let Some(latency) = self.network.client_latency(node, home) {
-            self.queue.push(
-                self.now + latency,
-                Event::ResponseArrive {
-                    home,
-                    id,
-                    from: node,
-                    response,
-                },
-            );
-        }
     }
 }
 

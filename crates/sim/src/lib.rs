@@ -17,10 +17,12 @@
 
 mod algorithms;
 pub mod byzantine;
+mod clients;
 mod engine;
 mod error;
 mod event;
 mod faults;
+mod inspect;
 pub mod nemesis;
 pub mod network;
 pub mod report;
