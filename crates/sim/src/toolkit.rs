@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::engine::{streams, Observation, SimConfig, Simulation};
 use crate::error::SimError;
-use crate::nemesis::{ActionError, NemesisAction};
+use crate::nemesis::{ActionError, NemesisAction, NemesisPlan};
 use crate::network::LinkConfig;
 use crate::report::{Failure, Stats};
 use crate::topology::TopologyError;
@@ -223,6 +223,9 @@ pub trait Cluster {
     fn isolate(&mut self, nodes: &[NodeId]) -> Result<(), ToolkitError>;
     /// Carries out any nemesis action now.
     fn apply(&mut self, action: &NemesisAction) -> Result<(), ToolkitError>;
+    /// Schedules a nemesis plan; its times are absolute simulated times (steps already in the
+    /// past happen at once).
+    fn install_plan(&mut self, plan: &NemesisPlan) -> Result<(), ToolkitError>;
     /// Restores every link.
     fn heal(&mut self);
     /// Crashes a node.
@@ -385,6 +388,10 @@ impl<N: KvService> Cluster for SimCluster<N> {
 
     fn apply(&mut self, action: &NemesisAction) -> Result<(), ToolkitError> {
         Ok(self.simulation.apply_action(action)?)
+    }
+
+    fn install_plan(&mut self, plan: &NemesisPlan) -> Result<(), ToolkitError> {
+        Ok(self.simulation.install_plan(plan)?)
     }
 
     fn heal(&mut self) {

@@ -97,6 +97,12 @@ fn bad_node_ids_are_typed_errors_not_panics() {
     assert!(cluster.partition(&[vec![0], vec![0, 1]]).is_err());
     assert!(cluster.crash(3).is_err());
     assert!(cluster.restart(99).is_err());
+    let plan = NemesisPlan::from_toml("[[steps]]\nat = \"1s\"\naction = \"pause\"\nnodes = [4]\n");
+    assert!(cluster.install_plan(&plan.unwrap()).is_err());
+    let plan = NemesisPlan::from_toml("[[steps]]\nat = \"1s\"\naction = \"crash\"\nnodes = [2]\n");
+    cluster.install_plan(&plan.unwrap()).unwrap();
+    cluster.run_for(2 * SECOND).unwrap();
+    assert_eq!(cluster.health().nodes_up, 2);
 }
 
 fn options(seed: u64, faults: &str) -> SimOptions {
