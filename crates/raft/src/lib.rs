@@ -17,8 +17,8 @@
 //! `concord_core::Env`. Durable state changes leave as `Effect::Persist` barriers (see
 //! [`Write`] and [`Storage`]). Cluster-wide safety checkers live in [`mod@invariants`].
 //!
-//! `docs/raft.md` in this crate has the message table, the effect order, the configuration
-//! and invariant tables and the failure scenarios the tests cover.
+//! `docs/protocols/raft.md` in the repository has the message table, the effect order, the
+//! configuration and invariant tables, and the scenarios the tests cover.
 //!
 //! ```
 //! use concord_core::{seeded_rng, Effect, Env, Input, KvStateMachine, Node};
