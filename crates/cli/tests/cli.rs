@@ -71,27 +71,96 @@ fn demo_prints_tables_for_people() {
     }
 }
 
+fn tour_plan() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/nemesis/tour.toml")
+        .to_string_lossy()
+        .into_owned()
+}
+
 #[test]
-fn sim_json_is_identical_across_runs_of_one_seed() {
+fn sim_json_is_identical_across_runs_of_one_seed_for_every_fault_mix() {
+    let plan = tour_plan();
+    let mixes: [&[&str]; 6] = [
+        &["--faults", "all", "--duration", "6s"],
+        &["--faults", "none", "--duration", "6s"],
+        &["--faults", "partition", "--duration", "6s"],
+        &["--faults", "crash,pause", "--duration", "6s"],
+        &[
+            "--faults",
+            "loss,duplicate,reorder,drift",
+            "--duration",
+            "6s",
+        ],
+        &["--nemesis", &plan, "--duration", "20s"],
+    ];
+    for mix in mixes {
+        for seed in 0..8 {
+            let seed = seed.to_string();
+            let mut args = vec!["sim", "--seed", &seed, "--ops", "100", "--json"];
+            args.extend_from_slice(mix);
+            let first = concord(&args);
+            let second = concord(&args);
+            assert!(
+                first.status.success(),
+                "{args:?}: {}{}",
+                stdout(&first),
+                stderr(&first)
+            );
+            assert_eq!(
+                stdout(&first),
+                stdout(&second),
+                "{args:?} is not deterministic"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_nemesis_tour_injects_every_fault_and_raft_stays_safe_and_live() {
+    let plan = tour_plan();
     for seed in ["1", "2", "3"] {
-        let args = [
+        let output = concord(&[
             "sim",
             "--seed",
             seed,
             "--duration",
-            "5s",
-            "--ops",
-            "100",
+            "20s",
+            "--nemesis",
+            &plan,
             "--json",
-        ];
-        let first = concord(&args);
-        let second = concord(&args);
-        assert!(first.status.success(), "seed {seed}: {}", stderr(&first));
-        assert_eq!(
-            stdout(&first),
-            stdout(&second),
-            "seed {seed} is not deterministic"
+        ]);
+        assert!(
+            output.status.success(),
+            "seed {seed}: {}{}",
+            stdout(&output),
+            stderr(&output)
         );
+        let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let report = &document["report"];
+        let stats = &report["stats"];
+        assert_eq!(stats["nemesis_actions"], 17, "seed {seed}: every step ran");
+        assert_eq!(stats["crashes"], 2);
+        assert_eq!(stats["restarts"], 2);
+        for counter in [
+            "messages_cut",
+            "messages_lost",
+            "messages_duplicated",
+            "messages_reordered",
+        ] {
+            assert!(
+                stats[counter].as_u64().unwrap() > 0,
+                "seed {seed}: no {counter}"
+            );
+        }
+        assert!(
+            report["failure"].is_null(),
+            "seed {seed}: {}",
+            report["failure"]
+        );
+        assert_eq!(report["converged"], true, "seed {seed}");
+        assert_eq!(document["linearizability"]["verdict"], "linearizable");
+        assert!(report["history_summary"]["ok"].as_u64().unwrap() > 0);
     }
 }
 
