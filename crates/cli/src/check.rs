@@ -69,9 +69,9 @@ pub fn run(args: &CheckArgs) -> Result<Outcome> {
     }
     .with_context(|| format!("{}", args.file.display()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{}: {}", args.file.display(), render::verdict(&report));
+        outln!("{}: {}", args.file.display(), render::verdict(&report));
     }
     Ok(match report.verdict {
         Verdict::Linearizable => Outcome::Success,

@@ -39,10 +39,11 @@ struct Tour {
 
 /// Runs the tour.
 pub fn run(args: &DemoArgs) -> Result<Outcome> {
-    let say = |text: String| {
+    let say = |text: String| -> Result<()> {
         if !args.json {
-            println!("{text}");
+            outln!("{text}");
         }
+        Ok(())
     };
     let nodes = 5;
     let mut cluster = create_cluster("raft", nodes, args.seed, &ClusterOptions::default())?;
@@ -50,7 +51,7 @@ pub fn run(args: &DemoArgs) -> Result<Outcome> {
     say(format!(
         "Concord demo: a {nodes}-node Raft cluster in the deterministic simulator (seed {}), three clients writing, reading and compare-and-setting keys.\n",
         args.seed
-    ));
+    ))?;
 
     let leader = cluster.wait_for_leader(20 * election_timeout)?;
     cluster.run_for(election_timeout)?;
@@ -58,7 +59,7 @@ pub fn run(args: &DemoArgs) -> Result<Outcome> {
     say(render::health(
         "1. The cluster elects a leader and serves clients",
         &initial,
-    ));
+    ))?;
 
     let leader = leader.or(initial.leader).unwrap_or(0);
     let other = (0..nodes as NodeId).find(|&n| n != leader).unwrap_or(0);
@@ -69,13 +70,13 @@ pub fn run(args: &DemoArgs) -> Result<Outcome> {
     cluster.partition(&[minority.clone(), majority.clone()])?;
     say(format!(
         "2. Partition: the leader (node {leader}) and node {other} are cut off from nodes {majority:?}.\n"
-    ));
+    ))?;
     cluster.run_for(100 * MILLISECOND)?;
     let effects = cluster.observe(default_window(election_timeout))?;
-    say(render::partition_effects(&effects));
+    say(render::partition_effects(&effects))?;
 
     cluster.heal();
-    say("3. Heal: every link is restored; the clients stop and the cluster settles.\n".into());
+    say("3. Heal: every link is restored; the clients stop and the cluster settles.\n".into())?;
     cluster.run_for(2 * election_timeout)?;
     cluster.stop_clients();
     let mut converged = false;
@@ -87,13 +88,13 @@ pub fn run(args: &DemoArgs) -> Result<Outcome> {
         }
     }
     let after_heal = cluster.health();
-    say(render::health("4. After heal", &after_heal));
+    say(render::health("4. After heal", &after_heal))?;
 
     let linearizability = check_history(cluster.history())?;
     say(format!(
         "5. The client history: {}\n",
         render::verdict(&linearizability)
-    ));
+    ))?;
 
     let side = |nodes: &[NodeId]| effects.sides.iter().find(|s| s.nodes == nodes);
     let minority_side = side(&minority);
@@ -137,16 +138,16 @@ pub fn run(args: &DemoArgs) -> Result<Outcome> {
             linearizability,
             expectations,
         };
-        println!("{}", serde_json::to_string_pretty(&tour)?);
+        outln!("{}", serde_json::to_string_pretty(&tour)?);
     } else {
-        println!(
+        outln!(
             "What the tour showed (simulated time {}):",
             format_duration(cluster.now())
         );
         for e in &expectations {
-            println!("  [{}] {}", if e.held { "ok" } else { "FAILED" }, e.claim);
+            outln!("  [{}] {}", if e.held { "ok" } else { "FAILED" }, e.claim);
         }
-        println!(
+        outln!(
             "\nCAP in one picture: the minority side chose consistency over availability; the majority stayed available.\nNext: concord sim --partition 0,1 --seed 3   |   concord sweep --seeds 100"
         );
     }

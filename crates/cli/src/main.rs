@@ -5,6 +5,23 @@
 //! expectation; 2 bad input (usage, unreadable files, invalid options); 3 the checker could not
 //! decide within its budget.
 
+/// Writes to standard output. A reader that goes away (`concord replay | head`) ends the
+/// command quietly: the write fails with `BrokenPipe`, which `main` treats as success.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
 mod args;
 mod check;
 mod demo;
@@ -42,9 +59,16 @@ fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Violation) => ExitCode::from(1),
         Ok(Outcome::Undecided) => ExitCode::from(3),
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }

@@ -67,15 +67,15 @@ pub fn run(args: &SimArgs, replay: bool) -> Result<Outcome> {
             report: &report,
             linearizability: &linearizability,
         };
-        println!("{}", serde_json::to_string_pretty(&output)?);
+        outln!("{}", serde_json::to_string_pretty(&output)?);
     } else {
         if replay {
             for line in &report.trace {
-                println!("{line}");
+                outln!("{line}");
             }
-            println!();
+            outln!();
         }
-        print!("{}", summary(&report, &linearizability));
+        out!("{}", summary(&report, &linearizability));
     }
     Ok(outcome(&report, &linearizability))
 }

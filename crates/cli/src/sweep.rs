@@ -107,21 +107,25 @@ pub fn run(args: &SweepArgs) -> Result<Outcome> {
             history_failures: &history_failures,
             histories_undecided: undecided,
         };
-        println!("{}", serde_json::to_string_pretty(&output)?);
+        outln!("{}", serde_json::to_string_pretty(&output)?);
     } else {
         for failure in &report.failures {
-            println!(
+            outln!(
                 "seed {}: {}\n  replay: {}",
-                failure.seed, failure.reason, failure.replay
+                failure.seed,
+                failure.reason,
+                failure.replay
             );
         }
         for failure in &history_failures {
-            println!(
+            outln!(
                 "seed {}: history {}\n  replay: {}",
-                failure.seed, failure.verdict, failure.replay
+                failure.seed,
+                failure.verdict,
+                failure.replay
             );
         }
-        println!(
+        outln!(
             "{} seeds of {} in {:.1}s: {} violations{}; {} did not converge; {} events, {:.0} simulated seconds, {} operations ok",
             report.seeds_run,
             report.algorithm,

@@ -306,3 +306,21 @@ fn sweep_runs_seeds_and_reports_zero_violations() {
         stdout(&output)
     );
 }
+
+/// Regression: `concord replay | head` panicked with "failed printing to stdout: Broken pipe".
+#[test]
+fn a_reader_closing_the_pipe_ends_the_command_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["replay", "--seed", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+}
