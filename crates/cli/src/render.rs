@@ -27,20 +27,38 @@ pub fn health(title: &str, health: &ClusterHealth) -> String {
     );
     let _ = writeln!(
         out,
-        "  {:>4}  {:<13}  {:>6}  {:>5}  {:>10}  {:>12}  {:>13}",
-        "node", "role", "leader", "term", "log length", "commit index", "applied index"
+        "  {:>4}  {:<13}  {:>6}  {:>5}  {:>10}  {:>12}  {:>13}  {:>17}",
+        "node",
+        "role",
+        "leader",
+        "term",
+        "log length",
+        "commit index",
+        "applied index",
+        "match/next (lead)"
     );
+    // Replication progress as the leader sees it.
+    let progress = health
+        .leader
+        .and_then(|leader| health.nodes.iter().find(|n| n.id == leader))
+        .map(|leader| leader.peers.as_slice())
+        .unwrap_or_default();
     for node in &health.nodes {
+        let peer = progress.iter().find(|p| p.id == node.id);
         let _ = writeln!(
             out,
-            "  {:>4}  {:<13}  {:>6}  {:>5}  {:>10}  {:>12}  {:>13}",
+            "  {:>4}  {:<13}  {:>6}  {:>5}  {:>10}  {:>12}  {:>13}  {:>17}",
             node.id,
             node.role.name(),
             node.leader.map_or("-".to_string(), |l| l.to_string()),
             node.term,
             node.log_length,
             node.commit_index,
-            node.applied_index
+            node.applied_index,
+            peer.map_or("-".to_string(), |p| format!(
+                "{}/{}",
+                p.match_index, p.next_index
+            ))
         );
     }
     out
