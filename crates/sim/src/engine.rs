@@ -23,7 +23,7 @@
 //!   apply different commands at one index) run; the first violation stops the run with a
 //!   [`Failure`].
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use concord_core::time::MILLISECOND;
 use concord_core::{
@@ -33,6 +33,7 @@ use concord_core::{
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
+use crate::agreement::AppliedCommands;
 use crate::byzantine::Corruptor;
 use crate::error::SimError;
 use crate::event::{Event, EventQueue};
@@ -125,6 +126,9 @@ impl SimConfig {
     }
 }
 
+/// Clusters up to this size hand the invariant checkers a node view built on the stack.
+const VIEW_ON_STACK: usize = 16;
+
 /// A reply to a request made with [`Simulation::submit`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reply<O> {
@@ -157,7 +161,7 @@ pub struct Simulation<N: Node> {
     pub(crate) disk_rng: Rng,
     pub(crate) byzantine_rng: Rng,
     pub(crate) invariants: Vec<Box<dyn ClusterInvariant<N>>>,
-    pub(crate) applied: BTreeMap<u64, (NodeId, N::Command)>,
+    pub(crate) applied: AppliedCommands<N::Command>,
     pub(crate) effects: Vec<NodeEffect<N>>,
     pub(crate) stats: Stats,
     pub(crate) trace: Option<VecDeque<String>>,
@@ -205,7 +209,7 @@ impl<N: Node> Simulation<N> {
             disk_rng: seeded_rng(seed, streams::DISK),
             byzantine_rng: seeded_rng(seed, streams::BYZANTINE),
             invariants: Vec::new(),
-            applied: BTreeMap::new(),
+            applied: AppliedCommands::default(),
             effects: Vec::new(),
             stats: Stats::default(),
             trace: config.trace.then(VecDeque::new),
@@ -565,27 +569,27 @@ impl<N: Node> Simulation<N> {
         }
         for effect in effects {
             if let Effect::Apply { index, command } = effect {
-                match self.applied.get(index) {
-                    Some((first, existing)) if existing != command => {
-                        return Err(Violation::cluster(
-                            "apply-agreement",
-                            format!(
-                                "node {id} applied {command:?} at index {index}, node {first} applied {existing:?}"
-                            ),
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.applied.insert(*index, (id, command.clone()));
-                    }
-                }
+                self.applied.record(id, *index, command)?;
             }
         }
-        if !self.invariants.is_empty() {
-            let nodes: Vec<Option<&N>> = self.slots.iter().map(|s| s.node.as_ref()).collect();
-            for invariant in &mut self.invariants {
-                invariant.check(&nodes, id, effects)?;
+        if self.invariants.is_empty() {
+            return Ok(());
+        }
+        // The view of every node lives on the stack for clusters of usual sizes: no allocation
+        // per step.
+        let mut on_stack: [Option<&N>; VIEW_ON_STACK] = [None; VIEW_ON_STACK];
+        let on_heap: Vec<Option<&N>>;
+        let nodes: &[Option<&N>] = if self.slots.len() <= VIEW_ON_STACK {
+            for (view, slot) in on_stack.iter_mut().zip(&self.slots) {
+                *view = slot.node.as_ref();
             }
+            &on_stack[..self.slots.len()]
+        } else {
+            on_heap = self.slots.iter().map(|s| s.node.as_ref()).collect();
+            &on_heap
+        };
+        for invariant in &mut self.invariants {
+            invariant.check(nodes, id, effects)?;
         }
         Ok(())
     }

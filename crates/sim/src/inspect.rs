@@ -1,10 +1,9 @@
 //! Read-only views of a [`Simulation`]: time, nodes, storage, statuses, counters, history.
 
-use std::collections::BTreeMap;
-
 use concord_check::History;
 use concord_core::{Node, NodeId, NodeStatus, Role, Time};
 
+use crate::agreement::AppliedCommands;
 use crate::engine::Simulation;
 use crate::network::Network;
 use crate::report::{Failure, Stats};
@@ -109,7 +108,7 @@ impl<N: Node> Simulation<N> {
 
     /// Every command applied so far, by index, with the first node that applied it. The
     /// built-in `apply-agreement` check makes sure every other node applied the same one.
-    pub fn applied(&self) -> &BTreeMap<u64, (NodeId, N::Command)> {
+    pub fn applied(&self) -> &AppliedCommands<N::Command> {
         &self.applied
     }
 

@@ -15,6 +15,7 @@
 // A `Failure` is the terminal outcome of a run, carried once: its size does not matter.
 #![allow(clippy::result_large_err)]
 
+mod agreement;
 mod algorithms;
 pub mod byzantine;
 mod clients;
@@ -33,6 +34,7 @@ pub mod toolkit;
 pub mod topology;
 pub mod workload;
 
+pub use agreement::AppliedCommands;
 pub use byzantine::{BuiltIn, ByzantineBehavior, ByzantineKind, Corruptor, Outgoing};
 pub use engine::{NodeEffect, Reply, SimConfig, Simulation};
 pub use error::SimError;
