@@ -155,10 +155,25 @@ fn majority_value(
     if set.is_empty() {
         return u64::MAX;
     }
+    if set.len() <= SMALL_SET {
+        let mut values = [0; SMALL_SET];
+        for (slot, &id) in values.iter_mut().zip(set) {
+            *slot = value(id);
+        }
+        return value_reached_by_majority(&mut values[..set.len()]);
+    }
     scratch.clear();
     scratch.extend(set.iter().map(|&id| value(id)));
-    scratch.sort_unstable_by(|a, b| b.cmp(a));
-    scratch[set.len() / 2]
+    value_reached_by_majority(scratch)
+}
+
+/// Voter sets up to this size are evaluated in an array on the stack.
+const SMALL_SET: usize = 9;
+
+/// The largest value that more than half of `values` reach (the median, upper half).
+fn value_reached_by_majority(values: &mut [u64]) -> u64 {
+    values.sort_unstable_by(|a, b| b.cmp(a));
+    values[values.len() / 2]
 }
 
 #[cfg(test)]
