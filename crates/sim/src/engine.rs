@@ -291,10 +291,7 @@ impl<N: Node> Simulation<N> {
         if let Some(failure) = &self.failure {
             return Err(failure.clone());
         }
-        while self.queue.peek_time().is_some_and(|t| t <= until) {
-            let Some((time, event)) = self.queue.pop() else {
-                break;
-            };
+        while let Some((time, event)) = self.queue.pop_due(until) {
             self.now = time;
             self.stats.events += 1;
             let result = if self.stats.events > self.config.max_events {

@@ -179,23 +179,31 @@ impl<E> EventQueue<E> {
         }
     }
 
-    /// The time of the earliest event.
-    pub(crate) fn peek_time(&self) -> Option<Time> {
-        match self.fifo_first()? {
-            true => self.fifo.front().map(|key| key.time),
-            false => self.heap.peek().map(|key| key.time),
+    /// Removes the earliest event if it is due at or before `until`.
+    pub(crate) fn pop_due(&mut self, until: Time) -> Option<(Time, E)> {
+        let fifo_first = self.fifo_first()?;
+        let head = if fifo_first {
+            self.fifo.front()
+        } else {
+            self.heap.peek()
+        };
+        if head?.time > until {
+            return None;
         }
-    }
-
-    /// Removes the earliest event.
-    pub(crate) fn pop(&mut self) -> Option<(Time, E)> {
-        let key = match self.fifo_first()? {
-            true => self.fifo.pop_front()?,
-            false => self.heap.pop()?,
+        let key = if fifo_first {
+            self.fifo.pop_front()?
+        } else {
+            self.heap.pop()?
         };
         let event = self.events[key.slot].take()?;
         self.free.push(key.slot);
         Some((key.time, event))
+    }
+
+    /// Removes the earliest event.
+    #[cfg(test)]
+    pub(crate) fn pop(&mut self) -> Option<(Time, E)> {
+        self.pop_due(Time::MAX)
     }
 
     /// How many events are waiting.
