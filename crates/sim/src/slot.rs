@@ -12,6 +12,9 @@ use crate::event::Event;
 pub(crate) type NodeEvent<N> =
     Event<<N as Node>::Message, <N as Node>::Request, <N as Node>::Response>;
 
+/// Integers below this (2^53) are exact in an `f64`.
+const EXACT_IN_F64: Time = 1 << 53;
+
 /// A node's clock: local time runs at `rate` local nanoseconds per simulated nanosecond.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Clock {
@@ -34,7 +37,17 @@ impl Clock {
     /// The node's local time at simulated time `global`.
     pub(crate) fn local(&self, global: Time) -> Time {
         let elapsed = global.saturating_sub(self.global_base);
+        if self.exact(elapsed) {
+            return self.local_base + elapsed;
+        }
         self.local_base + (elapsed as f64 * self.rate) as Time
+    }
+
+    /// Whether `span` nanoseconds convert at rate 1 with plain integer arithmetic: the float
+    /// formula gives exactly the same result (`span` is representable, and multiplying or
+    /// dividing by 1.0 and rounding changes nothing), only slower.
+    fn exact(&self, span: Time) -> bool {
+        self.rate == 1.0 && span < EXACT_IN_F64
     }
 
     /// The earliest simulated time at which local time reaches `local`.
@@ -42,7 +55,11 @@ impl Clock {
         if local <= self.local_base {
             return self.global_base;
         }
-        let elapsed = ((local - self.local_base) as f64 / self.rate).ceil();
+        let span = local - self.local_base;
+        if self.exact(span) {
+            return self.global_base.saturating_add(span);
+        }
+        let elapsed = (span as f64 / self.rate).ceil();
         self.global_base
             .saturating_add(elapsed.min(u64::MAX as f64 / 2.0) as Time)
     }
