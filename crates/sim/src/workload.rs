@@ -186,6 +186,8 @@ pub struct Workload<N: Node> {
     next_value: i64,
     next_attempt: RequestId,
     attempts: BTreeMap<RequestId, usize>,
+    /// The names of the first keys (`k0`, `k1`, ...), made once instead of per operation.
+    key_names: Vec<String>,
     history: History,
     completions: Vec<Completion>,
     stopped: bool,
@@ -201,6 +203,9 @@ impl<N: Node> std::fmt::Debug for Workload<N> {
     }
 }
 
+/// At most this many key names are made in advance.
+const KEY_NAMES_KEPT: usize = 1024;
+
 impl<N: KvService> Workload<N> {
     /// Clients for a key-value node, over a cluster of `nodes` nodes, with their own seeded
     /// generator. Client `c` lives at node `c % nodes`.
@@ -214,6 +219,7 @@ impl<N: KvService> Workload<N> {
                 pending: None,
             })
             .collect();
+        let config_keys = config.keys;
         Ok(Workload {
             next_process: config.clients as u64,
             config,
@@ -226,6 +232,9 @@ impl<N: KvService> Workload<N> {
             next_value: 1,
             next_attempt: WORKLOAD_REQUEST_BASE,
             attempts: BTreeMap::new(),
+            key_names: (0..config_keys.min(KEY_NAMES_KEPT))
+                .map(|key| format!("k{key}"))
+                .collect(),
             history: History::default(),
             completions: Vec::new(),
             stopped: false,
@@ -305,8 +314,17 @@ impl<N: Node> Workload<N> {
             .collect()
     }
 
+    /// The name of key number `key`.
+    fn key_name(&self, key: usize) -> String {
+        match self.key_names.get(key) {
+            Some(name) => name.clone(),
+            None => format!("k{key}"),
+        }
+    }
+
     fn next_operation(&mut self) -> KvOperation {
-        let key = format!("k{}", self.rng.gen_range(0..self.config.keys));
+        let key = self.rng.gen_range(0..self.config.keys);
+        let key = self.key_name(key);
         let m = &self.config.mix;
         let total = m.read + m.write + m.cas + m.append;
         let pick = self.rng.gen_range(0..total);
