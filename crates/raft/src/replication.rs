@@ -277,7 +277,8 @@ impl<S: StateMachine> RaftNode<S> {
             }
         }
         self.send_append(from, false);
-        self.confirm_reads();
+        // The acknowledged round may confirm waiting reads: the flush that ends every leader
+        // step (`flush_leader_sends`) releases them, right after this handler returns.
     }
 
     /// §5.3, §5.4.2: the highest index stored on a quorum (the leader counting only its durable

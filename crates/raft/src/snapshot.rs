@@ -103,7 +103,8 @@ impl<S: StateMachine> RaftNode<S> {
         } else if sending {
             self.send_snapshot_chunk(from);
         }
-        self.confirm_reads();
+        // Reads confirmed by the acknowledged round are released by the flush that ends the
+        // step (`flush_leader_sends`).
     }
 
     /// A follower receives one chunk (paper §7 receiver implementation).
