@@ -146,7 +146,8 @@ impl<S: StateMachine> RaftNode<S> {
     /// and leave in one message per follower once it is confirmed.
     fn flush_leader_sends(&mut self) {
         self.confirm_reads();
-        if self.needs_round {
+        let new_round = self.needs_round;
+        if new_round {
             self.broadcast_heartbeat();
         }
         let broadcast = self.needs_broadcast || self.broadcast_deferred;
@@ -156,7 +157,12 @@ impl<S: StateMachine> RaftNode<S> {
         } else if broadcast {
             self.broadcast_deferred = true;
         }
-        self.confirm_reads();
+        // Sending entries changes nothing `confirm_reads` looks at (acknowledged rounds, the
+        // waiting reads, the configuration); a new round can (a lone voter confirms its own
+        // round at once), so only then is it run again.
+        if new_round {
+            self.confirm_reads();
+        }
     }
 
     /// Group commit (thesis §10.2.1): while one of a leader's writes is in flight, new entries
