@@ -91,7 +91,14 @@ impl PartialOrd for Key {
 impl Ord for Key {
     fn cmp(&self, other: &Self) -> Ordering {
         // Reversed: BinaryHeap is a max-heap and the earliest event must come out first.
-        (other.time, other.sequence).cmp(&(self.time, self.sequence))
+        other.order().cmp(&self.order())
+    }
+}
+
+impl Key {
+    /// `(time, sequence)` as one number, compared without branches.
+    fn order(&self) -> u128 {
+        (u128::from(self.time) << 64) | u128::from(self.sequence)
     }
 }
 
@@ -175,7 +182,7 @@ impl<E> EventQueue<E> {
             (None, None) => None,
             (Some(_), None) => Some(true),
             (None, Some(_)) => Some(false),
-            (Some(f), Some(h)) => Some((f.time, f.sequence) < (h.time, h.sequence)),
+            (Some(f), Some(h)) => Some(f.order() < h.order()),
         }
     }
 
