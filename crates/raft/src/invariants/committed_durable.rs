@@ -62,9 +62,14 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for CommittedDurab
         let Some(node) = stepped_node(nodes, stepped) else {
             return Ok(());
         };
-        self.written.insert(stepped, node.written_index());
         let commit = node.commit_index();
         let now = (node.incarnation(), node.current_term(), commit);
+        if self.last_seen.get(stepped) == Some(&now)
+            && self.written.get(stepped) == Some(&node.written_index())
+        {
+            return Ok(()); // Nothing moved since the last step: the commit index did not advance.
+        }
+        self.written.insert(stepped, node.written_index());
         let before = self.last_seen.insert(stepped, now);
         // Only an advance made by this leader in its term counts: a node that learned a commit
         // index as a follower and then won an election did not commit anything itself.

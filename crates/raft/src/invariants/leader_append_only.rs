@@ -44,6 +44,9 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for LeaderAppendOn
             log.last_index(),
             log.last_term(),
         );
+        if self.last_seen.get(stepped) == Some(&now) {
+            return Ok(()); // The log ends where it did: nothing was overwritten or removed.
+        }
         if let Some((incarnation, term, last_index, last_term)) =
             self.last_seen.insert(stepped, now)
         {
