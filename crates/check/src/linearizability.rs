@@ -11,6 +11,7 @@
 //! * a time budget turns an unfinished search into [`Verdict::Unknown`], never a wrong answer.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -175,27 +176,43 @@ pub fn check<M: Model>(
     #[allow(clippy::disallowed_methods)] // the checker is not a sans-IO core; budgets are wall time
     let deadline = budget.map(|b| Instant::now() + b);
     let parts: Vec<(Option<String>, Vec<Operation>)> = parts.into_iter().collect();
+    // Workers take parts one at a time; the first part found not linearizable stops the rest
+    // (its verdict decides the whole history), as Porcupine does.
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(parts.len().max(1));
-    let verdicts: Vec<Verdict> = std::thread::scope(|scope| {
-        let chunks: Vec<_> = (0..workers)
-            .map(|worker| {
-                let parts = &parts;
+    let mut verdicts: Vec<Verdict> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (parts, next, stop) = (&parts, &next, &stop);
                 scope.spawn(move || {
-                    parts
-                        .iter()
-                        .skip(worker)
-                        .step_by(workers)
-                        .map(|(key, ops)| check_part(model, key.clone(), ops, deadline))
-                        .collect::<Vec<_>>()
+                    let mut verdicts = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some((key, ops)) = parts.get(next.fetch_add(1, Ordering::Relaxed))
+                        else {
+                            break;
+                        };
+                        let verdict = check_part(model, key.clone(), ops, deadline, stop);
+                        if matches!(verdict, Verdict::NotLinearizable(_)) {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        verdicts.push(verdict);
+                    }
+                    verdicts
                 })
             })
             .collect();
-        chunks
+        handles
             .into_iter()
             .flat_map(|h| h.join().expect("checker threads do not panic"))
             .collect()
+    });
+    // Among several failing parts, report the one with the fewest operations.
+    verdicts.sort_by_key(|v| match v {
+        Verdict::NotLinearizable(c) => c.operations.len(),
+        _ => usize::MAX,
     });
     let verdict = verdicts
         .iter()
@@ -310,6 +327,7 @@ fn check_part<M: Model>(
     key: Option<String>,
     ops: &[Operation],
     deadline: Option<Instant>,
+    stop: &AtomicBool,
 ) -> Verdict {
     let mut events = Events::new(ops);
     let words = ops.len().div_ceil(64);
@@ -323,10 +341,17 @@ fn check_part<M: Model>(
     while events.head != NONE {
         steps += 1;
         #[allow(clippy::disallowed_methods)]
-        if steps.is_multiple_of(4096) && deadline.is_some_and(|d| Instant::now() > d) {
-            return Verdict::Unknown {
-                reason: format!("time budget exhausted on key {key:?}"),
-            };
+        if steps.is_multiple_of(4096) {
+            if deadline.is_some_and(|d| Instant::now() > d) {
+                return Verdict::Unknown {
+                    reason: format!("time budget exhausted on key {key:?}"),
+                };
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Verdict::Unknown {
+                    reason: "another part is not linearizable".into(),
+                };
+            }
         }
         let current = events.entries[entry];
         if current.is_call {

@@ -121,21 +121,17 @@ pub fn verdict(report: &Report) -> String {
                 counterexample.longest_prefix.len()
             );
             for op in &counterexample.stuck {
-                let _ = write!(
+                let _ =
+                    write!(
                     out,
-                    "\n  cannot place: process {} {} {} -> {} [{} .. {}]",
+                    "\n  cannot place: process {} {} {} -> {} (history event {}, time {} .. {})",
                     op.process,
                     op.f,
                     op.input,
-                    op.output
-                        .as_ref()
-                        .map_or("?".to_string(), |o| o.to_string()),
-                    format_duration(op.call),
-                    if op.ret == u64::MAX {
-                        "open".to_string()
-                    } else {
-                        format_duration(op.ret)
-                    }
+                    op.output.as_ref().map_or("?".to_string(), |o| o.to_string()),
+                    op.index + 1,
+                    op.call,
+                    if op.ret == u64::MAX { "open".to_string() } else { op.ret.to_string() }
                 );
             }
             out
