@@ -12,13 +12,14 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 /// Simulated time per run.
 const SIMULATED: u64 = 10 * SECOND;
 
-/// Runs a 5-node Raft cluster with 5 clients for 10 simulated seconds; returns the events
-/// processed and the client operations completed.
-fn simulate(seed: u64) -> (u64, u64) {
+/// Runs a 5-node Raft cluster with `clients` closed-loop clients (each waits up to 20 ms
+/// between operations) for 10 simulated seconds; returns the events processed and the client
+/// operations completed.
+fn simulate(seed: u64, clients: usize) -> (u64, u64) {
     let options = ClusterOptions {
         workload: WorkloadConfig {
-            clients: 5,
-            operations: u64::MAX,
+            clients,
+            operations: if clients == 0 { 0 } else { u64::MAX },
             ..WorkloadConfig::default()
         },
         ..ClusterOptions::default()
@@ -31,13 +32,13 @@ fn simulate(seed: u64) -> (u64, u64) {
 
 // Wall-clock time is read only to report the simulator's speed; the simulation never sees it.
 #[allow(clippy::disallowed_methods)]
-fn headline() -> u64 {
+fn headline(clients: usize) -> u64 {
     let runs = 5;
     let started = Instant::now();
     let mut events = 0;
     let mut operations = 0;
     for seed in 0..runs {
-        let (e, o) = simulate(seed);
+        let (e, o) = simulate(seed, clients);
         events += e;
         operations += o;
     }
@@ -47,7 +48,8 @@ fn headline() -> u64 {
         .as_secs_f64();
     let simulated = (runs * SIMULATED) as f64 / 1e9;
     println!(
-        "5-node raft, 50ms heartbeats, 5 clients: {simulated:.0} simulated s in {wall:.3} wall s = {:.0}x real time, {:.0} events/s, {} events, {} client ops",
+        "5-node raft, 50ms heartbeats, {clients} clients ({:.0} ops per simulated s): {simulated:.0} simulated s in {wall:.3} wall s = {:.0}x real time, {:.0} events/s, {} events, {} client ops",
+        operations as f64 / simulated,
         simulated / wall,
         events as f64 / wall,
         events,
@@ -57,11 +59,14 @@ fn headline() -> u64 {
 }
 
 fn bench(c: &mut Criterion) {
-    let events = headline();
+    for clients in [0, 1, 3] {
+        headline(clients);
+    }
+    let events = headline(5);
     let mut group = c.benchmark_group("simulator");
     group.sample_size(10);
     group.throughput(Throughput::Elements(events));
-    group.bench_function("raft-5-nodes-10s-simulated", |b| b.iter(|| simulate(1)));
+    group.bench_function("raft-5-nodes-10s-simulated", |b| b.iter(|| simulate(1, 5)));
     group.finish();
 }
 
