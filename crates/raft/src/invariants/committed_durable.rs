@@ -5,7 +5,7 @@
 //! follower in the prefix it has handed to a `Persist` (the driver releases its acknowledgement
 //! only once that is durable). For a crashed follower the last prefix seen is used.
 
-use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Violation};
+use concord_core::{ClusterInvariant, EffectOf, NodeId, StateMachine, Violation};
 
 use super::{stepped_node, NodeTable};
 use crate::{LogIndex, RaftNode, Term};
@@ -52,12 +52,7 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for CommittedDurab
         &mut self,
         nodes: &[Option<&RaftNode<S>>],
         stepped: NodeId,
-        _effects: &[Effect<
-            <RaftNode<S> as Node>::Message,
-            <RaftNode<S> as Node>::Write,
-            <RaftNode<S> as Node>::Command,
-            <RaftNode<S> as Node>::Response,
-        >],
+        _effects: &[EffectOf<RaftNode<S>>],
     ) -> Result<(), Violation> {
         let Some(node) = stepped_node(nodes, stepped) else {
             return Ok(());

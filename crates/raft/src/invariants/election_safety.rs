@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Violation};
+use concord_core::{ClusterInvariant, EffectOf, NodeId, StateMachine, Violation};
 
 use super::stepped_node;
 use crate::{RaftNode, Term};
@@ -23,12 +23,7 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for ElectionSafety
         &mut self,
         nodes: &[Option<&RaftNode<S>>],
         stepped: NodeId,
-        _effects: &[Effect<
-            <RaftNode<S> as Node>::Message,
-            <RaftNode<S> as Node>::Write,
-            <RaftNode<S> as Node>::Command,
-            <RaftNode<S> as Node>::Response,
-        >],
+        _effects: &[EffectOf<RaftNode<S>>],
     ) -> Result<(), Violation> {
         let Some(node) = stepped_node(nodes, stepped).filter(|n| n.is_leader()) else {
             return Ok(());

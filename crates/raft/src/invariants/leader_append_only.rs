@@ -3,7 +3,7 @@
 //! term (in one incarnation) its last index never decreases and the entry it had last keeps its
 //! term (compaction into a snapshot is allowed). O(1) per step.
 
-use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Violation};
+use concord_core::{ClusterInvariant, EffectOf, NodeId, StateMachine, Violation};
 
 use super::{stepped_node, NodeTable};
 use crate::{LogIndex, RaftNode, Term};
@@ -26,12 +26,7 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for LeaderAppendOn
         &mut self,
         nodes: &[Option<&RaftNode<S>>],
         stepped: NodeId,
-        _effects: &[Effect<
-            <RaftNode<S> as Node>::Message,
-            <RaftNode<S> as Node>::Write,
-            <RaftNode<S> as Node>::Command,
-            <RaftNode<S> as Node>::Response,
-        >],
+        _effects: &[EffectOf<RaftNode<S>>],
     ) -> Result<(), Violation> {
         let Some(node) = stepped_node(nodes, stepped).filter(|n| n.is_leader()) else {
             self.last_seen.remove(stepped);

@@ -9,7 +9,7 @@
 //! T (which, by Log Matching, implies every earlier one). Entries committed in T or later need
 //! not be there: a candidate of an older term can still win with votes cast before them.
 
-use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Violation};
+use concord_core::{ClusterInvariant, EffectOf, NodeId, StateMachine, Violation};
 
 use super::{stepped_node, NodeTable};
 use crate::{LogIndex, RaftNode, Term};
@@ -109,12 +109,7 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for LeaderComplete
         &mut self,
         nodes: &[Option<&RaftNode<S>>],
         stepped: NodeId,
-        _effects: &[Effect<
-            <RaftNode<S> as Node>::Message,
-            <RaftNode<S> as Node>::Write,
-            <RaftNode<S> as Node>::Command,
-            <RaftNode<S> as Node>::Response,
-        >],
+        _effects: &[EffectOf<RaftNode<S>>],
     ) -> Result<(), Violation> {
         let Some(node) = stepped_node(nodes, stepped) else {
             return Ok(());

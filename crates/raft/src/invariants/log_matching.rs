@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Violation};
+use concord_core::{ClusterInvariant, Effect, EffectOf, NodeId, StateMachine, Violation};
 
 use super::stepped_node;
 use crate::{LogIndex, Payload, RaftNode, Term, Write};
@@ -102,12 +102,7 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for LogMatching<S:
         &mut self,
         nodes: &[Option<&RaftNode<S>>],
         stepped: NodeId,
-        effects: &[Effect<
-            <RaftNode<S> as Node>::Message,
-            <RaftNode<S> as Node>::Write,
-            <RaftNode<S> as Node>::Command,
-            <RaftNode<S> as Node>::Response,
-        >],
+        effects: &[EffectOf<RaftNode<S>>],
     ) -> Result<(), Violation> {
         let node = stepped_node(nodes, stepped);
         for effect in effects {

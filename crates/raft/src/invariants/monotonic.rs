@@ -4,7 +4,7 @@
 //! last *durable* term (a confirmed hard state survives a crash; an unconfirmed one may not),
 //! while the commit index restarts from the snapshot.
 
-use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Violation};
+use concord_core::{ClusterInvariant, EffectOf, NodeId, StateMachine, Violation};
 
 use super::{stepped_node, NodeTable};
 use crate::{LogIndex, RaftNode, Term};
@@ -34,12 +34,7 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for MonotonicProgr
         &mut self,
         nodes: &[Option<&RaftNode<S>>],
         stepped: NodeId,
-        _effects: &[Effect<
-            <RaftNode<S> as Node>::Message,
-            <RaftNode<S> as Node>::Write,
-            <RaftNode<S> as Node>::Command,
-            <RaftNode<S> as Node>::Response,
-        >],
+        _effects: &[EffectOf<RaftNode<S>>],
     ) -> Result<(), Violation> {
         let Some(node) = stepped_node(nodes, stepped) else {
             return Ok(());

@@ -2,7 +2,7 @@
 //! given index to its state machine, no other server will ever apply a different log entry for
 //! the same index. Checked from the `Effect::Apply` records, O(applies).
 
-use concord_core::{ClusterInvariant, Effect, Node, NodeId, StateMachine, Violation};
+use concord_core::{ClusterInvariant, Effect, EffectOf, NodeId, StateMachine, Violation};
 
 use crate::RaftNode;
 
@@ -30,12 +30,7 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for StateMachineSa
         &mut self,
         _nodes: &[Option<&RaftNode<S>>],
         stepped: NodeId,
-        effects: &[Effect<
-            <RaftNode<S> as Node>::Message,
-            <RaftNode<S> as Node>::Write,
-            <RaftNode<S> as Node>::Command,
-            <RaftNode<S> as Node>::Response,
-        >],
+        effects: &[EffectOf<RaftNode<S>>],
     ) -> Result<(), Violation> {
         for effect in effects {
             let Effect::Apply { index, command } = effect else {
