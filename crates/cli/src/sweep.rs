@@ -7,8 +7,7 @@ use concord_check::linearizability::Verdict;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use concord_sim::report::{SweepFailure, SweepReport};
-use concord_sim::runner::SimOptions;
+use concord_sim::report::SweepReport;
 
 use crate::args::SweepArgs;
 use crate::simulate::check_history;
@@ -41,57 +40,35 @@ pub fn run(args: &SweepArgs) -> Result<Outcome> {
     let started = Instant::now();
     let mut history_failures = Vec::new();
     let mut undecided = 0u64;
-    let report = if args.check {
-        // Check each history as its run ends: one run at a time keeps memory flat.
-        let mut report = SweepReport {
-            algorithm: template.algorithm.clone(),
-            first_seed: args.first_seed,
-            ..SweepReport::default()
-        };
-        for seed in args.first_seed..end {
-            let run = concord_sim::run(&SimOptions {
-                seed,
-                ..template.clone()
-            })?;
-            report.seeds_run += 1;
-            report.events += run.stats.events;
-            report.simulated_time += run.stats.simulated_time;
-            report.operations_ok += run.history_summary.ok;
-            if let Some(failure) = &run.failure {
-                report.failures.push(SweepFailure {
-                    seed,
-                    reason: format!(
-                        "invariant '{}' violated at step {}: {}",
-                        failure.invariant, failure.step, failure.detail
-                    ),
-                    replay: run.replay.clone(),
-                });
-            } else if !run.converged {
-                report.not_converged.push(seed);
-            }
-            let verdict = check_history(&run.history)?;
-            match verdict.verdict {
-                Verdict::NotLinearizable(_) => history_failures.push(HistoryFailure {
-                    seed,
-                    verdict: crate::render::verdict(&verdict),
+    let report = concord_sim::sweep_runs(&template, args.first_seed..end, |progress, run| {
+        if args.check {
+            match check_history(&run.history).map(|report| report.verdict) {
+                Ok(Verdict::Linearizable) => {}
+                Ok(Verdict::Unknown { .. }) => undecided += 1,
+                Ok(verdict @ Verdict::NotLinearizable(_)) => {
+                    history_failures.push(HistoryFailure {
+                        seed: progress.seed,
+                        verdict: crate::render::verdict(&concord_check::Report {
+                            verdict,
+                            parts: 0,
+                            operations: 0,
+                        }),
+                        replay: run.replay.clone(),
+                    })
+                }
+                Err(error) => history_failures.push(HistoryFailure {
+                    seed: progress.seed,
+                    verdict: format!("{error:#}"),
                     replay: run.replay.clone(),
                 }),
-                Verdict::Unknown { .. } => undecided += 1,
-                Verdict::Linearizable => {}
             }
-            bar.inc(1);
-            bar.set_message(format!(
-                "{} violations",
-                report.failures.len() + history_failures.len()
-            ));
         }
-        report
-    } else {
-        concord_sim::sweep(&template, args.first_seed..end, |progress| {
-            bar.set_position(progress.done);
-            bar.set_message(format!("{} violations", progress.failures));
-        })?
-    };
+        bar.set_position(progress.done);
+        bar.set_message(format!(
+            "{} violations",
+            progress.failures as usize + history_failures.len()
+        ));
+    })?;
     bar.finish_and_clear();
     let elapsed = started.elapsed();
 

@@ -41,7 +41,7 @@ pub use error::SimError;
 pub use nemesis::{ActionError, NemesisAction, NemesisError, NemesisPlan, NemesisStep};
 pub use network::{LinkConfig, LinkError, Network, NetworkCounters, Route};
 pub use report::{Failure, HistorySummary, RunReport, Stats, SweepFailure, SweepReport};
-pub use runner::{run, run_protocol, sweep, SimOptions, SweepProgress, MAX_DURATION};
+pub use runner::{run, run_protocol, sweep, sweep_runs, SimOptions, SweepProgress, MAX_DURATION};
 pub use swarm::{swarm_plan, FaultKind, FaultSelection, SwarmProfile, UnknownFault};
 pub use toolkit::{
     create_cluster, supported_algorithms, Cluster, ClusterHealth, ClusterOptions, LeaderSeen,

@@ -325,6 +325,16 @@ pub fn sweep(
     seeds: Range<u64>,
     mut on_progress: impl FnMut(&SweepProgress),
 ) -> Result<SweepReport, SimError> {
+    sweep_runs(options, seeds, |progress, _| on_progress(progress))
+}
+
+/// [`sweep`], also handing each seed's whole [`RunReport`] to `on_run` (to check its history,
+/// say) before it is dropped.
+pub fn sweep_runs(
+    options: &SimOptions,
+    seeds: Range<u64>,
+    mut on_run: impl FnMut(&SweepProgress, &RunReport),
+) -> Result<SweepReport, SimError> {
     let mut report = SweepReport {
         algorithm: options.algorithm.clone(),
         first_seed: seeds.start,
@@ -354,13 +364,14 @@ pub fn sweep(
         } else if !run.converged {
             report.not_converged.push(seed);
         }
-        on_progress(&SweepProgress {
+        let progress = SweepProgress {
             seed,
             done: report.seeds_run,
             total,
             failures: report.failures.len() as u64,
             failed: run.failure.is_some(),
-        });
+        };
+        on_run(&progress, &run);
     }
     Ok(report)
 }
