@@ -39,6 +39,10 @@ impl<S: StateMachine> RaftNode<S> {
             self.reply(id, Response::Failed(error.into()));
             return;
         }
+        if let Err(error) = self.check_promotions_ready(&target) {
+            self.reply(id, Response::Failed(error));
+            return;
+        }
         let current = self.log.membership();
         let entry = if target.voters == current.voters {
             target
@@ -73,6 +77,32 @@ impl<S: StateMachine> RaftNode<S> {
         }
         if self.commit_index < leader.term_start_index {
             return Err(RaftError::LeaderNotReady);
+        }
+        Ok(())
+    }
+
+    /// A learner may become a voter only once it holds every committed entry (as etcd's
+    /// "can only promote a learner member which is in sync with leader"): promoting a learner
+    /// far behind would count a voter that cannot yet vote for the up-to-date log, and could
+    /// stall commitment while it catches up.
+    fn check_promotions_ready(&self, target: &Membership) -> Result<(), RaftError> {
+        let current = self.log.membership();
+        let Some(leader) = &self.leader else {
+            return Ok(());
+        };
+        for &learner in target
+            .voters
+            .iter()
+            .filter(|n| current.learners.contains(n))
+        {
+            let match_index = leader.progress.get(&learner).map_or(0, |p| p.match_index);
+            if match_index < self.commit_index {
+                return Err(RaftError::LearnerBehind {
+                    learner,
+                    match_index,
+                    commit_index: self.commit_index,
+                });
+            }
         }
         Ok(())
     }

@@ -106,6 +106,16 @@ pub enum RaftError {
     /// the configuration (the 2015 single-server change fix).
     #[error("the leader has not committed an entry of its term yet")]
     LeaderNotReady,
+    /// A learner to be promoted to voter does not yet hold every committed entry.
+    #[error("learner {learner} is behind (match index {match_index}, commit index {commit_index}); promote it once it has caught up")]
+    LearnerBehind {
+        /// The learner.
+        learner: NodeId,
+        /// The highest index known replicated on it.
+        match_index: LogIndex,
+        /// The leader's commit index.
+        commit_index: LogIndex,
+    },
     /// The requested configuration is unusable.
     #[error("invalid membership: {0}")]
     InvalidMembership(#[from] MembershipError),

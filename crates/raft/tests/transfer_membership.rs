@@ -271,3 +271,45 @@ fn kv_outcomes_distinguish_not_leader_unknown_and_ok() {
     let read = KvOperation::Read { key: "x".into() };
     assert!(matches!(KvNode::kv_request(&read), Request::Read(_)));
 }
+
+/// As etcd: a learner is promoted to voter only once it holds every committed entry; a
+/// promotion of a lagging learner is refused with how far behind it is, and succeeds once it
+/// has caught up.
+#[test]
+fn a_lagging_learner_is_not_promoted_until_it_catches_up() {
+    let mut cluster = settled(4, &[0, 1, 2]);
+    cluster.deliver_all();
+    let id = cluster.request(0, change(&[0, 1, 2], &[3]));
+    cluster.run_for(200 * MILLISECOND);
+    assert!(matches!(
+        cluster.reply(id),
+        Some(Response::MembershipChanged { .. })
+    ));
+    cluster.crash(3);
+    for value in 0..5 {
+        cluster.propose(0, "x", value);
+    }
+    cluster.run_for(200 * MILLISECOND);
+    let id = cluster.request(0, change(&[0, 1, 2, 3], &[]));
+    cluster.run_for(50 * MILLISECOND);
+    match cluster.reply(id) {
+        Some(Response::Failed(RaftError::LearnerBehind {
+            learner: 3,
+            match_index,
+            commit_index,
+        })) => {
+            assert!(match_index < commit_index)
+        }
+        other => panic!("expected LearnerBehind, got {other:?}"),
+    }
+    assert!(!cluster.node(0).membership().is_voter(3));
+    cluster.restart(3);
+    cluster.run_for(500 * MILLISECOND);
+    let id = cluster.request(0, change(&[0, 1, 2, 3], &[]));
+    cluster.run_for(500 * MILLISECOND);
+    assert!(matches!(
+        cluster.reply(id),
+        Some(Response::MembershipChanged { .. })
+    ));
+    assert!(cluster.node(0).membership().is_voter(3));
+}
