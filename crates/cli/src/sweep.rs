@@ -42,25 +42,23 @@ pub fn run(args: &SweepArgs) -> Result<Outcome> {
     let mut undecided = 0u64;
     let report = concord_sim::sweep_runs(&template, args.first_seed..end, |progress, run| {
         if args.check {
-            match check_history(&run.history).map(|report| report.verdict) {
-                Ok(Verdict::Linearizable) => {}
-                Ok(Verdict::Unknown { .. }) => undecided += 1,
-                Ok(verdict @ Verdict::NotLinearizable(_)) => {
-                    history_failures.push(HistoryFailure {
-                        seed: progress.seed,
-                        verdict: crate::render::verdict(&concord_check::Report {
-                            verdict,
-                            parts: 0,
-                            operations: 0,
-                        }),
-                        replay: run.replay.clone(),
-                    })
-                }
-                Err(error) => history_failures.push(HistoryFailure {
+            let failure = match check_history(&run.history) {
+                Ok(report) => match report.verdict {
+                    Verdict::Linearizable => None,
+                    Verdict::Unknown { .. } => {
+                        undecided += 1;
+                        None
+                    }
+                    Verdict::NotLinearizable(_) => Some(crate::render::verdict(&report)),
+                },
+                Err(error) => Some(format!("{error:#}")),
+            };
+            if let Some(verdict) = failure {
+                history_failures.push(HistoryFailure {
                     seed: progress.seed,
-                    verdict: format!("{error:#}"),
+                    verdict,
                     replay: run.replay.clone(),
-                }),
+                });
             }
         }
         bar.set_position(progress.done);
