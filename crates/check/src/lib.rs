@@ -5,11 +5,13 @@
 //! linearizable with respect to a [`model::Model`].
 #![deny(missing_docs)]
 
+pub mod collections;
 pub mod history;
 pub mod linearizability;
 pub mod model;
 pub mod readers;
 
+pub use collections::{CounterModel, QueueModel, SetModel};
 pub use history::{EventType, History, HistoryError, Op};
 pub use linearizability::{check as check_linearizability, Report, Verdict};
 pub use model::{Model, RegisterModel, StringKvModel};
