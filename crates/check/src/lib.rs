@@ -2,7 +2,8 @@
 //!
 //! [`history`] is the JSON-lines format shared by the simulator, the checker and the database
 //! client (see `docs/history-format.md`); [`linearizability`] decides whether a history is
-//! linearizable with respect to a [`model::Model`].
+//! linearizable with respect to a [`model::Model`]; [`sequential`] whether it is sequentially
+//! consistent.
 #![deny(missing_docs)]
 
 pub mod collections;
@@ -10,6 +11,7 @@ pub mod history;
 pub mod linearizability;
 pub mod model;
 pub mod readers;
+pub mod sequential;
 
 pub use collections::{CounterModel, QueueModel, SetModel};
 pub use history::{EventType, History, HistoryError, Op};
