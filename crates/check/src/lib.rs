@@ -3,7 +3,8 @@
 //! [`history`] is the JSON-lines format shared by the simulator, the checker and the database
 //! client (see `docs/history-format.md`); [`linearizability`] decides whether a history is
 //! linearizable with respect to a [`model::Model`]; [`sequential`] whether it is sequentially
-//! consistent.
+//! consistent; [`session`] whether a register or key-value history keeps the four session
+//! guarantees of causal consistency.
 #![deny(missing_docs)]
 
 pub mod collections;
@@ -12,6 +13,7 @@ pub mod linearizability;
 pub mod model;
 pub mod readers;
 pub mod sequential;
+pub mod session;
 
 pub use collections::{CounterModel, QueueModel, SetModel};
 pub use history::{EventType, History, HistoryError, Op};
