@@ -31,7 +31,7 @@ pub enum Command {
     Replay(SimArgs),
     /// Run many seeds with faults drawn from each seed; report every violation.
     Sweep(SweepArgs),
-    /// Check a recorded history for linearizability.
+    /// Check a recorded history: linearizable, sequentially consistent or session guarantees.
     Check(CheckArgs),
 }
 
@@ -133,8 +133,14 @@ pub struct CheckArgs {
     /// lines); by default guessed from the first line.
     #[arg(long)]
     pub format: Option<String>,
-    /// The model: register (read/write/cas/append, Concord and Jepsen's cas-register) or
-    /// string-kv (get/put/append of strings, etcd's key-value tests).
+    /// The consistency model to decide: linearizable (real-time order, per key), sequential
+    /// (each process's order, the whole history as one object) or session (the four session
+    /// guarantees of causal consistency; register and string-kv histories with unique writes).
+    #[arg(long, default_value = "linearizable")]
+    pub consistency: String,
+    /// The model: register (read/write/cas/append, Concord and Jepsen's cas-register),
+    /// string-kv (get/put/append of strings, etcd's key-value tests), set (add/read),
+    /// queue (enqueue/dequeue) or counter (add/read).
     #[arg(long, default_value = "register")]
     pub model: String,
     /// Give up (exit 3) after this long.

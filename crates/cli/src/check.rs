@@ -1,13 +1,16 @@
-//! `concord check`: is a recorded history linearizable?
+//! `concord check`: is a recorded history linearizable, sequentially consistent, or does it
+//! keep the session guarantees?
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use concord_check::linearizability::Verdict;
 use concord_check::{
-    check_linearizability, read_edn, read_jepsen_log, History, RegisterModel, StringKvModel,
+    check_linearizability, linearizability, read_edn, read_jepsen_log, sequential, session,
+    CounterModel, History, Model, QueueModel, RegisterModel, SetModel, StringKvModel,
 };
+use serde::Serialize;
 
 use crate::args::{duration, CheckArgs};
 use crate::{render, Outcome};
@@ -18,6 +21,43 @@ enum Format {
     JsonLines,
     Edn,
     JepsenLog,
+}
+
+/// The consistency models `concord check` decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Consistency {
+    Linearizable,
+    Sequential,
+    Session,
+}
+
+impl Consistency {
+    fn parse(text: &str) -> Result<Consistency> {
+        Ok(match text {
+            "linearizable" => Consistency::Linearizable,
+            "sequential" => Consistency::Sequential,
+            "session" => Consistency::Session,
+            other => bail!(
+                "--consistency: unknown consistency '{other}' (linearizable, sequential, session)"
+            ),
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Sequential => "sequential",
+            Consistency::Session => "session",
+        }
+    }
+}
+
+/// The report of whichever checker ran.
+#[derive(Debug)]
+enum Checked {
+    Linearizable(linearizability::Report),
+    Sequential(sequential::Report),
+    Session(session::Report),
 }
 
 fn guess_format(first_line: &str) -> Format {
@@ -57,25 +97,113 @@ fn read(args: &CheckArgs) -> Result<History> {
     history.with_context(|| format!("{}", args.file.display()))
 }
 
+/// Runs the search-based checkers with one model.
+fn search<M: Model>(
+    consistency: Consistency,
+    history: &History,
+    model: &M,
+    budget: Duration,
+) -> Result<Checked> {
+    Ok(match consistency {
+        Consistency::Linearizable => {
+            Checked::Linearizable(check_linearizability(history, model, Some(budget))?)
+        }
+        Consistency::Sequential => {
+            Checked::Sequential(sequential::check(history, model, Some(budget))?)
+        }
+        Consistency::Session => Checked::Session(session::check(history)?),
+    })
+}
+
+/// Rejects unknown or incompatible `--consistency` and `--model` before reading the file.
+fn validate(args: &CheckArgs) -> Result<Consistency> {
+    let consistency = Consistency::parse(&args.consistency)?;
+    let model = args.model.as_str();
+    if !MODELS.contains(&model) {
+        bail!("--model: unknown model '{model}' (register, string-kv, set, queue, counter)");
+    }
+    if consistency == Consistency::Session && !matches!(model, "register" | "string-kv") {
+        bail!(
+            "--model: the session check works on register and string-kv histories, not '{model}'"
+        );
+    }
+    Ok(consistency)
+}
+
+const MODELS: [&str; 5] = ["register", "string-kv", "set", "queue", "counter"];
+
+fn decide(
+    consistency: Consistency,
+    model: &str,
+    history: &History,
+    budget: Duration,
+) -> Result<Checked> {
+    match model {
+        "register" => search(consistency, history, &RegisterModel, budget),
+        "string-kv" => search(consistency, history, &StringKvModel, budget),
+        "set" => search(consistency, history, &SetModel, budget),
+        "queue" => search(consistency, history, &QueueModel, budget),
+        "counter" => search(consistency, history, &CounterModel, budget),
+        other => {
+            bail!("--model: unknown model '{other}' (register, string-kv, set, queue, counter)")
+        }
+    }
+}
+
+/// The report as JSON, with the consistency model checked beside the verdict.
+fn json(consistency: &str, report: &impl Serialize) -> Result<String> {
+    let mut document = serde_json::to_value(report)?;
+    if let Some(fields) = document.as_object_mut() {
+        fields.insert("consistency".into(), consistency.into());
+    }
+    Ok(serde_json::to_string_pretty(&document)?)
+}
+
 /// Reads, checks and reports.
 pub fn run(args: &CheckArgs) -> Result<Outcome> {
-    let budget = duration("budget", &args.budget)?;
+    let budget = Duration::from_nanos(duration("budget", &args.budget)?);
+    let checks = validate(args)?;
+    let consistency = checks.name();
     let history = read(args)?;
-    let budget = Some(std::time::Duration::from_nanos(budget));
-    let report = match args.model.as_str() {
-        "register" => check_linearizability(&history, &RegisterModel, budget),
-        "string-kv" => check_linearizability(&history, &StringKvModel, budget),
-        other => bail!("--model: unknown model '{other}' (register, string-kv)"),
-    }
-    .with_context(|| format!("{}", args.file.display()))?;
-    if args.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        outln!("{}: {}", args.file.display(), render::verdict(&report));
-    }
-    Ok(match report.verdict {
-        Verdict::Linearizable => Outcome::Success,
-        Verdict::NotLinearizable(_) => Outcome::Violation,
-        Verdict::Unknown { .. } => Outcome::Undecided,
-    })
+    let checked = decide(checks, &args.model, &history, budget)
+        .with_context(|| format!("{}", args.file.display()))?;
+    let file = args.file.display();
+    let outcome = match &checked {
+        Checked::Linearizable(report) => {
+            if args.json {
+                outln!("{}", json(consistency, report)?);
+            } else {
+                outln!("{file}: {}", render::verdict(report));
+            }
+            match report.verdict {
+                linearizability::Verdict::Linearizable => Outcome::Success,
+                linearizability::Verdict::NotLinearizable(_) => Outcome::Violation,
+                linearizability::Verdict::Unknown { .. } => Outcome::Undecided,
+            }
+        }
+        Checked::Sequential(report) => {
+            if args.json {
+                outln!("{}", json(consistency, report)?);
+            } else {
+                outln!("{file}: {}", render::sequential(report));
+            }
+            match report.verdict {
+                sequential::Verdict::SequentiallyConsistent => Outcome::Success,
+                sequential::Verdict::NotSequentiallyConsistent(_) => Outcome::Violation,
+                sequential::Verdict::Unknown { .. } => Outcome::Undecided,
+            }
+        }
+        Checked::Session(report) => {
+            if args.json {
+                outln!("{}", json(consistency, report)?);
+            } else {
+                outln!("{file}: {}", render::session(report));
+            }
+            match report.verdict {
+                session::Verdict::Consistent => Outcome::Success,
+                session::Verdict::Violated => Outcome::Violation,
+            }
+        }
+    };
+    Ok(outcome)
 }

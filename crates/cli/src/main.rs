@@ -1,7 +1,8 @@
 //! `concord`: create consensus clusters in the deterministic simulator, break them, watch what
 //! happens, and check what clients saw.
 //!
-//! Exit codes: 0 success; 1 a safety violation, a non-linearizable history or a failed
+//! Exit codes: 0 success; 1 a safety violation, a history that breaks the consistency checked
+//! (not linearizable, not sequentially consistent, a broken session guarantee) or a failed
 //! expectation; 2 bad input (usage, unreadable files, invalid options); 3 the checker could not
 //! decide within its budget.
 
@@ -40,7 +41,7 @@ use args::{Cli, Command};
 pub enum Outcome {
     /// Everything held.
     Success,
-    /// A violation, a non-linearizable history or a failed expectation.
+    /// A violation, a history that breaks the consistency checked, or a failed expectation.
     Violation,
     /// The checker's budget ran out.
     Undecided,

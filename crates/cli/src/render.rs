@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use concord_check::linearizability::{Report, Verdict};
+use concord_check::linearizability::{Operation, Report, Verdict};
+use concord_check::{sequential, session};
 use concord_core::time::format_duration;
 use concord_sim::report::Failure;
 use concord_sim::toolkit::{ClusterHealth, PartitionEffects};
@@ -121,22 +122,94 @@ pub fn verdict(report: &Report) -> String {
                 counterexample.longest_prefix.len()
             );
             for op in &counterexample.stuck {
-                let _ =
-                    write!(
-                    out,
-                    "\n  cannot place: process {} {} {} -> {} (history event {}, time {} .. {})",
-                    op.process,
-                    op.f,
-                    op.input,
-                    op.output.as_ref().map_or("?".to_string(), |o| o.to_string()),
-                    op.index + 1,
-                    op.call,
-                    if op.ret == u64::MAX { "open".to_string() } else { op.ret.to_string() }
-                );
+                let _ = write!(out, "\n  cannot place: {}", operation(op, false));
             }
             out
         }
     }
+}
+
+/// One operation: `process 3 write 5 -> 5 (history event 7, time 1200 .. 1900)`, with its key
+/// after the function when `with_key`.
+fn operation(op: &Operation, with_key: bool) -> String {
+    let key = match (&op.key, with_key) {
+        (Some(key), true) => format!(" {key}"),
+        _ => String::new(),
+    };
+    format!(
+        "process {} {}{key} {} -> {} (history event {}, time {} .. {})",
+        op.process,
+        op.f,
+        op.input,
+        op.output
+            .as_ref()
+            .map_or("?".to_string(), |o| o.to_string()),
+        op.index + 1,
+        op.call,
+        if op.ret == u64::MAX {
+            "open".to_string()
+        } else {
+            op.ret.to_string()
+        }
+    )
+}
+
+/// The sequential consistency verdict in one or a few lines.
+pub fn sequential(report: &sequential::Report) -> String {
+    match &report.verdict {
+        sequential::Verdict::SequentiallyConsistent => format!(
+            "sequentially consistent ({} operations of {} processes over {} keys)",
+            report.operations, report.processes, report.keys
+        ),
+        sequential::Verdict::Unknown { reason } => format!("unknown: {reason}"),
+        sequential::Verdict::NotSequentiallyConsistent(counterexample) => {
+            let mut out = format!(
+                "NOT sequentially consistent: {} operations placed in process order before the search got stuck",
+                counterexample.longest_prefix.len()
+            );
+            for op in &counterexample.stuck {
+                let _ = write!(out, "\n  cannot place: {}", operation(op, true));
+            }
+            out
+        }
+    }
+}
+
+/// The session guarantees' verdict, one paragraph per violation.
+pub fn session(report: &session::Report) -> String {
+    let mut out = match report.verdict {
+        session::Verdict::Consistent => "session guarantees hold".to_string(),
+        session::Verdict::Violated => format!(
+            "session guarantees VIOLATED: {} violations, {} reads of values never written",
+            report.violations.len(),
+            report.unwritten_reads.len()
+        ),
+    };
+    let _ = write!(
+        out,
+        " ({} reads checked, {} ambiguous, {} operations ignored)",
+        report.reads_checked, report.reads_ambiguous, report.operations_ignored
+    );
+    for violation in &report.violations {
+        let _ = write!(
+            out,
+            "\n  {}: {}\n    observed: {}\n    must not precede: {}",
+            violation.guarantee.name(),
+            operation(&violation.read, true),
+            violation
+                .observed
+                .as_ref()
+                .map_or("the initial value".to_string(), |op| operation(op, true)),
+            operation(&violation.required, true)
+        );
+        for op in &violation.because {
+            let _ = write!(out, "\n    because: {}", operation(op, true));
+        }
+    }
+    for op in &report.unwritten_reads {
+        let _ = write!(out, "\n  never written: {}", operation(op, true));
+    }
+    out
 }
 
 /// A safety violation with its replay command.

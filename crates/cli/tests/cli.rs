@@ -324,3 +324,252 @@ fn a_reader_closing_the_pipe_ends_the_command_quietly() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
 }
+
+/// One operation: `(process, f, key, value, invoked at)`; `key` "" means a single object.
+type Step<'a> = (u64, &'a str, &'a str, serde_json::Value, u64);
+
+/// Writes a history of operations, each completed `ok` one nanosecond after its invocation.
+fn history_file(name: &str, ops: &[Step]) -> PathBuf {
+    let mut events = Vec::new();
+    for (process, f, key, value, time) in ops {
+        let input = if ["read", "dequeue"].contains(f) {
+            serde_json::Value::Null
+        } else {
+            value.clone()
+        };
+        for (kind, value, time) in [("invoke", input, *time), ("ok", value.clone(), time + 1)] {
+            let mut event = serde_json::json!({
+                "process": process, "type": kind, "f": f, "value": value, "time": time
+            });
+            if !key.is_empty() {
+                event["key"] = serde_json::json!(key);
+            }
+            events.push((time, event.to_string()));
+        }
+    }
+    events.sort_by_key(|(time, _)| *time);
+    let text: Vec<String> = events.into_iter().map(|(_, line)| line).collect();
+    let path = scratch(name);
+    std::fs::write(&path, text.join("\n") + "\n").unwrap();
+    path
+}
+
+fn check_json(args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let output = concord(args);
+    let document = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}{}", stdout(&output), stderr(&output)));
+    (output.status.code(), document)
+}
+
+use serde_json::json;
+
+#[test]
+fn check_sequential_accepts_a_stale_read_that_linearizability_rejects() {
+    let path = history_file(
+        "stale-but-sequential.jsonl",
+        &[
+            (0, "write", "x", json!(1), 0),
+            (0, "write", "x", json!(2), 10),
+            (1, "read", "x", json!(1), 20),
+        ],
+    );
+    let file = path.to_str().unwrap();
+    let linearizable = concord(&["check", file]);
+    assert_eq!(linearizable.status.code(), Some(1));
+    let output = concord(&["check", file, "--consistency", "sequential"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert!(stdout(&output)
+        .contains("sequentially consistent (3 operations of 2 processes over 1 keys)"));
+    let (code, document) = check_json(&["check", file, "--consistency", "sequential", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(document["verdict"], "sequentially-consistent");
+    assert_eq!(document["consistency"], "sequential");
+}
+
+#[test]
+fn check_sequential_rejects_two_readers_seeing_writes_in_opposite_orders() {
+    let path = history_file(
+        "opposite-orders.jsonl",
+        &[
+            (0, "write", "x", json!(1), 0),
+            (1, "write", "x", json!(2), 0),
+            (2, "read", "x", json!(1), 10),
+            (2, "read", "x", json!(2), 20),
+            (3, "read", "x", json!(2), 10),
+            (3, "read", "x", json!(1), 20),
+        ],
+    );
+    let file = path.to_str().unwrap();
+    let output = concord(&["check", file, "--consistency", "sequential"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains("NOT sequentially consistent"),
+        "{}",
+        stdout(&output)
+    );
+    let (code, document) = check_json(&["check", file, "--consistency", "sequential", "--json"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(document["verdict"], "not-sequentially-consistent");
+    assert!(!document["stuck"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn check_sequential_gives_exit_code_3_when_the_budget_runs_out() {
+    // Eight writers and a read of a value nobody wrote: the search must try every order.
+    let mut ops: Vec<Step> = Vec::new();
+    for process in 0..8u64 {
+        for i in 0..3u64 {
+            ops.push((process, "write", "x", json!(process * 10 + i), i * 10));
+        }
+    }
+    ops.push((9, "read", "x", json!(-1), 100));
+    let path = history_file("exhausting.jsonl", &ops);
+    let output = concord(&[
+        "check",
+        path.to_str().unwrap(),
+        "--consistency",
+        "sequential",
+        "--budget",
+        "0s",
+    ]);
+    assert_eq!(output.status.code(), Some(3), "{}", stdout(&output));
+    assert!(stdout(&output).contains("unknown: time budget exhausted"));
+}
+
+#[test]
+fn check_session_names_the_broken_guarantee_and_the_process() {
+    let path = history_file(
+        "monotonic-reads.jsonl",
+        &[
+            (1, "write", "x", json!(1), 0),
+            (1, "write", "x", json!(2), 10),
+            (0, "read", "x", json!(2), 20),
+            (0, "read", "x", json!(1), 30),
+        ],
+    );
+    let file = path.to_str().unwrap();
+    let output = concord(&["check", file, "--consistency", "session"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(
+        text.contains("session guarantees VIOLATED: 1 violations"),
+        "{text}"
+    );
+    assert!(
+        text.contains("monotonic-reads: process 0 read x null -> 1"),
+        "{text}"
+    );
+    let (code, document) = check_json(&["check", file, "--consistency", "session", "--json"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(document["verdict"], "violated");
+    let violation = &document["violations"][0];
+    assert_eq!(violation["guarantee"], "monotonic-reads");
+    assert_eq!(violation["process"], 0);
+    assert_eq!(violation["required"]["input"], 2);
+}
+
+#[test]
+fn check_session_passes_a_stale_read_by_another_process() {
+    let path = history_file(
+        "session-clean.jsonl",
+        &[
+            (0, "write", "x", json!(1), 0),
+            (0, "write", "x", json!(2), 10),
+            (1, "read", "x", json!(1), 20),
+            (1, "read", "x", json!(2), 30),
+        ],
+    );
+    let output = concord(&["check", path.to_str().unwrap(), "--consistency", "session"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert!(stdout(&output).contains("session guarantees hold (2 reads checked"));
+}
+
+#[test]
+fn check_reads_set_queue_and_counter_histories() {
+    let cases: [(&str, Vec<Step>, i32); 6] = [
+        (
+            "set",
+            vec![(0, "add", "", json!(1), 0), (1, "read", "", json!([1]), 10)],
+            0,
+        ),
+        (
+            "set",
+            vec![(0, "add", "", json!(1), 0), (0, "read", "", json!([]), 10)],
+            1,
+        ),
+        (
+            "queue",
+            vec![
+                (0, "enqueue", "", json!(1), 0),
+                (0, "enqueue", "", json!(2), 10),
+                (1, "dequeue", "", json!(1), 20),
+            ],
+            0,
+        ),
+        (
+            "queue",
+            vec![
+                (0, "enqueue", "", json!(1), 0),
+                (0, "enqueue", "", json!(2), 10),
+                (0, "dequeue", "", json!(2), 20),
+            ],
+            1,
+        ),
+        (
+            "counter",
+            vec![(0, "add", "", json!(3), 0), (1, "read", "", json!(3), 10)],
+            0,
+        ),
+        (
+            "counter",
+            vec![(0, "add", "", json!(3), 0), (1, "read", "", json!(4), 10)],
+            1,
+        ),
+    ];
+    // The illegal cases break the process's own order, so both checkers reject them.
+    for (i, (model, ops, expected)) in cases.iter().enumerate() {
+        let path = history_file(&format!("{model}-{i}.jsonl"), ops);
+        for consistency in ["linearizable", "sequential"] {
+            let output = concord(&[
+                "check",
+                path.to_str().unwrap(),
+                "--model",
+                model,
+                "--consistency",
+                consistency,
+            ]);
+            assert_eq!(
+                output.status.code(),
+                Some(*expected),
+                "{model} {consistency} case {i}: {}{}",
+                stdout(&output),
+                stderr(&output)
+            );
+        }
+    }
+}
+
+#[test]
+fn check_rejects_unknown_consistency_and_models_the_session_check_cannot_read() {
+    let path = history_file("any.jsonl", &[(0, "write", "x", json!(1), 0)]);
+    let file = path.to_str().unwrap();
+    assert_clear_error(
+        &["check", file, "--consistency", "causal"],
+        "--consistency: unknown consistency 'causal'",
+    );
+    assert_clear_error(
+        &["check", file, "--model", "stack"],
+        "--model: unknown model 'stack'",
+    );
+    assert_clear_error(
+        &[
+            "check",
+            file,
+            "--consistency",
+            "session",
+            "--model",
+            "queue",
+        ],
+        "register and string-kv",
+    );
+}
