@@ -59,6 +59,8 @@ pub struct Report {
     pub keys: usize,
     /// How many operations were considered (failed ones are left out).
     pub operations: usize,
+    /// How many distinct configurations the search reached.
+    pub configurations: usize,
 }
 
 /// A search configuration: how far each process is, which unknown operations are placed, and
@@ -142,8 +144,23 @@ impl<'a, M: Model> Problem<'a, M> {
             .all(|(&at, ops)| at == ops.len())
     }
 
-    fn choices(&self) -> usize {
-        self.completed.len() + self.unknown.len()
+    /// The choices worth trying from `config`, best first: the next completed operation of
+    /// each process by invocation time (an order that respects real time is the likeliest to
+    /// work), then the unknown operations by invocation time (placed only when needed).
+    fn candidates(&self, config: &Config<M::State>) -> Vec<usize> {
+        let mut next: Vec<(u64, usize)> = config
+            .positions
+            .iter()
+            .zip(&self.completed)
+            .enumerate()
+            .filter_map(|(process, (&at, ops))| ops.get(at).map(|&i| (self.ops[i].call, process)))
+            .collect();
+        next.sort_unstable();
+        let processes = self.completed.len();
+        let mut candidates: Vec<usize> = next.into_iter().map(|(_, process)| process).collect();
+        // Unknown operations are listed in invocation order already.
+        candidates.extend((0..self.unknown.len()).map(|u| processes + u));
+        candidates
     }
 
     /// Places choice `choice` (a process's next completed operation, or an unknown
@@ -189,8 +206,10 @@ impl<'a, M: Model> Problem<'a, M> {
 /// One level of the depth-first search.
 struct Frame<S> {
     config: Config<S>,
-    /// The next choice to try from this configuration.
-    choice: usize,
+    /// The choices to try from this configuration, best first.
+    candidates: Vec<usize>,
+    /// How many of them have been tried.
+    tried: usize,
     /// The operation placed to reach this configuration.
     placed: Option<usize>,
 }
@@ -206,23 +225,26 @@ pub fn check<M: Model>(
     let problem = Problem::new(model, ops);
     #[allow(clippy::disallowed_methods)] // the checker is not a sans-IO core; budgets are wall time
     let deadline = budget.map(|b| Instant::now() + b);
-    let verdict = search(&problem, deadline);
+    let (verdict, configurations) = search(&problem, deadline);
     Ok(Report {
         verdict,
         processes: problem.completed.len(),
         keys: problem.keys,
         operations: count,
+        configurations,
     })
 }
 
-fn search<M: Model>(problem: &Problem<'_, M>, deadline: Option<Instant>) -> Verdict {
+/// The verdict and how many configurations were reached.
+fn search<M: Model>(problem: &Problem<'_, M>, deadline: Option<Instant>) -> (Verdict, usize) {
     let initial = problem.initial();
     let mut visited: HashSet<Config<M::State>> = HashSet::new();
     visited.insert(initial.clone());
     let mut longest: (Vec<usize>, Vec<usize>) = (Vec::new(), initial.positions.clone());
     let mut stack = vec![Frame {
+        candidates: problem.candidates(&initial),
         config: initial,
-        choice: 0,
+        tried: 0,
         placed: None,
     }];
     let mut steps: u64 = 0;
@@ -230,20 +252,18 @@ fn search<M: Model>(problem: &Problem<'_, M>, deadline: Option<Instant>) -> Verd
         steps += 1;
         #[allow(clippy::disallowed_methods)]
         if steps.is_multiple_of(1024) && deadline.is_some_and(|d| Instant::now() > d) {
-            return Verdict::Unknown {
-                reason: format!(
-                    "time budget exhausted after {} configurations",
-                    visited.len()
-                ),
-            };
+            let reason = format!(
+                "time budget exhausted after {} configurations",
+                visited.len()
+            );
+            return (Verdict::Unknown { reason }, visited.len());
         }
         if problem.is_complete(&frame.config) {
-            return Verdict::SequentiallyConsistent;
+            return (Verdict::SequentiallyConsistent, visited.len());
         }
         let mut advanced = None;
-        while frame.choice < problem.choices() {
-            let choice = frame.choice;
-            frame.choice += 1;
+        while let Some(&choice) = frame.candidates.get(frame.tried) {
+            frame.tried += 1;
             if let Some((operation, next)) = problem.place(&frame.config, choice) {
                 if visited.insert(next.clone()) {
                     advanced = Some((operation, next));
@@ -254,8 +274,9 @@ fn search<M: Model>(problem: &Problem<'_, M>, deadline: Option<Instant>) -> Verd
         match advanced {
             Some((operation, config)) => {
                 stack.push(Frame {
+                    candidates: problem.candidates(&config),
                     config,
-                    choice: 0,
+                    tried: 0,
                     placed: Some(operation),
                 });
                 if stack.len() > longest.0.len() + 1 {
@@ -271,10 +292,14 @@ fn search<M: Model>(problem: &Problem<'_, M>, deadline: Option<Instant>) -> Verd
             }
         }
     }
-    Verdict::NotSequentiallyConsistent(Counterexample {
+    let counterexample = Counterexample {
         longest_prefix: longest.0.iter().map(|&i| problem.ops[i].clone()).collect(),
         stuck: problem.stuck(&longest.1),
-    })
+    };
+    (
+        Verdict::NotSequentiallyConsistent(counterexample),
+        visited.len(),
+    )
 }
 
 #[cfg(test)]
@@ -421,6 +446,37 @@ mod tests {
             verdict(&History { events }),
             Verdict::NotSequentiallyConsistent(_)
         ));
+    }
+
+    /// Regression: with the processes tried in index order, a linearizable simulator history
+    /// (`concord sim --seed 2`, six unknown writes) exhausted a 20 s budget. Trying operations
+    /// by invocation time, unknown ones last, walks straight to an order.
+    #[test]
+    fn unknown_writes_nobody_read_do_not_make_the_search_explode() {
+        let mut events: Vec<Op> = Vec::new();
+        for u in 0..12u64 {
+            events.push(event(10 + u, Invoke, "write", "x", json!(100 + u), u));
+            events.push(event(10 + u, Info, "write", "x", json!(100 + u), u + 1));
+        }
+        let mut ops = Vec::new();
+        for i in 0..20u64 {
+            for process in 0..3u64 {
+                let time = 100 + (i * 3 + process) * 10;
+                let value = json!(i * 3 + process);
+                ops.push(if process == 0 {
+                    op(process, "write", "x", value, time)
+                } else {
+                    op(process, "read", "x", json!(i * 3), time)
+                });
+            }
+        }
+        events.extend(ops.into_iter().flatten());
+        let report = check(&History { events }, &RegisterModel, None).unwrap();
+        assert_eq!(report.verdict, Verdict::SequentiallyConsistent);
+        assert_eq!(
+            report.configurations, 61,
+            "one configuration per placed operation"
+        );
     }
 
     #[test]
