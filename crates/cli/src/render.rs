@@ -187,8 +187,11 @@ pub fn session(report: &session::Report) -> String {
     };
     let _ = write!(
         out,
-        " ({} reads checked, {} ambiguous, {} operations ignored)",
-        report.reads_checked, report.reads_ambiguous, report.operations_ignored
+        " ({} reads checked, {} ambiguous, {} on keys with other operations, {} operations ignored)",
+        report.reads_checked,
+        report.reads_ambiguous,
+        report.reads_unsupported,
+        report.operations_ignored
     );
     for violation in &report.violations {
         let _ = write!(
