@@ -20,3 +20,5 @@ pub use history::{EventType, History, HistoryError, Op};
 pub use linearizability::{check as check_linearizability, Report, Verdict};
 pub use model::{Model, RegisterModel, StringKvModel};
 pub use readers::{read_edn, read_jepsen_log};
+pub use sequential::check as check_sequential;
+pub use session::check as check_session;
