@@ -101,15 +101,27 @@ fn the_same_seed_gives_the_same_report() {
 
 #[test]
 fn a_sweep_reports_failures_with_replay_commands() {
-    // Byzantine senders break Raft, which tolerates crashes only: the sweep must notice.
+    // Byzantine senders break Raft, which tolerates crashes only: the sweep must notice. Seed
+    // 60 (14 simulated seconds) is known to break "committed ⇒ durable on a quorum".
     let options = SimOptions {
         faults: "byzantine".parse().unwrap(),
-        duration: 20 * SECOND,
-        ..run_options(0)
+        duration: 14 * SECOND,
+        ..SimOptions::default()
     };
     let mut progress = Vec::new();
-    let report = sweep(&options, 0..20, |p| progress.push(p.seed)).unwrap();
-    assert_eq!(progress, (0..20).collect::<Vec<_>>());
+    let report = sweep(&options, 55..61, |p| progress.push(p.seed)).unwrap();
+    assert_eq!(progress, (55..61).collect::<Vec<_>>());
+    assert_eq!(report.seeds_run, 6);
+    let failure = report
+        .failures
+        .iter()
+        .find(|f| f.seed == 60)
+        .expect("seed 60 fails");
+    assert!(
+        failure.reason.contains("committed-durable-on-quorum"),
+        "{}",
+        failure.reason
+    );
     for failure in &report.failures {
         assert!(failure.replay.starts_with(&format!(
             "concord replay --algorithm raft --seed {} ",
