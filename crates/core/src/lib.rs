@@ -17,7 +17,7 @@ pub mod time;
 
 pub use kv::{KvCommand, KvOperation, KvOutcome, KvResult, KvStateMachine, StateMachine, Value};
 pub use node::{
-    ClusterInvariant, Effect, EffectOf, Env, Input, KvService, Node, NodeId, PersistToken,
+    digest, ClusterInvariant, Effect, EffectOf, Env, Input, KvService, Node, NodeId, PersistToken,
     RequestId, Violation,
 };
 pub use status::{NodeStatus, PeerProgress, Role};

@@ -193,6 +193,21 @@ pub trait Node: Sized {
     /// A short sanity bound on how long the protocol may go without electing a leader in a
     /// healthy network; used by the toolkit to size observation windows.
     fn election_timeout(config: &Self::Config) -> Duration;
+
+    /// A digest of the replicated state (the state machine's contents), so drivers can check
+    /// that replicas converged to the same state, not only to the same index. `None` when the
+    /// protocol keeps no replicated state.
+    fn state_digest(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A stable 64-bit FNV-1a digest of `bytes`: the same on every platform and release, unlike
+/// `std`'s hashers.
+pub fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// A cluster-wide safety property, checked by the simulator after every step.

@@ -552,4 +552,8 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
     fn election_timeout(config: &Config) -> Duration {
         config.election_timeout_max
     }
+
+    fn state_digest(&self) -> Option<u64> {
+        Some(concord_core::digest(&self.state_machine.snapshot()))
+    }
 }

@@ -133,14 +133,25 @@ impl<N: Node> Simulation<N> {
         self.failure.as_ref()
     }
 
-    /// Whether every node is up and running and all agree on commit and applied index.
+    /// Whether every node is up, all agree on commit and applied index, and all hold the same
+    /// replicated state (by `Node::state_digest`).
     pub fn converged(&self) -> bool {
         let statuses = self.statuses();
         let first = &statuses[0];
-        statuses.iter().all(|s| {
+        let same_index = statuses.iter().all(|s| {
             s.role != Role::Down
                 && s.applied_index == first.applied_index
                 && s.commit_index == first.commit_index
-        })
+        });
+        // Same index is not enough: the replicas must hold the same state (eventual
+        // consistency's convergence, checked by content).
+        same_index && {
+            let mut digests = self
+                .slots
+                .iter()
+                .filter_map(|s| s.node.as_ref()?.state_digest());
+            let first = digests.next();
+            digests.all(|d| Some(d) == first)
+        }
     }
 }
