@@ -4,13 +4,14 @@
 //! client (see `docs/history-format.md`); [`linearizability`] decides whether a history is
 //! linearizable with respect to a [`model::Model`]; [`sequential`] whether it is sequentially
 //! consistent; [`session`] whether a register or key-value history keeps the four session
-//! guarantees of causal consistency.
+//! guarantees of causal consistency; [`picture`] draws a linearizability violation as HTML.
 #![deny(missing_docs)]
 
 pub mod collections;
 pub mod history;
 pub mod linearizability;
 pub mod model;
+pub mod picture;
 pub mod readers;
 pub mod sequential;
 pub mod session;

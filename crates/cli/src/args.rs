@@ -146,6 +146,10 @@ pub struct CheckArgs {
     /// Give up (exit 3) after this long.
     #[arg(long, default_value = "60s")]
     pub budget: String,
+    /// When the history is not linearizable, draw the failing key's operations (an HTML page
+    /// with an SVG timeline) into this file.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,

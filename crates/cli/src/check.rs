@@ -175,6 +175,12 @@ pub fn run(args: &CheckArgs) -> Result<Outcome> {
             } else {
                 outln!("{file}: {}", render::verdict(report));
             }
+            if let (Some(path), linearizability::Verdict::NotLinearizable(counterexample)) =
+                (&args.html, &report.verdict)
+            {
+                std::fs::write(path, concord_check::picture::html(counterexample))
+                    .with_context(|| format!("--html {}", path.display()))?;
+            }
             match report.verdict {
                 linearizability::Verdict::Linearizable => Outcome::Success,
                 linearizability::Verdict::NotLinearizable(_) => Outcome::Violation,
