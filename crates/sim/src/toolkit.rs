@@ -179,12 +179,13 @@ pub struct PartitionSide {
     pub commit_index_after: u64,
     /// Whether the log replicated: the commit index advanced on this side.
     pub log_replicated: bool,
-    /// Client operations invoked during the window and answered `ok` by this side's nodes
-    /// before it closed.
+    /// Operations of this side's clients (clients whose home node is on this side), invoked
+    /// during the window, that completed `ok` before it closed.
     pub requests_ok: u64,
-    /// Operations invoked during the window that definitely failed, last sent to this side.
+    /// Operations of this side's clients invoked during the window that definitely failed
+    /// (no leader reachable, or a compare-and-set that did not match).
     pub requests_failed: u64,
-    /// Operations invoked during the window with unknown outcome, last sent to this side.
+    /// Operations of this side's clients invoked during the window with an unknown outcome.
     pub requests_unknown: u64,
 }
 
@@ -473,10 +474,11 @@ pub fn observe<N: Node>(
     let mut counts: BTreeMap<NodeId, [u64; 3]> = BTreeMap::new();
     if let Some(workload) = simulation.workload() {
         // Only operations invoked while the window was open count: what was already under way
-        // when it opened belongs to the topology before.
+        // when it opened belongs to the topology before. An operation counts for the side its
+        // client is on (its home node), wherever it was redirected.
         let completions = &workload.completions()[completions_before..];
         for completion in completions.iter().filter(|c| c.invoked >= start) {
-            let entry = counts.entry(completion.node).or_default();
+            let entry = counts.entry(completion.home).or_default();
             match completion.kind {
                 EventType::Ok => entry[0] += 1,
                 EventType::Fail => entry[1] += 1,

@@ -129,6 +129,8 @@ pub struct Completion {
     pub time: Time,
     /// The node that answered (or last tried, for timeouts).
     pub node: NodeId,
+    /// The client's home node: the side of a partition the client is on.
+    pub home: NodeId,
     /// `ok`, `fail` or `info`.
     pub kind: EventType,
 }
@@ -433,6 +435,7 @@ impl<N: Node> Workload<N> {
             invoked: pending.invoked,
             time: now,
             node: pending.target,
+            home: self.clients[client].home,
             kind,
         });
         if kind == EventType::Info {
