@@ -10,7 +10,12 @@ fn check_with_picture(name: &str) -> (Option<i32>, Option<String>) {
     let page = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.html"));
     let _ = std::fs::remove_file(&page);
     let output = Command::new(env!("CARGO_BIN_EXE_concord"))
-        .args(["check", data.to_str().unwrap(), "--html", page.to_str().unwrap()])
+        .args([
+            "check",
+            data.to_str().unwrap(),
+            "--html",
+            page.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     (output.status.code(), std::fs::read_to_string(&page).ok())
@@ -22,7 +27,10 @@ fn a_violation_is_drawn_as_an_html_timeline() {
     assert_eq!(code, Some(1), "etcd_000 is not linearizable");
     let html = html.expect("the picture was written");
     assert!(html.contains("<svg") && html.contains("Not linearizable"));
-    assert!(html.contains("cannot be placed"), "the stuck operation is marked");
+    assert!(
+        html.contains("cannot be placed"),
+        "the stuck operation is marked"
+    );
     assert!(html.contains("in the longest linearizable prefix"));
 }
 
