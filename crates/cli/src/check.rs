@@ -120,7 +120,7 @@ fn validate(args: &CheckArgs) -> Result<Consistency> {
     let consistency = Consistency::parse(&args.consistency)?;
     let model = args.model.as_str();
     if !MODELS.contains(&model) {
-        bail!("--model: unknown model '{model}' (register, string-kv, set, queue, counter)");
+        return Err(unknown_model(model));
     }
     if consistency == Consistency::Session && !matches!(model, "register" | "string-kv") {
         bail!(
@@ -131,6 +131,10 @@ fn validate(args: &CheckArgs) -> Result<Consistency> {
 }
 
 const MODELS: [&str; 5] = ["register", "string-kv", "set", "queue", "counter"];
+
+fn unknown_model(model: &str) -> anyhow::Error {
+    anyhow::anyhow!("--model: unknown model '{model}' ({})", MODELS.join(", "))
+}
 
 fn decide(
     consistency: Consistency,
@@ -144,9 +148,7 @@ fn decide(
         "set" => search(consistency, history, &SetModel, budget),
         "queue" => search(consistency, history, &QueueModel, budget),
         "counter" => search(consistency, history, &CounterModel, budget),
-        other => {
-            bail!("--model: unknown model '{other}' (register, string-kv, set, queue, counter)")
-        }
+        other => Err(unknown_model(other)),
     }
 }
 
