@@ -4,7 +4,8 @@
 //! client (see `docs/history-format.md`); [`linearizability`] decides whether a history is
 //! linearizable with respect to a [`model::Model`]; [`sequential`] whether it is sequentially
 //! consistent; [`session`] whether a register or key-value history keeps the four session
-//! guarantees of causal consistency; [`picture`] draws a linearizability violation as HTML.
+//! guarantees of causal consistency; [`picture`] draws a linearizability violation as HTML;
+//! [`txn`] finds Elle-style anomalies (G0, G1, G-single, G2, ...) in transactional histories.
 #![deny(missing_docs)]
 
 pub mod collections;
@@ -15,6 +16,7 @@ pub mod picture;
 pub mod readers;
 pub mod sequential;
 pub mod session;
+pub mod txn;
 
 pub use collections::{CounterModel, QueueModel, SetModel};
 pub use history::{EventType, History, HistoryError, Op};
@@ -23,3 +25,4 @@ pub use model::{Model, RegisterModel, StringKvModel};
 pub use readers::{read_edn, read_jepsen_log};
 pub use sequential::check as check_sequential;
 pub use session::check as check_session;
+pub use txn::check as check_txn;
