@@ -566,3 +566,19 @@ fn duplicate_appends_and_malformed_transactions_are_errors() {
         "history event 1: micro-operation 1: unknown function 'append' for rw-register (w, r)"
     );
 }
+
+/// The performance target: 100,000 transactions in seconds (run with `--release --ignored`).
+#[test]
+#[ignore]
+fn a_hundred_thousand_transactions_are_checked_in_seconds() {
+    for workload in [Workload::ListAppend, Workload::RwRegister] {
+        let history = serial_history(workload, 11, 100_000);
+        #[allow(clippy::disallowed_methods)] // measuring wall time is the point
+        let start = std::time::Instant::now();
+        let report = check(&history, workload).unwrap();
+        let elapsed = start.elapsed();
+        assert_eq!(report.verdict, Verdict::Valid);
+        assert!(elapsed.as_secs() < 10, "{workload:?} took {elapsed:?}");
+        println!("{workload:?}: {elapsed:?}, edges {:?}", report.edges);
+    }
+}

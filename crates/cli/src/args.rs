@@ -31,7 +31,8 @@ pub enum Command {
     Replay(SimArgs),
     /// Run many seeds with faults drawn from each seed; report every violation.
     Sweep(SweepArgs),
-    /// Check a recorded history: linearizable, sequentially consistent or session guarantees.
+    /// Check a recorded history: linearizable, sequentially consistent, session guarantees, or
+    /// transactional anomalies (--txn).
     Check(CheckArgs),
 }
 
@@ -143,6 +144,12 @@ pub struct CheckArgs {
     /// queue (enqueue/dequeue) or counter (add/read).
     #[arg(long, default_value = "register")]
     pub model: String,
+    /// Check a transactional history instead, Elle-style: list-append (transactions of
+    /// ["append", k, v] and ["r", k, [..]]) or rw-register (["w", k, v] and ["r", k, v]).
+    /// Reports anomalies (G0, G1a, G1b, G1c, G-single, G2-item, lost update, ...) and the
+    /// isolation levels they rule out; --consistency and --model do not apply.
+    #[arg(long, value_name = "WORKLOAD")]
+    pub txn: Option<String>,
     /// Give up (exit 3) after this long.
     #[arg(long, default_value = "60s")]
     pub budget: String,

@@ -1,5 +1,5 @@
-//! `concord check`: is a recorded history linearizable, sequentially consistent, or does it
-//! keep the session guarantees?
+//! `concord check`: is a recorded history linearizable, sequentially consistent, does it keep
+//! the session guarantees, or, for transactions, which anomalies does it show?
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use concord_check::{
-    check_linearizability, linearizability, read_edn, read_jepsen_log, sequential, session,
-    CounterModel, History, Model, QueueModel, RegisterModel, SetModel, StringKvModel,
+    check_linearizability, check_txn, linearizability, read_edn, read_jepsen_log, sequential,
+    session, txn, CounterModel, History, Model, QueueModel, RegisterModel, SetModel, StringKvModel,
 };
 use serde::Serialize;
 
@@ -161,8 +161,40 @@ fn json(consistency: &str, report: &impl Serialize) -> Result<String> {
     Ok(serde_json::to_string_pretty(&document)?)
 }
 
+/// The workload named by `--txn`.
+fn workload(name: &str) -> Result<txn::Workload> {
+    Ok(match name {
+        "list-append" => txn::Workload::ListAppend,
+        "rw-register" => txn::Workload::RwRegister,
+        other => bail!("--txn: unknown workload '{other}' (list-append, rw-register)"),
+    })
+}
+
+/// `concord check --txn WORKLOAD FILE`: reads, finds anomalies and reports.
+fn run_txn(args: &CheckArgs, name: &str) -> Result<Outcome> {
+    let workload = workload(name)?;
+    if args.html.is_some() {
+        bail!("--html draws linearizability violations; it does not apply with --txn");
+    }
+    let history = read(args)?;
+    let report =
+        check_txn(&history, workload).with_context(|| format!("{}", args.file.display()))?;
+    if args.json {
+        outln!("{}", json("transactional", &report)?);
+    } else {
+        outln!("{}: {}", args.file.display(), render::txn(&report));
+    }
+    Ok(match report.verdict {
+        txn::Verdict::Valid => Outcome::Success,
+        txn::Verdict::Invalid => Outcome::Violation,
+    })
+}
+
 /// Reads, checks and reports.
 pub fn run(args: &CheckArgs) -> Result<Outcome> {
+    if let Some(name) = &args.txn {
+        return run_txn(args, name);
+    }
     let budget = Duration::from_nanos(duration("budget", &args.budget)?);
     let checks = validate(args)?;
     let consistency = checks.name();

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use concord_check::linearizability::{Operation, Report, Verdict};
-use concord_check::{sequential, session};
+use concord_check::{sequential, session, txn};
 use concord_core::time::format_duration;
 use concord_sim::report::Failure;
 use concord_sim::toolkit::{ClusterHealth, PartitionEffects};
@@ -211,6 +211,61 @@ pub fn session(report: &session::Report) -> String {
     }
     for op in &report.unwritten_reads {
         let _ = write!(out, "\n  never written: {}", operation(op, true));
+    }
+    out
+}
+
+/// The transactional check's verdict: a summary line, the levels ruled out, then one line per
+/// anomaly example (a cycle with the edges that justify it, or what was read).
+pub fn txn(report: &txn::Report) -> String {
+    let total: usize = report.transactions.values().sum();
+    let statuses: Vec<String> = report
+        .transactions
+        .iter()
+        .map(|(status, n)| format!("{n} {}", status.name()))
+        .collect();
+    let edges: Vec<String> = report
+        .edges
+        .iter()
+        .map(|(kind, n)| format!("{n} {}", kind.name()))
+        .collect();
+    let counts = format!(
+        "{} {} transactions ({}; edges: {})",
+        total,
+        report.workload.name(),
+        statuses.join(", "),
+        if edges.is_empty() {
+            "none".to_string()
+        } else {
+            edges.join(", ")
+        }
+    );
+    if report.verdict == txn::Verdict::Valid {
+        return format!("no anomalies in {counts}");
+    }
+    let found: Vec<String> = report
+        .counts
+        .iter()
+        .map(|(name, n)| format!("{} ({n})", name.name()))
+        .collect();
+    let levels: Vec<&str> = report.ruled_out.iter().map(|l| l.name()).collect();
+    let mut out = format!(
+        "ANOMALIES {} in {counts}\n  rules out: {}",
+        found.join(", "),
+        levels.join(", ")
+    );
+    for anomaly in &report.anomalies {
+        let _ = write!(out, "\n  {}: {}", anomaly.name.name(), anomaly.explanation);
+    }
+    for (name, n) in &report.counts {
+        if *n > txn::EXAMPLES {
+            let _ = write!(
+                out,
+                "\n  ({} more {} not shown)",
+                n - txn::EXAMPLES,
+                name.name()
+            );
+        }
     }
     out
 }

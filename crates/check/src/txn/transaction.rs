@@ -75,6 +75,17 @@ pub enum Status {
     Fail,
 }
 
+impl Status {
+    /// The status's name, as in the history: `ok`, `info` or `fail`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Info => "info",
+            Status::Fail => "fail",
+        }
+    }
+}
+
 /// What a read observed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Observed {
