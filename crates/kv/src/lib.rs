@@ -1,0 +1,5 @@
+//! Concord DB.
+#![deny(missing_docs)]
+
+pub mod loadgen;
+pub mod pb;
