@@ -2,7 +2,7 @@
 //! compiler (no `protoc` needed on the build machine).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let descriptors = protox::compile(["etcd/rpc.proto"], ["proto"])?;
+    let descriptors = protox::compile(["etcd/rpc.proto", "concord/node.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -10,3 +10,8 @@ pub mod mvccpb {
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
+
+/// Concord DB's node-status service (`concordpb`).
+pub mod concordpb {
+    tonic::include_proto!("concordpb");
+}
