@@ -799,3 +799,65 @@ fn error_texts_are_etcds() {
         assert_eq!(error.to_string(), text);
     }
 }
+
+#[test]
+fn large_key_spaces_stay_cheap() {
+    let mut store = KvStore::default();
+    let keys = 50_000;
+    for i in 0..keys {
+        store.apply(&Command::Put(PutRequest::new(format!("k/{i:06}"), "v")));
+    }
+    let page = range(
+        &store,
+        RangeRequest {
+            limit: 10,
+            ..RangeRequest::range("k/", prefix_end(b"k/"))
+        },
+    )
+    .unwrap();
+    assert_eq!((page.kvs.len(), page.count, page.more), (10, keys, true));
+    // Watch from near the head: only the tail of the log is read.
+    let tail = store.events(keys - 4, b"\0", b"\0", true).unwrap();
+    assert_eq!(tail.len(), 5);
+    store.apply(&Command::Compact(CompactRequest {
+        revision: keys - 10,
+        physical: true,
+    }));
+    assert_eq!(store.status().records, keys as u64);
+    store.check_invariants().unwrap();
+}
+
+/// The leader's lessor decides expiry; the revoke it proposes deletes the keys everywhere.
+#[test]
+fn an_expired_lease_is_revoked_through_a_command() {
+    use concord_core::time::SECOND;
+    use concord_kv::{Lessor, LessorConfig};
+
+    let mut store = KvStore::default();
+    let mut lessor = Lessor::new(LessorConfig::default());
+    lessor.promote(0);
+    let ttl = lessor.clamp_ttl(1);
+    let Output::LeaseGrant(granted) = store.apply(&Command::LeaseGrant { id: 9, ttl }) else {
+        panic!()
+    };
+    lessor.grant(granted.id, granted.ttl, 0);
+    store.apply(&Command::Put(PutRequest {
+        lease: 9,
+        ..PutRequest::new("session", "alive")
+    }));
+    assert!(lessor.expired(SECOND).is_empty());
+    let expired = lessor.expired(ttl as u64 * SECOND);
+    assert_eq!(expired, vec![9]);
+    for id in expired {
+        assert!(matches!(
+            store.apply(&Command::LeaseRevoke { id }),
+            Output::LeaseRevoke(_)
+        ));
+        lessor.revoke(id).unwrap();
+    }
+    assert_eq!(get(&store, "session"), None);
+    assert!(store.leases().is_empty());
+    // A follower rebuilding its lessor from the store sees the same table.
+    let rebuilt = Lessor::restore(LessorConfig::default(), store.leases());
+    assert_eq!(rebuilt.leases().count(), 0);
+}
