@@ -27,6 +27,7 @@ use concord_core::time::SECOND;
 use concord_core::{Duration, Time};
 
 use crate::error::KvError;
+use crate::store::LeaseInfo;
 use crate::types::LeaseId;
 
 /// etcd's default minimum TTL in seconds: `ceil(1.5 × election timeout)` with etcd's default
@@ -67,6 +68,9 @@ pub struct LeaseState {
     pub deadline: Time,
     /// Whether [`Lessor::expired`] listed it and its revoke is pending.
     pub revoking: bool,
+    /// Seconds left at the last checkpoint (0: none); the next [`Lessor::promote`] starts the
+    /// lease from this instead of its full TTL. A keep-alive clears it.
+    pub remaining_ttl: i64,
 }
 
 /// The answer to a time-to-live question (etcd's `LeaseTimeToLiveResponse` without the keys,
@@ -106,14 +110,23 @@ impl Lessor {
         }
     }
 
-    /// Rebuilds the lessor from the store's leases (`(id, ttl)` pairs, e.g.
-    /// [`crate::KvStore::leases`]) after a restart or a snapshot; not primary until promoted.
-    pub fn restore(config: LessorConfig, leases: impl IntoIterator<Item = (LeaseId, i64)>) -> Self {
+    /// Rebuilds the lessor from the store's lease table ([`crate::KvStore::leases`]) after a
+    /// restart or a snapshot; not primary until promoted.
+    pub fn restore(config: LessorConfig, leases: impl IntoIterator<Item = LeaseInfo>) -> Self {
         let mut lessor = Self::new(config);
-        for (id, ttl) in leases {
-            lessor.insert(id, ttl, 0);
+        for lease in leases {
+            lessor.insert(lease.id, lease.ttl, 0);
+            lessor.checkpoint(lease.id, lease.remaining_ttl);
         }
         lessor
+    }
+
+    /// Records a checkpoint the store applied (`Command::LeaseCheckpoint`): a later
+    /// [`Lessor::promote`] gives the lease `remaining_ttl` seconds instead of its full TTL.
+    pub fn checkpoint(&mut self, id: LeaseId, remaining_ttl: i64) {
+        if let Some(state) = self.leases.get_mut(&id) {
+            state.remaining_ttl = remaining_ttl.max(0);
+        }
     }
 
     /// The settings.
@@ -138,6 +151,7 @@ impl Lessor {
             ttl,
             deadline: deadline(now, ttl),
             revoking: false,
+            remaining_ttl: 0,
         };
         self.deadlines.insert((state.deadline, id));
         self.leases.insert(id, state);
@@ -172,10 +186,22 @@ impl Lessor {
     }
 
     /// Makes this lessor primary (its node became leader): every lease's deadline becomes
-    /// `now + ttl`, forgetting pending revokes (the new leader lists them again when due).
+    /// `now + ttl` (or `now + remaining_ttl` after a checkpoint), forgetting pending revokes
+    /// (the new leader lists them again when due).
     pub fn promote(&mut self, now: Time) {
         self.primary = true;
-        let leases: Vec<(LeaseId, i64)> = self.leases.values().map(|l| (l.id, l.ttl)).collect();
+        let leases: Vec<(LeaseId, i64)> = self
+            .leases
+            .values()
+            .map(|l| {
+                let seconds = if l.remaining_ttl > 0 {
+                    l.remaining_ttl
+                } else {
+                    l.ttl
+                };
+                (l.id, seconds)
+            })
+            .collect();
         for (id, ttl) in leases {
             self.set_deadline(id, deadline(now, ttl), false);
         }
@@ -198,6 +224,9 @@ impl Lessor {
             return Err(KvError::LeaseNotFound);
         }
         self.set_deadline(id, deadline(now, state.ttl), false);
+        if let Some(state) = self.leases.get_mut(&id) {
+            state.remaining_ttl = 0;
+        }
         Ok(state.ttl)
     }
 
@@ -315,7 +344,12 @@ mod tests {
 
     #[test]
     fn promotion_restarts_every_deadline_and_followers_decide_nothing() {
-        let mut lessor = Lessor::restore(LessorConfig::default(), [(1, 10), (2, 20)]);
+        let info = |id, ttl| LeaseInfo {
+            id,
+            ttl,
+            remaining_ttl: 0,
+        };
+        let mut lessor = Lessor::restore(LessorConfig::default(), [info(1, 10), info(2, 20)]);
         assert!(!lessor.is_primary());
         assert!(lessor.expired(u64::MAX).is_empty());
         assert_eq!(lessor.keep_alive(1, 0), Err(KvError::NotPrimaryLessor));
@@ -350,5 +384,22 @@ mod tests {
         assert_eq!(lessor.time_to_live(8, 0), Err(KvError::LeaseNotFound));
         assert_eq!(lessor.keep_alive(8, 0), Err(KvError::LeaseNotFound));
         assert_eq!(lessor.leases().map(|l| l.id).collect::<Vec<_>>(), vec![7]);
+    }
+
+    #[test]
+    fn a_checkpoint_shortens_the_next_promotion_until_a_keep_alive() {
+        let mut lessor = Lessor::new(LessorConfig::default());
+        lessor.grant(1, 60, 0);
+        lessor.checkpoint(1, 7);
+        lessor.promote(100 * S);
+        assert_eq!(lessor.next_deadline(), Some(107 * S));
+        assert_eq!(lessor.keep_alive(1, 101 * S), Ok(60));
+        lessor.demote();
+        lessor.promote(200 * S);
+        assert_eq!(
+            lessor.next_deadline(),
+            Some(260 * S),
+            "the keep-alive cleared it"
+        );
     }
 }

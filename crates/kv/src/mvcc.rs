@@ -9,7 +9,7 @@
 //!   writes, ascending. A read at revision `R` is a range scan of the index and, per key, a
 //!   binary search for its last write at or before `R`.
 //!
-//! Invariants (checked by [`Mvcc::check_invariants`]): every log entry is listed once in its
+//! Invariants (checked by [`crate::KvStore::check_invariants`]): every log entry is listed once in its
 //! key's index entry and vice versa; a record's `mod_revision` is its main revision; no index
 //! entry is empty; every main revision is at most `revision`; after a compaction at `C`, a key
 //! has at most one write at or before `C`, and it is not a tombstone.
