@@ -33,6 +33,8 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Check a recorded history: linearizable, sequentially consistent or session guarantees.
     Check(CheckArgs),
+    /// Concord DB: a replicated key-value database that etcd clients can talk to.
+    Db(crate::db::DbArgs),
 }
 
 /// Flags of `concord demo`.

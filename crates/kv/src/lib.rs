@@ -38,6 +38,7 @@ pub mod members;
 pub mod mvcc;
 pub mod pb;
 pub mod request;
+pub mod server;
 mod snapshot;
 mod store;
 pub mod types;

@@ -187,7 +187,7 @@ async fn client_loop(
     let value = vec![b'v'; config.value_size];
     // A cheap per-client sequence spreads keys without a shared generator.
     let mut sequence = (client_index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let read_keys = config.keys.min(1000).max(1);
+    let read_keys = config.keys.clamp(1, 1000);
     while Instant::now() < deadline {
         sequence = sequence
             .wrapping_mul(6_364_136_223_846_793_005)
