@@ -256,15 +256,24 @@ impl Shared {
                 "etcdserver: leader changed while the request was forwarded",
             ));
         }
-        let url = self
-            .with_store(move |store| {
-                store
-                    .members()
-                    .into_iter()
-                    .find(|m| m.id == leader)
-                    .and_then(|m| m.client_urls.into_iter().next())
-            })
-            .await?;
+        // A new leader publishes its client URL right after its election: wait for it a
+        // little rather than fail the request.
+        let deadline = Instant::now() + self.config.election_timeout;
+        let url = loop {
+            let url = self
+                .with_store(move |store| {
+                    store
+                        .members()
+                        .into_iter()
+                        .find(|m| m.id == leader)
+                        .and_then(|m| m.client_urls.into_iter().next())
+                })
+                .await?;
+            if url.is_some() || Instant::now() >= deadline {
+                break url;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let Some(url) = url else {
             return Err(Status::unavailable(format!(
                 "etcdserver: leader {leader} has not published its client URL yet"
