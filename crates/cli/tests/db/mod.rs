@@ -1,6 +1,8 @@
 //! A harness for Concord DB tests: real `concord db serve` processes on loopback ports, each
 //! with its own data directory, killed when the harness is dropped.
 #![allow(dead_code)]
+// Real processes on a real clock: waiting for them needs wall-clock deadlines.
+#![allow(clippy::disallowed_methods)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
