@@ -82,8 +82,9 @@ async fn raft_followers_acknowledge_only_durable_entries() {
         ..raft_config()
     };
     let cluster = Cluster::start(3, raft).await;
-    cluster.write("warm", 1).await;
+    let warm = cluster.write("warm", 1).await;
     let leader = cluster.leader().await;
+    wait_applied(cluster.node(leader), warm).await;
     let followers: Vec<NodeId> = (0..3).filter(|&id| id != leader).collect();
     for &id in &followers {
         cluster.gates[id as usize].close();
@@ -104,7 +105,12 @@ async fn raft_followers_acknowledge_only_durable_entries() {
         !pending.is_finished(),
         "the leader committed with acks from followers whose writes were not durable"
     );
-    assert_eq!(cluster.node(leader).status().commit_index, commit_before);
+    let statuses: Vec<_> = cluster.running().map(|n| n.status()).collect();
+    assert_eq!(
+        cluster.node(leader).status().commit_index,
+        commit_before,
+        "{statuses:#?}"
+    );
 
     for &id in &followers {
         cluster.gates[id as usize].open();

@@ -174,24 +174,21 @@ impl Cluster {
         }
     }
 
-    /// Writes `key = value` (idempotent, so retries are harmless).
-    pub async fn write(&self, key: &str, value: i64) {
+    /// Writes `key = value` (idempotent, so retries are harmless); returns its log index.
+    pub async fn write(&self, key: &str, value: i64) -> u64 {
         let response = self
             .request(Request::Propose(KvOperation::Write {
                 key: key.into(),
                 value,
             }))
             .await;
-        assert!(
-            matches!(
-                response,
-                Response::Applied {
-                    output: KvResult::Written,
-                    ..
-                }
-            ),
-            "{response:?}"
-        );
+        match response {
+            Response::Applied {
+                index,
+                output: KvResult::Written,
+            } => index,
+            other => panic!("write {key}: {other:?}"),
+        }
     }
 
     /// A linearizable read at the leader.
