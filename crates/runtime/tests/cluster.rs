@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::{local_read, raft_config, wait_applied, Cluster, PATIENCE};
 use concord_core::{KvOperation, KvResult, NodeId, Role, Value};
-use concord_raft::{Config, Request, Response};
+use concord_raft::{Config, RaftError, Request, Response};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_elects_commits_survives_restarts_and_keeps_every_acknowledged_write() {
@@ -120,13 +120,15 @@ async fn raft_followers_acknowledge_only_durable_entries() {
         .unwrap()
         .unwrap()
         .unwrap();
+    // Applied, unless a slow machine made the cluster change leaders meanwhile (never before
+    // the gates opened: a gated follower cannot even send a pre-vote).
     assert!(
         matches!(
             reply,
             Response::Applied {
                 output: KvResult::Written,
                 ..
-            }
+            } | Response::Failed(RaftError::OutcomeUnknown { .. } | RaftError::NotLeader { .. })
         ),
         "{reply:?}"
     );
