@@ -649,11 +649,12 @@ impl<N: HostedNode> NodeTask<N> {
             rng: &mut self.rng,
         };
         self.node.step(&mut env, input, &mut effects);
+        // Published first, so that whoever gets a reply sees a status at least as new.
+        self.publish_status();
         for effect in effects.drain(..) {
             self.perform(effect);
         }
         self.effects = effects;
-        self.publish_status();
     }
 
     fn perform(&mut self, effect: concord_core::EffectOf<N>) {
