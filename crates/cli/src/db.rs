@@ -357,9 +357,13 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
         args.dir.display()
     );
     rt.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?;
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break Ok::<_, anyhow::Error>(()),
+                _ = terminate.recv() => break Ok(()),
                 () = tokio::time::sleep(StdDuration::from_millis(500)) => {
                     if let Some(report) = exited(&mut children)? {
                         anyhow::bail!("{report}");

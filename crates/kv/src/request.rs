@@ -48,8 +48,10 @@ pub enum SortTarget {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RangeRequest {
     /// The first key (must not be empty).
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// The end of the range; see [`KeyRange`] for the conventions.
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
     /// At most this many key-values (0 or negative: no limit).
     pub limit: i64,
@@ -112,8 +114,10 @@ pub struct RangeResponse {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PutRequest {
     /// The key (must not be empty).
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// The value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// The lease to attach the key to ([`crate::NO_LEASE`]: none, detaching it).
     pub lease: LeaseId,
@@ -149,8 +153,10 @@ pub struct PutResponse {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DeleteRangeRequest {
     /// The first key (must not be empty).
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// The end of the range; see [`KeyRange`] for the conventions.
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
     /// Return the deleted key-values.
     pub prev_kv: bool,
@@ -202,7 +208,7 @@ pub enum CompareTarget {
     /// The key's mod revision (0 for a missing key).
     Mod(Revision),
     /// The key's value, compared bytewise (a compare on a missing key's value is false).
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The key's lease (0 for a missing key or a key without a lease).
     Lease(LeaseId),
 }
@@ -216,8 +222,10 @@ pub struct Compare {
     /// The field and the value.
     pub target: CompareTarget,
     /// The key.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// The end of the range (empty: only `key`).
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
 }
 

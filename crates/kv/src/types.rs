@@ -27,6 +27,7 @@ pub struct SubRevision {
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct KeyValue {
     /// The key.
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// The revision of the last creation of the key (0 in a tombstone).
     pub create_revision: Revision,
@@ -36,6 +37,7 @@ pub struct KeyValue {
     /// tombstone). A delete resets it.
     pub version: i64,
     /// The value (empty in a tombstone).
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// The lease the key is attached to, or [`NO_LEASE`].
     pub lease: LeaseId,

@@ -79,6 +79,7 @@ pub enum Message<C> {
         /// Total size of the snapshot data.
         total: u64,
         /// The chunk's bytes.
+        #[serde(with = "crate::serde_bytes_arc")]
         data: Arc<[u8]>,
         /// The echoed heartbeat round.
         round: u64,

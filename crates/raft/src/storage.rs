@@ -36,6 +36,7 @@ pub struct Snapshot {
     /// What it covers (shared: sent with every chunk).
     pub meta: Arc<SnapshotMeta>,
     /// The state machine's bytes, shared (never copied when sent or persisted).
+    #[serde(with = "crate::serde_bytes_arc")]
     pub data: Arc<[u8]>,
 }
 
