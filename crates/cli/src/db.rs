@@ -96,8 +96,9 @@ pub struct ServeArgs {
     /// Requests waiting for consensus before new ones are refused.
     #[arg(long, default_value_t = 5000)]
     pub max_inflight: usize,
-    /// Take a snapshot (and compact the log) every this many applied entries.
-    #[arg(long, default_value_t = 10_000)]
+    /// Take a snapshot (and compact the log) every this many applied entries (etcd's
+    /// --snapshot-count default).
+    #[arg(long, default_value_t = 100_000)]
     pub snapshot_entries: u64,
 }
 

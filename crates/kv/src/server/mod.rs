@@ -100,7 +100,7 @@ impl ServerConfig {
             max_request_bytes: 1_572_864,
             max_key_bytes: 32 * 1024,
             max_inflight: 5000,
-            snapshot_entries: 10_000,
+            snapshot_entries: 100_000,
         }
     }
 
