@@ -56,26 +56,27 @@ pub(crate) async fn track(shared: Arc<Shared>) {
 
 /// The Prometheus text exposition of every metric.
 pub(crate) fn render(shared: &Shared) -> String {
-    let mut registry = Registry::with_prefix("concord");
+    let mut registry = Registry::default();
     shared.handle.metrics().register(&mut registry);
     let db = &shared.metrics;
-    registry.register(
+    let registry_db = registry.sub_registry_with_prefix("concord");
+    registry_db.register(
         "proposals_committed",
         "Proposals committed and applied",
         db.proposals_committed.clone(),
     );
-    registry.register(
+    registry_db.register(
         "proposals_failed",
         "Proposals that failed (not leader, leadership lost, overloaded)",
         db.proposals_failed.clone(),
     );
-    registry.register(
+    registry_db.register(
         "leader_changes",
         "Leader changes seen by this node",
         db.leader_changes.clone(),
     );
-    registry.register("is_leader", "1 when this node leads", db.is_leader.clone());
-    registry.register(
+    registry_db.register("is_leader", "1 when this node leads", db.is_leader.clone());
+    registry_db.register(
         "apply_lag",
         "Committed entries not yet applied",
         db.apply_lag.clone(),
