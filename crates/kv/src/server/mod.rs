@@ -580,7 +580,11 @@ fn build_router(shared: &Arc<Shared>) -> tonic::service::Routes {
         cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
         maintenance_server::MaintenanceServer, watch_server::WatchServer,
     };
-    let max = shared.config.max_request_bytes + 64 * 1024;
+    // As etcd (grpcOverheadBytes): gRPC accepts 512 KiB beyond the request limit, so a request
+    // somewhat over the limit reaches the size checks and gets etcd's InvalidArgument "request
+    // is too large", not the transport's OutOfRange "decoded message length too large". Go
+    // clients send at most 2 MiB by default, exactly this much with the default limit.
+    let max = shared.config.max_request_bytes + 512 * 1024;
     let metrics_shared = Arc::clone(shared);
     let routes = tonic::service::Routes::new(
         KvServer::new(kv::KvService(Arc::clone(shared))).max_decoding_message_size(max),
