@@ -206,14 +206,23 @@ impl Shared {
         })
     }
 
-    /// A read of the local state, possibly stale; works without a leader.
+    /// A read of the local state, possibly stale; works without a leader, but not on a node
+    /// removed from the cluster (its state no longer follows the cluster's).
     pub(crate) async fn local(&self, query: Query) -> Result<Output, Status> {
-        self.handle
+        let id = self.config.id;
+        let (member, applied, output) = self
+            .handle
             .inspect(move |node: &DbNode| {
-                concord_core::StateMachine::query(node.state_machine(), &query)
+                if !is_member(node, id) {
+                    return (false, node.applied_index(), None);
+                }
+                let output = concord_core::StateMachine::query(node.state_machine(), &query);
+                (true, node.applied_index(), Some(output))
             })
             .await
-            .map_err(host_status)
+            .map_err(host_status)?;
+        membership_status(member, applied)?;
+        output.ok_or_else(|| Status::internal("a member's local read gave no answer"))
     }
 
     /// Runs `f` on the local store.
@@ -302,20 +311,33 @@ impl Shared {
         let id = self.config.id;
         let (member, applied) = self
             .handle
-            .inspect(move |node: &DbNode| (node.membership().contains(id), node.applied_index()))
+            .inspect(move |node: &DbNode| (is_member(node, id), node.applied_index()))
             .await
             .map_err(host_status)?;
-        if member {
-            Ok(())
-        } else if applied == 0 {
-            Err(Status::unavailable(
-                "etcdserver: this member has not joined the cluster yet",
-            ))
-        } else {
-            Err(Status::failed_precondition(
-                "etcdserver: the member has been permanently removed from the cluster",
-            ))
-        }
+        membership_status(member, applied)
+    }
+}
+
+/// Whether `id` belongs to the configuration `node` is moving to. A removed node usually
+/// learns only of the joint configuration `C_old,new` (it is in `C_old` only): the leader stops
+/// replicating to it once it appends `C_new`, so "in `C_old`" must not count as a member.
+fn is_member(node: &DbNode, id: u64) -> bool {
+    let membership = node.membership();
+    membership.voters.contains(&id) || membership.learners.contains(&id)
+}
+
+/// The answer of [`Shared::check_member`] for a node that is (or is not) a member.
+fn membership_status(member: bool, applied: u64) -> Result<(), Status> {
+    if member {
+        Ok(())
+    } else if applied == 0 {
+        Err(Status::unavailable(
+            "etcdserver: this member has not joined the cluster yet",
+        ))
+    } else {
+        Err(Status::failed_precondition(
+            "etcdserver: the member has been permanently removed from the cluster",
+        ))
     }
 }
 
@@ -558,7 +580,11 @@ fn build_router(shared: &Arc<Shared>) -> tonic::service::Routes {
         cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
         maintenance_server::MaintenanceServer, watch_server::WatchServer,
     };
-    let max = shared.config.max_request_bytes + 64 * 1024;
+    // As etcd (grpcOverheadBytes): gRPC accepts 512 KiB beyond the request limit, so a request
+    // somewhat over the limit reaches the size checks and gets etcd's InvalidArgument "request
+    // is too large", not the transport's OutOfRange "decoded message length too large". Go
+    // clients send at most 2 MiB by default, exactly this much with the default limit.
+    let max = shared.config.max_request_bytes + 512 * 1024;
     let metrics_shared = Arc::clone(shared);
     let routes = tonic::service::Routes::new(
         KvServer::new(kv::KvService(Arc::clone(shared))).max_decoding_message_size(max),
