@@ -386,6 +386,8 @@ pub struct NodeStatusReport {
     pub voters: Vec<u64>,
     /// Learners of the configuration in effect.
     pub learners: Vec<u64>,
+    /// The last index covered by its snapshot: its log starts after it (0: no snapshot).
+    pub snapshot_index: u64,
 }
 
 /// Asks the node at `endpoint` (a client URL) for its status.
@@ -413,6 +415,7 @@ pub async fn fetch_status(endpoint: &str) -> anyhow::Result<NodeStatusReport> {
         revision: status.revision,
         voters: status.voters,
         learners: status.learners,
+        snapshot_index: status.snapshot_index,
     })
 }
 
