@@ -255,3 +255,114 @@ pub fn etcdctl_ok(endpoints: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+// Additions for the crash, corruption and membership tests (functions only; the ones above keep
+// their signatures).
+impl DbCluster {
+    /// Adds node `nodes.len() + 1` with fresh ports and its own data directory, without starting
+    /// it (for `member add`), and returns its id.
+    pub fn add_node(&mut self, extra: &[&str]) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        self.nodes.push(DbNode {
+            id,
+            client: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
+            data_dir: self.dir.path().join(format!("node{id}")),
+            log: self.dir.path().join(format!("node{id}.log")),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        });
+        id
+    }
+
+    /// Starts node `id` joining the running cluster (`--join`), with `initial_cluster` (the
+    /// members it was told, itself included).
+    pub fn spawn_joining(&mut self, id: u64, initial_cluster: &str) {
+        let saved = std::mem::replace(&mut self.initial_cluster, initial_cluster.to_string());
+        self.nodes[(id - 1) as usize]
+            .extra
+            .push("--join".to_string());
+        self.spawn(id);
+        self.nodes[(id - 1) as usize].extra.pop();
+        self.initial_cluster = saved;
+    }
+
+    /// `--initial-cluster` text listing `ids` with their peer addresses.
+    pub fn cluster_text(&self, ids: &[u64]) -> String {
+        ids.iter()
+            .map(|&id| format!("{id}={}", self.nodes[(id - 1) as usize].peer))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits up to `timeout` for node `id`'s process to exit on its own and returns its exit
+    /// status (the process is then forgotten), or `None` if it still runs.
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let node = &mut self.nodes[(id - 1) as usize];
+            let child = node.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                node.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Node `id`'s `concord db status --json` row (`{"endpoint", "status"}` or
+    /// `{"endpoint", "error"}`), if the command printed one.
+    pub fn status(&self, id: u64) -> Option<serde_json::Value> {
+        let node = &self.nodes[(id - 1) as usize];
+        let output = concord()
+            .args(["db", "status", "--json", "--endpoints"])
+            .arg(format!("http://{}", node.client))
+            .output()
+            .ok()?;
+        let rows: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        Some(rows[0].clone())
+    }
+
+    /// Node `id`'s log.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.nodes[(id - 1) as usize].log).unwrap_or_default()
+    }
+
+    /// Client addresses of nodes `ids`, comma-separated.
+    pub fn endpoints_of(&self, ids: &[u64]) -> String {
+        ids.iter()
+            .map(|&id| self.nodes[(id - 1) as usize].client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Client addresses of the running nodes, comma-separated.
+    pub fn running_endpoints(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Polls `condition` every 100 ms until it holds, or panics after `timeout` with `what()`.
+pub fn wait_until(
+    timeout: Duration,
+    mut condition: impl FnMut() -> bool,
+    what: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {}",
+            what()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -528,9 +528,15 @@ impl concordpb::node_server::Node for NodeService {
     ) -> Result<Response<concordpb::NodeStatusResponse>, Status> {
         let shared = &self.0;
         let status = shared.handle.status();
-        let (membership, revision) = shared
+        let (membership, revision, snapshot_index) = shared
             .handle
-            .inspect(|node: &DbNode| (node.membership().clone(), node.state_machine().revision()))
+            .inspect(|node: &DbNode| {
+                (
+                    node.membership().clone(),
+                    node.state_machine().revision(),
+                    node.log().snapshot_index(),
+                )
+            })
             .await
             .map_err(host_status)?;
         Ok(Response::new(concordpb::NodeStatusResponse {
@@ -554,6 +560,7 @@ impl concordpb::node_server::Node for NodeService {
             voters: membership.voters.iter().copied().collect(),
             learners: membership.learners.iter().copied().collect(),
             revision,
+            snapshot_index,
         }))
     }
 

@@ -6,7 +6,7 @@ use concord_raft::RaftError;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, check_sizes, status_of, txn_writes};
-use super::{forwarded, raft_status, Route, Shared};
+use super::{forwarded_by, raft_status, Route, Shared};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::kv_client::KvClient;
 use crate::{Command, CompactRequest, Output, Query, RequestOp, TxnRequest};
@@ -69,6 +69,7 @@ impl KvService {
         Fut: std::future::Future<Output = Result<Response<R>, Status>>,
     {
         let shared = &self.0;
+        shared.check_forwarder(request).await?;
         match shared.propose(command).await? {
             Ok(output) => Ok(Ok(output)),
             Err(RaftError::NotLeader { leader }) => {
@@ -133,11 +134,12 @@ impl pb::kv_server::Kv for KvService {
             &shared.limits,
         )?;
         let put = convert::put_from_pb(request.get_ref().clone())?;
+        let id = self.0.config.id;
         let result = self
             .write(
                 &request,
                 Command::Put(put),
-                |mut client, message| async move { client.put(forwarded(message)).await },
+                move |mut client, message| async move { client.put(forwarded_by(message, id)).await },
             )
             .await?;
         match result {
@@ -163,11 +165,14 @@ impl pb::kv_server::Kv for KvService {
             &shared.limits,
         )?;
         let delete = convert::delete_from_pb(request.get_ref().clone())?;
+        let id = self.0.config.id;
         let result = self
             .write(
                 &request,
                 Command::DeleteRange(delete),
-                |mut client, message| async move { client.delete_range(forwarded(message)).await },
+                move |mut client, message| async move {
+                    client.delete_range(forwarded_by(message, id)).await
+                },
             )
             .await?;
         match result {
@@ -198,11 +203,12 @@ impl pb::kv_server::Kv for KvService {
                 &shared.header_info(),
             )));
         }
+        let id = self.0.config.id;
         let result = self
             .write(
                 &request,
                 Command::Txn(txn),
-                |mut client, message| async move { client.txn(forwarded(message)).await },
+                move |mut client, message| async move { client.txn(forwarded_by(message, id)).await },
             )
             .await?;
         match result {
@@ -227,9 +233,10 @@ impl pb::kv_server::Kv for KvService {
             revision: message.revision,
             physical: message.physical,
         });
+        let id = self.0.config.id;
         let result = self
-            .write(&request, command, |mut client, message| async move {
-                client.compact(forwarded(message)).await
+            .write(&request, command, move |mut client, message| async move {
+                client.compact(forwarded_by(message, id)).await
             })
             .await?;
         match result {

@@ -144,6 +144,8 @@ pub(crate) struct Shared {
 
 /// Marks a request already forwarded once, so it is never forwarded again.
 pub(crate) const FORWARDED: &str = "concord-forwarded";
+/// The member that forwarded a request.
+pub(crate) const FORWARDED_BY: &str = "concord-forwarded-by";
 
 /// Where a request should go instead of this node.
 pub(crate) enum Route {
@@ -306,6 +308,31 @@ impl Shared {
         Ok(channel)
     }
 
+    /// Refuses a request forwarded by a member that is no longer in the configuration: it was
+    /// removed, and must not keep serving through the leader.
+    pub(crate) async fn check_forwarder<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(origin) = request
+            .metadata()
+            .get(FORWARDED_BY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            return Ok(());
+        };
+        let member = self
+            .handle
+            .inspect(move |node: &DbNode| node.membership().contains(origin))
+            .await
+            .map_err(host_status)?;
+        if member {
+            Ok(())
+        } else {
+            Err(Status::failed_precondition(
+                "etcdserver: the member has been permanently removed from the cluster",
+            ))
+        }
+    }
+
     /// Refuses service on a node removed from the cluster.
     pub(crate) async fn check_member(&self) -> Result<(), Status> {
         let id = self.config.id;
@@ -347,6 +374,16 @@ pub(crate) fn forwarded<T>(message: T) -> Request<T> {
     request
         .metadata_mut()
         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    request
+}
+
+/// A forwarded request that names the member forwarding it, so that the leader can refuse
+/// requests from a member it has removed (which may not know it yet).
+pub(crate) fn forwarded_by<T>(message: T, member: u64) -> Request<T> {
+    let mut request = forwarded(message);
+    if let Ok(value) = member.to_string().parse() {
+        request.metadata_mut().insert(FORWARDED_BY, value);
+    }
     request
 }
 
@@ -408,6 +445,8 @@ pub struct NodeStatusReport {
     pub voters: Vec<u64>,
     /// Learners of the configuration in effect.
     pub learners: Vec<u64>,
+    /// The last index covered by its snapshot: its log starts after it (0: no snapshot).
+    pub snapshot_index: u64,
 }
 
 /// Asks the node at `endpoint` (a client URL) for its status.
@@ -435,6 +474,7 @@ pub async fn fetch_status(endpoint: &str) -> anyhow::Result<NodeStatusReport> {
         revision: status.revision,
         voters: status.voters,
         learners: status.learners,
+        snapshot_index: status.snapshot_index,
     })
 }
 
