@@ -34,6 +34,8 @@ pub enum Command {
     /// Check a recorded history: linearizable, sequentially consistent, session guarantees, or
     /// transactional anomalies (--txn).
     Check(CheckArgs),
+    /// Concord DB: a replicated key-value database that etcd clients can talk to.
+    Db(crate::db::DbArgs),
 }
 
 /// Flags of `concord demo`.

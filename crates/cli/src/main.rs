@@ -25,6 +25,7 @@ macro_rules! outln {
 
 mod args;
 mod check;
+mod db;
 mod demo;
 mod render;
 mod simulate;
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => simulate::run(&args, true),
         Command::Sweep(args) => sweep::run(&args),
         Command::Check(args) => check::run(&args),
+        Command::Db(args) => db::run(&args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

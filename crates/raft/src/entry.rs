@@ -1,6 +1,7 @@
 //! Log entries (Raft paper §5.3): a term, an index and a payload. Commands sit behind an [`Arc`]
 //! so that sending and persisting entries never copies them.
 
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::Membership;
@@ -12,7 +13,7 @@ pub type Term = u64;
 pub type LogIndex = u64;
 
 /// What a log entry carries.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Payload<C> {
     /// The empty entry a new leader appends to commit entries of earlier terms (paper §8).
     Noop,
@@ -23,7 +24,7 @@ pub enum Payload<C> {
 }
 
 /// One entry of the replicated log.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry<C> {
     /// The entry's position in the log.
     pub index: LogIndex,

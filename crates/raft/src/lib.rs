@@ -56,6 +56,7 @@ mod progress;
 mod read;
 mod replication;
 mod request;
+mod serde_bytes_arc;
 mod snapshot;
 mod storage;
 #[cfg(any(test, feature = "testing"))]

@@ -4,12 +4,13 @@
 //! consensus every decision (election, commitment) needs a majority of *both* the incoming and the
 //! outgoing voter sets. Learners receive the log but never vote or count towards a quorum.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 use concord_core::NodeId;
 
 /// A cluster configuration.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
     /// The voters (in a joint configuration: the incoming voters, `C_new`).
     pub voters: BTreeSet<NodeId>,
@@ -20,7 +21,7 @@ pub struct Membership {
 }
 
 /// Why a requested configuration cannot be used.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum MembershipError {
     /// A configuration needs at least one voter.
     #[error("a configuration needs at least one voter")]

@@ -2,6 +2,7 @@
 //!
 //! The sender is not part of a message: the transport reports it in `Input::Message::from`.
 
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use concord_core::NodeId;
@@ -9,7 +10,7 @@ use concord_core::NodeId;
 use crate::{Entry, LogIndex, SnapshotMeta, Term};
 
 /// A message between Raft peers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message<C> {
     /// RequestVote (paper §5.2), or a PreVote (thesis §9.6) when `pre_vote` is set.
     RequestVote {
@@ -78,6 +79,7 @@ pub enum Message<C> {
         /// Total size of the snapshot data.
         total: u64,
         /// The chunk's bytes.
+        #[serde(with = "crate::serde_bytes_arc")]
         data: Arc<[u8]>,
         /// The echoed heartbeat round.
         round: u64,

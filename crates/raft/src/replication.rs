@@ -261,6 +261,18 @@ impl<S: StateMachine> RaftNode<S> {
                 self.maybe_commit();
                 self.maybe_send_timeout_now(from);
             }
+        } else if conflict_term.is_none()
+            && conflict_index > 0
+            && conflict_index <= progress.match_index
+            && index >= conflict_index
+            && !matches!(progress.state, ProgressState::Snapshot { .. })
+        {
+            // The follower's log ends before what it acknowledged: it lost the tail of its log
+            // (a damaged write-ahead log truncated on restart). Believe it and probe from its
+            // end; otherwise every probe would stop at the old match index and it would never
+            // catch up.
+            progress.match_index = conflict_index - 1;
+            progress.become_probe(conflict_index);
         } else {
             let hint = backtrack_hint(&self.log, conflict_term, conflict_index);
             let stale = match &progress.state {

@@ -1,6 +1,7 @@
 //! Client and administrator requests, and their responses: proposals (paper §8), linearizable
 //! reads (thesis §6.4), leadership transfer (§3.10) and membership changes (chapter 4).
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 use concord_core::NodeId;
@@ -8,7 +9,7 @@ use concord_core::NodeId;
 use crate::{LogIndex, Membership, MembershipError};
 
 /// A request to a Raft node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request<C, Q> {
     /// Append a command to the log; answered once it is applied.
     Propose(C),
@@ -30,7 +31,7 @@ pub enum Request<C, Q> {
 }
 
 /// The answer to a [`Request`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response<O> {
     /// The proposal was committed and applied at `index` with this result.
     Applied {
@@ -63,7 +64,7 @@ pub enum Response<O> {
 }
 
 /// Why a request failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum RaftError {
     /// This node is not the leader and did nothing; try `leader`.
     #[error("not the leader (leader hint: {leader:?})")]

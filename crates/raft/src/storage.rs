@@ -3,6 +3,7 @@
 //!
 //! A node restarts from `Storage` alone (`Node::restore`); only confirmed writes are in it.
 
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use concord_core::NodeId;
@@ -10,7 +11,7 @@ use concord_core::NodeId;
 use crate::{Entry, LogIndex, Membership, Term};
 
 /// The term and vote, persisted before any message that depends on them (§5.1, §5.2).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HardState {
     /// The latest term the node has seen.
     pub current_term: Term,
@@ -19,7 +20,7 @@ pub struct HardState {
 }
 
 /// What a snapshot covers (paper §7).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     /// The index of the last entry the snapshot replaces.
     pub last_index: LogIndex,
@@ -30,16 +31,17 @@ pub struct SnapshotMeta {
 }
 
 /// A snapshot: its metadata and the state machine's serialized state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// What it covers (shared: sent with every chunk).
     pub meta: Arc<SnapshotMeta>,
     /// The state machine's bytes, shared (never copied when sent or persisted).
+    #[serde(with = "crate::serde_bytes_arc")]
     pub data: Arc<[u8]>,
 }
 
 /// A durable mutation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Write<C> {
     /// Replace the term and vote.
     HardState(HardState),
@@ -56,7 +58,7 @@ pub enum Write<C> {
 }
 
 /// What all confirmed writes add up to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Storage<C> {
     /// The term and vote.
     pub hard_state: HardState,

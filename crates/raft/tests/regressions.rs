@@ -125,3 +125,34 @@ fn a_rejected_vote_request_does_not_reset_the_election_timer() {
     assert_eq!(cluster.node(0).current_term(), 2);
     assert_eq!(concord_core::Node::next_deadline(cluster.node(0)), deadline);
 }
+
+/// Found by Concord DB's WAL corruption test: a follower whose damaged log tail was truncated
+/// on restart had lost entries it had acknowledged. The leader kept probing at its old match
+/// index, judged every rejection stale, and the follower never caught up.
+#[test]
+fn a_follower_that_lost_acknowledged_entries_catches_up() {
+    let mut cluster = Cluster::new(3, concord_raft::Config::default());
+    // Losing acknowledged entries is outside Raft's fault model; only catching up is checked.
+    cluster.check_cluster_invariants = false;
+    cluster.elect(0);
+    for value in 0..5 {
+        cluster.propose(0, "x", value);
+        cluster.deliver_all();
+    }
+    let before = cluster.node(0).log().last_index();
+    cluster.run_for(cluster.config.heartbeat_interval * 3);
+    assert_eq!(cluster.node(2).log().last_index(), before);
+    cluster.crash(2);
+    let entries = cluster.storage[2].entries.len();
+    cluster.storage[2].entries.truncate(entries - 2);
+    cluster.restart(2);
+    cluster.propose(0, "x", 5);
+    cluster.deliver_all();
+    cluster.run_for(cluster.config.heartbeat_interval * 5);
+    let last = cluster.node(0).log().last_index();
+    assert_eq!(cluster.node(2).log().last_index(), last);
+    assert_eq!(
+        cluster.node(2).commit_index(),
+        cluster.node(0).commit_index()
+    );
+}

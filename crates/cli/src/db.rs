@@ -1,0 +1,512 @@
+//! `concord db …`: run Concord DB nodes, a local cluster for newcomers, its status, and the
+//! etcd-API load generator.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration as StdDuration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use concord_core::time::parse_duration;
+use concord_kv::loadgen::{LoadConfig, LoadOp, LoadReport};
+use concord_kv::server::{NodeStatusReport, ServerConfig};
+
+use crate::Outcome;
+
+/// Flags of `concord db`.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DbCommand,
+}
+
+/// The `concord db` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Start a local cluster: one `concord db serve` process per node, data under one folder.
+    Up(UpArgs),
+    /// Run one node (for real deployments: one per machine).
+    Serve(ServeArgs),
+    /// Show each node's health: role, leader, term, log length, commit and applied index.
+    Status(StatusArgs),
+    /// Drive endpoints that speak the etcd v3 API (Concord DB or etcd) with a load.
+    Bench(BenchArgs),
+}
+
+/// Flags of `concord db up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Cluster size.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// The folder holding every node's data and log.
+    #[arg(long, default_value = "concord-data")]
+    pub dir: PathBuf,
+    /// Node i serves clients on 127.0.0.1:(client-port + 10·(i−1)).
+    #[arg(long, default_value_t = 2379)]
+    pub client_port: u16,
+    /// Node i talks to peers on 127.0.0.1:(peer-port + 10·(i−1)).
+    #[arg(long, default_value_t = 2380)]
+    pub peer_port: u16,
+}
+
+/// Flags of `concord db serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// This node's id (a positive integer, unique in the cluster).
+    #[arg(long)]
+    pub id: u64,
+    /// A human-readable name (defaults to node<id>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where the write-ahead log and snapshots live.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Address for clients (etcd v3 gRPC and /metrics).
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    pub listen_client: SocketAddr,
+    /// Client URL other members and clients should use (defaults to http://<listen-client>).
+    #[arg(long)]
+    pub advertise_client: Option<String>,
+    /// Address for peers (Raft traffic).
+    #[arg(long, default_value = "127.0.0.1:2380")]
+    pub listen_peer: SocketAddr,
+    /// The initial cluster: `1=10.0.0.1:2380,2=10.0.0.2:2380,3=10.0.0.3:2380` (peer addresses).
+    /// A node joining a running cluster (after `member add`) lists the members it was told.
+    #[arg(long)]
+    pub initial_cluster: String,
+    /// Join a running cluster as the member `member add` created, instead of bootstrapping.
+    #[arg(long)]
+    pub join: bool,
+    /// Raft heartbeat interval.
+    #[arg(long, default_value = "100ms")]
+    pub heartbeat: String,
+    /// Raft election timeout (the lower bound; elections randomize up to twice it).
+    #[arg(long, default_value = "1s")]
+    pub election_timeout: String,
+    /// The largest request accepted, in bytes (etcd's default).
+    #[arg(long, default_value_t = 1_572_864)]
+    pub max_request_bytes: usize,
+    /// The largest key accepted, in bytes.
+    #[arg(long, default_value_t = 32 * 1024)]
+    pub max_key_bytes: usize,
+    /// Requests waiting for consensus before new ones are refused.
+    #[arg(long, default_value_t = 5000)]
+    pub max_inflight: usize,
+    /// Take a snapshot (and compact the log) every this many applied entries (etcd's
+    /// --snapshot-count default).
+    #[arg(long, default_value_t = 100_000)]
+    pub snapshot_entries: u64,
+}
+
+/// Flags of `concord db status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Client URLs of the nodes to ask.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379,http://127.0.0.1:2389,http://127.0.0.1:2399"
+    )]
+    pub endpoints: Vec<String>,
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `concord db bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Client URLs to drive (any server speaking the etcd v3 API).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379,http://127.0.0.1:2389,http://127.0.0.1:2399"
+    )]
+    pub endpoints: Vec<String>,
+    /// put, get (linearizable) or serializable-get.
+    #[arg(long, default_value = "put")]
+    pub op: String,
+    /// Concurrent clients; several values run one after another (e.g. 1,16,64,256).
+    #[arg(long, value_delimiter = ',', default_value = "16")]
+    pub clients: Vec<usize>,
+    /// gRPC connections shared by the clients.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// How long each run lasts.
+    #[arg(long, default_value = "10s")]
+    pub duration: String,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Distinct keys written.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// A request slower than this fails and is retried at another endpoint.
+    #[arg(long, default_value = "1s")]
+    pub request_timeout: String,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `concord db …`.
+pub fn run(args: &DbArgs) -> Result<Outcome> {
+    match &args.command {
+        DbCommand::Up(up) => run_up(up),
+        DbCommand::Serve(serve) => run_serve(serve),
+        DbCommand::Status(status) => runtime()?.block_on(run_status(status)),
+        DbCommand::Bench(bench) => runtime()?.block_on(run_bench(bench)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn std_duration(flag: &str, text: &str) -> Result<StdDuration> {
+    let nanos = parse_duration(text).map_err(|e| anyhow::anyhow!("--{flag} '{text}': {e}"))?;
+    Ok(StdDuration::from_nanos(nanos))
+}
+
+/// Parses `1=host:port,2=host:port`.
+fn parse_cluster(text: &str) -> Result<BTreeMap<u64, SocketAddr>> {
+    let mut members = BTreeMap::new();
+    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let Some((id, addr)) = part.split_once('=') else {
+            bail!("--initial-cluster: '{part}' is not id=host:port");
+        };
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("--initial-cluster: '{id}' is not a node id"))?;
+        if id == 0 {
+            bail!("--initial-cluster: node ids start at 1");
+        }
+        let addr = addr.trim().trim_start_matches("http://");
+        let addr: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("--initial-cluster: '{addr}' is not host:port"))?;
+        if members.insert(id, addr).is_some() {
+            bail!("--initial-cluster: node {id} is listed twice");
+        }
+    }
+    if members.is_empty() {
+        bail!("--initial-cluster lists no members");
+    }
+    Ok(members)
+}
+
+fn run_serve(args: &ServeArgs) -> Result<Outcome> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CONCORD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    if args.id == 0 {
+        bail!("--id must be a positive integer");
+    }
+    let initial_cluster = parse_cluster(&args.initial_cluster)?;
+    if !args.join && !initial_cluster.contains_key(&args.id) {
+        bail!(
+            "--initial-cluster does not list this node ({}); pass --join to join a running cluster",
+            args.id
+        );
+    }
+    let config = ServerConfig {
+        id: args.id,
+        name: args
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("node{}", args.id)),
+        data_dir: args.data_dir.clone(),
+        listen_client: args.listen_client,
+        advertise_client: args
+            .advertise_client
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", args.listen_client)),
+        listen_peer: args.listen_peer,
+        initial_cluster,
+        join: args.join,
+        heartbeat: std_duration("heartbeat", &args.heartbeat)?,
+        election_timeout: std_duration("election-timeout", &args.election_timeout)?,
+        max_request_bytes: args.max_request_bytes,
+        max_key_bytes: args.max_key_bytes,
+        max_inflight: args.max_inflight,
+        snapshot_entries: args.snapshot_entries,
+    };
+    runtime()?.block_on(concord_kv::server::run_until_signal(config))?;
+    Ok(Outcome::Success)
+}
+
+fn node_ports(args: &UpArgs, index: u64) -> Result<(u16, u16)> {
+    let offset = u16::try_from(10 * (index - 1)).context("too many nodes")?;
+    let client = args
+        .client_port
+        .checked_add(offset)
+        .context("--client-port too high for this many nodes")?;
+    let peer = args
+        .peer_port
+        .checked_add(offset)
+        .context("--peer-port too high for this many nodes")?;
+    Ok((client, peer))
+}
+
+/// Children that are killed when the launcher exits, however it exits.
+struct Children(Vec<(u64, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn run_up(args: &UpArgs) -> Result<Outcome> {
+    if args.nodes == 0 || args.nodes > 9 {
+        bail!("--nodes must be between 1 and 9");
+    }
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let mut cluster = Vec::new();
+    let mut endpoints = Vec::new();
+    for index in 1..=args.nodes {
+        let (client, peer) = node_ports(args, index)?;
+        cluster.push(format!("{index}=127.0.0.1:{peer}"));
+        endpoints.push(format!("http://127.0.0.1:{client}"));
+    }
+    let cluster = cluster.join(",");
+    let exe = std::env::current_exe().context("finding the concord binary")?;
+    let mut children = Children(Vec::new());
+    for index in 1..=args.nodes {
+        let (client, peer) = node_ports(args, index)?;
+        let data_dir = args.dir.join(format!("node{index}"));
+        let log_path = args.dir.join(format!("node{index}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let child = Command::new(&exe)
+            .args(["db", "serve", "--id", &index.to_string()])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen-client", &format!("127.0.0.1:{client}")])
+            .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
+            .args(["--initial-cluster", &cluster])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting a node")?;
+        children.0.push((index, child));
+    }
+    outln!(
+        "started {} nodes; data and logs under {}",
+        args.nodes,
+        args.dir.display()
+    );
+    let rt = runtime()?;
+    let status = StatusArgs {
+        endpoints: endpoints.clone(),
+        json: false,
+    };
+    // Wait for a leader, then show the cluster as `concord db status` does.
+    let mut elected = false;
+    for _ in 0..100 {
+        if let Some(reports) = exited(&mut children)? {
+            bail!("{reports}");
+        }
+        let reports = rt.block_on(collect_status(&endpoints));
+        if reports
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|s| s.role == "leader"))
+        {
+            elected = true;
+            break;
+        }
+        std::thread::sleep(StdDuration::from_millis(100));
+    }
+    if !elected {
+        bail!(
+            "no leader was elected within 10 s; see the logs under {}",
+            args.dir.display()
+        );
+    }
+    rt.block_on(run_status(&status))?;
+    outln!();
+    outln!(
+        "try:  ETCDCTL_API=3 etcdctl --endpoints {} put greeting hello",
+        endpoints.join(",")
+    );
+    outln!(
+        "      concord db status --endpoints {}",
+        endpoints.join(",")
+    );
+    outln!(
+        "Ctrl-C stops the cluster (data stays in {}).",
+        args.dir.display()
+    );
+    rt.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break Ok::<_, anyhow::Error>(()),
+                _ = terminate.recv() => break Ok(()),
+                () = tokio::time::sleep(StdDuration::from_millis(500)) => {
+                    if let Some(report) = exited(&mut children)? {
+                        anyhow::bail!("{report}");
+                    }
+                }
+            }
+        }
+    })?;
+    outln!("stopping");
+    Ok(Outcome::Success)
+}
+
+/// Reports a node that exited on its own.
+fn exited(children: &mut Children) -> Result<Option<String>> {
+    for (index, child) in &mut children.0 {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(format!("node {index} exited ({status}); see its log")));
+        }
+    }
+    Ok(None)
+}
+
+async fn collect_status(endpoints: &[String]) -> Vec<Result<NodeStatusReport>> {
+    let mut reports = Vec::with_capacity(endpoints.len());
+    for endpoint in endpoints {
+        reports.push(concord_kv::server::fetch_status(endpoint).await);
+    }
+    reports
+}
+
+async fn run_status(args: &StatusArgs) -> Result<Outcome> {
+    let reports = collect_status(&args.endpoints).await;
+    if args.json {
+        let rows: Vec<serde_json::Value> = args
+            .endpoints
+            .iter()
+            .zip(&reports)
+            .map(|(endpoint, report)| match report {
+                Ok(status) => serde_json::json!({"endpoint": endpoint, "status": status}),
+                Err(error) => {
+                    serde_json::json!({"endpoint": endpoint, "error": format!("{error:#}")})
+                }
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        outln!(
+            "{:<24} {:>4} {:<14} {:>6} {:>6} {:>10} {:>8} {:>8} {:>9}",
+            "ENDPOINT",
+            "ID",
+            "ROLE",
+            "LEADER",
+            "TERM",
+            "LOG LENGTH",
+            "COMMIT",
+            "APPLIED",
+            "REVISION"
+        );
+        for (endpoint, report) in args.endpoints.iter().zip(&reports) {
+            match report {
+                Ok(s) => outln!(
+                    "{:<24} {:>4} {:<14} {:>6} {:>6} {:>10} {:>8} {:>8} {:>9}",
+                    endpoint,
+                    s.id,
+                    s.role,
+                    s.leader.map_or("-".to_string(), |l| l.to_string()),
+                    s.term,
+                    s.log_length,
+                    s.commit_index,
+                    s.applied_index,
+                    s.revision
+                ),
+                Err(error) => outln!("{endpoint:<24} unreachable: {error:#}"),
+            }
+        }
+    }
+    let reachable = reports.iter().filter(|r| r.is_ok()).count();
+    let leaders = reports
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|s| s.role == "leader"))
+        .count();
+    if reachable == 0 {
+        bail!("no endpoint answered");
+    }
+    Ok(if leaders == 0 {
+        Outcome::Violation
+    } else {
+        Outcome::Success
+    })
+}
+
+async fn run_bench(args: &BenchArgs) -> Result<Outcome> {
+    let op: LoadOp = args.op.parse().map_err(anyhow::Error::msg)?;
+    let duration = std_duration("duration", &args.duration)?;
+    let request_timeout = std_duration("request-timeout", &args.request_timeout)?;
+    if !args.json {
+        outln!(
+            "{:<18} {:>8} {:>10} {:>8} {:>12} {:>9} {:>9} {:>11}",
+            "OP",
+            "CLIENTS",
+            "OK",
+            "FAILED",
+            "OPS/S",
+            "P50 MS",
+            "P99 MS",
+            "MAX GAP MS"
+        );
+    }
+    for &clients in &args.clients {
+        let config = LoadConfig {
+            endpoints: args.endpoints.clone(),
+            clients,
+            connections: args.connections,
+            op,
+            duration,
+            value_size: args.value_size,
+            keys: args.keys,
+            request_timeout,
+        };
+        let report = concord_kv::loadgen::run(&config).await?;
+        print_bench(&report, args.json)?;
+    }
+    Ok(Outcome::Success)
+}
+
+fn print_bench(report: &LoadReport, json: bool) -> Result<()> {
+    if json {
+        outln!("{}", serde_json::to_string(report)?);
+    } else {
+        outln!(
+            "{:<18} {:>8} {:>10} {:>8} {:>12.0} {:>9.2} {:>9.2} {:>11.1}",
+            serde_json::to_value(report.op)?
+                .as_str()
+                .unwrap_or_default(),
+            report.clients,
+            report.ok,
+            report.failed,
+            report.throughput,
+            report.p50_ms,
+            report.p99_ms,
+            report.max_ack_gap_ms
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,368 @@
+//! A harness for Concord DB tests: real `concord db serve` processes on loopback ports, each
+//! with its own data directory, killed when the harness is dropped.
+#![allow(dead_code)]
+// Real processes on a real clock: waiting for them needs wall-clock deadlines.
+#![allow(clippy::disallowed_methods)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// One node's addresses and process.
+#[derive(Debug)]
+pub struct DbNode {
+    /// Its id (1-based).
+    pub id: u64,
+    /// `127.0.0.1:port` for clients.
+    pub client: String,
+    /// `127.0.0.1:port` for peers.
+    pub peer: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+    /// The running process, if any.
+    pub child: Option<Child>,
+    /// Extra `db serve` flags.
+    pub extra: Vec<String>,
+}
+
+/// A cluster of node processes.
+#[derive(Debug)]
+pub struct DbCluster {
+    /// The nodes, `nodes[i].id == i + 1`.
+    pub nodes: Vec<DbNode>,
+    /// Holds every data directory.
+    pub dir: tempfile::TempDir,
+    /// `--initial-cluster`.
+    pub initial_cluster: String,
+}
+
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The `concord` binary under test.
+pub fn concord() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_concord"))
+}
+
+impl DbCluster {
+    /// Starts `n` nodes with short timeouts (fast tests) plus `extra` flags, and waits for a
+    /// leader.
+    pub fn start(n: u64, extra: &[&str]) -> DbCluster {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            nodes.push(DbNode {
+                id,
+                client: format!("127.0.0.1:{}", free_port()),
+                peer: format!("127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("node{id}")),
+                log: dir.path().join(format!("node{id}.log")),
+                child: None,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+            });
+        }
+        let initial_cluster = nodes
+            .iter()
+            .map(|node| format!("{}={}", node.id, node.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = DbCluster {
+            nodes,
+            dir,
+            initial_cluster,
+        };
+        for id in 1..=n {
+            cluster.spawn(id);
+        }
+        cluster.wait_for_leader(Duration::from_secs(20));
+        cluster
+    }
+
+    /// Starts (or restarts) node `id` from its data directory.
+    pub fn spawn(&mut self, id: u64) {
+        let initial_cluster = self.initial_cluster.clone();
+        let node = &mut self.nodes[(id - 1) as usize];
+        assert!(node.child.is_none(), "node {id} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("the node's log file");
+        let child = concord()
+            .args(["db", "serve", "--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--listen-client", &node.client])
+            .args(["--listen-peer", &node.peer])
+            .args(["--initial-cluster", &initial_cluster])
+            .args(["--heartbeat", "50ms", "--election-timeout", "300ms"])
+            .args(&node.extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("concord db serve starts");
+        node.child = Some(child);
+    }
+
+    /// Kills node `id` with SIGKILL (no graceful shutdown) and waits for it to exit.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes[(id - 1) as usize].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops node `id` with SIGTERM (graceful) and waits for it to exit.
+    pub fn stop(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes[(id - 1) as usize].child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Comma-separated client addresses of every node.
+    pub fn endpoints(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `http://` client URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("http://{}", n.client))
+            .collect()
+    }
+
+    /// The id of the node that reports itself leader, if one does.
+    pub fn leader(&self) -> Option<u64> {
+        for node in &self.nodes {
+            if node.child.is_none() {
+                continue;
+            }
+            let output = concord()
+                .args(["db", "status", "--json", "--endpoints"])
+                .arg(format!("http://{}", node.client))
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&output.stdout);
+            let Ok(rows) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            if rows[0]["status"]["role"] == "leader" {
+                return Some(node.id);
+            }
+        }
+        None
+    }
+
+    /// Waits until some node leads, or panics with the nodes' logs.
+    pub fn wait_for_leader(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(leader) = self.leader() {
+                return leader;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no leader within {timeout:?}\n{}", self.logs());
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- node {} ---\n{}",
+                    n.id,
+                    std::fs::read_to_string(&n.log).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The data directory of node `id`.
+    pub fn data_dir(&self, id: u64) -> &Path {
+        &self.nodes[(id - 1) as usize].data_dir
+    }
+}
+
+impl Drop for DbCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Runs `etcdctl` (API v3) against `endpoints` and returns its output. Panics with a clear
+/// message when etcdctl is not installed (`.ci/run` installs Debian's `etcd-client`).
+pub fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
+    etcdctl_with_input(endpoints, args, None)
+}
+
+/// [`etcdctl`] with `input` on its standard input.
+pub fn etcdctl_with_input(endpoints: &str, args: &[&str], input: Option<&str>) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoints, "--command-timeout", "10s"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl is installed (Debian package etcd-client; .ci/run installs it)");
+    if let Some(input) = input {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write etcdctl input");
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().expect("etcdctl runs")
+}
+
+/// The standard output of a successful etcdctl run; panics with its stderr otherwise.
+pub fn etcdctl_ok(endpoints: &str, args: &[&str]) -> String {
+    let output = etcdctl(endpoints, args);
+    assert!(
+        output.status.success(),
+        "etcdctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+// Additions for the crash, corruption and membership tests (functions only; the ones above keep
+// their signatures).
+impl DbCluster {
+    /// Adds node `nodes.len() + 1` with fresh ports and its own data directory, without starting
+    /// it (for `member add`), and returns its id.
+    pub fn add_node(&mut self, extra: &[&str]) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        self.nodes.push(DbNode {
+            id,
+            client: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
+            data_dir: self.dir.path().join(format!("node{id}")),
+            log: self.dir.path().join(format!("node{id}.log")),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        });
+        id
+    }
+
+    /// Starts node `id` joining the running cluster (`--join`), with `initial_cluster` (the
+    /// members it was told, itself included).
+    pub fn spawn_joining(&mut self, id: u64, initial_cluster: &str) {
+        let saved = std::mem::replace(&mut self.initial_cluster, initial_cluster.to_string());
+        self.nodes[(id - 1) as usize]
+            .extra
+            .push("--join".to_string());
+        self.spawn(id);
+        self.nodes[(id - 1) as usize].extra.pop();
+        self.initial_cluster = saved;
+    }
+
+    /// `--initial-cluster` text listing `ids` with their peer addresses.
+    pub fn cluster_text(&self, ids: &[u64]) -> String {
+        ids.iter()
+            .map(|&id| format!("{id}={}", self.nodes[(id - 1) as usize].peer))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits up to `timeout` for node `id`'s process to exit on its own and returns its exit
+    /// status (the process is then forgotten), or `None` if it still runs.
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let node = &mut self.nodes[(id - 1) as usize];
+            let child = node.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                node.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Node `id`'s `concord db status --json` row (`{"endpoint", "status"}` or
+    /// `{"endpoint", "error"}`), if the command printed one.
+    pub fn status(&self, id: u64) -> Option<serde_json::Value> {
+        let node = &self.nodes[(id - 1) as usize];
+        let output = concord()
+            .args(["db", "status", "--json", "--endpoints"])
+            .arg(format!("http://{}", node.client))
+            .output()
+            .ok()?;
+        let rows: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        Some(rows[0].clone())
+    }
+
+    /// Node `id`'s log.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.nodes[(id - 1) as usize].log).unwrap_or_default()
+    }
+
+    /// Client addresses of nodes `ids`, comma-separated.
+    pub fn endpoints_of(&self, ids: &[u64]) -> String {
+        ids.iter()
+            .map(|&id| self.nodes[(id - 1) as usize].client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Client addresses of the running nodes, comma-separated.
+    pub fn running_endpoints(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Polls `condition` every 100 ms until it holds, or panics after `timeout` with `what()`.
+pub fn wait_until(
+    timeout: Duration,
+    mut condition: impl FnMut() -> bool,
+    what: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {}",
+            what()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

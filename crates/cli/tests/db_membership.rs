@@ -1,0 +1,213 @@
+//! Membership changes on a live Concord DB cluster: a learner joins, catches up from a snapshot
+//! (the log is compacted), is promoted once in sync, and a member is removed.
+// Real processes on a real clock: waiting for them needs wall-clock deadlines.
+#![allow(clippy::disallowed_methods)]
+
+mod db;
+
+use std::time::Duration;
+
+use concord_kv::pb::etcdserverpb::kv_client::KvClient;
+use concord_kv::pb::etcdserverpb::PutRequest;
+use db::{etcdctl, etcdctl_ok, wait_until, DbCluster};
+
+const KEYS: usize = 200;
+
+/// Writes `key0000…` through the gRPC API (faster than one etcdctl process per key).
+fn put_keys(url: &str, range: std::ops::Range<usize>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let mut client = KvClient::connect(url.to_string())
+            .await
+            .expect("connect to the cluster");
+        for i in range {
+            client
+                .put(PutRequest {
+                    key: format!("key{i:04}").into_bytes(),
+                    value: format!("value{i}").into_bytes(),
+                    ..PutRequest::default()
+                })
+                .await
+                .expect("put");
+        }
+    });
+}
+
+fn status_field(cluster: &DbCluster, id: u64, field: &str) -> Option<serde_json::Value> {
+    let row = cluster.status(id)?;
+    let value = row["status"][field].clone();
+    (!value.is_null()).then_some(value)
+}
+
+fn status_u64(cluster: &DbCluster, id: u64, field: &str) -> u64 {
+    status_field(cluster, id, field)
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0)
+}
+
+fn ids(value: Option<serde_json::Value>) -> Vec<u64> {
+    value
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect()
+}
+
+#[test]
+fn a_learner_joins_by_snapshot_is_promoted_and_a_member_is_removed() {
+    let mut cluster = DbCluster::start(3, &["--snapshot-entries", "50"]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let leader_url = format!("http://{}", cluster.nodes[(leader - 1) as usize].client);
+    put_keys(&leader_url, 0..KEYS);
+    // The leader's log is compacted well past the start.
+    wait_until(
+        Duration::from_secs(20),
+        || status_u64(&cluster, leader, "snapshot_index") > 100,
+        || format!("leader status: {:?}", cluster.status(leader)),
+    );
+
+    // Add node 4 as a learner.
+    let node4 = cluster.add_node(&["--snapshot-entries", "50"]);
+    assert_eq!(node4, 4);
+    let endpoints = cluster.endpoints_of(&[1, 2, 3]);
+    let peer_url = format!("http://{}", cluster.nodes[3].peer);
+    let added = etcdctl_ok(
+        &endpoints,
+        &[
+            "member",
+            "add",
+            "node4",
+            &format!("--peer-urls={peer_url}"),
+            "--learner",
+        ],
+    );
+    assert!(added.contains("Member"), "member add: {added}");
+    let list = etcdctl_ok(&endpoints, &["member", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.contains(&peer_url) && l.contains("true")),
+        "node 4 is listed as a learner:\n{list}"
+    );
+
+    // A learner that has not caught up cannot be promoted.
+    let promote = etcdctl(&endpoints, &["member", "promote", "4"]);
+    let stderr = String::from_utf8_lossy(&promote.stderr);
+    assert!(!promote.status.success(), "promoting an empty learner");
+    assert!(
+        stderr.contains("can only promote a learner member which is in sync with leader"),
+        "a clear error: {stderr}"
+    );
+
+    // Start it; it catches up from a snapshot, since the entries it lacks are compacted away.
+    let initial = cluster.cluster_text(&[1, 2, 3, 4]);
+    cluster.spawn_joining(node4, &initial);
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            let revision = status_field(&cluster, leader, "revision");
+            revision.is_some() && status_field(&cluster, node4, "revision") == revision
+        },
+        || {
+            format!(
+                "node 4: {:?}\nleader: {:?}\n{}",
+                cluster.status(node4),
+                cluster.status(leader),
+                cluster.logs()
+            )
+        },
+    );
+    let status4 = cluster.status(node4).expect("node 4 answers");
+    assert_eq!(status4["status"]["role"], "learner", "{status4}");
+    assert!(
+        status_u64(&cluster, node4, "snapshot_index") > 1,
+        "node 4 was sent a snapshot: {status4}"
+    );
+    let value = etcdctl_ok(
+        &cluster.nodes[3].client,
+        &["get", "key0000", "--print-value-only", "--consistency=s"],
+    );
+    assert_eq!(value.trim(), "value0");
+
+    // Now it can be promoted (retried: "in sync" means it holds every committed entry).
+    let last = std::cell::RefCell::new(String::new());
+    wait_until(
+        Duration::from_secs(20),
+        || {
+            let output = etcdctl(&endpoints, &["member", "promote", "4"]);
+            *last.borrow_mut() = String::from_utf8_lossy(&output.stderr).into_owned();
+            output.status.success()
+        },
+        || format!("promote keeps failing: {}", last.borrow()),
+    );
+    wait_until(
+        Duration::from_secs(20),
+        || ids(status_field(&cluster, node4, "voters")) == vec![1, 2, 3, 4],
+        || format!("node 4: {:?}", cluster.status(node4)),
+    );
+    let all = cluster.endpoints();
+    assert_eq!(
+        etcdctl_ok(&all, &["put", "after-promote", "1"]).trim(),
+        "OK"
+    );
+
+    // Remove a follower of the first three.
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let removed = (1..=3).find(|&id| id != leader).expect("a follower");
+    let remaining: Vec<u64> = (1..=4).filter(|&id| id != removed).collect();
+    let remaining_endpoints = cluster.endpoints_of(&remaining);
+    etcdctl_ok(
+        &remaining_endpoints,
+        &["member", "remove", &format!("{removed:x}")],
+    );
+    let list = etcdctl_ok(&remaining_endpoints, &["member", "list"]);
+    assert_eq!(list.lines().count(), 3, "three members left:\n{list}");
+
+    // The others keep serving, each of them.
+    assert_eq!(
+        etcdctl_ok(&remaining_endpoints, &["put", "after-remove", "2"]).trim(),
+        "OK"
+    );
+    for &id in &remaining {
+        let value = etcdctl_ok(
+            &cluster.nodes[(id - 1) as usize].client,
+            &["get", "after-remove", "--print-value-only"],
+        );
+        assert_eq!(value.trim(), "2", "node {id}");
+    }
+    // The removed node refuses requests.
+    let client = cluster.nodes[(removed - 1) as usize].client.clone();
+    let last = std::cell::RefCell::new(String::new());
+    wait_until(
+        Duration::from_secs(20),
+        || {
+            let output = etcdctl(&client, &["put", "from-removed", "3"]);
+            *last.borrow_mut() = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            // It learns of its removal only if it applied it; otherwise it is left without a
+            // leader (the others ignore it). Either way it must not serve.
+            !output.status.success()
+                && (last.borrow().contains("removed") || last.borrow().contains("no leader"))
+        },
+        || {
+            format!(
+                "the removed node {removed} still serves: {}\n{}",
+                last.borrow(),
+                cluster.logs()
+            )
+        },
+    );
+    let output = etcdctl(&client, &["get", "key0000"]);
+    assert!(!output.status.success(), "the removed node serves reads");
+    let absent = etcdctl_ok(&remaining_endpoints, &["get", "from-removed"]);
+    assert!(
+        absent.trim().is_empty(),
+        "a write through the removed node: {absent}"
+    );
+}

@@ -1,0 +1,252 @@
+//! etcd's KV service: Range, Put, DeleteRange, Txn, Compact.
+
+use std::sync::Arc;
+
+use concord_raft::RaftError;
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, check_sizes, status_of, txn_writes};
+use super::{forwarded_by, raft_status, Route, Shared};
+use crate::pb::etcdserverpb as pb;
+use crate::pb::etcdserverpb::kv_client::KvClient;
+use crate::{Command, CompactRequest, Output, Query, RequestOp, TxnRequest};
+
+/// The KV service of one node.
+pub(crate) struct KvService(pub(crate) Arc<Shared>);
+
+/// Checks every key and value a transaction writes against the limits.
+fn check_txn_sizes(txn: &TxnRequest, shared: &Shared) -> Result<(), Status> {
+    let mut total = 0usize;
+    for op in txn.success.iter().chain(&txn.failure) {
+        match op {
+            RequestOp::Put(put) => {
+                check_sizes(&put.key, put.value.len(), &shared.limits)?;
+                total += put.key.len() + put.value.len();
+            }
+            RequestOp::DeleteRange(delete) => {
+                check_sizes(&delete.key, delete.range_end.len(), &shared.limits)?;
+                total += delete.key.len() + delete.range_end.len();
+            }
+            RequestOp::Range(range) => {
+                check_sizes(&range.key, range.range_end.len(), &shared.limits)?;
+            }
+            RequestOp::Txn(inner) => check_txn_sizes(inner, shared)?,
+        }
+    }
+    if total > shared.limits.max_request_bytes {
+        return Err(Status::invalid_argument("etcdserver: request is too large"));
+    }
+    Ok(())
+}
+
+/// Turns a store output into the expected response, or its error into a status.
+macro_rules! expect_output {
+    ($output:expr, $variant:ident) => {
+        match $output {
+            Output::$variant(response) => response,
+            Output::Error(error) => return Err(status_of(&error)),
+            other => {
+                return Err(Status::internal(format!(
+                    "unexpected store output {other:?}"
+                )))
+            }
+        }
+    };
+}
+
+impl KvService {
+    /// Proposes `command`; at a follower, forwards the original request to the leader with
+    /// `forward`.
+    async fn write<T, F, Fut, R>(
+        &self,
+        request: &Request<T>,
+        command: Command,
+        forward: F,
+    ) -> Result<Result<Output, R>, Status>
+    where
+        T: Clone,
+        F: FnOnce(KvClient<tonic::transport::Channel>, T) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<R>, Status>>,
+    {
+        let shared = &self.0;
+        shared.check_forwarder(request).await?;
+        match shared.propose(command).await? {
+            Ok(output) => Ok(Ok(output)),
+            Err(RaftError::NotLeader { leader }) => {
+                match shared.route_to_leader(request, leader).await? {
+                    Route::Local => Err(Status::unavailable("etcdserver: leader changed")),
+                    Route::Leader(channel) => {
+                        let response =
+                            forward(KvClient::new(channel), request.get_ref().clone()).await?;
+                        Ok(Err(response.into_inner()))
+                    }
+                }
+            }
+            Err(error) => Err(raft_status(&error)),
+        }
+    }
+
+    /// A linearizable read, at a follower by asking the leader for a read index.
+    async fn read(&self, query: Query) -> Result<Output, Status> {
+        let shared = &self.0;
+        match shared.read(query).await? {
+            Ok(output) => Ok(output),
+            Err(error) => {
+                shared.check_member().await?;
+                Err(raft_status(&error))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let shared = &self.0;
+        let message = request.into_inner();
+        check_sizes(&message.key, message.range_end.len(), &shared.limits)?;
+        let range = convert::range_from_pb(message)?;
+        let serializable = range.serializable;
+        let query = Query::Range(range);
+        let output = if serializable {
+            shared.local(query).await?
+        } else {
+            self.read(query).await?
+        };
+        let response = expect_output!(output, Range);
+        Ok(Response::new(convert::range_to_pb(
+            response,
+            &shared.header_info(),
+        )))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let shared = &self.0;
+        check_sizes(
+            &request.get_ref().key,
+            request.get_ref().value.len(),
+            &shared.limits,
+        )?;
+        let put = convert::put_from_pb(request.get_ref().clone())?;
+        let id = self.0.config.id;
+        let result = self
+            .write(
+                &request,
+                Command::Put(put),
+                move |mut client, message| async move { client.put(forwarded_by(message, id)).await },
+            )
+            .await?;
+        match result {
+            Ok(output) => {
+                let response = expect_output!(output, Put);
+                Ok(Response::new(convert::put_to_pb(
+                    response,
+                    &shared.header_info(),
+                )))
+            }
+            Err(forwarded) => Ok(Response::new(forwarded)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let shared = &self.0;
+        check_sizes(
+            &request.get_ref().key,
+            request.get_ref().range_end.len(),
+            &shared.limits,
+        )?;
+        let delete = convert::delete_from_pb(request.get_ref().clone())?;
+        let id = self.0.config.id;
+        let result = self
+            .write(
+                &request,
+                Command::DeleteRange(delete),
+                move |mut client, message| async move {
+                    client.delete_range(forwarded_by(message, id)).await
+                },
+            )
+            .await?;
+        match result {
+            Ok(output) => {
+                let response = expect_output!(output, DeleteRange);
+                Ok(Response::new(convert::delete_to_pb(
+                    response,
+                    &shared.header_info(),
+                )))
+            }
+            Err(forwarded) => Ok(Response::new(forwarded)),
+        }
+    }
+
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        let shared = &self.0;
+        let txn = convert::txn_from_pb(request.get_ref().clone())?;
+        check_txn_sizes(&txn, shared)?;
+        txn.validate().map_err(|e| status_of(&e))?;
+        if !txn_writes(&txn) {
+            let output = self.read(Query::Txn(txn)).await?;
+            let response = expect_output!(output, Txn);
+            return Ok(Response::new(convert::txn_to_pb(
+                response,
+                &shared.header_info(),
+            )));
+        }
+        let id = self.0.config.id;
+        let result = self
+            .write(
+                &request,
+                Command::Txn(txn),
+                move |mut client, message| async move { client.txn(forwarded_by(message, id)).await },
+            )
+            .await?;
+        match result {
+            Ok(output) => {
+                let response = expect_output!(output, Txn);
+                Ok(Response::new(convert::txn_to_pb(
+                    response,
+                    &shared.header_info(),
+                )))
+            }
+            Err(forwarded) => Ok(Response::new(forwarded)),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let shared = &self.0;
+        let message = *request.get_ref();
+        let command = Command::Compact(CompactRequest {
+            revision: message.revision,
+            physical: message.physical,
+        });
+        let id = self.0.config.id;
+        let result = self
+            .write(&request, command, move |mut client, message| async move {
+                client.compact(forwarded_by(message, id)).await
+            })
+            .await?;
+        match result {
+            Ok(output) => {
+                let response = expect_output!(output, Compact);
+                Ok(Response::new(pb::CompactionResponse {
+                    header: shared.header_info().header(response.header.revision),
+                }))
+            }
+            Err(forwarded) => Ok(Response::new(forwarded)),
+        }
+    }
+}

@@ -1,0 +1,679 @@
+//! One Concord DB node as a real process: the Raft core hosted by `concord-runtime` (TCP between
+//! peers, a write-ahead log with fsync), and etcd's v3 gRPC services for clients.
+//!
+//! ```text
+//!  etcd clients ──gRPC──▶ KV · Watch · Lease · Cluster · Maintenance ─┐
+//!                                                                      ▼
+//!             followers forward writes to the leader's client URL   NodeHandle ──▶ RaftNode<KvStore>
+//!                                                                      │            (runtime task)
+//!  peers ◀──────────────────── TCP frames ───────────────────────────┘  WAL: group commit + fsync
+//! ```
+//!
+//! Writes are proposed through Raft and answered once applied. Reads are linearizable by
+//! default (ReadIndex, also at followers); `serializable` reads are answered from the local
+//! state and still work with no leader. Lease expiry is decided by the leader's [`Lessor`] and
+//! carried out by a `LeaseRevoke` proposal, so every replica deletes the same keys at the same
+//! revision.
+
+mod cluster;
+pub mod convert;
+mod kv;
+mod lease;
+mod metrics;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use concord_raft::{RaftError, RaftNode};
+use concord_runtime::{HostConfig, HostError, NodeHandle};
+use serde::Serialize;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::pb::concordpb::node_client::NodeClient;
+use crate::pb::concordpb::NodeStatusRequest;
+use crate::server::convert::{HeaderInfo, Limits};
+use crate::{Command, KvStore, Lessor, LessorConfig, Output, Query};
+
+/// The Raft node Concord DB runs.
+pub type DbNode = RaftNode<KvStore>;
+
+/// Everything one node needs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// This node's id (positive, unique in the cluster).
+    pub id: u64,
+    /// Its human-readable name.
+    pub name: String,
+    /// Where its WAL lives.
+    pub data_dir: PathBuf,
+    /// Where clients connect (gRPC and `/metrics`).
+    pub listen_client: SocketAddr,
+    /// The client URL published to other members.
+    pub advertise_client: String,
+    /// Where peers connect.
+    pub listen_peer: SocketAddr,
+    /// The initial members and their peer addresses.
+    pub initial_cluster: BTreeMap<u64, SocketAddr>,
+    /// Join a running cluster instead of bootstrapping one.
+    pub join: bool,
+    /// Raft heartbeat interval.
+    pub heartbeat: Duration,
+    /// Lower bound of the randomized election timeout.
+    pub election_timeout: Duration,
+    /// Largest request in bytes.
+    pub max_request_bytes: usize,
+    /// Largest key in bytes.
+    pub max_key_bytes: usize,
+    /// Requests waiting for consensus before new ones are refused.
+    pub max_inflight: usize,
+    /// Snapshot every this many applied entries.
+    pub snapshot_entries: u64,
+}
+
+impl ServerConfig {
+    /// A configuration for node `id` of `initial_cluster` with etcd's defaults.
+    pub fn new(
+        id: u64,
+        data_dir: PathBuf,
+        listen_client: SocketAddr,
+        listen_peer: SocketAddr,
+        initial_cluster: BTreeMap<u64, SocketAddr>,
+    ) -> Self {
+        ServerConfig {
+            id,
+            name: format!("node{id}"),
+            data_dir,
+            listen_client,
+            advertise_client: format!("http://{listen_client}"),
+            listen_peer,
+            initial_cluster,
+            join: false,
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_secs(1),
+            max_request_bytes: 1_572_864,
+            max_key_bytes: 32 * 1024,
+            max_inflight: 5000,
+            snapshot_entries: 100_000,
+        }
+    }
+
+    fn raft_config(&self) -> anyhow::Result<concord_raft::Config> {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let config = concord_raft::Config {
+            election_timeout_min: nanos(self.election_timeout),
+            election_timeout_max: nanos(self.election_timeout) * 2,
+            heartbeat_interval: nanos(self.heartbeat),
+            snapshot_threshold: self.snapshot_entries.max(1),
+            max_pending_requests: self.max_inflight.max(1),
+            pre_vote: true,
+            check_quorum: true,
+            ..concord_raft::Config::default()
+        };
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("raft settings: {e}"))?;
+        Ok(config)
+    }
+}
+
+/// State shared by every service of one node.
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) handle: NodeHandle<DbNode>,
+    pub(crate) limits: Limits,
+    pub(crate) cluster_id: u64,
+    /// The leader's lease clock; `None` on followers.
+    pub(crate) lessor: StdMutex<Lessor>,
+    pub(crate) lessor_config: LessorConfig,
+    /// The origin of the node's monotonic clock, for the lessor.
+    pub(crate) started: Instant,
+    /// Channels to other members' client URLs, for forwarding.
+    channels: StdMutex<BTreeMap<String, Channel>>,
+    pub(crate) metrics: metrics::DbMetrics,
+    pub(crate) request_timeout: Duration,
+    /// Lease ids are drawn from here.
+    pub(crate) rng: StdMutex<concord_core::Rng>,
+}
+
+/// Marks a request already forwarded once, so it is never forwarded again.
+pub(crate) const FORWARDED: &str = "concord-forwarded";
+/// The member that forwarded a request.
+pub(crate) const FORWARDED_BY: &str = "concord-forwarded-by";
+
+/// Where a request should go instead of this node.
+pub(crate) enum Route {
+    /// Serve it here.
+    Local,
+    /// Forward it to the leader at this client URL.
+    Leader(Channel),
+}
+
+impl Shared {
+    /// Nanoseconds on this node's monotonic clock.
+    pub(crate) fn now(&self) -> concord_core::Time {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The header fields besides the revision.
+    pub(crate) fn header_info(&self) -> HeaderInfo {
+        HeaderInfo {
+            cluster_id: self.cluster_id,
+            member_id: self.config.id,
+            raft_term: self.handle.status().term,
+        }
+    }
+
+    /// Proposes `command` and waits until it is applied here.
+    pub(crate) async fn propose(
+        &self,
+        command: Command,
+    ) -> Result<Result<Output, RaftError>, Status> {
+        let response = self
+            .timed(self.handle.request(concord_raft::Request::Propose(command)))
+            .await?;
+        Ok(match response {
+            concord_raft::Response::Applied { output, .. } => {
+                self.metrics.proposals_committed.inc();
+                Ok(output)
+            }
+            concord_raft::Response::Failed(error) => {
+                self.metrics.proposals_failed.inc();
+                Err(error)
+            }
+            other => Err(RaftError::OutcomeUnknown {
+                index: match other {
+                    concord_raft::Response::Read { read_index, .. } => read_index,
+                    _ => 0,
+                },
+            }),
+        })
+    }
+
+    /// A linearizable read through ReadIndex (at the leader or, by asking it, at a follower).
+    pub(crate) async fn read(&self, query: Query) -> Result<Result<Output, RaftError>, Status> {
+        let response = self
+            .timed(self.handle.request(concord_raft::Request::Read(query)))
+            .await?;
+        Ok(match response {
+            concord_raft::Response::Read { output, .. } => Ok(output),
+            concord_raft::Response::Failed(error) => Err(error),
+            _ => Err(RaftError::NotLeader { leader: None }),
+        })
+    }
+
+    /// A read of the local state, possibly stale; works without a leader, but not on a node
+    /// removed from the cluster (its state no longer follows the cluster's).
+    pub(crate) async fn local(&self, query: Query) -> Result<Output, Status> {
+        let id = self.config.id;
+        let (member, applied, output) = self
+            .handle
+            .inspect(move |node: &DbNode| {
+                if !is_member(node, id) {
+                    return (false, node.applied_index(), None);
+                }
+                let output = concord_core::StateMachine::query(node.state_machine(), &query);
+                (true, node.applied_index(), Some(output))
+            })
+            .await
+            .map_err(host_status)?;
+        membership_status(member, applied)?;
+        output.ok_or_else(|| Status::internal("a member's local read gave no answer"))
+    }
+
+    /// Runs `f` on the local store.
+    pub(crate) async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&KvStore) -> T + Send + 'static,
+    ) -> Result<T, Status> {
+        self.handle
+            .inspect(move |node: &DbNode| f(node.state_machine()))
+            .await
+            .map_err(host_status)
+    }
+
+    async fn timed<T>(
+        &self,
+        future: impl std::future::Future<Output = Result<T, HostError>>,
+    ) -> Result<T, Status> {
+        match tokio::time::timeout(self.request_timeout, future).await {
+            Ok(result) => result.map_err(host_status),
+            Err(_) => Err(Status::unavailable("etcdserver: request timed out")),
+        }
+    }
+
+    /// Decides where a request that needs the leader goes, given the error a local attempt
+    /// gave (or the node's current view).
+    pub(crate) async fn route_to_leader<T>(
+        &self,
+        request: &Request<T>,
+        leader: Option<u64>,
+    ) -> Result<Route, Status> {
+        self.check_member().await?;
+        let Some(leader) = leader else {
+            return Err(Status::unavailable("etcdserver: no leader"));
+        };
+        if leader == self.config.id {
+            return Ok(Route::Local);
+        }
+        if request.metadata().get(FORWARDED).is_some() {
+            return Err(Status::unavailable(
+                "etcdserver: leader changed while the request was forwarded",
+            ));
+        }
+        // A new leader publishes its client URL right after its election: wait for it a
+        // little rather than fail the request.
+        let deadline = Instant::now() + self.config.election_timeout;
+        let url = loop {
+            let url = self
+                .with_store(move |store| {
+                    store
+                        .members()
+                        .into_iter()
+                        .find(|m| m.id == leader)
+                        .and_then(|m| m.client_urls.into_iter().next())
+                })
+                .await?;
+            if url.is_some() || Instant::now() >= deadline {
+                break url;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let Some(url) = url else {
+            return Err(Status::unavailable(format!(
+                "etcdserver: leader {leader} has not published its client URL yet"
+            )));
+        };
+        Ok(Route::Leader(self.channel(&url)?))
+    }
+
+    fn channel(&self, url: &str) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = channels.get(url) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| Status::internal(format!("bad client URL '{url}': {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(self.request_timeout)
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        channels.insert(url.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Refuses a request forwarded by a member that is no longer in the configuration: it was
+    /// removed, and must not keep serving through the leader.
+    pub(crate) async fn check_forwarder<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(origin) = request
+            .metadata()
+            .get(FORWARDED_BY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            return Ok(());
+        };
+        let member = self
+            .handle
+            .inspect(move |node: &DbNode| node.membership().contains(origin))
+            .await
+            .map_err(host_status)?;
+        if member {
+            Ok(())
+        } else {
+            Err(Status::failed_precondition(
+                "etcdserver: the member has been permanently removed from the cluster",
+            ))
+        }
+    }
+
+    /// Refuses service on a node removed from the cluster.
+    pub(crate) async fn check_member(&self) -> Result<(), Status> {
+        let id = self.config.id;
+        let (member, applied) = self
+            .handle
+            .inspect(move |node: &DbNode| (is_member(node, id), node.applied_index()))
+            .await
+            .map_err(host_status)?;
+        membership_status(member, applied)
+    }
+}
+
+/// Whether `id` belongs to the configuration `node` is moving to. A removed node usually
+/// learns only of the joint configuration `C_old,new` (it is in `C_old` only): the leader stops
+/// replicating to it once it appends `C_new`, so "in `C_old`" must not count as a member.
+fn is_member(node: &DbNode, id: u64) -> bool {
+    let membership = node.membership();
+    membership.voters.contains(&id) || membership.learners.contains(&id)
+}
+
+/// The answer of [`Shared::check_member`] for a node that is (or is not) a member.
+fn membership_status(member: bool, applied: u64) -> Result<(), Status> {
+    if member {
+        Ok(())
+    } else if applied == 0 {
+        Err(Status::unavailable(
+            "etcdserver: this member has not joined the cluster yet",
+        ))
+    } else {
+        Err(Status::failed_precondition(
+            "etcdserver: the member has been permanently removed from the cluster",
+        ))
+    }
+}
+
+/// A forwarded request carries the marker.
+pub(crate) fn forwarded<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    request
+}
+
+/// A forwarded request that names the member forwarding it, so that the leader can refuse
+/// requests from a member it has removed (which may not know it yet).
+pub(crate) fn forwarded_by<T>(message: T, member: u64) -> Request<T> {
+    let mut request = forwarded(message);
+    if let Ok(value) = member.to_string().parse() {
+        request.metadata_mut().insert(FORWARDED_BY, value);
+    }
+    request
+}
+
+/// The gRPC status for a Raft error that forwarding cannot fix.
+pub(crate) fn raft_status(error: &RaftError) -> Status {
+    match error {
+        RaftError::NotLeader { leader: None } => Status::unavailable("etcdserver: no leader"),
+        RaftError::NotLeader { leader: Some(_) } => {
+            Status::unavailable("etcdserver: not leader (leader changed)")
+        }
+        RaftError::OutcomeUnknown { .. } => Status::unavailable(
+            "etcdserver: request timed out, possibly due to previous leader failure",
+        ),
+        RaftError::Overloaded { .. } => Status::resource_exhausted("etcdserver: too many requests"),
+        RaftError::TransferInProgress => {
+            Status::unavailable("etcdserver: leadership transfer in progress")
+        }
+        RaftError::LearnerBehind { .. } => Status::failed_precondition(
+            "etcdserver: can only promote a learner member which is in sync with leader",
+        ),
+        RaftError::MembershipChangeInProgress | RaftError::LeaderNotReady => {
+            Status::failed_precondition(format!("etcdserver: {error}"))
+        }
+        other => Status::failed_precondition(format!("etcdserver: {other}")),
+    }
+}
+
+/// The gRPC status for a host failure.
+pub(crate) fn host_status(error: HostError) -> Status {
+    match error {
+        HostError::Overloaded { .. } => Status::resource_exhausted("etcdserver: too many requests"),
+        HostError::Stopped { reason } => {
+            Status::unavailable(format!("etcdserver: server stopped: {reason}"))
+        }
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// One node's health, as `concord db status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeStatusReport {
+    /// The node.
+    pub id: u64,
+    /// leader, follower, candidate, pre-candidate or learner.
+    pub role: String,
+    /// The leader it believes in.
+    pub leader: Option<u64>,
+    /// Its term.
+    pub term: u64,
+    /// Index of its last log entry.
+    pub log_length: u64,
+    /// Highest index it knows committed.
+    pub commit_index: u64,
+    /// Highest index applied.
+    pub applied_index: u64,
+    /// The store's revision.
+    pub revision: i64,
+    /// Voters of the configuration in effect.
+    pub voters: Vec<u64>,
+    /// Learners of the configuration in effect.
+    pub learners: Vec<u64>,
+    /// The last index covered by its snapshot: its log starts after it (0: no snapshot).
+    pub snapshot_index: u64,
+}
+
+/// Asks the node at `endpoint` (a client URL) for its status.
+pub async fn fetch_status(endpoint: &str) -> anyhow::Result<NodeStatusReport> {
+    let channel = Endpoint::from_shared(endpoint.to_string())
+        .with_context(|| format!("bad endpoint '{endpoint}'"))?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {endpoint}"))?;
+    let status = NodeClient::new(channel)
+        .status(NodeStatusRequest {})
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+        .into_inner();
+    Ok(NodeStatusReport {
+        id: status.id,
+        role: status.role,
+        leader: (status.leader != 0).then_some(status.leader),
+        term: status.term,
+        log_length: status.log_length,
+        commit_index: status.commit_index,
+        applied_index: status.applied_index,
+        revision: status.revision,
+        voters: status.voters,
+        learners: status.learners,
+        snapshot_index: status.snapshot_index,
+    })
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<SharedHandle>,
+    serve: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Opaque wrapper so `Server` can derive Debug.
+pub(crate) struct SharedHandle(pub(crate) Arc<Shared>);
+
+impl std::fmt::Debug for SharedHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("id", &self.0.config.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Recovers the node from its data directory, joins its peers and starts serving clients.
+    pub async fn start(config: ServerConfig) -> anyhow::Result<Server> {
+        let client_listener = tokio::net::TcpListener::bind(config.listen_client)
+            .await
+            .with_context(|| format!("cannot listen for clients on {}", config.listen_client))?;
+        Server::start_with_listener(config, client_listener).await
+    }
+
+    /// [`Server::start`] on a bound client listener.
+    pub async fn start_with_listener(
+        config: ServerConfig,
+        client_listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<Server> {
+        anyhow::ensure!(config.id != 0, "node ids start at 1");
+        let raft = config.raft_config()?;
+        let members: Vec<u64> = config
+            .initial_cluster
+            .keys()
+            .copied()
+            .filter(|&id| !config.join || id != config.id)
+            .collect();
+        let cluster_id = concord_core::digest(
+            &members
+                .iter()
+                .flat_map(|id| id.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let mut host = HostConfig::new(
+            config.id,
+            members,
+            config.listen_peer,
+            config.data_dir.clone(),
+            raft,
+        );
+        host.peers = config.initial_cluster.clone();
+        host.cluster_id = cluster_id;
+        host.seed = config.id;
+        host.tick_interval = config.heartbeat.min(Duration::from_millis(50));
+        host.max_in_flight_requests = config.max_inflight.max(1);
+        let handle = concord_runtime::start::<DbNode>(host)
+            .await
+            .with_context(|| format!("starting node {}", config.id))?;
+        let lessor_config = LessorConfig::default();
+        let seed = u64::try_from(
+            std::time::SystemTime::UNIX_EPOCH
+                .elapsed()
+                .unwrap_or_default()
+                .as_nanos()
+                & u128::from(u64::MAX),
+        )
+        .unwrap_or_default();
+        let shared = Arc::new(Shared {
+            limits: Limits {
+                max_request_bytes: config.max_request_bytes,
+                max_key_bytes: config.max_key_bytes,
+            },
+            request_timeout: config.election_timeout * 5 + Duration::from_secs(2),
+            config,
+            handle,
+            cluster_id,
+            lessor: StdMutex::new(Lessor::new(lessor_config)),
+            lessor_config,
+            started: Instant::now(),
+            channels: StdMutex::new(BTreeMap::new()),
+            metrics: metrics::DbMetrics::default(),
+            rng: StdMutex::new(concord_core::seeded_rng(seed, 0)),
+        });
+        let background = vec![
+            tokio::spawn(lease::run_lessor(Arc::clone(&shared))),
+            tokio::spawn(cluster::publish_and_track_members(Arc::clone(&shared))),
+            tokio::spawn(metrics::track(Arc::clone(&shared))),
+        ];
+        let router = build_router(&shared);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(client_listener);
+        let serve = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .accept_http1(true)
+                .tcp_nodelay(true)
+                .add_routes(router)
+                .serve_with_incoming(incoming)
+                .await
+        });
+        Ok(Server {
+            shared: Arc::new(SharedHandle(shared)),
+            serve,
+            background,
+        })
+    }
+
+    /// The node's runtime handle.
+    pub fn handle(&self) -> &NodeHandle<DbNode> {
+        &self.shared.0.handle
+    }
+
+    /// Waits until the node stops on its own (a fatal storage error) and says why.
+    pub async fn stopped(&self) -> String {
+        self.shared.0.handle.wait_stopped().await.to_string()
+    }
+
+    /// Stops serving and shuts the node down, flushing its WAL.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.serve.abort();
+        for task in &self.background {
+            task.abort();
+        }
+        self.shared
+            .0
+            .handle
+            .shutdown()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+fn build_router(shared: &Arc<Shared>) -> tonic::service::Routes {
+    use crate::pb::concordpb::node_server::NodeServer;
+    use crate::pb::etcdserverpb::{
+        cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+        maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    };
+    // As etcd (grpcOverheadBytes): gRPC accepts 512 KiB beyond the request limit, so a request
+    // somewhat over the limit reaches the size checks and gets etcd's InvalidArgument "request
+    // is too large", not the transport's OutOfRange "decoded message length too large". Go
+    // clients send at most 2 MiB by default, exactly this much with the default limit.
+    let max = shared.config.max_request_bytes + 512 * 1024;
+    let metrics_shared = Arc::clone(shared);
+    let routes = tonic::service::Routes::new(
+        KvServer::new(kv::KvService(Arc::clone(shared))).max_decoding_message_size(max),
+    )
+    .add_service(WatchServer::new(watch::WatchService(Arc::clone(shared))))
+    .add_service(LeaseServer::new(lease::LeaseService(Arc::clone(shared))))
+    .add_service(ClusterServer::new(cluster::ClusterService(Arc::clone(
+        shared,
+    ))))
+    .add_service(MaintenanceServer::new(cluster::MaintenanceService(
+        Arc::clone(shared),
+    )))
+    .add_service(NodeServer::new(cluster::NodeService(Arc::clone(shared))));
+    let router = routes.into_axum_router().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let shared = Arc::clone(&metrics_shared);
+            async move { metrics::render(&shared) }
+        }),
+    );
+    tonic::service::Routes::from(router)
+}
+
+/// Runs a node until Ctrl-C or SIGTERM (graceful: the WAL is flushed), or until it stops on a
+/// fatal error, which is returned.
+pub async fn run_until_signal(config: ServerConfig) -> anyhow::Result<()> {
+    let id = config.id;
+    let server = Server::start(config).await?;
+    tracing::info!(node = id, "serving");
+    let terminate = async {
+        #[cfg(unix)]
+        {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+        reason = server.stopped() => {
+            anyhow::bail!("node {id} stopped: {reason}");
+        }
+    }
+    tracing::info!(node = id, "shutting down");
+    server.shutdown().await
+}

@@ -1,0 +1,876 @@
+//! The host: runs one sans-IO [`Node`] as a real process.
+//!
+//! One tokio task owns the node and serializes every input: peer messages, client requests,
+//! timer ticks (it sleeps until `next_deadline()`, read on a monotonic clock as nanoseconds since
+//! the host started) and persist confirmations. It performs the node's effects in order:
+//!
+//! * `Persist` goes to the WAL thread, numbered in emission order;
+//! * `Send` and `Reply` are released at once if every write emitted before them is durable, or
+//!   else queued until the WAL thread confirms that write (the barrier of the `Node` contract);
+//! * `Apply` needs nothing (the applied index is published from the node's status).
+//!
+//! The WAL thread does group commit: it takes every write waiting, appends them, syncs once,
+//! folds them into its copy of the node's `Storage`, and confirms the last one. When the log has
+//! grown past the compaction threshold it rewrites it as one base record holding that `Storage`.
+//! A WAL failure (corruption at start, a failed write or fsync later) stops the host with the
+//! error; it never retries and continues.
+//!
+//! Log records are `Record::Base(Storage)` (first, after a compaction) or `Record::Write(Write)`;
+//! on start the host replays them through `Node::apply_write` and calls `Node::restore`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use concord_core::{seeded_rng, Effect, Env, Input, Node, NodeId, NodeStatus, PersistToken, Rng};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::clock::{Clock, Stopwatch};
+use crate::codec;
+use crate::metrics::HostMetrics;
+use crate::transport::{Identity, Transport, TransportOptions};
+use crate::wal::{Wal, WalError, WalOptions};
+
+/// A node the host can run: its messages, writes and storage are serializable, and everything
+/// crosses threads.
+pub trait HostedNode:
+    Node<
+        Message: Serialize + DeserializeOwned + Send + 'static,
+        Request: Send + 'static,
+        Response: Send + 'static,
+        Write: Serialize + DeserializeOwned + Send + 'static,
+        Storage: Serialize + DeserializeOwned + Send + 'static,
+        Command: Send + 'static,
+        Config: Send + 'static,
+    > + Send
+    + 'static
+{
+}
+
+impl<N> HostedNode for N where
+    N: Node<
+            Message: Serialize + DeserializeOwned + Send + 'static,
+            Request: Send + 'static,
+            Response: Send + 'static,
+            Write: Serialize + DeserializeOwned + Send + 'static,
+            Storage: Serialize + DeserializeOwned + Send + 'static,
+            Command: Send + 'static,
+            Config: Send + 'static,
+        > + Send
+        + 'static
+{
+}
+
+/// When the WAL is compacted into one base record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompactionPolicy {
+    /// Never compact a log smaller than this.
+    pub min_bytes: u64,
+    /// Compact once the log is this many times its size after the last compaction.
+    pub growth_factor: u64,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        CompactionPolicy {
+            min_bytes: 64 << 20,
+            growth_factor: 2,
+        }
+    }
+}
+
+/// Everything a host needs to run node `id`.
+#[derive(Debug)]
+pub struct HostConfig<N: Node> {
+    /// This node.
+    pub id: NodeId,
+    /// The cluster's initial members (passed to `Node::restore`).
+    pub members: Vec<NodeId>,
+    /// Addresses of the peers (this node's own entry, if present, is ignored).
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Where to listen for peers ([`start`] binds it; [`start_with_listener`] ignores it).
+    pub listen: SocketAddr,
+    /// The node's data directory; the WAL lives in `data_dir/wal`.
+    pub data_dir: PathBuf,
+    /// The protocol's configuration.
+    pub node_config: N::Config,
+    /// Segment and record limits of the WAL.
+    pub wal: WalOptions,
+    /// When to compact the WAL.
+    pub compaction: CompactionPolicy,
+    /// Seeds the node's random generator (with the node id as the stream).
+    pub seed: u64,
+    /// Peers of other clusters are refused at the handshake.
+    pub cluster_id: u64,
+    /// The node is ticked at least this often, whatever its deadline.
+    pub tick_interval: Duration,
+    /// Most client requests in flight; more are refused with [`HostError::Overloaded`].
+    pub max_in_flight_requests: usize,
+    /// Peer transport limits.
+    pub transport: TransportOptions,
+    /// A test hook: when set, every WAL sync first waits for the gate to be open.
+    pub sync_gate: Option<SyncGate>,
+}
+
+impl<N: Node> HostConfig<N> {
+    /// A configuration with default limits.
+    pub fn new(
+        id: NodeId,
+        members: Vec<NodeId>,
+        listen: SocketAddr,
+        data_dir: PathBuf,
+        node_config: N::Config,
+    ) -> Self {
+        HostConfig {
+            id,
+            members,
+            peers: BTreeMap::new(),
+            listen,
+            data_dir,
+            node_config,
+            wal: WalOptions::default(),
+            compaction: CompactionPolicy::default(),
+            seed: 0,
+            cluster_id: 0,
+            tick_interval: Duration::from_millis(100),
+            max_in_flight_requests: 10_000,
+            transport: TransportOptions::default(),
+            sync_gate: None,
+        }
+    }
+}
+
+/// A gate every WAL sync waits at while it is closed: lets tests hold writes "not yet durable".
+#[derive(Clone, Debug, Default)]
+pub struct SyncGate {
+    state: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl SyncGate {
+    /// An open gate.
+    pub fn new() -> Self {
+        SyncGate::default()
+    }
+
+    /// Holds every sync from now on until [`SyncGate::open`].
+    pub fn close(&self) {
+        *self.state.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    /// Lets syncs through.
+    pub fn open(&self) {
+        *self.state.0.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.state.1.notify_all();
+    }
+
+    fn wait(&self) {
+        let (closed, condvar) = &*self.state;
+        let mut closed = closed.lock().unwrap_or_else(|e| e.into_inner());
+        while *closed {
+            closed = condvar.wait(closed).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Why the host could not start or a request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HostError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {reason}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The operating system's error.
+        reason: String,
+    },
+    /// The write-ahead log could not be opened or recovered.
+    #[error("cannot recover the write-ahead log: {0}")]
+    Recovery(Arc<WalError>),
+    /// A log record could not be decoded (the log is intact but unreadable by this build).
+    #[error("write-ahead log record {index} cannot be decoded: {reason}")]
+    Undecodable {
+        /// The record's position in the log.
+        index: usize,
+        /// The decoder's error.
+        reason: String,
+    },
+    /// Too many requests are in flight.
+    #[error("overloaded: {limit} requests already in flight")]
+    Overloaded {
+        /// The limit.
+        limit: usize,
+    },
+    /// The host stopped: shut down, or a fatal error (the reason says which).
+    #[error("the node is stopped: {reason}")]
+    Stopped {
+        /// Why.
+        reason: Arc<str>,
+    },
+}
+
+type InspectFn<N> = Box<dyn FnOnce(&N) + Send>;
+
+enum Command<N: Node> {
+    Request {
+        request: N::Request,
+        reply: oneshot::Sender<N::Response>,
+        permit: OwnedSemaphorePermit,
+    },
+    Inspect(InspectFn<N>),
+    SetPeer(NodeId, SocketAddr),
+    Shutdown,
+}
+
+enum WalCommand<W> {
+    Write {
+        sequence: u64,
+        token: PersistToken,
+        write: W,
+    },
+}
+
+enum WalEvent {
+    /// Every write through `sequence` (the last with `token`) is durable.
+    Durable { sequence: u64, token: PersistToken },
+    /// The WAL failed; the host must stop.
+    Fatal(String),
+}
+
+#[derive(Serialize)]
+enum RecordRef<'a, S, W> {
+    Base(&'a S),
+    Write(&'a W),
+}
+
+#[derive(Deserialize)]
+enum Record<S, W> {
+    Base(S),
+    Write(W),
+}
+
+/// The application's side of a running host. Cheap to clone.
+pub struct NodeHandle<N: HostedNode> {
+    id: NodeId,
+    commands: mpsc::UnboundedSender<Command<N>>,
+    in_flight: Arc<Semaphore>,
+    in_flight_limit: usize,
+    status: watch::Receiver<NodeStatus>,
+    applied: watch::Receiver<u64>,
+    stopped: watch::Receiver<Option<Arc<str>>>,
+    metrics: HostMetrics,
+    local_addr: SocketAddr,
+    task: Arc<tokio::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl<N: HostedNode> Clone for NodeHandle<N> {
+    fn clone(&self) -> Self {
+        NodeHandle {
+            id: self.id,
+            commands: self.commands.clone(),
+            in_flight: self.in_flight.clone(),
+            in_flight_limit: self.in_flight_limit,
+            status: self.status.clone(),
+            applied: self.applied.clone(),
+            stopped: self.stopped.clone(),
+            metrics: self.metrics.clone(),
+            local_addr: self.local_addr,
+            task: self.task.clone(),
+        }
+    }
+}
+
+impl<N: HostedNode> std::fmt::Debug for NodeHandle<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("id", &self.id)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<N: HostedNode> NodeHandle<N> {
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The address peers reach this node at.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Submits a request and waits for the node's reply. Refused at once with
+    /// [`HostError::Overloaded`] when too many are in flight. Dropping the future abandons the
+    /// wait, not the request.
+    pub async fn request(&self, request: N::Request) -> Result<N::Response, HostError> {
+        let permit = match self.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.metrics.requests_overloaded.inc();
+                return Err(HostError::Overloaded {
+                    limit: self.in_flight_limit,
+                });
+            }
+        };
+        let (reply, response) = oneshot::channel();
+        self.send(Command::Request {
+            request,
+            reply,
+            permit,
+        })?;
+        response.await.map_err(|_| self.stopped_error())
+    }
+
+    /// Runs `f` on the node inside its task (between steps) and returns its result: local
+    /// reads and status.
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&N) -> T + Send + 'static,
+    ) -> Result<T, HostError> {
+        let (sender, receiver) = oneshot::channel();
+        self.send(Command::Inspect(Box::new(move |node: &N| {
+            let _ = sender.send(f(node));
+        })))?;
+        receiver.await.map_err(|_| self.stopped_error())
+    }
+
+    /// The node's status as of its last step.
+    pub fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver of the node's status, updated after every step that changes it.
+    pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
+        self.status.clone()
+    }
+
+    /// A receiver of the node's applied index: wakes whoever waits for new applied entries.
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
+    /// Sets or changes a peer's address (e.g. for a node added by a membership change).
+    pub fn set_peer(&self, id: NodeId, address: SocketAddr) -> Result<(), HostError> {
+        self.send(Command::SetPeer(id, address))
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &HostMetrics {
+        &self.metrics
+    }
+
+    /// Why the host stopped, once it has.
+    pub fn stopped(&self) -> Option<Arc<str>> {
+        self.stopped.borrow().clone()
+    }
+
+    /// Waits until the host stops (shutdown or fatal error) and returns why.
+    pub async fn wait_stopped(&self) -> Arc<str> {
+        let mut stopped = self.stopped.clone();
+        loop {
+            if let Some(reason) = stopped.borrow_and_update().clone() {
+                return reason;
+            }
+            if stopped.changed().await.is_err() {
+                return self.stopped().unwrap_or_else(|| Arc::from("stopped"));
+            }
+        }
+    }
+
+    /// Stops the host gracefully: writes already handed to the WAL are synced, peers are
+    /// disconnected, the listener is closed. Returns the error if the host had stopped on one.
+    pub async fn shutdown(&self) -> Result<(), HostError> {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(task) = self.task.lock().await.take() {
+            let _ = task.await;
+        }
+        match self.stopped() {
+            Some(reason) if &*reason != SHUTDOWN => Err(HostError::Stopped { reason }),
+            _ => Ok(()),
+        }
+    }
+
+    fn send(&self, command: Command<N>) -> Result<(), HostError> {
+        self.commands
+            .send(command)
+            .map_err(|_| self.stopped_error())
+    }
+
+    fn stopped_error(&self) -> HostError {
+        HostError::Stopped {
+            reason: self.stopped().unwrap_or_else(|| Arc::from("stopped")),
+        }
+    }
+}
+
+const SHUTDOWN: &str = "shut down";
+
+/// Binds `config.listen` and starts the host (see [`start_with_listener`]).
+pub async fn start<N: HostedNode>(config: HostConfig<N>) -> Result<NodeHandle<N>, HostError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| HostError::Bind {
+            address: config.listen,
+            reason: error.to_string(),
+        })?;
+    start_with_listener(config, listener).await
+}
+
+/// Starts the host on a bound listener (bind every node's listener first when ports are
+/// chosen by the system): recovers the WAL, restores the node, and spawns its tasks.
+pub async fn start_with_listener<N: HostedNode>(
+    config: HostConfig<N>,
+    listener: TcpListener,
+) -> Result<NodeHandle<N>, HostError> {
+    let local_addr = listener.local_addr().map_err(|error| HostError::Bind {
+        address: config.listen,
+        reason: error.to_string(),
+    })?;
+    let wal_dir = config.data_dir.join("wal");
+    let options = config.wal.clone();
+    let (wal, records, report) = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, options))
+        .await
+        .map_err(|error| HostError::Stopped {
+            reason: Arc::from(format!("WAL recovery task failed: {error}")),
+        })?
+        .map_err(|error| {
+            error!(node = config.id, %error, "write-ahead log recovery failed");
+            HostError::Recovery(Arc::new(error))
+        })?;
+    if let Some(torn) = &report.torn_tail {
+        warn!(
+            node = config.id,
+            segment = %torn.segment.display(),
+            offset = torn.offset,
+            bytes = torn.bytes_dropped,
+            reason = %torn.reason,
+            "truncated a torn write-ahead log tail (a write interrupted by a crash)"
+        );
+    }
+    let mut storage = N::Storage::default();
+    for (index, record) in records.iter().enumerate() {
+        let record: Record<N::Storage, N::Write> =
+            codec::decode(record).map_err(|error| HostError::Undecodable {
+                index,
+                reason: error.to_string(),
+            })?;
+        match record {
+            Record::Base(base) => storage = base,
+            Record::Write(write) => N::apply_write(&mut storage, &write),
+        }
+    }
+    info!(
+        node = config.id,
+        records = report.records,
+        segments = report.segments,
+        "recovered the write-ahead log"
+    );
+
+    let metrics = HostMetrics::default();
+    metrics.wal_bytes.set(wal.total_bytes() as i64);
+    metrics.wal_segments.set(wal.segment_count() as i64);
+    let clock = Clock::start();
+    let mut rng = seeded_rng(config.seed, config.id);
+    let node = N::restore(
+        config.id,
+        &config.members,
+        &config.node_config,
+        &storage,
+        clock.now(),
+        &mut rng,
+    );
+    let initial_status = node.status();
+    metrics.observe_status(&initial_status);
+    let (status_sender, status) = watch::channel(initial_status.clone());
+    let (applied_sender, applied) = watch::channel(initial_status.applied_index);
+    let (stopped_sender, stopped) = watch::channel(None);
+
+    let (wal_commands, wal_receiver) = mpsc::unbounded_channel();
+    let (wal_events_sender, wal_events) = mpsc::unbounded_channel();
+    let wal_worker = WalWorker::<N> {
+        wal,
+        storage,
+        compaction: config.compaction.clone(),
+        size_after_compaction: 0,
+        metrics: metrics.clone(),
+        gate: config.sync_gate.clone(),
+    };
+    let wal_task =
+        tokio::task::spawn_blocking(move || wal_worker.run(wal_receiver, wal_events_sender));
+
+    let (inbound_sender, inbound) = mpsc::channel(config.transport.queue_capacity.max(1));
+    let transport = Transport::start(
+        Identity {
+            id: config.id,
+            cluster_id: config.cluster_id,
+        },
+        config.transport.clone(),
+        listener,
+        &config.peers,
+        inbound_sender,
+        metrics.clone(),
+    );
+    let (commands, command_receiver) = mpsc::unbounded_channel();
+    let host = NodeTask::<N> {
+        node,
+        rng,
+        clock,
+        tick_interval: config.tick_interval,
+        transport,
+        wal_commands: Some(wal_commands),
+        wal_task: Some(wal_task),
+        emitted: 0,
+        durable: 0,
+        held: VecDeque::new(),
+        next_request: 0,
+        pending: BTreeMap::new(),
+        effects: Vec::new(),
+        status_sender,
+        applied_sender,
+        stopped_sender,
+        metrics: metrics.clone(),
+        last_status: initial_status,
+    };
+    let task = tokio::spawn(host.run(command_receiver, inbound, wal_events));
+    let limit = config.max_in_flight_requests.max(1);
+    Ok(NodeHandle {
+        id: config.id,
+        commands,
+        in_flight: Arc::new(Semaphore::new(limit)),
+        in_flight_limit: limit,
+        status,
+        applied,
+        stopped,
+        metrics,
+        local_addr,
+        task: Arc::new(tokio::sync::Mutex::new(Some(task))),
+    })
+}
+
+/// A `Send` or `Reply` waiting for the write emitted before it.
+enum Held<N: Node> {
+    Send { to: NodeId, message: N::Message },
+    Reply { id: u64, response: N::Response },
+}
+
+/// The task that owns the node.
+struct NodeTask<N: HostedNode> {
+    node: N,
+    rng: Rng,
+    clock: Clock,
+    tick_interval: Duration,
+    transport: Transport,
+    wal_commands: Option<mpsc::UnboundedSender<WalCommand<N::Write>>>,
+    wal_task: Option<JoinHandle<()>>,
+    /// Persist effects emitted so far (the sequence number of the last).
+    emitted: u64,
+    /// The sequence number of the last durable write.
+    durable: u64,
+    /// Sends and replies behind a barrier, with the sequence number they wait for, in order.
+    held: VecDeque<(u64, Held<N>)>,
+    next_request: u64,
+    pending: BTreeMap<u64, (oneshot::Sender<N::Response>, OwnedSemaphorePermit)>,
+    effects: Vec<concord_core::EffectOf<N>>,
+    status_sender: watch::Sender<NodeStatus>,
+    applied_sender: watch::Sender<u64>,
+    stopped_sender: watch::Sender<Option<Arc<str>>>,
+    metrics: HostMetrics,
+    last_status: NodeStatus,
+}
+
+impl<N: HostedNode> NodeTask<N> {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command<N>>,
+        mut inbound: mpsc::Receiver<(NodeId, Bytes)>,
+        mut wal_events: mpsc::UnboundedReceiver<WalEvent>,
+    ) {
+        let reason: Arc<str> = loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                event = wal_events.recv() => match event {
+                    Some(WalEvent::Durable { sequence, token }) => self.on_durable(sequence, token),
+                    Some(WalEvent::Fatal(reason)) => {
+                        error!(node = self.node.id(), "stopping: {reason}");
+                        break Arc::from(reason);
+                    }
+                    None => break Arc::from("the write-ahead log thread ended unexpectedly"),
+                },
+                command = commands.recv() => match command {
+                    Some(Command::Request { request, reply, permit }) => {
+                        let id = self.next_request;
+                        self.next_request += 1;
+                        self.pending.insert(id, (reply, permit));
+                        self.step(Input::Request { id, request });
+                    }
+                    Some(Command::Inspect(f)) => f(&self.node),
+                    Some(Command::SetPeer(id, address)) => self.transport.set_peer(id, address),
+                    Some(Command::Shutdown) | None => break Arc::from(SHUTDOWN),
+                },
+                Some((from, frame)) = inbound.recv() => {
+                    match codec::decode::<N::Message>(&frame) {
+                        Ok(message) => self.step(Input::Message { from, message }),
+                        Err(error) => {
+                            warn!(node = self.node.id(), peer = from, %error, "dropping an undecodable message");
+                            self.metrics.dropped(from);
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(wake) => self.step(Input::Tick),
+            }
+        };
+        self.stop(reason, wal_events).await;
+    }
+
+    /// When to tick next: the node's deadline, but at least every tick interval.
+    fn next_wake(&self) -> tokio::time::Instant {
+        let now = self.clock.now();
+        let interval = self.tick_interval.as_nanos() as u64;
+        let deadline = self
+            .node
+            .next_deadline()
+            .map_or(now + interval, |d| d.min(now + interval));
+        self.clock.instant_at(deadline.max(now))
+    }
+
+    fn step(&mut self, input: Input<N::Message, N::Request>) {
+        let mut effects = std::mem::take(&mut self.effects);
+        let mut env = Env {
+            now: self.clock.now(),
+            rng: &mut self.rng,
+        };
+        self.node.step(&mut env, input, &mut effects);
+        // Published first, so that whoever gets a reply sees a status at least as new.
+        self.publish_status();
+        for effect in effects.drain(..) {
+            self.perform(effect);
+        }
+        self.effects = effects;
+    }
+
+    fn perform(&mut self, effect: concord_core::EffectOf<N>) {
+        let blocked = self.emitted > self.durable;
+        match effect {
+            Effect::Persist { token, write } => {
+                self.emitted += 1;
+                if let Some(wal) = &self.wal_commands {
+                    let _ = wal.send(WalCommand::Write {
+                        sequence: self.emitted,
+                        token,
+                        write,
+                    });
+                }
+            }
+            Effect::Send { to, message } if blocked => {
+                self.held
+                    .push_back((self.emitted, Held::Send { to, message }));
+            }
+            Effect::Reply { id, response } if blocked => {
+                self.held
+                    .push_back((self.emitted, Held::Reply { id, response }));
+            }
+            Effect::Send { to, message } => self.transmit(to, &message),
+            Effect::Reply { id, response } => self.reply(id, response),
+            Effect::Apply { .. } => {}
+        }
+    }
+
+    fn transmit(&self, to: NodeId, message: &N::Message) {
+        match codec::encode(message) {
+            Ok(bytes) => self.transport.send(to, Bytes::from(bytes)),
+            Err(error) => {
+                warn!(node = self.node.id(), peer = to, %error, "cannot encode a message; dropped");
+                self.metrics.dropped(to);
+            }
+        }
+    }
+
+    fn reply(&mut self, id: u64, response: N::Response) {
+        if let Some((reply, _permit)) = self.pending.remove(&id) {
+            let _ = reply.send(response);
+        }
+    }
+
+    /// Writes through `sequence` are durable: release what waited for them, then confirm.
+    fn on_durable(&mut self, sequence: u64, token: PersistToken) {
+        debug_assert!(sequence > self.durable && sequence <= self.emitted);
+        self.durable = sequence;
+        while self
+            .held
+            .front()
+            .is_some_and(|(barrier, _)| *barrier <= sequence)
+        {
+            match self.held.pop_front() {
+                Some((_, Held::Send { to, message })) => self.transmit(to, &message),
+                Some((_, Held::Reply { id, response })) => self.reply(id, response),
+                None => break,
+            }
+        }
+        self.step(Input::Persisted { token });
+    }
+
+    fn publish_status(&mut self) {
+        let status = self.node.status();
+        if status != self.last_status {
+            self.metrics.observe_status(&status);
+            self.applied_sender.send_if_modified(|applied| {
+                std::mem::replace(applied, status.applied_index) != status.applied_index
+            });
+            self.status_sender.send_replace(status.clone());
+            self.last_status = status;
+        }
+    }
+
+    async fn stop(mut self, reason: Arc<str>, mut wal_events: mpsc::UnboundedReceiver<WalEvent>) {
+        // Closing the channel lets the WAL thread sync what it has and end.
+        self.wal_commands = None;
+        if let Some(task) = self.wal_task.take() {
+            let _ = task.await;
+        }
+        let mut reason = reason;
+        while let Ok(event) = wal_events.try_recv() {
+            if let WalEvent::Fatal(fatal) = event {
+                if &*reason == SHUTDOWN {
+                    error!(node = self.node.id(), "stopping: {fatal}");
+                    reason = Arc::from(fatal);
+                }
+            }
+        }
+        self.transport.shutdown().await;
+        let mut status = NodeStatus::down(self.node.id());
+        status.term = self.last_status.term;
+        self.status_sender.send_replace(status);
+        info!(node = self.node.id(), "host stopped: {reason}");
+        let _ = self.stopped_sender.send(Some(reason));
+        // Dropping `pending` fails every waiting request with `Stopped`.
+    }
+}
+
+/// The WAL thread: group commit, confirmations, compaction.
+struct WalWorker<N: HostedNode> {
+    wal: Wal,
+    /// What every confirmed write adds up to (the base record of the next compaction).
+    storage: N::Storage,
+    compaction: CompactionPolicy,
+    size_after_compaction: u64,
+    metrics: HostMetrics,
+    gate: Option<SyncGate>,
+}
+
+/// Most writes made durable by one fsync.
+const MAX_BATCH_WRITES: usize = 4096;
+
+impl<N: HostedNode> WalWorker<N> {
+    fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<WalCommand<N::Write>>,
+        events: mpsc::UnboundedSender<WalEvent>,
+    ) {
+        self.size_after_compaction = self.wal.total_bytes();
+        let mut batch = Vec::new();
+        while let Some(first) = commands.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH_WRITES {
+                match commands.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            match self.commit(&mut batch) {
+                Ok(Some((sequence, token))) => {
+                    let _ = events.send(WalEvent::Durable { sequence, token });
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    let _ = events.send(WalEvent::Fatal(format!(
+                        "write-ahead log failure, the node must stop: {error}"
+                    )));
+                    return;
+                }
+            }
+            if let Err(error) = self.maybe_compact() {
+                let _ = events.send(WalEvent::Fatal(format!(
+                    "write-ahead log compaction failed, the node must stop: {error}"
+                )));
+                return;
+            }
+        }
+    }
+
+    /// Appends and syncs `batch`; returns the last write's sequence and token.
+    fn commit(
+        &mut self,
+        batch: &mut Vec<WalCommand<N::Write>>,
+    ) -> Result<Option<(u64, PersistToken)>, String> {
+        let mut last = None;
+        for WalCommand::Write {
+            sequence, token, ..
+        } in batch.iter()
+        {
+            last = Some((*sequence, *token));
+        }
+        for WalCommand::Write { write, .. } in batch.iter() {
+            let bytes = codec::encode(&RecordRef::<N::Storage, N::Write>::Write(write))
+                .map_err(|e| e.to_string())?;
+            self.wal.append(&bytes).map_err(|e| e.to_string())?;
+        }
+        if let Some(gate) = &self.gate {
+            gate.wait();
+        }
+        let stopwatch = Stopwatch::start();
+        self.wal.sync().map_err(|e| e.to_string())?;
+        self.metrics
+            .fsync_seconds
+            .observe(stopwatch.elapsed_seconds());
+        self.metrics
+            .persist_batch_writes
+            .observe(batch.len() as f64);
+        for WalCommand::Write { write, .. } in batch.drain(..) {
+            N::apply_write(&mut self.storage, &write);
+        }
+        self.metrics.wal_bytes.set(self.wal.total_bytes() as i64);
+        self.metrics
+            .wal_segments
+            .set(self.wal.segment_count() as i64);
+        Ok(last)
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), WalError> {
+        let size = self.wal.total_bytes();
+        let threshold = self.compaction.min_bytes.max(
+            self.size_after_compaction
+                .saturating_mul(self.compaction.growth_factor),
+        );
+        if size <= threshold {
+            return Ok(());
+        }
+        let base = codec::encode(&RecordRef::<N::Storage, N::Write>::Base(&self.storage)).map_err(
+            |e| WalError::Io {
+                context: "encoding the base record".into(),
+                source: std::io::Error::other(e.to_string()),
+            },
+        )?;
+        self.wal.rewrite(&[base])?;
+        self.size_after_compaction = self.wal.total_bytes();
+        info!(
+            before = size,
+            after = self.size_after_compaction,
+            "compacted the write-ahead log"
+        );
+        self.metrics.wal_compactions.inc();
+        self.metrics.wal_bytes.set(self.wal.total_bytes() as i64);
+        self.metrics
+            .wal_segments
+            .set(self.wal.segment_count() as i64);
+        Ok(())
+    }
+}

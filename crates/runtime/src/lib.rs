@@ -1,0 +1,36 @@
+//! The real runtime for Concord's sans-IO cores: one process, one node, tokio, TCP between
+//! peers and a durable write-ahead log.
+//!
+//! ```text
+//!   NodeHandle ──requests, inspect, set_peer, shutdown──┐
+//!                                                      ▼
+//!   TCP peers ──(from, frame)──►  node task  ──Send──► transport (one queue and task per peer)
+//!   timers ─────────Tick───────►  (owns N)   ──Persist──► WAL thread: group commit, one fsync
+//!   WAL thread ───Persisted────►             ◄──────────┘   per batch, then compaction
+//! ```
+//!
+//! * [`wal`]: segmented write-ahead log with checksummed records and crash recovery.
+//! * [`transport`]: framed TCP between peers with a handshake, bounded per-peer queues and
+//!   reconnects.
+//! * [`host`]: [`start`] runs any [`concord_core::Node`] whose messages and writes are
+//!   serializable, honouring the persist barrier; [`NodeHandle`] is how an application talks to
+//!   it.
+//! * [`metrics`]: Prometheus metrics of the host.
+//!
+//! See `crates/runtime/README.md` and the runtime section of `docs/architecture.md`.
+#![deny(missing_docs)]
+
+mod clock;
+pub mod codec;
+pub mod host;
+pub mod metrics;
+pub mod transport;
+pub mod wal;
+
+pub use host::{
+    start, start_with_listener, CompactionPolicy, HostConfig, HostError, HostedNode, NodeHandle,
+    SyncGate,
+};
+pub use metrics::HostMetrics;
+pub use transport::TransportOptions;
+pub use wal::{RecoveryReport, Wal, WalError, WalOptions};

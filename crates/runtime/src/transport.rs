@@ -1,0 +1,639 @@
+//! TCP between peers: a handshake, then length-prefixed frames.
+//!
+//! ```text
+//! hello (dialer → listener, 28 bytes): magic "CNCDPEER" · protocol version u32 LE
+//!                                      · cluster id u64 LE · sender node id u64 LE
+//! answer (listener → dialer, 1 byte):  0 accepted, 1 bad magic, 2 unsupported version,
+//!                                      3 other cluster
+//! frame (dialer → listener, repeated): len u32 LE · payload (len ≤ max_frame_bytes)
+//! ```
+//!
+//! Each node dials every peer it sends to, so a connection carries one direction only and the
+//! sender of every frame is the id it gave in its hello. Sends never block the node: each peer
+//! has a bounded queue drained by one task that connects, reconnects with exponential backoff,
+//! and drops what is queued while the peer is unreachable (consensus tolerates loss; the drops
+//! are counted in [`HostMetrics::messages_dropped`]). Peer addresses can change at run time
+//! ([`Transport::set_peer`]), e.g. when a membership change adds a node.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use concord_core::NodeId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, error, info, warn};
+
+use crate::metrics::{peer_labels, HostMetrics};
+
+/// The first bytes of a peer connection.
+pub const PEER_MAGIC: [u8; 8] = *b"CNCDPEER";
+/// The peer protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+const HELLO_BYTES: usize = 28;
+const ACCEPTED: u8 = 0;
+const BAD_MAGIC: u8 = 1;
+const BAD_VERSION: u8 = 2;
+const OTHER_CLUSTER: u8 = 3;
+/// How long a handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Limits and timings of the peer transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportOptions {
+    /// The largest frame sent or accepted; a larger one is dropped (sending) or closes the
+    /// connection (receiving).
+    pub max_frame_bytes: u32,
+    /// Messages queued per peer; more are dropped.
+    pub queue_capacity: usize,
+    /// First reconnect delay.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay (the delay doubles up to it).
+    pub backoff_max: Duration,
+    /// How long one connection attempt (connect and handshake) may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions {
+            max_frame_bytes: 64 << 20,
+            queue_capacity: 4096,
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Who this node is on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// This node.
+    pub id: NodeId,
+    /// The cluster it belongs to; connections from other clusters are refused.
+    pub cluster_id: u64,
+}
+
+struct Peer {
+    queue: mpsc::Sender<Bytes>,
+    address: watch::Sender<SocketAddr>,
+    task: JoinHandle<()>,
+}
+
+/// The peer transport of one node: an accept loop and one dialing task per peer.
+pub struct Transport {
+    identity: Identity,
+    options: TransportOptions,
+    metrics: HostMetrics,
+    peers: BTreeMap<NodeId, Peer>,
+    accept: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("identity", &self.identity)
+            .field("peers", &self.peers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    /// Starts accepting on `listener` (frames go to `inbound` as `(sender, payload)`) and
+    /// dialing `peers`. Must run inside a tokio runtime.
+    pub fn start(
+        identity: Identity,
+        options: TransportOptions,
+        listener: TcpListener,
+        peers: &BTreeMap<NodeId, SocketAddr>,
+        inbound: mpsc::Sender<(NodeId, Bytes)>,
+        metrics: HostMetrics,
+    ) -> Transport {
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            identity,
+            options.max_frame_bytes,
+            inbound,
+            metrics.clone(),
+        ));
+        let mut transport = Transport {
+            identity,
+            options,
+            metrics,
+            peers: BTreeMap::new(),
+            accept,
+        };
+        for (&id, &address) in peers {
+            transport.set_peer(id, address);
+        }
+        transport
+    }
+
+    /// Queues `frame` for peer `to`; drops it (and counts the drop) when the queue is full or
+    /// the peer has no address.
+    pub fn send(&self, to: NodeId, frame: Bytes) {
+        if frame.len() > self.options.max_frame_bytes as usize {
+            warn!(
+                peer = to,
+                bytes = frame.len(),
+                limit = self.options.max_frame_bytes,
+                "dropping a message larger than the frame limit"
+            );
+            self.metrics.dropped(to);
+            return;
+        }
+        match self.peers.get(&to) {
+            Some(peer) => {
+                if peer.queue.try_send(frame).is_err() {
+                    self.metrics.dropped(to);
+                }
+            }
+            None => {
+                debug!(peer = to, "no address for peer; message dropped");
+                self.metrics.dropped(to);
+            }
+        }
+    }
+
+    /// Sets (or changes) the address of peer `id`; a changed address is dialed at once.
+    pub fn set_peer(&mut self, id: NodeId, address: SocketAddr) {
+        if id == self.identity.id {
+            return;
+        }
+        if let Some(peer) = self.peers.get(&id) {
+            peer.address.send_if_modified(|current| {
+                let changed = *current != address;
+                *current = address;
+                changed
+            });
+            return;
+        }
+        let (queue, receiver) = mpsc::channel(self.options.queue_capacity.max(1));
+        let (address_sender, address_receiver) = watch::channel(address);
+        let task = tokio::spawn(dial_loop(
+            self.identity,
+            id,
+            address_receiver,
+            receiver,
+            self.options.clone(),
+            self.metrics.clone(),
+        ));
+        self.peers.insert(
+            id,
+            Peer {
+                queue,
+                address: address_sender,
+                task,
+            },
+        );
+    }
+
+    /// The peers this transport dials, with their addresses.
+    pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.peers
+            .iter()
+            .map(|(&id, peer)| (id, *peer.address.borrow()))
+            .collect()
+    }
+
+    /// Stops every task and closes every connection and the listener.
+    pub async fn shutdown(self) {
+        self.accept.abort();
+        let _ = self.accept.await;
+        for (_, peer) in self.peers {
+            peer.task.abort();
+            let _ = peer.task.await;
+        }
+    }
+}
+
+fn hello(identity: Identity) -> [u8; HELLO_BYTES] {
+    let mut hello = [0u8; HELLO_BYTES];
+    hello[0..8].copy_from_slice(&PEER_MAGIC);
+    hello[8..12].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    hello[12..20].copy_from_slice(&identity.cluster_id.to_le_bytes());
+    hello[20..28].copy_from_slice(&identity.id.to_le_bytes());
+    hello
+}
+
+/// Checks a hello: the sender's id, or the answer code and a reason.
+fn check_hello(hello: &[u8; HELLO_BYTES], cluster_id: u64) -> Result<NodeId, (u8, String)> {
+    let word = |range: std::ops::Range<usize>| {
+        let mut bytes = [0u8; 8];
+        bytes[..range.len()].copy_from_slice(&hello[range]);
+        u64::from_le_bytes(bytes)
+    };
+    if hello[0..8] != PEER_MAGIC {
+        return Err((BAD_MAGIC, "not a Concord peer (bad magic)".into()));
+    }
+    let version = word(8..12) as u32;
+    if version != PROTOCOL_VERSION {
+        return Err((
+            BAD_VERSION,
+            format!("peer speaks protocol version {version}, this node {PROTOCOL_VERSION}"),
+        ));
+    }
+    let theirs = word(12..20);
+    if theirs != cluster_id {
+        return Err((
+            OTHER_CLUSTER,
+            format!("peer belongs to cluster {theirs}, this node to cluster {cluster_id}"),
+        ));
+    }
+    Ok(word(20..28))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    identity: Identity,
+    max_frame_bytes: u32,
+    inbound: mpsc::Sender<(NodeId, Bytes)>,
+    metrics: HostMetrics,
+) {
+    // Dropping the set (when this task is aborted) aborts every connection task.
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    connections.spawn(serve_connection(
+                        stream,
+                        remote,
+                        identity.cluster_id,
+                        max_frame_bytes,
+                        inbound.clone(),
+                        metrics.clone(),
+                    ));
+                }
+                Err(error) => {
+                    warn!(%error, "accepting a peer connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    cluster_id: u64,
+    max_frame_bytes: u32,
+    inbound: mpsc::Sender<(NodeId, Bytes)>,
+    metrics: HostMetrics,
+) {
+    let mut hello = [0u8; HELLO_BYTES];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut hello)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            debug!(%remote, %error, "peer connection closed during the handshake");
+            return;
+        }
+        Err(_) => {
+            warn!(%remote, "peer connection sent no handshake in time; closed");
+            return;
+        }
+    }
+    let from = match check_hello(&hello, cluster_id) {
+        Ok(from) => from,
+        Err((code, reason)) => {
+            error!(%remote, "rejected a peer connection: {reason}");
+            let _ = stream.write_all(&[code]).await;
+            return;
+        }
+    };
+    if stream.write_all(&[ACCEPTED]).await.is_err() {
+        return;
+    }
+    debug!(peer = from, %remote, "accepted a peer connection");
+    let received = metrics
+        .messages_received
+        .get_or_create(&peer_labels(from))
+        .clone();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let len = match reader.read_u32_le().await {
+            Ok(len) => len,
+            Err(_) => return,
+        };
+        if len > max_frame_bytes {
+            error!(
+                peer = from,
+                %remote,
+                len,
+                limit = max_frame_bytes,
+                "peer sent a frame over the limit; connection closed"
+            );
+            return;
+        }
+        let mut payload = vec![0u8; len as usize];
+        if reader.read_exact(&mut payload).await.is_err() {
+            return;
+        }
+        received.inc();
+        if inbound.send((from, Bytes::from(payload))).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Why a connection to a peer ended.
+enum Ended {
+    /// The transport is gone.
+    Closed,
+    /// The connection failed.
+    Failed(std::io::Error),
+}
+
+async fn dial_loop(
+    identity: Identity,
+    peer: NodeId,
+    mut address: watch::Receiver<SocketAddr>,
+    mut queue: mpsc::Receiver<Bytes>,
+    options: TransportOptions,
+    metrics: HostMetrics,
+) {
+    let mut backoff = options.backoff_min;
+    let mut connected_before = false;
+    loop {
+        // What queued up while disconnected is stale: drop it.
+        while queue.try_recv().is_ok() {
+            metrics.dropped(peer);
+        }
+        let target = *address.borrow_and_update();
+        match connect(identity, target, &options).await {
+            Ok(stream) => {
+                info!(peer, address = %target, "connected to peer");
+                connected_before = true;
+                backoff = options.backoff_min;
+                match pump(stream, &mut queue, peer, &metrics).await {
+                    Ended::Closed => return,
+                    Ended::Failed(error) => {
+                        info!(peer, address = %target, %error, "peer connection lost");
+                    }
+                }
+            }
+            Err(ConnectError::Rejected(reason)) => {
+                error!(peer, address = %target, "peer refused the handshake: {reason}");
+            }
+            Err(ConnectError::Io(error)) => {
+                if connected_before {
+                    debug!(peer, address = %target, %error, "reconnecting to peer failed");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            changed = address.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                backoff = options.backoff_min;
+                continue;
+            }
+        }
+        backoff = (backoff * 2).min(options.backoff_max);
+    }
+}
+
+enum ConnectError {
+    Io(std::io::Error),
+    Rejected(String),
+}
+
+async fn connect(
+    identity: Identity,
+    address: SocketAddr,
+    options: &TransportOptions,
+) -> Result<TcpStream, ConnectError> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(address)
+            .await
+            .map_err(ConnectError::Io)?;
+        stream.set_nodelay(true).map_err(ConnectError::Io)?;
+        stream
+            .write_all(&hello(identity))
+            .await
+            .map_err(ConnectError::Io)?;
+        let answer = stream.read_u8().await.map_err(ConnectError::Io)?;
+        match answer {
+            ACCEPTED => Ok(stream),
+            BAD_MAGIC => Err(ConnectError::Rejected("bad magic".into())),
+            BAD_VERSION => Err(ConnectError::Rejected(format!(
+                "it does not speak protocol version {PROTOCOL_VERSION}"
+            ))),
+            OTHER_CLUSTER => Err(ConnectError::Rejected(format!(
+                "it belongs to another cluster than {}",
+                identity.cluster_id
+            ))),
+            other => Err(ConnectError::Rejected(format!("unknown answer {other}"))),
+        }
+    };
+    match tokio::time::timeout(options.connect_timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connect timed out",
+        ))),
+    }
+}
+
+/// Writes queued frames to the connection until it fails or the queue closes; frames queued
+/// together go out in one flush.
+async fn pump(
+    stream: TcpStream,
+    queue: &mut mpsc::Receiver<Bytes>,
+    peer: NodeId,
+    metrics: &HostMetrics,
+) -> Ended {
+    let sent = metrics
+        .messages_sent
+        .get_or_create(&peer_labels(peer))
+        .clone();
+    let (mut reader, writer) = stream.into_split();
+    let mut writer = BufWriter::new(writer);
+    let mut closed_probe = [0u8; 1];
+    loop {
+        let frame = tokio::select! {
+            frame = queue.recv() => match frame {
+                Some(frame) => frame,
+                None => return Ended::Closed,
+            },
+            // The listener never writes after the handshake: a read returning means it closed.
+            read = reader.read(&mut closed_probe) => {
+                return Ended::Failed(match read {
+                    Ok(_) => std::io::Error::new(std::io::ErrorKind::ConnectionReset, "closed by peer"),
+                    Err(error) => error,
+                });
+            }
+        };
+        let mut batch = vec![frame];
+        while batch.len() < 1024 {
+            match queue.try_recv() {
+                Ok(frame) => batch.push(frame),
+                Err(_) => break,
+            }
+        }
+        let count = batch.len() as u64;
+        let mut result = Ok(());
+        for frame in &batch {
+            result = async {
+                writer.write_u32_le(frame.len() as u32).await?;
+                writer.write_all(frame).await
+            }
+            .await;
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = writer.flush().await;
+        }
+        match result {
+            Ok(()) => {
+                sent.inc_by(count);
+            }
+            Err(error) => {
+                for _ in 0..count {
+                    metrics.dropped(peer);
+                }
+                return Ended::Failed(error);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn listener() -> (TcpListener, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        (listener, address)
+    }
+
+    fn fast() -> TransportOptions {
+        TransportOptions {
+            backoff_min: Duration::from_millis(5),
+            backoff_max: Duration::from_millis(50),
+            ..TransportOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_arrive_in_order_with_the_sender_id() {
+        let (listener_a, _) = listener().await;
+        let (listener_b, address_b) = listener().await;
+        let (inbound_a, _keep_a) = mpsc::channel(16);
+        let (inbound_b, mut received_b) = mpsc::channel(16);
+        let identity = |id| Identity { id, cluster_id: 7 };
+        let a = Transport::start(
+            identity(1),
+            fast(),
+            listener_a,
+            &BTreeMap::from([(2, address_b)]),
+            inbound_a,
+            HostMetrics::default(),
+        );
+        let b = Transport::start(
+            identity(2),
+            fast(),
+            listener_b,
+            &BTreeMap::new(),
+            inbound_b,
+            HostMetrics::default(),
+        );
+        // Messages sent before the connection is up may be dropped: resend until one arrives.
+        let first = loop {
+            a.send(2, Bytes::from_static(b"hello"));
+            match tokio::time::timeout(Duration::from_millis(100), received_b.recv()).await {
+                Ok(Some(frame)) => break frame,
+                _ => continue,
+            }
+        };
+        assert_eq!(first, (1, Bytes::from_static(b"hello")));
+        while let Ok(frame) = received_b.try_recv() {
+            assert_eq!(frame.1, Bytes::from_static(b"hello"));
+        }
+        for i in 0u8..100 {
+            a.send(2, Bytes::from(vec![i; 1 + i as usize]));
+        }
+        for i in 0u8..100 {
+            let (from, frame) = tokio::time::timeout(Duration::from_secs(10), received_b.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(from, 1);
+            assert_eq!(frame, Bytes::from(vec![i; 1 + i as usize]));
+        }
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_peer_of_another_cluster_is_refused() {
+        let (listener_a, _) = listener().await;
+        let (listener_b, address_b) = listener().await;
+        let (inbound_a, _keep_a) = mpsc::channel(16);
+        let (inbound_b, mut received_b) = mpsc::channel(16);
+        let metrics = HostMetrics::default();
+        let a = Transport::start(
+            Identity {
+                id: 1,
+                cluster_id: 7,
+            },
+            fast(),
+            listener_a,
+            &BTreeMap::from([(2, address_b)]),
+            inbound_a,
+            metrics.clone(),
+        );
+        let b = Transport::start(
+            Identity {
+                id: 2,
+                cluster_id: 8,
+            },
+            fast(),
+            listener_b,
+            &BTreeMap::new(),
+            inbound_b,
+            HostMetrics::default(),
+        );
+        for _ in 0..20 {
+            a.send(2, Bytes::from_static(b"x"));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(received_b.try_recv().is_err(), "nothing crosses clusters");
+        assert!(
+            metrics
+                .messages_dropped
+                .get_or_create(&peer_labels(2))
+                .get()
+                > 0
+        );
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+
+    #[test]
+    fn the_hello_names_version_cluster_and_sender() {
+        let hello = hello(Identity {
+            id: 3,
+            cluster_id: 9,
+        });
+        assert_eq!(check_hello(&hello, 9), Ok(3));
+        assert_eq!(check_hello(&hello, 10).unwrap_err().0, OTHER_CLUSTER);
+        let mut bad = hello;
+        bad[0] = b'X';
+        assert_eq!(check_hello(&bad, 9).unwrap_err().0, BAD_MAGIC);
+        let mut future = hello;
+        future[8] = 2;
+        assert_eq!(check_hello(&future, 9).unwrap_err().0, BAD_VERSION);
+    }
+}

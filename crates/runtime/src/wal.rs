@@ -1,0 +1,717 @@
+//! A segmented write-ahead log of opaque records, with crash recovery.
+//!
+//! ```text
+//! wal/00000000000000000001.log    segment 1
+//! wal/00000000000000000002.log    segment 2 (the one appended to)
+//!
+//! segment = header (32 bytes) · record · record · ...
+//! header  = magic "CNCDWAL\0" · version u32 · flags u32 · sequence u64 · reserved u32 · crc32c u32
+//! record  = len u32 LE · crc32c u32 LE · payload (len bytes);  crc over the len bytes and the payload
+//! ```
+//!
+//! **Recovery rules.** A crash can only damage the end of the log, so:
+//!
+//! * In the **last** segment, a record that is incomplete, zero-filled or has a bad checksum,
+//!   with no valid record anywhere after it, is a *torn tail*: the file is truncated there and
+//!   [`RecoveryReport::torn_tail`] says how many bytes were dropped. A last segment whose header
+//!   is incomplete or zero (a crash while creating it) holds no records and is removed.
+//! * A bad record **followed by a valid record**, or a bad record or header in an **earlier**
+//!   segment, cannot come from a crash: recovery stops with [`WalError::Corrupt`], naming the
+//!   segment and the byte offset. Nothing is truncated.
+//! * Any failed write or fsync **poisons** the log: every later call returns
+//!   [`WalError::Poisoned`]. The host stops the node; it never retries and continues, because
+//!   after a failed fsync the kernel may have dropped the dirty pages.
+//!
+//! **Compaction.** [`Wal::rewrite`] writes the given base records into a new segment flagged
+//! *base* (as a `.log.tmp` file, fsynced, then renamed and the directory fsynced), then deletes
+//! every older segment. Recovery starts at the newest base segment and deletes anything older
+//! and any leftover `.tmp` file, so a crash at any point leaves either the old log or the new one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The first bytes of every segment.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"CNCDWAL\0";
+/// The segment format version this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes in a segment header.
+pub const SEGMENT_HEADER_BYTES: u64 = 32;
+/// Bytes before each record's payload (length and checksum).
+pub const RECORD_HEADER_BYTES: u64 = 8;
+/// Header flag: the segment starts with the base records of a compaction.
+const FLAG_BASE: u32 = 1;
+/// Write the append buffer out (without syncing) once it holds this many bytes.
+const BUFFER_FLUSH_BYTES: usize = 4 << 20;
+
+/// Limits of a write-ahead log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalOptions {
+    /// Start a new segment once the current one would grow past this many bytes (a segment
+    /// always takes at least one record, however large).
+    pub max_segment_bytes: u64,
+    /// The largest record payload accepted, and believed when reading a length.
+    pub max_record_bytes: u32,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            max_segment_bytes: 64 << 20,
+            max_record_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Why the log cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// A file operation failed. The log is poisoned from then on.
+    #[error("write-ahead log I/O error while {context}: {source}")]
+    Io {
+        /// What the log was doing.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Damage that a crash cannot explain: the node must not start from this log.
+    #[error(
+        "write-ahead log segment {} is corrupt at byte offset {offset}: {reason}. This is not a \
+         torn write from a crash (valid data follows it, or it is in an older segment), so the \
+         node refuses to start rather than silently lose acknowledged writes. Move the data \
+         directory aside (keep it for inspection) and let the node rejoin the cluster from its \
+         peers with an empty data directory",
+        segment.display()
+    )]
+    Corrupt {
+        /// The damaged segment file.
+        segment: PathBuf,
+        /// Byte offset of the damaged record or header within it.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A record larger than [`WalOptions::max_record_bytes`] was appended.
+    #[error("record of {len} bytes exceeds the limit of {max} bytes")]
+    RecordTooLarge {
+        /// The record's length.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// An earlier write or fsync failed; the log refuses further use.
+    #[error("the write-ahead log is poisoned by an earlier I/O failure and refuses further use")]
+    Poisoned,
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> WalError {
+    let context = context.into();
+    move |source| WalError::Io { context, source }
+}
+
+/// A torn tail that recovery truncated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment that was truncated.
+    pub segment: PathBuf,
+    /// Where the torn record started (the file's new length).
+    pub offset: u64,
+    /// How many bytes were dropped.
+    pub bytes_dropped: u64,
+    /// Why the record was not read.
+    pub reason: String,
+}
+
+/// What recovery found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Live segments after recovery.
+    pub segments: usize,
+    /// Records recovered.
+    pub records: usize,
+    /// The torn tail truncated from the last segment, if any.
+    pub torn_tail: Option<TornTail>,
+    /// Files removed: leftovers of an interrupted compaction, segments superseded by a newer
+    /// base segment, and a last segment whose header was torn.
+    pub removed: Vec<PathBuf>,
+}
+
+/// One live segment.
+#[derive(Clone, Debug)]
+struct Segment {
+    sequence: u64,
+    /// Bytes in the file, plus what is still buffered for it when it is the current segment.
+    bytes: u64,
+}
+
+/// An open write-ahead log (see the module docs).
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    options: WalOptions,
+    /// Live segments in order; the last is appended to. Never empty.
+    segments: Vec<Segment>,
+    /// The last segment, opened for appending.
+    file: File,
+    /// Records appended but not yet written to `file`.
+    buffer: Vec<u8>,
+    /// Records in the current segment (including buffered ones).
+    records_in_segment: u64,
+    poisoned: bool,
+}
+
+/// Where a crash may interrupt [`Wal::rewrite`]; tests stop a rewrite there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) enum RewriteStep {
+    /// Part of the temporary base segment is written.
+    TempPartial,
+    /// The temporary base segment is complete and synced, not yet renamed.
+    TempSynced,
+    /// Renamed into place; no older segment deleted yet.
+    Renamed,
+    /// The oldest older segment is deleted, the others not yet.
+    DeletedOne,
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir`, recovers it under the module's rules, and returns
+    /// it with the records it holds, oldest first, and what recovery did.
+    pub fn open(
+        dir: &Path,
+        options: WalOptions,
+    ) -> Result<(Wal, Vec<Vec<u8>>, RecoveryReport), WalError> {
+        fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
+        let mut report = RecoveryReport::default();
+        let mut sequences = list_segments(dir, &mut report)?;
+        let mut records = Vec::new();
+        let mut loaded: Vec<(u64, Vec<u8>, SegmentHeader)> = Vec::new();
+        // Read headers; find the newest base segment.
+        let mut headers = Vec::with_capacity(sequences.len());
+        for (position, &sequence) in sequences.iter().enumerate() {
+            let path = segment_path(dir, sequence);
+            let data = fs::read(&path).map_err(io_error(format!("reading {}", path.display())))?;
+            let last = position + 1 == sequences.len();
+            headers.push((sequence, parse_header(&data, sequence, &path, last), data));
+        }
+        let base = headers
+            .iter()
+            .rposition(|(_, header, _)| matches!(header, Ok(Some(h)) if h.flags & FLAG_BASE != 0))
+            .unwrap_or(0);
+        for (sequence, _, _) in headers.drain(..base) {
+            let path = segment_path(dir, sequence);
+            fs::remove_file(&path).map_err(io_error(format!("removing {}", path.display())))?;
+            report.removed.push(path);
+        }
+        sequences.clear();
+        let count = headers.len();
+        for (position, (sequence, header, data)) in headers.into_iter().enumerate() {
+            let path = segment_path(dir, sequence);
+            match header? {
+                Some(header) => loaded.push((sequence, data, header)),
+                None => {
+                    // A torn header on the last segment: it holds nothing.
+                    debug_assert_eq!(position + 1, count);
+                    fs::remove_file(&path)
+                        .map_err(io_error(format!("removing {}", path.display())))?;
+                    report.removed.push(path);
+                }
+            }
+        }
+        if !report.removed.is_empty() {
+            sync_dir(dir)?;
+        }
+        for pair in loaded.windows(2) {
+            if pair[1].0 != pair[0].0 + 1 {
+                return Err(WalError::Corrupt {
+                    segment: segment_path(dir, pair[1].0),
+                    offset: 0,
+                    reason: format!(
+                        "segment {} is missing between segments {} and {}",
+                        pair[0].0 + 1,
+                        pair[0].0,
+                        pair[1].0
+                    ),
+                });
+            }
+        }
+        let mut segments = Vec::with_capacity(loaded.len());
+        let mut records_in_segment = 0;
+        let loaded_count = loaded.len();
+        for (position, (sequence, data, _)) in loaded.into_iter().enumerate() {
+            let path = segment_path(dir, sequence);
+            let last = position + 1 == loaded_count;
+            let scan = scan_records(&data, &path, last, options.max_record_bytes)?;
+            let mut bytes = data.len() as u64;
+            if let Some(torn) = scan.torn {
+                truncate(&path, torn.offset)?;
+                bytes = torn.offset;
+                report.torn_tail = Some(torn);
+            }
+            records_in_segment = scan.records.len() as u64;
+            records.extend(scan.records);
+            segments.push(Segment { sequence, bytes });
+        }
+        if segments.is_empty() {
+            let sequence = report
+                .removed
+                .iter()
+                .filter_map(|path| parse_sequence(path))
+                .max()
+                .unwrap_or(1);
+            create_segment(dir, sequence, 0, &[])?;
+            sync_dir(dir)?;
+            segments.push(Segment {
+                sequence,
+                bytes: SEGMENT_HEADER_BYTES,
+            });
+            records_in_segment = 0;
+        }
+        let current = segments.last().map(|s| s.sequence).unwrap_or(1);
+        let path = segment_path(dir, current);
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_error(format!("opening {}", path.display())))?;
+        report.segments = segments.len();
+        report.records = records.len();
+        let wal = Wal {
+            dir: dir.to_path_buf(),
+            options,
+            segments,
+            file,
+            buffer: Vec::new(),
+            records_in_segment,
+            poisoned: false,
+        };
+        Ok((wal, records, report))
+    }
+
+    /// Appends one record. It is durable only after the next successful [`Wal::sync`].
+    pub fn append(&mut self, payload: &[u8]) -> Result<(), WalError> {
+        self.check_poisoned()?;
+        if payload.is_empty() || payload.len() > self.options.max_record_bytes as usize {
+            return Err(WalError::RecordTooLarge {
+                len: payload.len(),
+                max: self.options.max_record_bytes,
+            });
+        }
+        let record_bytes = RECORD_HEADER_BYTES + payload.len() as u64;
+        let current = self.current_bytes();
+        if self.records_in_segment > 0 && current + record_bytes > self.options.max_segment_bytes {
+            let result = self.roll();
+            self.poison_on_error(result)?;
+        }
+        encode_record(&mut self.buffer, payload);
+        self.records_in_segment += 1;
+        if let Some(segment) = self.segments.last_mut() {
+            segment.bytes += record_bytes;
+        }
+        if self.buffer.len() >= BUFFER_FLUSH_BYTES {
+            let result = self.write_buffer();
+            self.poison_on_error(result)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every appended record durable (`fdatasync`). A failure poisons the log.
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        self.check_poisoned()?;
+        let result = self.write_buffer().and_then(|()| {
+            self.file
+                .sync_data()
+                .map_err(io_error("syncing the current segment"))
+        });
+        self.poison_on_error(result)
+    }
+
+    /// Compaction: replaces the whole log by `base` (records that stand for everything written
+    /// so far). A crash at any point leaves either the old log or the new one (module docs).
+    pub fn rewrite(&mut self, base: &[Vec<u8>]) -> Result<(), WalError> {
+        self.check_poisoned()?;
+        let result = self.rewrite_inner(base, None);
+        self.poison_on_error(result)
+    }
+
+    /// Total bytes in the live segments (including appended records not yet written).
+    pub fn total_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    /// Number of live segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// The directory holding the segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn current_bytes(&self) -> u64 {
+        self.segments.last().map_or(0, |s| s.bytes)
+    }
+
+    fn check_poisoned(&self) -> Result<(), WalError> {
+        if self.poisoned {
+            Err(WalError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn poison_on_error<T>(&mut self, result: Result<T, WalError>) -> Result<T, WalError> {
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    fn write_buffer(&mut self) -> Result<(), WalError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all(&self.buffer)
+            .map_err(io_error("writing to the current segment"))?;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Seals the current segment (written and synced) and starts the next one.
+    fn roll(&mut self) -> Result<(), WalError> {
+        self.write_buffer()?;
+        self.file
+            .sync_data()
+            .map_err(io_error("syncing a full segment"))?;
+        let sequence = self.segments.last().map_or(0, |s| s.sequence) + 1;
+        let file = create_segment(&self.dir, sequence, 0, &[])?;
+        sync_dir(&self.dir)?;
+        self.file = file;
+        self.segments.push(Segment {
+            sequence,
+            bytes: SEGMENT_HEADER_BYTES,
+        });
+        self.records_in_segment = 0;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn rewrite_until(
+        &mut self,
+        base: &[Vec<u8>],
+        stop: RewriteStep,
+    ) -> Result<(), WalError> {
+        self.rewrite_inner(base, Some(stop))
+    }
+
+    fn rewrite_inner(
+        &mut self,
+        base: &[Vec<u8>],
+        stop: Option<RewriteStep>,
+    ) -> Result<(), WalError> {
+        let stop_at = |step: RewriteStep| stop == Some(step);
+        self.write_buffer()?;
+        self.file
+            .sync_data()
+            .map_err(io_error("syncing before compaction"))?;
+        let sequence = self.segments.last().map_or(0, |s| s.sequence) + 1;
+        let temp = temp_path(&self.dir, sequence);
+        let mut body = Vec::new();
+        for record in base {
+            if record.is_empty() || record.len() > self.options.max_record_bytes as usize {
+                return Err(WalError::RecordTooLarge {
+                    len: record.len(),
+                    max: self.options.max_record_bytes,
+                });
+            }
+            encode_record(&mut body, record);
+        }
+        let header = encode_header(sequence, FLAG_BASE);
+        let mut file =
+            File::create(&temp).map_err(io_error(format!("creating {}", temp.display())))?;
+        if stop_at(RewriteStep::TempPartial) {
+            let mut partial = header.to_vec();
+            partial.extend_from_slice(&body[..body.len() / 2]);
+            file.write_all(&partial)
+                .map_err(io_error(format!("writing {}", temp.display())))?;
+            return Ok(());
+        }
+        file.write_all(&header)
+            .and_then(|()| file.write_all(&body))
+            .and_then(|()| file.sync_all())
+            .map_err(io_error(format!("writing {}", temp.display())))?;
+        if stop_at(RewriteStep::TempSynced) {
+            return Ok(());
+        }
+        let path = segment_path(&self.dir, sequence);
+        fs::rename(&temp, &path).map_err(io_error(format!(
+            "renaming {} to {}",
+            temp.display(),
+            path.display()
+        )))?;
+        sync_dir(&self.dir)?;
+        if stop_at(RewriteStep::Renamed) {
+            return Ok(());
+        }
+        let old: Vec<u64> = self.segments.iter().map(|s| s.sequence).collect();
+        for (position, old_sequence) in old.into_iter().enumerate() {
+            let old_path = segment_path(&self.dir, old_sequence);
+            fs::remove_file(&old_path)
+                .map_err(io_error(format!("removing {}", old_path.display())))?;
+            if position == 0 && stop_at(RewriteStep::DeletedOne) {
+                return Ok(());
+            }
+        }
+        sync_dir(&self.dir)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_error(format!("opening {}", path.display())))?;
+        self.segments = vec![Segment {
+            sequence,
+            bytes: SEGMENT_HEADER_BYTES + body.len() as u64,
+        }];
+        self.records_in_segment = base.len() as u64;
+        Ok(())
+    }
+}
+
+/// The path of segment `sequence` in `dir`.
+pub fn segment_path(dir: &Path, sequence: u64) -> PathBuf {
+    dir.join(format!("{sequence:020}.log"))
+}
+
+fn temp_path(dir: &Path, sequence: u64) -> PathBuf {
+    dir.join(format!("{sequence:020}.log.tmp"))
+}
+
+fn parse_sequence(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Lists segment sequences in order, removing leftover temporary files.
+fn list_segments(dir: &Path, report: &mut RecoveryReport) -> Result<Vec<u64>, WalError> {
+    let mut sequences = Vec::new();
+    let entries = fs::read_dir(dir).map_err(io_error(format!("listing {}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io_error(format!("listing {}", dir.display())))?;
+        let path = entry.path();
+        if path.to_str().is_some_and(|p| p.ends_with(".log.tmp")) {
+            fs::remove_file(&path).map_err(io_error(format!("removing {}", path.display())))?;
+            report.removed.push(path);
+        } else if let Some(sequence) = parse_sequence(&path) {
+            sequences.push(sequence);
+        }
+    }
+    sequences.sort_unstable();
+    Ok(sequences)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(format!("syncing directory {}", dir.display())))
+}
+
+fn truncate(path: &Path, length: u64) -> Result<(), WalError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_error(format!("opening {}", path.display())))?;
+    file.set_len(length)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(format!("truncating {}", path.display())))
+}
+
+/// Creates segment `sequence` with `flags` and `body`, synced (the caller syncs the directory).
+fn create_segment(dir: &Path, sequence: u64, flags: u32, body: &[u8]) -> Result<File, WalError> {
+    let path = segment_path(dir, sequence);
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_error(format!("creating {}", path.display())))?;
+    file.write_all(&encode_header(sequence, flags))
+        .and_then(|()| file.write_all(body))
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(format!("writing {}", path.display())))?;
+    Ok(file)
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SegmentHeader {
+    flags: u32,
+}
+
+fn encode_header(sequence: u64, flags: u32) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    header[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&flags.to_le_bytes());
+    header[16..24].copy_from_slice(&sequence.to_le_bytes());
+    let crc = crc32c::crc32c(&header[0..28]);
+    header[28..32].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Parses a segment header. `Ok(None)`: a torn header on the last segment (removable).
+fn parse_header(
+    data: &[u8],
+    sequence: u64,
+    path: &Path,
+    last: bool,
+) -> Result<Option<SegmentHeader>, WalError> {
+    let corrupt = |reason: String| WalError::Corrupt {
+        segment: path.to_path_buf(),
+        offset: 0,
+        reason,
+    };
+    let header_len = SEGMENT_HEADER_BYTES as usize;
+    let torn = data.len() < header_len || data[..header_len].iter().all(|&b| b == 0);
+    if torn {
+        // A segment is created with its header synced before any record goes in; a torn header
+        // is a crash during creation, possible only for the newest segment.
+        let only_zeros = data.iter().all(|&b| b == 0);
+        return if last && (only_zeros || data.len() < header_len) {
+            Ok(None)
+        } else {
+            Err(corrupt("the segment header is missing or zeroed".into()))
+        };
+    }
+    let header = &data[..header_len];
+    let stored_crc = u32::from_le_bytes(header[28..32].try_into().unwrap_or_default());
+    if crc32c::crc32c(&header[0..28]) != stored_crc {
+        return Err(corrupt("segment header checksum mismatch".into()));
+    }
+    if header[0..8] != SEGMENT_MAGIC {
+        return Err(corrupt(
+            "not a Concord write-ahead log segment (bad magic)".into(),
+        ));
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().unwrap_or_default());
+    if version != FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "segment format version {version}, but this build reads only version {FORMAT_VERSION}"
+        )));
+    }
+    let stored_sequence = u64::from_le_bytes(header[16..24].try_into().unwrap_or_default());
+    if stored_sequence != sequence {
+        return Err(corrupt(format!(
+            "header names segment {stored_sequence}, but the file name says {sequence}"
+        )));
+    }
+    let flags = u32::from_le_bytes(header[12..16].try_into().unwrap_or_default());
+    Ok(Some(SegmentHeader { flags }))
+}
+
+fn encode_record(buffer: &mut Vec<u8>, payload: &[u8]) {
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len), payload);
+    buffer.extend_from_slice(&len);
+    buffer.extend_from_slice(&crc.to_le_bytes());
+    buffer.extend_from_slice(payload);
+}
+
+/// Checks the record at `offset`: its payload range and the offset after it, or why it is bad.
+fn record_at(
+    data: &[u8],
+    offset: usize,
+    max_record_bytes: u32,
+) -> Result<(std::ops::Range<usize>, usize), String> {
+    let header = RECORD_HEADER_BYTES as usize;
+    let remaining = data.len() - offset;
+    if remaining < header {
+        return Err(format!(
+            "incomplete record header ({remaining} of {header} bytes)"
+        ));
+    }
+    let len_bytes = &data[offset..offset + 4];
+    let len = u32::from_le_bytes(len_bytes.try_into().unwrap_or_default());
+    if len == 0 {
+        return Err("zero-length record (zeroed or preallocated space)".into());
+    }
+    if len > max_record_bytes {
+        return Err(format!(
+            "record length {len} exceeds the limit of {max_record_bytes} bytes"
+        ));
+    }
+    let start = offset + header;
+    let end = start + len as usize;
+    if end > data.len() {
+        return Err(format!(
+            "incomplete record ({len} bytes declared, {} present)",
+            data.len() - start
+        ));
+    }
+    let stored = u32::from_le_bytes(data[offset + 4..start].try_into().unwrap_or_default());
+    let computed = crc32c::crc32c_append(crc32c::crc32c(len_bytes), &data[start..end]);
+    if stored != computed {
+        return Err(format!(
+            "record checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+        ));
+    }
+    Ok((start..end, end))
+}
+
+struct Scan {
+    records: Vec<Vec<u8>>,
+    torn: Option<TornTail>,
+}
+
+/// Reads the records of one segment (its header already checked) under the recovery rules.
+fn scan_records(
+    data: &[u8],
+    path: &Path,
+    last: bool,
+    max_record_bytes: u32,
+) -> Result<Scan, WalError> {
+    let mut records = Vec::new();
+    let mut offset = SEGMENT_HEADER_BYTES as usize;
+    while offset < data.len() {
+        match record_at(data, offset, max_record_bytes) {
+            Ok((payload, next)) => {
+                records.push(data[payload].to_vec());
+                offset = next;
+            }
+            Err(reason) => {
+                let valid_after = last
+                    && (offset + 1..data.len())
+                        .any(|later| record_at(data, later, max_record_bytes).is_ok());
+                return match valid_after {
+                    false if last => Ok(Scan {
+                        records,
+                        torn: Some(TornTail {
+                            segment: path.to_path_buf(),
+                            offset: offset as u64,
+                            bytes_dropped: (data.len() - offset) as u64,
+                            reason,
+                        }),
+                    }),
+                    _ => Err(WalError::Corrupt {
+                        segment: path.to_path_buf(),
+                        offset: offset as u64,
+                        reason: if last {
+                            format!("{reason}; a valid record follows it")
+                        } else {
+                            format!("{reason}; a newer segment follows this one")
+                        },
+                    }),
+                };
+            }
+        }
+    }
+    Ok(Scan {
+        records,
+        torn: None,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,353 @@
+//! Recovery rules of the write-ahead log, one damaged state at a time.
+
+use super::*;
+
+fn record(i: usize) -> Vec<u8> {
+    // Varying lengths, never empty.
+    (0..(5 + i % 23)).map(|b| (i * 31 + b) as u8).collect()
+}
+
+fn records(n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(record).collect()
+}
+
+fn small_segments() -> WalOptions {
+    WalOptions {
+        max_segment_bytes: 256,
+        ..WalOptions::default()
+    }
+}
+
+/// Writes `records` to a fresh log in `dir` and syncs it.
+fn write_log(dir: &Path, options: WalOptions, records: &[Vec<u8>]) {
+    let (mut wal, recovered, _) = Wal::open(dir, options).unwrap();
+    assert!(recovered.is_empty());
+    for record in records {
+        wal.append(record).unwrap();
+    }
+    wal.sync().unwrap();
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Byte offsets of the records in one segment file.
+fn record_offsets(data: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut offset = SEGMENT_HEADER_BYTES as usize;
+    while offset < data.len() {
+        offsets.push(offset);
+        let len = u32::from_le_bytes(data[offset..offset + 4].try_into().unwrap()) as usize;
+        offset += RECORD_HEADER_BYTES as usize + len;
+    }
+    offsets
+}
+
+#[test]
+fn records_survive_a_reopen_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), WalOptions::default(), &records(10));
+    let (mut wal, recovered, report) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(recovered, records(10));
+    assert_eq!(report.records, 10);
+    assert_eq!(report.torn_tail, None);
+    wal.append(&record(10)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, recovered, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(recovered, records(11));
+}
+
+#[test]
+fn truncation_at_every_byte_of_the_last_record_recovers_exactly_the_earlier_records() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), WalOptions::default(), &records(5));
+    let path = segment_path(dir.path(), 1);
+    let full = fs::read(&path).unwrap();
+    let last = *record_offsets(&full).last().unwrap();
+    for cut in last..full.len() {
+        fs::write(&path, &full[..cut]).unwrap();
+        let (mut wal, recovered, report) = Wal::open(dir.path(), WalOptions::default())
+            .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        assert_eq!(recovered, records(4), "cut at {cut}");
+        if cut > last {
+            let torn = report.torn_tail.expect("a torn tail is reported");
+            assert_eq!(torn.offset, last as u64);
+            assert_eq!(torn.bytes_dropped, (cut - last) as u64);
+        }
+        assert_eq!(fs::metadata(&path).unwrap().len(), last as u64, "truncated");
+        // The log is usable again: the next record lands where the torn one was.
+        wal.append(&record(99)).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (_, recovered, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        let mut expected = records(4);
+        expected.push(record(99));
+        assert_eq!(recovered, expected, "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_bit_flip_in_the_last_record_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), WalOptions::default(), &records(5));
+    let path = segment_path(dir.path(), 1);
+    let full = fs::read(&path).unwrap();
+    let last = *record_offsets(&full).last().unwrap();
+    for byte in last..full.len() {
+        let mut damaged = full.clone();
+        damaged[byte] ^= 1 << (byte % 8);
+        fs::write(&path, &damaged).unwrap();
+        let (_, recovered, report) = Wal::open(dir.path(), WalOptions::default())
+            .unwrap_or_else(|e| panic!("flip at {byte}: {e}"));
+        assert_eq!(recovered, records(4), "flip at {byte}");
+        assert_eq!(report.torn_tail.unwrap().offset, last as u64);
+    }
+}
+
+#[test]
+fn a_bit_flip_in_any_earlier_record_is_corruption_naming_segment_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), WalOptions::default(), &records(5));
+    let path = segment_path(dir.path(), 1);
+    let full = fs::read(&path).unwrap();
+    let offsets = record_offsets(&full);
+    let last = *offsets.last().unwrap();
+    for byte in SEGMENT_HEADER_BYTES as usize..last {
+        let record_offset = *offsets.iter().rev().find(|&&o| o <= byte).unwrap();
+        let mut damaged = full.clone();
+        damaged[byte] ^= 1 << (byte % 8);
+        fs::write(&path, &damaged).unwrap();
+        match Wal::open(dir.path(), WalOptions::default()) {
+            Err(WalError::Corrupt {
+                segment, offset, ..
+            }) => {
+                assert_eq!(segment, path, "flip at {byte}");
+                assert_eq!(offset, record_offset as u64, "flip at {byte}");
+            }
+            other => panic!("flip at {byte}: expected corruption, got {other:?}"),
+        }
+        // Nothing was truncated.
+        assert_eq!(fs::read(&path).unwrap(), damaged);
+    }
+    let message = {
+        let mut damaged = full.clone();
+        damaged[offsets[1] + 9] ^= 0x10;
+        fs::write(&path, &damaged).unwrap();
+        Wal::open(dir.path(), WalOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(message.contains("00000000000000000001.log"), "{message}");
+    assert!(
+        message.contains(&format!("offset {}", offsets[1])),
+        "{message}"
+    );
+    assert!(
+        message.contains("data directory"),
+        "tells the operator what to do: {message}"
+    );
+}
+
+#[test]
+fn a_zero_filled_tail_is_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), WalOptions::default(), &records(3));
+    let path = segment_path(dir.path(), 1);
+    let mut data = fs::read(&path).unwrap();
+    let length = data.len();
+    data.extend_from_slice(&[0u8; 4096]);
+    fs::write(&path, &data).unwrap();
+    let (_, recovered, report) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(recovered, records(3));
+    assert_eq!(report.torn_tail.unwrap().bytes_dropped, 4096);
+    assert_eq!(fs::metadata(&path).unwrap().len(), length as u64);
+}
+
+#[test]
+fn segments_roll_over_and_recover_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), small_segments(), &records(60));
+    let (mut wal, recovered, report) = Wal::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(recovered, records(60));
+    assert!(report.segments > 3, "{report:?}");
+    assert_eq!(wal.segment_count(), report.segments);
+    let on_disk: u64 = segment_files(dir.path())
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(wal.total_bytes(), on_disk);
+    for i in 60..80 {
+        wal.append(&record(i)).unwrap();
+    }
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, recovered, _) = Wal::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(recovered, records(80));
+}
+
+#[test]
+fn damage_in_an_older_segment_is_corruption_even_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), small_segments(), &records(40));
+    let first = segment_path(dir.path(), 1);
+    let data = fs::read(&first).unwrap();
+    let last = *record_offsets(&data).last().unwrap();
+    fs::write(&first, &data[..data.len() - 1]).unwrap();
+    match Wal::open(dir.path(), small_segments()) {
+        Err(WalError::Corrupt {
+            segment, offset, ..
+        }) => {
+            assert_eq!(segment, first);
+            assert_eq!(offset, last as u64);
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_missing_middle_segment_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), small_segments(), &records(40));
+    fs::remove_file(segment_path(dir.path(), 2)).unwrap();
+    let error = Wal::open(dir.path(), small_segments()).unwrap_err();
+    assert!(
+        error.to_string().contains("segment 2 is missing"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_torn_header_of_the_newest_segment_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), small_segments(), &records(40));
+    let count = segment_files(dir.path()).len() as u64;
+    let torn = segment_path(dir.path(), count + 1);
+    fs::write(&torn, &encode_header(count + 1, 0)[..10]).unwrap();
+    let (_, recovered, report) = Wal::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(recovered, records(40));
+    assert_eq!(report.removed, vec![torn.clone()]);
+    assert!(!torn.exists());
+}
+
+#[test]
+fn a_damaged_header_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), WalOptions::default(), &records(3));
+    let path = segment_path(dir.path(), 1);
+    let mut data = fs::read(&path).unwrap();
+    data[3] ^= 0x01;
+    fs::write(&path, &data).unwrap();
+    let error = Wal::open(dir.path(), WalOptions::default()).unwrap_err();
+    assert!(
+        matches!(error, WalError::Corrupt { offset: 0, .. }),
+        "{error}"
+    );
+}
+
+#[test]
+fn rewrite_replaces_the_log_with_its_base() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), small_segments(), &records(40));
+    let (mut wal, _, _) = Wal::open(dir.path(), small_segments()).unwrap();
+    let base = vec![b"base-1".to_vec(), b"base-2".to_vec()];
+    wal.rewrite(&base).unwrap();
+    assert_eq!(wal.segment_count(), 1);
+    wal.append(&record(100)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, recovered, report) = Wal::open(dir.path(), small_segments()).unwrap();
+    let mut expected = base.clone();
+    expected.push(record(100));
+    assert_eq!(recovered, expected);
+    assert!(report.removed.is_empty());
+    assert_eq!(segment_files(dir.path()).len(), 1);
+}
+
+#[test]
+fn a_crash_at_any_point_of_a_rewrite_leaves_the_old_log_or_the_new_one() {
+    let base = vec![b"base-1".to_vec(), vec![7; 300], b"base-3".to_vec()];
+    for step in [
+        RewriteStep::TempPartial,
+        RewriteStep::TempSynced,
+        RewriteStep::Renamed,
+        RewriteStep::DeletedOne,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), small_segments(), &records(40));
+        let (mut wal, _, _) = Wal::open(dir.path(), small_segments()).unwrap();
+        wal.rewrite_until(&base, step).unwrap();
+        drop(wal); // the crash
+        let (mut wal, recovered, report) =
+            Wal::open(dir.path(), small_segments()).unwrap_or_else(|e| panic!("{step:?}: {e}"));
+        let new_log = step >= RewriteStep::Renamed;
+        if new_log {
+            assert_eq!(recovered, base, "{step:?}");
+            assert_eq!(wal.segment_count(), 1, "{step:?}");
+        } else {
+            assert_eq!(recovered, records(40), "{step:?}");
+        }
+        assert!(
+            !report.removed.is_empty(),
+            "{step:?}: leftovers are cleaned"
+        );
+        assert!(
+            segment_files(dir.path())
+                .iter()
+                .all(|p| p.extension().unwrap() == "log"),
+            "{step:?}: no temporary file is left"
+        );
+        // The log goes on from there.
+        wal.append(&record(200)).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (_, again, _) = Wal::open(dir.path(), small_segments()).unwrap();
+        let mut expected = if new_log { base.clone() } else { records(40) };
+        expected.push(record(200));
+        assert_eq!(again, expected, "{step:?}");
+    }
+}
+
+#[test]
+fn a_failed_write_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = dir.path().join("wal");
+    let (mut wal, _, _) = Wal::open(&wal_dir, small_segments()).unwrap();
+    wal.append(&record(0)).unwrap();
+    wal.sync().unwrap();
+    // The directory disappears: the next roll-over cannot create its segment.
+    fs::remove_dir_all(&wal_dir).unwrap();
+    let mut failed = None;
+    for i in 1..100 {
+        if let Err(error) = wal.append(&record(i)) {
+            failed = Some(error);
+            break;
+        }
+    }
+    assert!(matches!(failed, Some(WalError::Io { .. })), "{failed:?}");
+    assert!(matches!(wal.append(&record(1)), Err(WalError::Poisoned)));
+    assert!(matches!(wal.sync(), Err(WalError::Poisoned)));
+    assert!(matches!(wal.rewrite(&[]), Err(WalError::Poisoned)));
+}
+
+#[test]
+fn oversized_and_empty_records_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        max_record_bytes: 16,
+        ..WalOptions::default()
+    };
+    let (mut wal, _, _) = Wal::open(dir.path(), options).unwrap();
+    assert!(matches!(
+        wal.append(&[1; 17]),
+        Err(WalError::RecordTooLarge { len: 17, max: 16 })
+    ));
+    assert!(wal.append(&[]).is_err());
+    wal.append(&[1; 16]).unwrap();
+}

@@ -1,0 +1,233 @@
+//! The host with a toy node (a journal that persists each request, then acknowledges it): the
+//! persist barrier, restarts, compaction and fatal WAL errors.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{OpenOnDrop, PATIENCE};
+use concord_core::{
+    Duration as Nanos, Effect, Env, Input, Node, NodeId, NodeStatus, PersistToken, Rng, Role, Time,
+    Violation,
+};
+use concord_runtime::{
+    start, CompactionPolicy, HostConfig, HostError, SyncGate, Wal, WalError, WalOptions,
+};
+
+/// A one-node journal: each request is persisted, then acknowledged.
+#[derive(Debug)]
+struct Journal {
+    id: NodeId,
+    next_token: PersistToken,
+    entries: Vec<u64>,
+}
+
+impl Node for Journal {
+    type Message = ();
+    type Request = u64;
+    type Response = u64;
+    type Write = u64;
+    type Storage = Vec<u64>;
+    type Command = u64;
+    type Config = ();
+
+    fn restore(id: NodeId, _: &[NodeId], _: &(), storage: &Vec<u64>, _: Time, _: &mut Rng) -> Self {
+        Journal {
+            id,
+            next_token: 0,
+            entries: storage.clone(),
+        }
+    }
+
+    fn apply_write(storage: &mut Vec<u64>, write: &u64) {
+        storage.push(*write);
+    }
+
+    fn step(
+        &mut self,
+        _: &mut Env<'_>,
+        input: Input<(), u64>,
+        effects: &mut Vec<Effect<(), u64, u64, u64>>,
+    ) {
+        if let Input::Request { id, request } = input {
+            self.next_token += 1;
+            self.entries.push(request);
+            effects.push(Effect::Persist {
+                token: self.next_token,
+                write: request,
+            });
+            effects.push(Effect::Reply {
+                id,
+                response: request,
+            });
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Time> {
+        None
+    }
+
+    fn status(&self) -> NodeStatus {
+        let mut status = NodeStatus::down(self.id);
+        status.role = Role::Leader;
+        status.log_length = self.entries.len() as u64;
+        status.applied_index = self.entries.len() as u64;
+        status
+    }
+
+    fn check_invariants(&self) -> Result<(), Violation> {
+        Ok(())
+    }
+
+    fn id(&self) -> NodeId {
+        self.id
+    }
+
+    fn election_timeout(_: &()) -> Nanos {
+        0
+    }
+}
+
+fn journal_config(dir: &std::path::Path, gate: &SyncGate) -> HostConfig<Journal> {
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut config = HostConfig::new(0, vec![0], listen, dir.to_path_buf(), ());
+    config.sync_gate = Some(gate.clone());
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_waits_for_its_write_to_be_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::new();
+    let _open_on_failure = OpenOnDrop(gate.clone());
+    let host = start(journal_config(dir.path(), &gate)).await.unwrap();
+    assert_eq!(
+        host.request(1).await.unwrap(),
+        1,
+        "an open gate lets it through"
+    );
+
+    gate.close();
+    let pending = tokio::spawn({
+        let host = host.clone();
+        async move { host.request(2).await }
+    });
+    // The node has stepped (its status counts the entry), but the write is not durable.
+    let mut applied = host.watch_applied();
+    tokio::time::timeout(PATIENCE, applied.wait_for(|&n| n == 2))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!pending.is_finished(), "the reply overtook its write");
+
+    gate.open();
+    let reply = tokio::time::timeout(PATIENCE, pending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.unwrap(), 2);
+    host.shutdown().await.unwrap();
+
+    // Both acknowledged writes are in the log.
+    let (_, records, _) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
+    assert_eq!(records.len(), 2);
+    let host = start(journal_config(dir.path(), &gate)).await.unwrap();
+    let entries = host
+        .inspect(|journal| journal.entries.clone())
+        .await
+        .unwrap();
+    assert_eq!(entries, vec![1, 2]);
+    host.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_rewrites_the_log_as_one_base_record_and_restarts_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::new();
+    let mut config = journal_config(dir.path(), &gate);
+    config.wal.max_segment_bytes = 1024;
+    config.compaction = CompactionPolicy {
+        min_bytes: 4096,
+        growth_factor: 2,
+    };
+    let host = start(config).await.unwrap();
+    for i in 0..2000 {
+        assert_eq!(host.request(i).await.unwrap(), i);
+    }
+    let metrics = host.metrics().clone();
+    assert!(metrics.wal_compactions.get() > 0, "the log was compacted");
+    host.shutdown().await.unwrap();
+    let (_, records, _) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
+    assert!(
+        records.len() < 2000,
+        "{} records after compaction",
+        records.len()
+    );
+
+    let host = start(journal_config(dir.path(), &gate)).await.unwrap();
+    let entries = host
+        .inspect(|journal| journal.entries.clone())
+        .await
+        .unwrap();
+    assert_eq!(entries, (0..2000).collect::<Vec<u64>>());
+    host.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_log_stops_the_start_with_the_segment_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::new();
+    let host = start(journal_config(dir.path(), &gate)).await.unwrap();
+    for i in 0..5 {
+        host.request(i).await.unwrap();
+    }
+    host.shutdown().await.unwrap();
+    let segment = dir.path().join("wal").join("00000000000000000001.log");
+    let mut data = std::fs::read(&segment).unwrap();
+    data[32 + 9] ^= 0x40; // inside the first record's payload
+    std::fs::write(&segment, &data).unwrap();
+    match start(journal_config(dir.path(), &gate)).await {
+        Err(HostError::Recovery(error)) => {
+            assert!(
+                matches!(*error, WalError::Corrupt { offset: 32, .. }),
+                "{error}"
+            );
+        }
+        other => panic!("expected a recovery error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_wal_write_stops_the_host_with_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::new();
+    let mut config = journal_config(dir.path(), &gate);
+    config.wal.max_segment_bytes = 256;
+    let host = start(config).await.unwrap();
+    host.request(0).await.unwrap();
+    // The WAL directory vanishes: the next segment cannot be created.
+    std::fs::remove_dir_all(dir.path().join("wal")).unwrap();
+    let mut failure = None;
+    for i in 1..1000 {
+        if let Err(error) = host.request(i).await {
+            failure = Some(error);
+            break;
+        }
+    }
+    let failure = failure.expect("the host stops");
+    assert!(matches!(failure, HostError::Stopped { .. }), "{failure}");
+    let reason = tokio::time::timeout(PATIENCE, host.wait_stopped())
+        .await
+        .unwrap();
+    assert!(reason.contains("write-ahead log"), "{reason}");
+    assert!(
+        host.request(5).await.is_err(),
+        "a stopped host refuses requests"
+    );
+    assert!(
+        host.shutdown().await.is_err(),
+        "shutdown reports the fatal error"
+    );
+}
