@@ -16,6 +16,10 @@
 //! durable. Writes reach storage in emission order. When a write is durable the driver feeds
 //! [`Input::Persisted`] back with its token. A crash loses exactly the writes not yet confirmed.
 //! This is what lets a node say "persist my vote, then send it" as two effects in a row.
+//!
+//! A node may exempt a write from the barrier with [`Node::is_barrier`]: a write no later
+//! message depends on (a Raft leader's own log appends) still reaches storage in order and is
+//! still confirmed, but sends and replies after it need not wait for it.
 
 use std::fmt::Debug;
 
@@ -167,6 +171,17 @@ pub trait Node: Sized {
     /// Adds one confirmed write to durable storage. Drivers call this in emission order; a real
     /// runtime replays its write-ahead log through it on restart.
     fn apply_write(storage: &mut Self::Storage, write: &Self::Write);
+
+    /// Whether sends and replies emitted after `write` must wait until it is durable (the
+    /// ordering rule above). True unless the protocol knows that no later message depends on
+    /// this write — a Raft leader's own log appends, which it counts towards commitment only
+    /// once confirmed (Raft thesis §10.2.1: the leader writes its log in parallel with
+    /// replication). A later barrier write still waits for every earlier write, and a crash
+    /// still loses exactly the unconfirmed writes.
+    fn is_barrier(write: &Self::Write) -> bool {
+        let _ = write;
+        true
+    }
 
     /// Handles one input, appending the effects it causes to `effects` in order.
     #[allow(clippy::type_complexity)]

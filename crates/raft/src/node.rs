@@ -104,8 +104,6 @@ pub struct RaftNode<S: StateMachine> {
     pub(crate) outbox: Vec<(NodeId, Message<S::Command>)>,
     pub(crate) early_effects: Vec<RaftEffect<S>>,
     pub(crate) needs_broadcast: bool,
-    /// New entries wait for the leader's write in flight (see `persistence`).
-    pub(crate) broadcast_deferred: bool,
     pub(crate) needs_round: bool,
     pub(crate) batches: crate::replication::Batches<S::Command>,
     pub(crate) scratch: Vec<u64>,
@@ -205,7 +203,6 @@ impl<S: StateMachine + Default> RaftNode<S> {
             outbox: Vec::new(),
             early_effects: Vec::new(),
             needs_broadcast: false,
-            broadcast_deferred: false,
             needs_round: false,
             batches: crate::replication::Batches::new(),
             scratch: Vec::new(),
@@ -551,6 +548,16 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
 
     fn election_timeout(config: &Config) -> Duration {
         config.election_timeout_max
+    }
+
+    fn is_barrier(write: &Self::Write) -> bool {
+        !matches!(
+            write,
+            Write::Append {
+                by_leader: true,
+                ..
+            }
+        )
     }
 
     fn state_digest(&self) -> Option<u64> {

@@ -11,7 +11,10 @@
 //!    write in flight holds new entries back and writes them together once it is confirmed);
 //! 4. `Send`s — after the barriers, so a vote or an acknowledgement is released only once the
 //!    state it promises is durable. A leader's sends come before its log writes instead: none
-//!    of them depends on its own log being durable.
+//!    of them depends on its own log being durable, and its log writes are no barrier
+//!    (`Write::Append { by_leader: true }`), so later sends do not wait for them either. A
+//!    leader that steps down makes no durability claim before it persists a new term (a
+//!    barrier that follows all its earlier writes).
 //!
 //! Confirmations (`Input::Persisted`) advance the durable index, which is all a leader counts of
 //! its own log towards commitment.
@@ -83,7 +86,10 @@ impl<S: StateMachine> RaftNode<S> {
         if let Some(from) = self.log_dirty_from.take() {
             let entries = self.log.entries_from(from).to_vec();
             if !entries.is_empty() {
-                self.queued_writes.push(Write::Append { entries });
+                self.queued_writes.push(Write::Append {
+                    entries,
+                    by_leader: false,
+                });
             }
         }
     }
@@ -141,21 +147,18 @@ impl<S: StateMachine> RaftNode<S> {
         }
     }
 
-    /// A leader's heartbeat round, new entries and read confirmations. New entries wait while
-    /// one of the leader's writes is in flight — the driver would hold them behind it anyway —
-    /// and leave in one message per follower once it is confirmed.
+    /// A leader's heartbeat round, new entries and read confirmations. New entries leave at
+    /// once, while the leader's own write of them is in flight: its log appends are no barrier
+    /// ([`Write::Append::by_leader`]), so followers write in parallel with the leader (thesis
+    /// §10.2.1).
     fn flush_leader_sends(&mut self) {
         self.confirm_reads();
         let new_round = self.needs_round;
         if new_round {
             self.broadcast_heartbeat();
         }
-        let broadcast = self.needs_broadcast || self.broadcast_deferred;
-        if broadcast && self.pending_writes.is_empty() {
+        if self.needs_broadcast {
             self.broadcast_append();
-            self.broadcast_deferred = false;
-        } else if broadcast {
-            self.broadcast_deferred = true;
         }
         // Sending entries changes nothing `confirm_reads` looks at (acknowledged rounds, the
         // waiting reads, the configuration); a new round can (a lone voter confirms its own
@@ -192,9 +195,18 @@ impl<S: StateMachine> RaftNode<S> {
     fn emit_write(&mut self, write: Write<S::Command>, effects: &mut Vec<RaftEffect<S>>) {
         self.next_token += 1;
         let token = self.next_token;
+        // Decided at the end of the step, when the role is final: a node that is leader now
+        // sends nothing that depends on this write.
+        let write = match write {
+            Write::Append { entries, .. } => Write::Append {
+                entries,
+                by_leader: self.role == RaftRole::Leader,
+            },
+            other => other,
+        };
         let durable_index = match &write {
             Write::HardState(_) => 0,
-            Write::Append { entries } => entries.last().map_or(0, |e| e.index),
+            Write::Append { entries, .. } => entries.last().map_or(0, |e| e.index),
             Write::Snapshot(snapshot) => snapshot.meta.last_index,
         };
         self.written_index = self.written_index.max(durable_index);

@@ -50,6 +50,11 @@ pub enum Write<C> {
     Append {
         /// Consecutive entries; never empty.
         entries: Vec<Entry<C>>,
+        /// Written by a leader to its own log: no message waits for it (its sends never depend
+        /// on its own log being durable, and it counts itself towards commitment only for
+        /// confirmed writes), so it is no barrier ([`concord_core::Node::is_barrier`]).
+        #[serde(default)]
+        by_leader: bool,
     },
     /// Store a snapshot and compact the log through its last index. If the stored log has the
     /// snapshot's last entry (same index and term), the entries after it are kept; otherwise the
@@ -94,7 +99,7 @@ impl<C: Clone> Storage<C> {
     pub fn apply(&mut self, write: &Write<C>) {
         match write {
             Write::HardState(hard_state) => self.hard_state = hard_state.clone(),
-            Write::Append { entries } => self.append(entries),
+            Write::Append { entries, .. } => self.append(entries),
             Write::Snapshot(snapshot) => self.install(snapshot),
         }
     }
@@ -163,9 +168,11 @@ mod tests {
         let mut storage = Storage::default();
         storage.apply(&Write::Append {
             entries: vec![entry(1, 1), entry(2, 1), entry(3, 1)],
+            by_leader: false,
         });
         storage.apply(&Write::Append {
             entries: vec![entry(2, 2)],
+            by_leader: false,
         });
         let terms: Vec<Term> = storage.entries.iter().map(|e| e.term).collect();
         assert_eq!(terms, vec![1, 2]);
@@ -177,6 +184,7 @@ mod tests {
         let mut storage = Storage::default();
         storage.apply(&Write::Append {
             entries: vec![entry(1, 1), entry(2, 1), entry(3, 2)],
+            by_leader: false,
         });
         storage.apply(&Write::Snapshot(snapshot(2, 1)));
         assert_eq!(storage.snapshot_index(), 2);

@@ -198,7 +198,13 @@ impl Cluster {
                 self.pending_writes[index].push_back((token, write))
             }
             Effect::Apply { index: at, command } => self.applied[index].push((at, command)),
-            other if !self.pending_writes[index].is_empty() => self.held[index].push_back(other),
+            other
+                if self.pending_writes[index]
+                    .iter()
+                    .any(|(_, write)| KvNode::is_barrier(write)) =>
+            {
+                self.held[index].push_back(other)
+            }
             other => self.release(id, other),
         }
     }

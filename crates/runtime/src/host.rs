@@ -528,6 +528,7 @@ pub async fn start_with_listener<N: HostedNode>(
         wal_commands: Some(wal_commands),
         wal_task: Some(wal_task),
         emitted: 0,
+        barrier: 0,
         durable: 0,
         held: VecDeque::new(),
         next_request: 0,
@@ -572,6 +573,9 @@ struct NodeTask<N: HostedNode> {
     wal_task: Option<JoinHandle<()>>,
     /// Persist effects emitted so far (the sequence number of the last).
     emitted: u64,
+    /// The sequence number of the last barrier write (`Node::is_barrier`): later sends and
+    /// replies wait until it is durable.
+    barrier: u64,
     /// The sequence number of the last durable write.
     durable: u64,
     /// Sends and replies behind a barrier, with the sequence number they wait for, in order.
@@ -658,10 +662,13 @@ impl<N: HostedNode> NodeTask<N> {
     }
 
     fn perform(&mut self, effect: concord_core::EffectOf<N>) {
-        let blocked = self.emitted > self.durable;
+        let blocked = self.barrier > self.durable;
         match effect {
             Effect::Persist { token, write } => {
                 self.emitted += 1;
+                if N::is_barrier(&write) {
+                    self.barrier = self.emitted;
+                }
                 if let Some(wal) = &self.wal_commands {
                     let _ = wal.send(WalCommand::Write {
                         sequence: self.emitted,
@@ -672,11 +679,11 @@ impl<N: HostedNode> NodeTask<N> {
             }
             Effect::Send { to, message } if blocked => {
                 self.held
-                    .push_back((self.emitted, Held::Send { to, message }));
+                    .push_back((self.barrier, Held::Send { to, message }));
             }
             Effect::Reply { id, response } if blocked => {
                 self.held
-                    .push_back((self.emitted, Held::Reply { id, response }));
+                    .push_back((self.barrier, Held::Reply { id, response }));
             }
             Effect::Send { to, message } => self.transmit(to, &message),
             Effect::Reply { id, response } => self.reply(id, response),

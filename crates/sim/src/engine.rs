@@ -594,7 +594,7 @@ impl<N: Node> Simulation<N> {
     /// Performs one effect of node `id`, honouring the persist barrier.
     pub(crate) fn perform(&mut self, id: NodeId, effect: NodeEffect<N>) {
         let slot = &mut self.slots[id as usize];
-        let barrier = slot.emitted;
+        let barrier = slot.barrier;
         let blocked = barrier > slot.durable;
         match effect {
             Effect::Send { to, message } if blocked => {
@@ -620,6 +620,9 @@ impl<N: Node> Simulation<N> {
             Effect::Persist { token, write } => {
                 slot.emitted += 1;
                 let sequence = slot.emitted;
+                if N::is_barrier(&write) {
+                    slot.barrier = sequence;
+                }
                 let latency = self
                     .disk_rng
                     .gen_range(self.config.persist_latency_min..=self.config.persist_latency_max);

@@ -148,6 +148,9 @@ pub(crate) struct Slot<N: Node> {
     pub disk_tail: Time,
     /// Sequence number of the last write emitted by this incarnation.
     pub emitted: u64,
+    /// Sequence number of the last barrier write ([`Node::is_barrier`]) emitted by this
+    /// incarnation: later sends and replies wait until it is durable.
+    pub barrier: u64,
     /// Sequence number of the last durable write of this incarnation.
     pub durable: u64,
     /// Sends and replies behind unconfirmed writes: `(barrier, effect)`, barriers ascending.
@@ -182,6 +185,7 @@ impl<N: Node> Slot<N> {
             writes: VecDeque::new(),
             disk_tail: 0,
             emitted: 0,
+            barrier: 0,
             durable: 0,
             held: VecDeque::new(),
             byzantine: None,
@@ -201,6 +205,7 @@ impl<N: Node> Slot<N> {
         self.writes.clear();
         self.disk_tail = now;
         self.emitted = 0;
+        self.barrier = 0;
         self.durable = 0;
         self.held.clear();
         lost

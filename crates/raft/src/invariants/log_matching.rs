@@ -107,7 +107,7 @@ impl<S: StateMachine + Default> ClusterInvariant<RaftNode<S>> for LogMatching<S:
         let node = stepped_node(nodes, stepped);
         for effect in effects {
             let Effect::Persist {
-                write: Write::Append { entries },
+                write: Write::Append { entries, .. },
                 ..
             } = effect
             else {
