@@ -143,7 +143,7 @@ pub struct CheckArgs {
     /// queue (enqueue/dequeue) or counter (add/read).
     #[arg(long, default_value = "register")]
     pub model: String,
-    /// Give up (exit 3) after this long.
+    /// Give up (exit 2, unknown) after this long.
     #[arg(long, default_value = "60s")]
     pub budget: String,
     /// When the history is not linearizable, draw the failing key's operations (an HTML page

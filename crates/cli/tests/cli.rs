@@ -210,11 +210,11 @@ fn check_reports_a_non_linearizable_history_with_exit_code_1() {
     );
 }
 
-/// Bad input: exit code 2 and exactly one line on standard error, never a panic.
+/// Bad input: exit code 3 and exactly one line on standard error, never a panic.
 fn assert_clear_error(args: &[&str], needle: &str) {
     let output = concord(args);
     let err = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(output.status.code(), Some(3), "{args:?}: {err}");
     assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     assert!(
         err.contains(needle),
@@ -270,11 +270,51 @@ fn bad_input_gets_a_one_line_error() {
 }
 
 #[test]
-fn usage_errors_exit_with_2() {
-    let output = concord(&["sim", "--nodes", "many"]);
-    assert_eq!(output.status.code(), Some(2));
-    let output = concord(&["frobnicate"]);
-    assert_eq!(output.status.code(), Some(2));
+fn usage_errors_exit_with_3() {
+    for args in [
+        &["sim", "--nodes", "many"][..],
+        &["frobnicate"],
+        &["check"],
+        &["check", "h.jsonl", "--no-such-flag"],
+        &[],
+    ] {
+        let output = concord(args);
+        assert_eq!(
+            output.status.code(),
+            Some(3),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            output.stdout.is_empty(),
+            "{args:?}: usage goes to standard error"
+        );
+        assert!(!stderr(&output).is_empty(), "{args:?}: says what is wrong");
+    }
+}
+
+#[test]
+fn help_and_version_print_to_standard_output_and_exit_0() {
+    for args in [
+        &["--help"][..],
+        &["check", "--help"],
+        &["help"],
+        &["--version"],
+    ] {
+        let output = concord(args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            !stdout(&output).is_empty(),
+            "{args:?}: prints to standard output"
+        );
+    }
+    assert!(stdout(&concord(&["--version"])).starts_with("concord "));
+    assert!(stdout(&concord(&["check", "--help"])).contains("--consistency"));
 }
 
 #[test]
@@ -414,7 +454,7 @@ fn check_sequential_rejects_two_readers_seeing_writes_in_opposite_orders() {
 }
 
 #[test]
-fn check_sequential_gives_exit_code_3_when_the_budget_runs_out() {
+fn check_sequential_gives_exit_code_2_when_the_budget_runs_out() {
     // Eight writers and a read of a value nobody wrote: the search must try every order.
     let mut ops: Vec<Step> = Vec::new();
     for process in 0..8u64 {
@@ -432,7 +472,7 @@ fn check_sequential_gives_exit_code_3_when_the_budget_runs_out() {
         "--budget",
         "0s",
     ]);
-    assert_eq!(output.status.code(), Some(3), "{}", stdout(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", stdout(&output));
     assert!(stdout(&output).contains("unknown: time budget exhausted"));
 }
 
