@@ -4,10 +4,12 @@
 //! client (see `docs/history-format.md`); [`linearizability`] decides whether a history is
 //! linearizable with respect to a [`model::Model`]; [`sequential`] whether it is sequentially
 //! consistent; [`session`] whether a register or key-value history keeps the four session
-//! guarantees of causal consistency; [`picture`] draws a linearizability violation as HTML.
+//! guarantees of causal consistency; [`picture`] draws a linearizability violation as HTML;
+//! [`generate`] makes seeded linearizable histories for benchmarks and tests.
 #![deny(missing_docs)]
 
 pub mod collections;
+pub mod generate;
 pub mod history;
 pub mod linearizability;
 pub mod model;

@@ -357,12 +357,14 @@ fn check_part<M: Model>(
         if current.is_call {
             let op = &ops[current.operation];
             if let Some(next) = model.step(&state, &op.f, &op.input, op.output.as_ref()) {
-                let mut candidate = linearized.clone();
-                candidate[current.operation / 64] |= 1 << (current.operation % 64);
-                if cache.insert((candidate.clone(), next.clone())) {
+                let (word, bit) = (current.operation / 64, 1 << (current.operation % 64));
+                linearized[word] |= bit;
+                let fresh = cache.insert((linearized.clone(), next.clone()));
+                if !fresh {
+                    linearized[word] &= !bit;
+                } else {
                     stack.push((entry, state));
                     state = next;
-                    linearized = candidate;
                     events.lift(entry);
                     if stack.len() > longest.len() {
                         longest = stack
