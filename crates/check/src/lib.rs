@@ -5,10 +5,12 @@
 //! linearizable with respect to a [`model::Model`]; [`sequential`] whether it is sequentially
 //! consistent; [`session`] whether a register or key-value history keeps the four session
 //! guarantees of causal consistency; [`picture`] draws a linearizability violation as HTML;
-//! [`generate`] makes seeded linearizable histories for benchmarks and tests.
+//! [`convergence`] whether replicas' final states agree (eventual consistency); [`generate`]
+//! makes seeded linearizable histories for benchmarks and tests.
 #![deny(missing_docs)]
 
 pub mod collections;
+pub mod convergence;
 pub mod generate;
 pub mod history;
 pub mod linearizability;

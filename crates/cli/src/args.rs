@@ -134,8 +134,9 @@ pub struct CheckArgs {
     #[arg(long)]
     pub format: Option<String>,
     /// The consistency model to decide: linearizable (real-time order, per key), sequential
-    /// (each process's order, the whole history as one object) or session (the four session
-    /// guarantees of causal consistency; register and string-kv histories with unique writes).
+    /// (each process's order, the whole history as one object), session (the four session
+    /// guarantees of causal consistency; register and string-kv histories with unique writes)
+    /// or eventual (FILE holds replicas' final states, which must all be equal).
     #[arg(long, default_value = "linearizable")]
     pub consistency: String,
     /// The model: register (read/write/cas/append, Concord and Jepsen's cas-register),

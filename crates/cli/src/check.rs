@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use concord_check::{
-    check_linearizability, linearizability, read_edn, read_jepsen_log, sequential, session,
-    CounterModel, History, Model, QueueModel, RegisterModel, SetModel, StringKvModel,
+    check_linearizability, convergence, linearizability, read_edn, read_jepsen_log, sequential,
+    session, CounterModel, History, Model, QueueModel, RegisterModel, SetModel, StringKvModel,
 };
 use serde::Serialize;
 
@@ -29,6 +29,8 @@ enum Consistency {
     Linearizable,
     Sequential,
     Session,
+    /// Convergence of replicas' final states: the input is states, not a history.
+    Eventual,
 }
 
 impl Consistency {
@@ -37,8 +39,9 @@ impl Consistency {
             "linearizable" => Consistency::Linearizable,
             "sequential" => Consistency::Sequential,
             "session" => Consistency::Session,
+            "eventual" => Consistency::Eventual,
             other => bail!(
-                "--consistency: unknown consistency '{other}' (linearizable, sequential, session)"
+                "--consistency: unknown consistency '{other}' (linearizable, sequential, session, eventual)"
             ),
         })
     }
@@ -48,6 +51,7 @@ impl Consistency {
             Consistency::Linearizable => "linearizable",
             Consistency::Sequential => "sequential",
             Consistency::Session => "session",
+            Consistency::Eventual => "eventual",
         }
     }
 }
@@ -112,6 +116,7 @@ fn search<M: Model>(
             Checked::Sequential(sequential::check(history, model, Some(budget))?)
         }
         Consistency::Session => Checked::Session(session::check(history)?),
+        Consistency::Eventual => bail!("the eventual check reads replica states, not a history"),
     })
 }
 
@@ -161,10 +166,34 @@ fn json(consistency: &str, report: &impl Serialize) -> Result<String> {
     Ok(serde_json::to_string_pretty(&document)?)
 }
 
+/// `--consistency eventual`: reads replicas' final states and compares them.
+fn converged(args: &CheckArgs) -> Result<Outcome> {
+    if args.html.is_some() {
+        bail!("--html: the eventual check has no timeline to draw");
+    }
+    let file =
+        File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+    let replicas = convergence::read(BufReader::new(file))
+        .with_context(|| format!("{}", args.file.display()))?;
+    let report = convergence::check(&replicas);
+    if args.json {
+        outln!("{}", json("eventual", &report)?);
+    } else {
+        outln!("{}: {}", args.file.display(), render::convergence(&report));
+    }
+    Ok(match report.verdict {
+        convergence::Verdict::Converged => Outcome::Success,
+        convergence::Verdict::Diverged => Outcome::Violation,
+    })
+}
+
 /// Reads, checks and reports.
 pub fn run(args: &CheckArgs) -> Result<Outcome> {
     let budget = Duration::from_nanos(duration("budget", &args.budget)?);
     let checks = validate(args)?;
+    if checks == Consistency::Eventual {
+        return converged(args);
+    }
     let consistency = checks.name();
     let history = read(args)?;
     let checked = decide(checks, &args.model, &history, budget)

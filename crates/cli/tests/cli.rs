@@ -635,3 +635,85 @@ fn simulated_histories_pass_every_consistency_check() {
         }
     }
 }
+
+#[test]
+fn check_eventual_reports_converged_replicas() {
+    let path = scratch("converged.json");
+    std::fs::write(
+        &path,
+        r#"{"replicas": {"n1": {"x": 1, "y": "a"}, "n2": {"y": "a", "x": 1}, "n3": {"x": 1, "y": "a"}}}"#,
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let output = concord(&["check", file, "--consistency", "eventual"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("converged (3 replicas, 2 keys)"),
+        "{}",
+        stdout(&output)
+    );
+    let (code, document) = check_json(&["check", file, "--consistency", "eventual", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(document["verdict"], "converged");
+    assert_eq!(document["consistency"], "eventual");
+}
+
+#[test]
+fn check_eventual_names_the_replicas_and_keys_that_differ() {
+    let path = scratch("diverged.jsonl");
+    std::fs::write(
+        &path,
+        "{\"replica\": \"n1\", \"state\": {\"x\": 1, \"y\": 2}}\n\
+         {\"replica\": \"n2\", \"state\": {\"x\": 1, \"y\": 3}}\n\
+         {\"replica\": \"n3\", \"state\": {\"x\": 1}}\n",
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let output = concord(&["check", file, "--consistency", "eventual"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(
+        text.contains("DIVERGED (3 replicas, 2 keys): 1 keys differ"),
+        "{text}"
+    );
+    assert!(
+        text.contains("key y: n1 = 2; n2 = 3; n3 = (missing)"),
+        "{text}"
+    );
+    let (code, document) = check_json(&["check", file, "--consistency", "eventual", "--json"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(document["verdict"], "diverged");
+    assert_eq!(document["differences"][0]["key"], "y");
+    assert_eq!(document["differences"][0]["groups"][2]["replicas"][0], "n3");
+}
+
+#[test]
+fn check_eventual_rejects_bad_replica_files() {
+    let path = scratch("bad-replicas.jsonl");
+    std::fs::write(&path, "{\"replica\": \"n1\", \"state\": 1}\n[1, 2]\n").unwrap();
+    let file = path.to_str().unwrap();
+    assert_clear_error(&["check", file, "--consistency", "eventual"], "line 2");
+    std::fs::write(&path, "").unwrap();
+    assert_clear_error(&["check", file, "--consistency", "eventual"], "no replicas");
+    assert_clear_error(
+        &["check", "/no/such/states.json", "--consistency", "eventual"],
+        "cannot open",
+    );
+}
+
+#[test]
+fn sim_reports_the_checkers_verdict_on_its_history_in_text_and_json() {
+    let args = ["sim", "--seed", "3", "--duration", "3s", "--ops", "40"];
+    let output = concord(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("history: linearizable (") && l.contains(" operations over ")),
+        "{text}"
+    );
+    let (code, document) = check_json(&[&args[..], &["--json"]].concat());
+    assert_eq!(code, Some(0));
+    assert_eq!(document["linearizability"]["verdict"], "linearizable");
+    assert!(document["linearizability"]["operations"].as_u64().unwrap() > 0);
+}
