@@ -147,8 +147,9 @@ pub struct CheckArgs {
     /// Give up (exit 2, unknown) after this long.
     #[arg(long, default_value = "60s")]
     pub budget: String,
-    /// When the history is not linearizable, draw the failing key's operations (an HTML page
-    /// with an SVG timeline) into this file.
+    /// Draw the outcome into this file (an HTML page with SVG timelines): a linearizable
+    /// history with the order found, a violation's failing key where the search got stuck, or
+    /// a sequential consistency violation.
     #[arg(long)]
     pub html: Option<PathBuf>,
     /// Print one JSON document instead of text.

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use concord_check::{
-    check_linearizability, convergence, linearizability, read_edn, read_jepsen_log, sequential,
-    session, CounterModel, History, Model, QueueModel, RegisterModel, SetModel, StringKvModel,
+    check_linearizability, convergence, linearizability, picture, read_edn, read_jepsen_log,
+    sequential, session, CounterModel, History, Model, QueueModel, RegisterModel, SetModel,
+    StringKvModel,
 };
 use serde::Serialize;
 
@@ -56,11 +57,11 @@ impl Consistency {
     }
 }
 
-/// The report of whichever checker ran.
+/// The report of whichever checker ran, with its picture when `--html` asked for one.
 #[derive(Debug)]
 enum Checked {
-    Linearizable(linearizability::Report),
-    Sequential(sequential::Report),
+    Linearizable(linearizability::Report, Option<String>),
+    Sequential(sequential::Report, Option<String>),
     Session(session::Report),
 }
 
@@ -101,19 +102,30 @@ fn read(args: &CheckArgs) -> Result<History> {
     history.with_context(|| format!("{}", args.file.display()))
 }
 
-/// Runs the search-based checkers with one model.
+/// Runs the search-based checkers with one model; draws the outcome when `html`.
 fn search<M: Model>(
     consistency: Consistency,
     history: &History,
     model: &M,
     budget: Duration,
+    html: bool,
 ) -> Result<Checked> {
     Ok(match consistency {
         Consistency::Linearizable => {
-            Checked::Linearizable(check_linearizability(history, model, Some(budget))?)
+            let report = check_linearizability(history, model, Some(budget))?;
+            let page = match html {
+                true => Some(picture::linearizability(history, model, &report)?),
+                false => None,
+            };
+            Checked::Linearizable(report, page)
         }
         Consistency::Sequential => {
-            Checked::Sequential(sequential::check(history, model, Some(budget))?)
+            let report = sequential::check(history, model, Some(budget))?;
+            let page = match html {
+                true => picture::sequential(history, model, &report)?,
+                false => None,
+            };
+            Checked::Sequential(report, page)
         }
         Consistency::Session => Checked::Session(session::check(history)?),
         Consistency::Eventual => bail!("the eventual check reads replica states, not a history"),
@@ -146,13 +158,14 @@ fn decide(
     model: &str,
     history: &History,
     budget: Duration,
+    html: bool,
 ) -> Result<Checked> {
     match model {
-        "register" => search(consistency, history, &RegisterModel, budget),
-        "string-kv" => search(consistency, history, &StringKvModel, budget),
-        "set" => search(consistency, history, &SetModel, budget),
-        "queue" => search(consistency, history, &QueueModel, budget),
-        "counter" => search(consistency, history, &CounterModel, budget),
+        "register" => search(consistency, history, &RegisterModel, budget, html),
+        "string-kv" => search(consistency, history, &StringKvModel, budget, html),
+        "set" => search(consistency, history, &SetModel, budget, html),
+        "queue" => search(consistency, history, &QueueModel, budget, html),
+        "counter" => search(consistency, history, &CounterModel, budget, html),
         other => Err(unknown_model(other)),
     }
 }
@@ -187,6 +200,14 @@ fn converged(args: &CheckArgs) -> Result<Outcome> {
     })
 }
 
+/// Writes the picture to the `--html` file, if there is one to write.
+fn write_picture(args: &CheckArgs, page: &Option<String>) -> Result<()> {
+    if let (Some(path), Some(page)) = (&args.html, page) {
+        std::fs::write(path, page).with_context(|| format!("--html {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Reads, checks and reports.
 pub fn run(args: &CheckArgs) -> Result<Outcome> {
     let budget = Duration::from_nanos(duration("budget", &args.budget)?);
@@ -196,34 +217,30 @@ pub fn run(args: &CheckArgs) -> Result<Outcome> {
     }
     let consistency = checks.name();
     let history = read(args)?;
-    let checked = decide(checks, &args.model, &history, budget)
+    let checked = decide(checks, &args.model, &history, budget, args.html.is_some())
         .with_context(|| format!("{}", args.file.display()))?;
     let file = args.file.display();
     let outcome = match &checked {
-        Checked::Linearizable(report) => {
+        Checked::Linearizable(report, page) => {
             if args.json {
                 outln!("{}", json(consistency, report)?);
             } else {
                 outln!("{file}: {}", render::verdict(report));
             }
-            if let (Some(path), linearizability::Verdict::NotLinearizable(counterexample)) =
-                (&args.html, &report.verdict)
-            {
-                std::fs::write(path, concord_check::picture::html(counterexample))
-                    .with_context(|| format!("--html {}", path.display()))?;
-            }
+            write_picture(args, page)?;
             match report.verdict {
                 linearizability::Verdict::Linearizable => Outcome::Success,
                 linearizability::Verdict::NotLinearizable(_) => Outcome::Violation,
                 linearizability::Verdict::Unknown { .. } => Outcome::Undecided,
             }
         }
-        Checked::Sequential(report) => {
+        Checked::Sequential(report, page) => {
             if args.json {
                 outln!("{}", json(consistency, report)?);
             } else {
                 outln!("{file}: {}", render::sequential(report));
             }
+            write_picture(args, page)?;
             match report.verdict {
                 sequential::Verdict::SequentiallyConsistent => Outcome::Success,
                 sequential::Verdict::NotSequentiallyConsistent(_) => Outcome::Violation,
