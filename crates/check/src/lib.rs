@@ -6,9 +6,13 @@
 //! consistent; [`session`] whether a register or key-value history keeps the four session
 //! guarantees of causal consistency; [`picture`] draws a linearizability violation as HTML;
 //! [`txn`] finds Elle-style anomalies (G0, G1, G-single, G2, ...) in transactional histories.
+//! [`convergence`] decides whether replicas' final states agree (eventual consistency); [`generate`]
+//! makes seeded linearizable histories for benchmarks and tests.
 #![deny(missing_docs)]
 
 pub mod collections;
+pub mod convergence;
+pub mod generate;
 pub mod history;
 pub mod linearizability;
 pub mod model;

@@ -79,6 +79,11 @@ pub struct Report {
     pub parts: usize,
     /// How many operations were considered (failed ones are left out).
     pub operations: usize,
+    /// When the verdict is [`Verdict::Linearizable`]: every operation, as the history index of
+    /// its invocation ([`Operation::index`]), in the order the search linearized it, key by key
+    /// (keys in order). Empty otherwise. Not serialized.
+    #[serde(skip)]
+    pub linearization: Vec<usize>,
 }
 
 /// A history that does not form well-nested per-process operations.
@@ -161,7 +166,8 @@ fn pending(index: usize, event: &Op) -> Operation {
     }
 }
 
-/// Checks `history` against `model`, per key, giving up after `budget`.
+/// Checks `history` against `model`, per key, giving up after `budget`. A linearizable
+/// history's report carries the order found ([`Report::linearization`]).
 pub fn check<M: Model>(
     history: &History,
     model: &M,
@@ -183,22 +189,23 @@ pub fn check<M: Model>(
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(parts.len().max(1));
-    let mut verdicts: Vec<Verdict> = std::thread::scope(|scope| {
+    let mut checked: Vec<(usize, Verdict, Vec<usize>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let (parts, next, stop) = (&parts, &next, &stop);
                 scope.spawn(move || {
                     let mut verdicts = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
-                        let Some((key, ops)) = parts.get(next.fetch_add(1, Ordering::Relaxed))
-                        else {
+                        let part = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((key, ops)) = parts.get(part) else {
                             break;
                         };
-                        let verdict = check_part(model, key.clone(), ops, deadline, stop);
+                        let (verdict, order) = check_part(model, key.clone(), ops, deadline, stop);
                         if matches!(verdict, Verdict::NotLinearizable(_)) {
                             stop.store(true, Ordering::Relaxed);
                         }
-                        verdicts.push(verdict);
+                        let order: Vec<usize> = order.iter().map(|&i| ops[i].index).collect();
+                        verdicts.push((part, verdict, order));
                     }
                     verdicts
                 })
@@ -209,6 +216,13 @@ pub fn check<M: Model>(
             .flat_map(|h| h.join().expect("checker threads do not panic"))
             .collect()
     });
+    checked.sort_by_key(|(part, _, _)| *part);
+    let mut linearization = Vec::new();
+    let mut verdicts = Vec::new();
+    for (_, verdict, order) in checked {
+        linearization.extend(order);
+        verdicts.push(verdict);
+    }
     // Among several failing parts, report the one with the fewest operations.
     verdicts.sort_by_key(|v| match v {
         Verdict::NotLinearizable(c) => c.operations.len(),
@@ -224,10 +238,14 @@ pub fn check<M: Model>(
         })
         .cloned()
         .unwrap_or(Verdict::Linearizable);
+    if verdict != Verdict::Linearizable {
+        linearization.clear();
+    }
     Ok(Report {
         verdict,
         parts: parts.len(),
         operations: count,
+        linearization,
     })
 }
 
@@ -328,7 +346,7 @@ fn check_part<M: Model>(
     ops: &[Operation],
     deadline: Option<Instant>,
     stop: &AtomicBool,
-) -> Verdict {
+) -> (Verdict, Vec<usize>) {
     let mut events = Events::new(ops);
     let words = ops.len().div_ceil(64);
     let mut linearized = vec![0u64; words];
@@ -343,26 +361,26 @@ fn check_part<M: Model>(
         #[allow(clippy::disallowed_methods)]
         if steps.is_multiple_of(4096) {
             if deadline.is_some_and(|d| Instant::now() > d) {
-                return Verdict::Unknown {
-                    reason: format!("time budget exhausted on key {key:?}"),
-                };
+                let reason = format!("time budget exhausted on key {key:?}");
+                return (Verdict::Unknown { reason }, Vec::new());
             }
             if stop.load(Ordering::Relaxed) {
-                return Verdict::Unknown {
-                    reason: "another part is not linearizable".into(),
-                };
+                let reason = "another part is not linearizable".into();
+                return (Verdict::Unknown { reason }, Vec::new());
             }
         }
         let current = events.entries[entry];
         if current.is_call {
             let op = &ops[current.operation];
             if let Some(next) = model.step(&state, &op.f, &op.input, op.output.as_ref()) {
-                let mut candidate = linearized.clone();
-                candidate[current.operation / 64] |= 1 << (current.operation % 64);
-                if cache.insert((candidate.clone(), next.clone())) {
+                let (word, bit) = (current.operation / 64, 1 << (current.operation % 64));
+                linearized[word] |= bit;
+                let fresh = cache.insert((linearized.clone(), next.clone()));
+                if !fresh {
+                    linearized[word] &= !bit;
+                } else {
                     stack.push((entry, state));
                     state = next;
-                    linearized = candidate;
                     events.lift(entry);
                     if stack.len() > longest.len() {
                         longest = stack
@@ -378,7 +396,8 @@ fn check_part<M: Model>(
         } else {
             // A return reached with its call not linearized: backtrack.
             let Some((call, previous_state)) = stack.pop() else {
-                return Verdict::NotLinearizable(counterexample(key, ops, &longest));
+                let counterexample = counterexample(key, ops, &longest);
+                return (Verdict::NotLinearizable(counterexample), Vec::new());
             };
             state = previous_state;
             let operation = events.entries[call].operation;
@@ -387,7 +406,11 @@ fn check_part<M: Model>(
             entry = events.entries[call].next;
         }
     }
-    Verdict::Linearizable
+    let order = stack
+        .iter()
+        .map(|(e, _)| events.entries[*e].operation)
+        .collect();
+    (Verdict::Linearizable, order)
 }
 
 fn counterexample(key: Option<String>, ops: &[Operation], longest: &[usize]) -> Counterexample {

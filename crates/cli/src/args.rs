@@ -137,8 +137,9 @@ pub struct CheckArgs {
     #[arg(long)]
     pub format: Option<String>,
     /// The consistency model to decide: linearizable (real-time order, per key), sequential
-    /// (each process's order, the whole history as one object) or session (the four session
-    /// guarantees of causal consistency; register and string-kv histories with unique writes).
+    /// (each process's order, the whole history as one object), session (the four session
+    /// guarantees of causal consistency; register and string-kv histories with unique writes)
+    /// or eventual (FILE holds replicas' final states, which must all be equal).
     #[arg(long, default_value = "linearizable")]
     pub consistency: String,
     /// The model: register (read/write/cas/append, Concord and Jepsen's cas-register),
@@ -152,11 +153,12 @@ pub struct CheckArgs {
     /// isolation levels they rule out; --consistency and --model do not apply.
     #[arg(long, value_name = "WORKLOAD")]
     pub txn: Option<String>,
-    /// Give up (exit 3) after this long.
+    /// Give up (exit 2, unknown) after this long.
     #[arg(long, default_value = "60s")]
     pub budget: String,
-    /// When the history is not linearizable, draw the failing key's operations (an HTML page
-    /// with an SVG timeline) into this file.
+    /// Draw the outcome into this file (an HTML page with SVG timelines): a linearizable
+    /// history with the order found, a violation's failing key where the search got stuck, or
+    /// a sequential consistency violation.
     #[arg(long)]
     pub html: Option<PathBuf>,
     /// Print one JSON document instead of text.

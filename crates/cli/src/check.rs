@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use concord_check::{
-    check_linearizability, check_txn, linearizability, read_edn, read_jepsen_log, sequential,
-    session, txn, CounterModel, History, Model, QueueModel, RegisterModel, SetModel, StringKvModel,
+    check_linearizability, check_txn, convergence, linearizability, picture, read_edn,
+    read_jepsen_log, sequential, session, txn, CounterModel, History, Model, QueueModel,
+    RegisterModel, SetModel, StringKvModel,
 };
 use serde::Serialize;
 
@@ -29,6 +30,8 @@ enum Consistency {
     Linearizable,
     Sequential,
     Session,
+    /// Convergence of replicas' final states: the input is states, not a history.
+    Eventual,
 }
 
 impl Consistency {
@@ -37,8 +40,9 @@ impl Consistency {
             "linearizable" => Consistency::Linearizable,
             "sequential" => Consistency::Sequential,
             "session" => Consistency::Session,
+            "eventual" => Consistency::Eventual,
             other => bail!(
-                "--consistency: unknown consistency '{other}' (linearizable, sequential, session)"
+                "--consistency: unknown consistency '{other}' (linearizable, sequential, session, eventual)"
             ),
         })
     }
@@ -48,15 +52,16 @@ impl Consistency {
             Consistency::Linearizable => "linearizable",
             Consistency::Sequential => "sequential",
             Consistency::Session => "session",
+            Consistency::Eventual => "eventual",
         }
     }
 }
 
-/// The report of whichever checker ran.
+/// The report of whichever checker ran, with its picture when `--html` asked for one.
 #[derive(Debug)]
 enum Checked {
-    Linearizable(linearizability::Report),
-    Sequential(sequential::Report),
+    Linearizable(linearizability::Report, Option<String>),
+    Sequential(sequential::Report, Option<String>),
     Session(session::Report),
 }
 
@@ -97,21 +102,33 @@ fn read(args: &CheckArgs) -> Result<History> {
     history.with_context(|| format!("{}", args.file.display()))
 }
 
-/// Runs the search-based checkers with one model.
+/// Runs the search-based checkers with one model; draws the outcome when `html`.
 fn search<M: Model>(
     consistency: Consistency,
     history: &History,
     model: &M,
     budget: Duration,
+    html: bool,
 ) -> Result<Checked> {
     Ok(match consistency {
         Consistency::Linearizable => {
-            Checked::Linearizable(check_linearizability(history, model, Some(budget))?)
+            let report = check_linearizability(history, model, Some(budget))?;
+            let page = match html {
+                true => Some(picture::linearizability(history, model, &report)?),
+                false => None,
+            };
+            Checked::Linearizable(report, page)
         }
         Consistency::Sequential => {
-            Checked::Sequential(sequential::check(history, model, Some(budget))?)
+            let report = sequential::check(history, model, Some(budget))?;
+            let page = match html {
+                true => picture::sequential(history, model, &report)?,
+                false => None,
+            };
+            Checked::Sequential(report, page)
         }
         Consistency::Session => Checked::Session(session::check(history)?),
+        Consistency::Eventual => bail!("the eventual check reads replica states, not a history"),
     })
 }
 
@@ -141,13 +158,14 @@ fn decide(
     model: &str,
     history: &History,
     budget: Duration,
+    html: bool,
 ) -> Result<Checked> {
     match model {
-        "register" => search(consistency, history, &RegisterModel, budget),
-        "string-kv" => search(consistency, history, &StringKvModel, budget),
-        "set" => search(consistency, history, &SetModel, budget),
-        "queue" => search(consistency, history, &QueueModel, budget),
-        "counter" => search(consistency, history, &CounterModel, budget),
+        "register" => search(consistency, history, &RegisterModel, budget, html),
+        "string-kv" => search(consistency, history, &StringKvModel, budget, html),
+        "set" => search(consistency, history, &SetModel, budget, html),
+        "queue" => search(consistency, history, &QueueModel, budget, html),
+        "counter" => search(consistency, history, &CounterModel, budget, html),
         other => Err(unknown_model(other)),
     }
 }
@@ -190,6 +208,35 @@ fn run_txn(args: &CheckArgs, name: &str) -> Result<Outcome> {
     })
 }
 
+/// `--consistency eventual`: reads replicas' final states and compares them.
+fn converged(args: &CheckArgs) -> Result<Outcome> {
+    if args.html.is_some() {
+        bail!("--html: the eventual check has no timeline to draw");
+    }
+    let file =
+        File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+    let replicas = convergence::read(BufReader::new(file))
+        .with_context(|| format!("{}", args.file.display()))?;
+    let report = convergence::check(&replicas);
+    if args.json {
+        outln!("{}", json("eventual", &report)?);
+    } else {
+        outln!("{}: {}", args.file.display(), render::convergence(&report));
+    }
+    Ok(match report.verdict {
+        convergence::Verdict::Converged => Outcome::Success,
+        convergence::Verdict::Diverged => Outcome::Violation,
+    })
+}
+
+/// Writes the picture to the `--html` file, if there is one to write.
+fn write_picture(args: &CheckArgs, page: &Option<String>) -> Result<()> {
+    if let (Some(path), Some(page)) = (&args.html, page) {
+        std::fs::write(path, page).with_context(|| format!("--html {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Reads, checks and reports.
 pub fn run(args: &CheckArgs) -> Result<Outcome> {
     if let Some(name) = &args.txn {
@@ -197,36 +244,35 @@ pub fn run(args: &CheckArgs) -> Result<Outcome> {
     }
     let budget = Duration::from_nanos(duration("budget", &args.budget)?);
     let checks = validate(args)?;
+    if checks == Consistency::Eventual {
+        return converged(args);
+    }
     let consistency = checks.name();
     let history = read(args)?;
-    let checked = decide(checks, &args.model, &history, budget)
+    let checked = decide(checks, &args.model, &history, budget, args.html.is_some())
         .with_context(|| format!("{}", args.file.display()))?;
     let file = args.file.display();
     let outcome = match &checked {
-        Checked::Linearizable(report) => {
+        Checked::Linearizable(report, page) => {
             if args.json {
                 outln!("{}", json(consistency, report)?);
             } else {
                 outln!("{file}: {}", render::verdict(report));
             }
-            if let (Some(path), linearizability::Verdict::NotLinearizable(counterexample)) =
-                (&args.html, &report.verdict)
-            {
-                std::fs::write(path, concord_check::picture::html(counterexample))
-                    .with_context(|| format!("--html {}", path.display()))?;
-            }
+            write_picture(args, page)?;
             match report.verdict {
                 linearizability::Verdict::Linearizable => Outcome::Success,
                 linearizability::Verdict::NotLinearizable(_) => Outcome::Violation,
                 linearizability::Verdict::Unknown { .. } => Outcome::Undecided,
             }
         }
-        Checked::Sequential(report) => {
+        Checked::Sequential(report, page) => {
             if args.json {
                 outln!("{}", json(consistency, report)?);
             } else {
                 outln!("{file}: {}", render::sequential(report));
             }
+            write_picture(args, page)?;
             match report.verdict {
                 sequential::Verdict::SequentiallyConsistent => Outcome::Success,
                 sequential::Verdict::NotSequentiallyConsistent(_) => Outcome::Violation,

@@ -3,8 +3,8 @@
 //!
 //! Exit codes: 0 success; 1 a safety violation, a history that breaks the consistency checked
 //! (not linearizable, not sequentially consistent, a broken session guarantee) or a failed
-//! expectation; 2 bad input (usage, unreadable files, invalid options); 3 the checker could not
-//! decide within its budget.
+//! expectation; 2 undecided: the checker could not decide within its budget; 3 bad input
+//! (usage errors, unreadable files, invalid options).
 
 /// Writes to standard output. A reader that goes away (`concord replay | head`) ends the
 /// command quietly: the write fails with `BrokenPipe`, which `main` treats as success.
@@ -48,8 +48,18 @@ pub enum Outcome {
     Undecided,
 }
 
+/// The exit code of a violation.
+const EXIT_VIOLATION: u8 = 1;
+/// The exit code of an undecided check.
+const EXIT_UNDECIDED: u8 = 2;
+/// The exit code of bad input: a usage error, an unreadable file, an invalid option.
+const EXIT_BAD_INPUT: u8 = 3;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage(&error),
+    };
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Sim(args) => simulate::run(&args, false),
@@ -60,13 +70,24 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
-        Ok(Outcome::Violation) => ExitCode::from(1),
-        Ok(Outcome::Undecided) => ExitCode::from(3),
+        Ok(Outcome::Violation) => ExitCode::from(EXIT_VIOLATION),
+        Ok(Outcome::Undecided) => ExitCode::from(EXIT_UNDECIDED),
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(2)
+            ExitCode::from(EXIT_BAD_INPUT)
         }
+    }
+}
+
+/// Prints what clap has to say: `--help` and `--version` to standard output with success,
+/// usage errors to standard error with the bad-input code.
+fn usage(error: &clap::Error) -> ExitCode {
+    let _ = error.print();
+    if error.use_stderr() {
+        ExitCode::from(EXIT_BAD_INPUT)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

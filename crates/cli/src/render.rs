@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use concord_check::linearizability::{Operation, Report, Verdict};
-use concord_check::{sequential, session, txn};
+use concord_check::{convergence, sequential, session, txn};
 use concord_core::time::format_duration;
 use concord_sim::report::Failure;
 use concord_sim::toolkit::{ClusterHealth, PartitionEffects};
@@ -290,6 +290,46 @@ pub fn failure(failure: &Failure) -> String {
         for line in &failure.trace_tail {
             out.push_str("\n  ");
             out.push_str(line);
+        }
+    }
+    out
+}
+
+/// The verdict of the convergence check, with every differing key and who holds what.
+pub fn convergence(report: &convergence::Report) -> String {
+    let compared = match report.keys {
+        Some(keys) => format!("{} replicas, {keys} keys", report.replicas),
+        None => format!("{} replicas, whole states", report.replicas),
+    };
+    let mut out = match report.verdict {
+        convergence::Verdict::Converged => format!("converged ({compared})"),
+        convergence::Verdict::Diverged => format!(
+            "DIVERGED ({compared}): {} differ",
+            match report.keys {
+                Some(_) => format!("{} keys", report.differences.len()),
+                None => "the states".to_string(),
+            }
+        ),
+    };
+    for difference in &report.differences {
+        let groups: Vec<String> = difference
+            .groups
+            .iter()
+            .map(|group| {
+                let value = group
+                    .value
+                    .as_ref()
+                    .map_or("(missing)".to_string(), |v| v.to_string());
+                format!("{} = {value}", group.replicas.join(", "))
+            })
+            .collect();
+        match &difference.key {
+            Some(key) => {
+                let _ = write!(out, "\n  key {key}: {}", groups.join("; "));
+            }
+            None => {
+                let _ = write!(out, "\n  {}", groups.join("; "));
+            }
         }
     }
     out

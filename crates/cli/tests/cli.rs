@@ -210,11 +210,11 @@ fn check_reports_a_non_linearizable_history_with_exit_code_1() {
     );
 }
 
-/// Bad input: exit code 2 and exactly one line on standard error, never a panic.
+/// Bad input: exit code 3 and exactly one line on standard error, never a panic.
 fn assert_clear_error(args: &[&str], needle: &str) {
     let output = concord(args);
     let err = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(output.status.code(), Some(3), "{args:?}: {err}");
     assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     assert!(
         err.contains(needle),
@@ -270,11 +270,51 @@ fn bad_input_gets_a_one_line_error() {
 }
 
 #[test]
-fn usage_errors_exit_with_2() {
-    let output = concord(&["sim", "--nodes", "many"]);
-    assert_eq!(output.status.code(), Some(2));
-    let output = concord(&["frobnicate"]);
-    assert_eq!(output.status.code(), Some(2));
+fn usage_errors_exit_with_3() {
+    for args in [
+        &["sim", "--nodes", "many"][..],
+        &["frobnicate"],
+        &["check"],
+        &["check", "h.jsonl", "--no-such-flag"],
+        &[],
+    ] {
+        let output = concord(args);
+        assert_eq!(
+            output.status.code(),
+            Some(3),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            output.stdout.is_empty(),
+            "{args:?}: usage goes to standard error"
+        );
+        assert!(!stderr(&output).is_empty(), "{args:?}: says what is wrong");
+    }
+}
+
+#[test]
+fn help_and_version_print_to_standard_output_and_exit_0() {
+    for args in [
+        &["--help"][..],
+        &["check", "--help"],
+        &["help"],
+        &["--version"],
+    ] {
+        let output = concord(args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            !stdout(&output).is_empty(),
+            "{args:?}: prints to standard output"
+        );
+    }
+    assert!(stdout(&concord(&["--version"])).starts_with("concord "));
+    assert!(stdout(&concord(&["check", "--help"])).contains("--consistency"));
 }
 
 #[test]
@@ -414,7 +454,7 @@ fn check_sequential_rejects_two_readers_seeing_writes_in_opposite_orders() {
 }
 
 #[test]
-fn check_sequential_gives_exit_code_3_when_the_budget_runs_out() {
+fn check_sequential_gives_exit_code_2_when_the_budget_runs_out() {
     // Eight writers and a read of a value nobody wrote: the search must try every order.
     let mut ops: Vec<Step> = Vec::new();
     for process in 0..8u64 {
@@ -432,7 +472,7 @@ fn check_sequential_gives_exit_code_3_when_the_budget_runs_out() {
         "--budget",
         "0s",
     ]);
-    assert_eq!(output.status.code(), Some(3), "{}", stdout(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", stdout(&output));
     assert!(stdout(&output).contains("unknown: time budget exhausted"));
 }
 
@@ -594,4 +634,86 @@ fn simulated_histories_pass_every_consistency_check() {
             );
         }
     }
+}
+
+#[test]
+fn check_eventual_reports_converged_replicas() {
+    let path = scratch("converged.json");
+    std::fs::write(
+        &path,
+        r#"{"replicas": {"n1": {"x": 1, "y": "a"}, "n2": {"y": "a", "x": 1}, "n3": {"x": 1, "y": "a"}}}"#,
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let output = concord(&["check", file, "--consistency", "eventual"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("converged (3 replicas, 2 keys)"),
+        "{}",
+        stdout(&output)
+    );
+    let (code, document) = check_json(&["check", file, "--consistency", "eventual", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(document["verdict"], "converged");
+    assert_eq!(document["consistency"], "eventual");
+}
+
+#[test]
+fn check_eventual_names_the_replicas_and_keys_that_differ() {
+    let path = scratch("diverged.jsonl");
+    std::fs::write(
+        &path,
+        "{\"replica\": \"n1\", \"state\": {\"x\": 1, \"y\": 2}}\n\
+         {\"replica\": \"n2\", \"state\": {\"x\": 1, \"y\": 3}}\n\
+         {\"replica\": \"n3\", \"state\": {\"x\": 1}}\n",
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let output = concord(&["check", file, "--consistency", "eventual"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(
+        text.contains("DIVERGED (3 replicas, 2 keys): 1 keys differ"),
+        "{text}"
+    );
+    assert!(
+        text.contains("key y: n1 = 2; n2 = 3; n3 = (missing)"),
+        "{text}"
+    );
+    let (code, document) = check_json(&["check", file, "--consistency", "eventual", "--json"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(document["verdict"], "diverged");
+    assert_eq!(document["differences"][0]["key"], "y");
+    assert_eq!(document["differences"][0]["groups"][2]["replicas"][0], "n3");
+}
+
+#[test]
+fn check_eventual_rejects_bad_replica_files() {
+    let path = scratch("bad-replicas.jsonl");
+    std::fs::write(&path, "{\"replica\": \"n1\", \"state\": 1}\n[1, 2]\n").unwrap();
+    let file = path.to_str().unwrap();
+    assert_clear_error(&["check", file, "--consistency", "eventual"], "line 2");
+    std::fs::write(&path, "").unwrap();
+    assert_clear_error(&["check", file, "--consistency", "eventual"], "no replicas");
+    assert_clear_error(
+        &["check", "/no/such/states.json", "--consistency", "eventual"],
+        "cannot open",
+    );
+}
+
+#[test]
+fn sim_reports_the_checkers_verdict_on_its_history_in_text_and_json() {
+    let args = ["sim", "--seed", "3", "--duration", "3s", "--ops", "40"];
+    let output = concord(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("history: linearizable (") && l.contains(" operations over ")),
+        "{text}"
+    );
+    let (code, document) = check_json(&[&args[..], &["--json"]].concat());
+    assert_eq!(code, Some(0));
+    assert_eq!(document["linearizability"]["verdict"], "linearizable");
+    assert!(document["linearizability"]["operations"].as_u64().unwrap() > 0);
 }

@@ -1,4 +1,5 @@
-//! `concord check --html`: a non-linearizable history gets a picture of its failing key.
+//! `concord check --html`: a non-linearizable history gets a picture of its failing key, a
+//! linearizable one a picture of the order found.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -31,12 +32,16 @@ fn a_violation_is_drawn_as_an_html_timeline() {
         html.contains("cannot be placed"),
         "the stuck operation is marked"
     );
-    assert!(html.contains("in the longest linearizable prefix"));
+    assert!(html.contains("in the order found"));
 }
 
 #[test]
-fn a_linearizable_history_writes_no_picture() {
+fn a_linearizable_history_is_drawn_with_the_order_found() {
     let (code, html) = check_with_picture("etcd_002");
     assert_eq!(code, Some(0));
-    assert!(html.is_none());
+    let html = html.expect("the picture was written");
+    assert!(html.contains("<h1>Linearizable</h1>"), "{}", &html[..400]);
+    assert!(html.contains("#1 in the order found"));
+    assert!(html.contains(r#"class="point""#), "linearization points");
+    assert!(html.contains("state after: "), "model states on hover");
 }
