@@ -39,12 +39,28 @@ pub struct DbCluster {
     pub initial_cluster: String,
 }
 
-/// A port nobody listens on now.
+/// A port nobody listens on now, below the kernel's ephemeral range (32768 and up), so that
+/// no outgoing connection of a concurrently running test can take it before the node binds it;
+/// picked at random so that test binaries running side by side rarely pick the same.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::UNIX_EPOCH
+            .elapsed()
+            .map_or(0, |d| d.as_nanos() as u64)
+        ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut state = seed | 1;
+    for _ in 0..1000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let port = 20_000 + (state % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000")
 }
 
 /// The `concord` binary under test.
@@ -83,7 +99,35 @@ impl DbCluster {
             cluster.spawn(id);
         }
         cluster.wait_for_leader(Duration::from_secs(20));
+        cluster.wait_all_serving(Duration::from_secs(20));
         cluster
+    }
+
+    /// Waits until every running node answers a status request, or panics with the logs.
+    pub fn wait_all_serving(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for node in &self.nodes {
+            if node.child.is_none() {
+                continue;
+            }
+            loop {
+                let output = concord()
+                    .args(["db", "status", "--json", "--endpoints"])
+                    .arg(format!("http://{}", node.client))
+                    .output()
+                    .expect("concord db status runs");
+                let text = String::from_utf8_lossy(&output.stdout);
+                let answered = serde_json::from_str::<serde_json::Value>(&text)
+                    .is_ok_and(|rows| rows[0]["status"].is_object());
+                if answered {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    panic!("node {} does not answer\n{}", node.id, self.logs());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 
     /// Starts (or restarts) node `id` from its data directory.
