@@ -340,6 +340,44 @@ impl Events {
     }
 }
 
+/// The search's memo of (linearized operations, model state) pairs already explored. Lookups
+/// borrow the search's own bitset and state, so a pair is copied only when it is new; the
+/// hasher is foldhash (the cache is the search's hot path; SipHash's flooding resistance buys
+/// nothing here).
+struct Cache<S> {
+    seen: hashbrown::HashSet<(Box<[u64]>, S), foldhash::fast::FixedState>,
+}
+
+impl<S> Default for Cache<S> {
+    fn default() -> Self {
+        Cache {
+            seen: hashbrown::HashSet::with_hasher(foldhash::fast::FixedState::default()),
+        }
+    }
+}
+
+/// A borrowed cache key, hashed exactly as the owned `(Box<[u64]>, S)` is.
+#[derive(Hash)]
+struct KeyRef<'a, S>(&'a [u64], &'a S);
+
+impl<S: Eq> hashbrown::Equivalent<(Box<[u64]>, S)> for KeyRef<'_, S> {
+    fn equivalent(&self, key: &(Box<[u64]>, S)) -> bool {
+        *self.0 == *key.0 && *self.1 == key.1
+    }
+}
+
+impl<S: Clone + Eq + std::hash::Hash> Cache<S> {
+    /// Records the pair; false when it was already there.
+    fn insert(&mut self, linearized: &[u64], state: &S) -> bool {
+        let key = KeyRef(linearized, state);
+        if self.seen.contains(&key) {
+            return false;
+        }
+        self.seen.insert((linearized.into(), state.clone()));
+        true
+    }
+}
+
 fn check_part<M: Model>(
     model: &M,
     key: Option<String>,
@@ -350,7 +388,7 @@ fn check_part<M: Model>(
     let mut events = Events::new(ops);
     let words = ops.len().div_ceil(64);
     let mut linearized = vec![0u64; words];
-    let mut cache: HashSet<(Vec<u64>, M::State)> = HashSet::new();
+    let mut cache: Cache<M::State> = Cache::default();
     let mut stack: Vec<(usize, M::State)> = Vec::new();
     let mut state = model.init();
     let mut entry = events.head;
@@ -375,7 +413,7 @@ fn check_part<M: Model>(
             if let Some(next) = model.step(&state, &op.f, &op.input, op.output.as_ref()) {
                 let (word, bit) = (current.operation / 64, 1 << (current.operation % 64));
                 linearized[word] |= bit;
-                let fresh = cache.insert((linearized.clone(), next.clone()));
+                let fresh = cache.insert(&linearized, &next);
                 if !fresh {
                     linearized[word] &= !bit;
                 } else {

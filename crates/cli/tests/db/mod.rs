@@ -49,7 +49,9 @@ pub fn free_port() -> u16 {
         ^ std::time::SystemTime::UNIX_EPOCH
             .elapsed()
             .map_or(0, |d| d.as_nanos() as u64)
-        ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut state = seed | 1;
     for _ in 0..1000 {
         state ^= state << 13;
