@@ -1,23 +1,12 @@
 //! The `concord` binary, end to end: the demo's claims, determinism of `sim --json`, and a
 //! clear one-line error with a non-zero exit for every kind of bad input.
 
+mod common;
+
+use common::{concord, stderr, stdout};
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn concord(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_concord"))
-        .args(args)
-        .output()
-        .expect("concord runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use std::process::Command;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-tests");

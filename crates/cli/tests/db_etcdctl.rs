@@ -1,17 +1,15 @@
 //! etcd's own command-line client (etcdctl 3.4, Debian's `etcd-client`) against a three-node
 //! Concord DB: put, get (prefix, range, at a revision), del, txn, watch, leases with expiry,
 //! member list, endpoint status and health, and reads with no leader.
-// Real processes on a real clock: waiting for them needs wall-clock deadlines.
-#![allow(clippy::disallowed_methods)]
 
 mod db;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use db::{etcdctl, etcdctl_ok, etcdctl_with_input, DbCluster};
+use db::{etcdctl, etcdctl_ok, etcdctl_with_input, eventually, DbCluster};
 use serde_json::Value;
 
 /// Runs etcdctl with `-w json` and decodes its answer.
@@ -47,18 +45,6 @@ fn revision(answer: &Value) -> i64 {
     answer["header"]["revision"]
         .as_i64()
         .unwrap_or_else(|| panic!("no header revision in {answer}"))
-}
-
-/// Polls `probe` every 100 ms until it returns `Some`, or panics with `what` after `timeout`.
-fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `etcdctl watch …` running in the background, its output lines collected as they come.

@@ -4,14 +4,9 @@
 //! Raft tolerates crashes, not lies: with Byzantine senders (`--faults byzantine`) seed 60
 //! breaks "committed ⇒ durable on a quorum", which makes a known failure to replay.
 
-use std::process::{Command, Output};
+mod common;
 
-fn concord(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_concord"))
-        .args(args)
-        .output()
-        .expect("concord runs")
-}
+use common::concord;
 
 #[test]
 fn a_sweep_failure_prints_a_replay_command_that_reproduces_it() {

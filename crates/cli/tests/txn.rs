@@ -1,23 +1,11 @@
 //! `concord check --txn`: transactional histories end to end, with the documented exit codes
 //! (0 no anomaly, 1 anomalies found, an error for bad input).
 
+mod common;
+
+use common::{concord, stderr, stdout};
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn concord(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_concord"))
-        .args(args)
-        .output()
-        .expect("concord runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 fn example(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

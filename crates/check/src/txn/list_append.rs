@@ -22,17 +22,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::txn::anomaly::AnomalyName;
 use crate::txn::graph::{Edge, EdgeKind, TxnId, Version, Why};
-use crate::txn::transaction::{KeyId, MicroOp, Observed, Status, Transactions, Value};
+use crate::txn::transaction::{
+    writers, KeyId, MicroOp, Observed, Status, Transactions, Value, Writer,
+};
 use crate::txn::{label, list, Finding, Inference, TxnError};
 
 /// Who appended an element.
-#[derive(Clone, Copy, Debug)]
-struct Appender {
-    txn: TxnId,
-    /// Whether it was the transaction's last append to the key.
-    last: bool,
-    status: Status,
-}
+type Appender = Writer;
 
 /// Infers the dependency edges of a list-append history and the anomalies visible without
 /// cycles.
@@ -48,31 +44,10 @@ pub(crate) fn infer(parsed: &Transactions) -> Result<Inference, TxnError> {
 }
 
 fn appenders(parsed: &Transactions) -> Result<HashMap<(KeyId, &Value), Appender>, TxnError> {
-    let mut appenders: HashMap<(KeyId, &Value), Appender> = HashMap::new();
-    for (id, txn) in parsed.txns.iter().enumerate() {
-        for (position, op) in txn.ops.iter().enumerate() {
-            let MicroOp::Append { key, element } = op else {
-                continue;
-            };
-            let last = !txn.ops[position + 1..]
-                .iter()
-                .any(|later| matches!(later, MicroOp::Append { key: k, .. } if k == key));
-            let appender = Appender {
-                txn: id as TxnId,
-                last,
-                status: txn.status,
-            };
-            if let Some(first) = appenders.insert((*key, element), appender) {
-                return Err(TxnError::DuplicateWrite {
-                    key: parsed.keys[*key as usize].to_string(),
-                    value: element.to_string(),
-                    first: parsed.txns[first.txn as usize].index + 1,
-                    second: txn.index + 1,
-                });
-            }
-        }
-    }
-    Ok(appenders)
+    writers(parsed, |op| match op {
+        MicroOp::Append { key, element } => Some((*key, element)),
+        _ => None,
+    })
 }
 
 /// Committed reads: (transaction, key, list).

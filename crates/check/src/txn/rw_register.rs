@@ -30,17 +30,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::txn::anomaly::AnomalyName;
 use crate::txn::graph::{Edge, EdgeKind, Graph, TxnId, Version, Why};
-use crate::txn::transaction::{KeyId, MicroOp, Observed, Status, Transactions, Value};
+use crate::txn::transaction::{
+    self, KeyId, MicroOp, Observed, Status, Transactions, Value, Writer,
+};
 use crate::txn::{label, Finding, Inference, TxnError};
-
-/// Who wrote a value.
-#[derive(Clone, Copy, Debug)]
-struct Writer {
-    txn: TxnId,
-    /// Whether it was the transaction's last write of the key.
-    last: bool,
-    status: Status,
-}
 
 /// A transaction's external reads and writes, by key.
 #[derive(Debug, Default)]
@@ -95,31 +88,10 @@ pub(crate) fn infer(parsed: &Transactions) -> Result<Inference, TxnError> {
 }
 
 fn writers(parsed: &Transactions) -> Result<HashMap<(KeyId, &Value), Writer>, TxnError> {
-    let mut writers: HashMap<(KeyId, &Value), Writer> = HashMap::new();
-    for (id, txn) in parsed.txns.iter().enumerate() {
-        for (position, op) in txn.ops.iter().enumerate() {
-            let MicroOp::Write { key, value } = op else {
-                continue;
-            };
-            let last = !txn.ops[position + 1..]
-                .iter()
-                .any(|later| matches!(later, MicroOp::Write { key: k, .. } if k == key));
-            let writer = Writer {
-                txn: id as TxnId,
-                last,
-                status: txn.status,
-            };
-            if let Some(first) = writers.insert((*key, value), writer) {
-                return Err(TxnError::DuplicateWrite {
-                    key: parsed.keys[*key as usize].to_string(),
-                    value: value.to_string(),
-                    first: parsed.txns[first.txn as usize].index + 1,
-                    second: txn.index + 1,
-                });
-            }
-        }
-    }
-    Ok(writers)
+    transaction::writers(parsed, |op| match op {
+        MicroOp::Write { key, value } => Some((*key, value)),
+        _ => None,
+    })
 }
 
 fn read_anomalies(

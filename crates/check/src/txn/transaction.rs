@@ -149,6 +149,50 @@ pub struct Transactions {
     pub keys: Vec<Value>,
 }
 
+/// Who wrote a version: an element appended (list-append) or a value written (rw-register).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Writer {
+    /// The writing transaction.
+    pub(crate) txn: crate::txn::graph::TxnId,
+    /// Whether it was the transaction's last write of the key.
+    pub(crate) last: bool,
+    /// How the transaction ended.
+    pub(crate) status: Status,
+}
+
+/// Indexes every version by its writer; `write` says which micro-operations write and what
+/// (key, version). A version written twice is an error: versions must be unique per key.
+pub(crate) fn writers<'a>(
+    parsed: &'a Transactions,
+    write: impl Fn(&'a MicroOp) -> Option<(KeyId, &'a Value)>,
+) -> Result<HashMap<(KeyId, &'a Value), Writer>, TxnError> {
+    let mut writers: HashMap<(KeyId, &Value), Writer> = HashMap::new();
+    for (id, txn) in parsed.txns.iter().enumerate() {
+        for (position, op) in txn.ops.iter().enumerate() {
+            let Some((key, version)) = write(op) else {
+                continue;
+            };
+            let last = !txn.ops[position + 1..]
+                .iter()
+                .any(|later| write(later).is_some_and(|(k, _)| k == key));
+            let writer = Writer {
+                txn: id as crate::txn::graph::TxnId,
+                last,
+                status: txn.status,
+            };
+            if let Some(first) = writers.insert((key, version), writer) {
+                return Err(TxnError::DuplicateWrite {
+                    key: parsed.keys[key as usize].to_string(),
+                    value: version.to_string(),
+                    first: parsed.txns[first.txn as usize].index + 1,
+                    second: txn.index + 1,
+                });
+            }
+        }
+    }
+    Ok(writers)
+}
+
 fn malformed(index: usize, message: impl Into<String>) -> TxnError {
     TxnError::Malformed {
         event: index + 1,
