@@ -17,7 +17,8 @@
 //!   [`Input::Persisted`] is delivered.
 //! * **Ordering rule.** A `Send` or `Reply` emitted after a `Persist` (in the same step or a
 //!   later one) is held until that write, and every write before it, is durable. Sends with no
-//!   unconfirmed write before them leave at once.
+//!   unconfirmed write before them leave at once, and so do sends whose only unconfirmed writes
+//!   are ones [`Node::is_barrier`] exempts.
 //! * **Invariants.** After every step the stepped node's [`Node::check_invariants`], every
 //!   registered [`ClusterInvariant`] and the built-in `apply-agreement` check (no two nodes
 //!   apply different commands at one index) run; the first violation stops the run with a
