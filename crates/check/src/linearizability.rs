@@ -362,7 +362,10 @@ struct KeyRef<'a, S>(&'a [u64], &'a S);
 
 impl<S: Eq> hashbrown::Equivalent<(Box<[u64]>, S)> for KeyRef<'_, S> {
     fn equivalent(&self, key: &(Box<[u64]>, S)) -> bool {
-        *self.0 == *key.0 && *self.1 == key.1
+        // Word by word: the bitsets are short, and a call into memcmp costs more than the loop.
+        self.0.len() == key.0.len()
+            && self.0.iter().zip(key.0.iter()).all(|(a, b)| a == b)
+            && *self.1 == key.1
     }
 }
 
