@@ -345,8 +345,13 @@ impl Events {
 /// hasher is foldhash (the cache is the search's hot path; SipHash's flooding resistance buys
 /// nothing here).
 struct Cache<S> {
-    seen: hashbrown::HashSet<(Box<[u64]>, S), foldhash::fast::FixedState>,
+    seen: hashbrown::HashSet<(Bits, S), foldhash::fast::FixedState>,
 }
+
+/// A set of linearized operations. Up to 128 operations it lives inside the cache's table, so
+/// a probe that finds a candidate compares it without following a pointer (the probe's cache
+/// miss is the search's main cost).
+type Bits = smallvec::SmallVec<[u64; 2]>;
 
 impl<S> Default for Cache<S> {
     fn default() -> Self {
@@ -356,12 +361,12 @@ impl<S> Default for Cache<S> {
     }
 }
 
-/// A borrowed cache key, hashed exactly as the owned `(Box<[u64]>, S)` is.
+/// A borrowed cache key, hashed exactly as the owned `(Bits, S)` is (both hash as a slice).
 #[derive(Hash)]
 struct KeyRef<'a, S>(&'a [u64], &'a S);
 
-impl<S: Eq> hashbrown::Equivalent<(Box<[u64]>, S)> for KeyRef<'_, S> {
-    fn equivalent(&self, key: &(Box<[u64]>, S)) -> bool {
+impl<S: Eq> hashbrown::Equivalent<(Bits, S)> for KeyRef<'_, S> {
+    fn equivalent(&self, key: &(Bits, S)) -> bool {
         // Word by word: the bitsets are short, and a call into memcmp costs more than the loop.
         self.0.len() == key.0.len()
             && self.0.iter().zip(key.0.iter()).all(|(a, b)| a == b)
@@ -376,7 +381,8 @@ impl<S: Clone + Eq + std::hash::Hash> Cache<S> {
         if self.seen.contains(&key) {
             return false;
         }
-        self.seen.insert((linearized.into(), state.clone()));
+        self.seen
+            .insert((Bits::from_slice(linearized), state.clone()));
         true
     }
 }
