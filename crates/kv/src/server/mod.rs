@@ -573,7 +573,10 @@ impl Server {
             tokio::spawn(metrics::track(Arc::clone(&shared))),
         ];
         let router = build_router(&shared);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(client_listener);
+        // Nagle off on every accepted connection: a response written as several small frames
+        // would otherwise wait out the client's delayed acknowledgement (about 40 ms).
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(client_listener).with_nodelay(Some(true));
         let serve = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .accept_http1(true)
