@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 mod ballot;
+pub mod multi;
 pub mod single;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
