@@ -1,0 +1,215 @@
+//! Cluster-wide safety properties of Multi-Paxos, checked after every step. All are
+//! incremental: a check costs O(new decisions, new applies) plus O(nodes).
+//!
+//! * [`OneValuePerSlot`] — at most one value is chosen per slot ("Paxos Made Simple" §3: each
+//!   instance is a single-decree Paxos; PMMC invariant R2: "if two replicas decided on slot
+//!   s, they decided the same command"). Checked on every node's decided prefix.
+//! * [`DecidedPrefixGrows`] — a node's decided prefix never shrinks while it is up, and never
+//!   restarts below the last decided prefix it made durable (PMMC invariant R1's
+//!   monotonicity of `slot_out`).
+//! * [`StateMachineSafety`] — no two nodes apply different commands at one slot (PMMC R3).
+//!
+//! They rely on node ids being the indexes of the `nodes` slice.
+
+use std::fmt::Debug;
+
+use concord_core::{ClusterInvariant, Effect, EffectOf, NodeId, StateMachine, Violation};
+
+use super::{Entry, MultiPaxos, Slot};
+
+/// Every Multi-Paxos safety checker, fresh.
+pub fn invariants<S>() -> Vec<Box<dyn ClusterInvariant<MultiPaxos<S>>>>
+where
+    S: StateMachine + Default + 'static,
+{
+    vec![
+        Box::new(OneValuePerSlot::<S::Command>::default()),
+        Box::new(DecidedPrefixGrows::default()),
+        Box::new(StateMachineSafety::<S::Command>::default()),
+    ]
+}
+
+/// What kind of entry was chosen, comparable without `Query: PartialEq` (a read changes no
+/// state, so two reads at one slot are treated alike).
+#[derive(Clone, Debug, PartialEq)]
+enum Chosen<C> {
+    Noop,
+    Command(C),
+    Read,
+}
+
+fn chosen<C: Clone, Q>(entry: &Entry<C, Q>) -> Chosen<C> {
+    match entry {
+        Entry::Noop => Chosen::Noop,
+        Entry::Command(command) => Chosen::Command(command.clone()),
+        Entry::Read(_) => Chosen::Read,
+    }
+}
+
+fn index(id: NodeId) -> usize {
+    usize::try_from(id).unwrap_or(usize::MAX)
+}
+
+/// The value decided at every slot, and how far each node's decisions were checked.
+#[derive(Debug)]
+pub struct OneValuePerSlot<C> {
+    decided: Vec<Option<Chosen<C>>>,
+    checked: Vec<Slot>,
+}
+
+impl<C> Default for OneValuePerSlot<C> {
+    fn default() -> Self {
+        OneValuePerSlot {
+            decided: Vec::new(),
+            checked: Vec::new(),
+        }
+    }
+}
+
+impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for OneValuePerSlot<S::Command> {
+    fn name(&self) -> &'static str {
+        "one-value-per-slot"
+    }
+
+    fn check(
+        &mut self,
+        nodes: &[Option<&MultiPaxos<S>>],
+        stepped: NodeId,
+        _effects: &[EffectOf<MultiPaxos<S>>],
+    ) -> Result<(), Violation> {
+        let Some(node) = nodes.get(index(stepped)).copied().flatten() else {
+            return Ok(());
+        };
+        let at = index(stepped);
+        if self.checked.len() <= at {
+            self.checked.resize(at + 1, 0);
+        }
+        let from = self.checked[at].min(node.decided());
+        for slot in from + 1..=node.decided() {
+            let Some(accepted) = node.entry(slot) else {
+                return Err(Violation::on_node(
+                    "one-value-per-slot",
+                    stepped,
+                    format!("decided slot {slot} is not in the log"),
+                ));
+            };
+            let value = chosen(&accepted.entry);
+            let position = usize::try_from(slot - 1).unwrap_or(usize::MAX);
+            if self.decided.len() <= position {
+                self.decided.resize(position + 1, None);
+            }
+            match &self.decided[position] {
+                None => self.decided[position] = Some(value),
+                Some(known) if *known != value => {
+                    return Err(Violation::on_node(
+                        "one-value-per-slot",
+                        stepped,
+                        format!("decided {value:?} at slot {slot}, where {known:?} was decided"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        self.checked[at] = node.decided();
+        Ok(())
+    }
+}
+
+/// Each node's decided prefix as last seen, and whether it was up.
+#[derive(Debug, Default)]
+pub struct DecidedPrefixGrows {
+    seen: Vec<Option<(Slot, Slot)>>,
+}
+
+impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for DecidedPrefixGrows {
+    fn name(&self) -> &'static str {
+        "decided-prefix-grows"
+    }
+
+    fn check(
+        &mut self,
+        nodes: &[Option<&MultiPaxos<S>>],
+        stepped: NodeId,
+        _effects: &[EffectOf<MultiPaxos<S>>],
+    ) -> Result<(), Violation> {
+        if self.seen.len() < nodes.len() {
+            self.seen.resize(nodes.len(), None);
+        }
+        for (at, node) in nodes.iter().enumerate() {
+            let Some(node) = node else {
+                // Down: only the durable prefix must survive.
+                if let Some((_, durable)) = self.seen[at] {
+                    self.seen[at] = Some((durable, durable));
+                }
+                continue;
+            };
+            let now = (node.decided(), node.durable().decided);
+            if let Some((before, _)) = self.seen[at] {
+                if now.0 < before {
+                    return Err(Violation::on_node(
+                        "decided-prefix-grows",
+                        NodeId::try_from(at).unwrap_or(stepped),
+                        format!("decided prefix fell from {before} to {}", now.0),
+                    ));
+                }
+            }
+            self.seen[at] = Some(now);
+        }
+        Ok(())
+    }
+}
+
+/// The command applied at every slot so far.
+#[derive(Debug)]
+pub struct StateMachineSafety<C> {
+    applied: Vec<Option<C>>,
+}
+
+impl<C> Default for StateMachineSafety<C> {
+    fn default() -> Self {
+        StateMachineSafety {
+            applied: Vec::new(),
+        }
+    }
+}
+
+impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for StateMachineSafety<S::Command> {
+    fn name(&self) -> &'static str {
+        "state-machine-safety"
+    }
+
+    fn check(
+        &mut self,
+        _nodes: &[Option<&MultiPaxos<S>>],
+        stepped: NodeId,
+        effects: &[EffectOf<MultiPaxos<S>>],
+    ) -> Result<(), Violation> {
+        for effect in effects {
+            let Effect::Apply {
+                index: slot,
+                command,
+            } = effect
+            else {
+                continue;
+            };
+            let Some(position) = slot.checked_sub(1).and_then(|s| usize::try_from(s).ok()) else {
+                continue;
+            };
+            if self.applied.len() <= position {
+                self.applied.resize(position + 1, None);
+            }
+            match &self.applied[position] {
+                None => self.applied[position] = Some(command.clone()),
+                Some(known) if known != command => {
+                    return Err(Violation::on_node(
+                        "state-machine-safety",
+                        stepped,
+                        format!("applied {command:?} at slot {slot}, where {known:?} was applied"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}

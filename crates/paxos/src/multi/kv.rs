@@ -1,0 +1,26 @@
+//! The key-value workload on Multi-Paxos: every operation, reads included, goes through the log.
+
+use concord_core::{KvOperation, KvOutcome, KvService, KvStateMachine};
+
+use super::{MultiPaxos, PaxosError, Request, Response};
+
+impl KvService for MultiPaxos<KvStateMachine> {
+    fn kv_request(operation: &KvOperation) -> Self::Request {
+        if operation.is_read() {
+            Request::Read(operation.clone())
+        } else {
+            Request::Propose(operation.clone())
+        }
+    }
+
+    fn kv_outcome(response: &Self::Response) -> KvOutcome {
+        match response {
+            Response::Applied { output, .. } => KvOutcome::Ok(output.clone()),
+            Response::Failed(PaxosError::NotLeader { leader }) => {
+                KvOutcome::NotLeader { leader: *leader }
+            }
+            Response::Failed(PaxosError::OutcomeUnknown { .. }) => KvOutcome::Unknown,
+            Response::Failed(PaxosError::Overloaded) => KvOutcome::Rejected("overloaded".into()),
+        }
+    }
+}

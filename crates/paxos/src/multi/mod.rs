@@ -1,0 +1,252 @@
+//! Multi-Paxos with a stable leader (van Renesse and Altinbuken, "Paxos Made Moderately
+//! Complex", 2015, "PMMC"; Lamport, "Paxos Made Simple" §3).
+//!
+//! [`MultiPaxos`] replicates a log of [`concord_core::StateMachine`] commands. Every node is an
+//! acceptor and a learner; one at a time acts as the distinguished proposer (the leader):
+//!
+//! 1. A node whose leader stays silent for a randomized election timeout picks a ballot above
+//!    every round it has seen and runs phase 1 **once for all slots** above its decided prefix
+//!    ([`Message::Prepare`]). Acceptors promise and report every proposal they accepted in
+//!    those slots ([`Message::Promise`]).
+//! 2. With a quorum of promises the new leader adopts, per slot, the value of the
+//!    highest-ballot proposal reported (PMMC's `pmax`), fills holes with no-ops, and re-proposes
+//!    all of them at its own ballot.
+//! 3. It then streams phase 2: [`Message::Accept`] carries consecutive slots (pipelined, with
+//!    no wait between batches) and the leader's decided prefix; empty ones are heartbeats.
+//!    Followers persist accepted entries before acknowledging ([`Message::Accepted`]).
+//! 4. A slot is decided once a quorum holds it at the leader's ballot (the leader counts its
+//!    own entries only once durable). Decided entries are applied in slot order; client
+//!    requests are answered when applied. Reads go through the log as [`Entry::Read`].
+//!
+//! | message | from → to | meaning |
+//! |---|---|---|
+//! | [`Message::Prepare`] | candidate → all | phase 1a for every slot from `first_slot` on |
+//! | [`Message::Promise`] | acceptor → candidate | phase 1b: the promise and the accepted proposals from `first_slot` |
+//! | [`Message::Accept`] | leader → follower | phase 2a for consecutive slots, plus the decided prefix; a heartbeat when empty |
+//! | [`Message::Accepted`] | follower → leader | phase 2b: every slot up to `prefix` is held at `ballot` (or decided) |
+//! | [`Message::Rejected`] | acceptor → proposer | preemption: a higher ballot was promised |
+//!
+//! An acceptor's entry at the leader's ballot `b` for a slot at or below the leader's decided
+//! prefix is the chosen value (a leader proposes one value per slot per ballot, and re-proposes
+//! chosen values unchanged), which is how followers learn decisions without extra messages.
+//!
+//! Safety is checked by the [`invariants`]: at most one value per slot is chosen (PMMC
+//! invariant: "for any ballot and slot at most one proposal"; Paxos Made Simple P2), decided
+//! prefixes only grow, and no two nodes apply different commands at one slot.
+
+pub mod invariants;
+mod kv;
+mod node;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use concord_core::time::MILLISECOND;
+use concord_core::{Duration, NodeId};
+
+use crate::Ballot;
+
+pub use invariants::invariants;
+pub use node::MultiPaxos;
+
+/// A log slot (1-based; 0 means "none").
+pub type Slot = u64;
+
+/// What a slot holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Entry<C, Q> {
+    /// A hole filled by a new leader.
+    Noop,
+    /// A state-machine command.
+    Command(C),
+    /// A read ordered through the log.
+    Read(Q),
+}
+
+/// An entry accepted at a ballot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted<C, Q> {
+    /// The ballot it was accepted at.
+    pub ballot: Ballot,
+    /// The entry.
+    pub entry: Entry<C, Q>,
+}
+
+/// Messages between Multi-Paxos nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message<C, Q> {
+    /// Phase 1a for every slot from `first_slot` on.
+    Prepare {
+        /// The candidate's ballot.
+        ballot: Ballot,
+        /// The first slot the candidate does not know decided.
+        first_slot: Slot,
+    },
+    /// Phase 1b.
+    Promise {
+        /// The ballot promised.
+        ballot: Ballot,
+        /// Every proposal accepted at `first_slot` or above.
+        accepted: Vec<(Slot, Accepted<C, Q>)>,
+    },
+    /// Phase 2a for the consecutive slots `prev + 1 ..`; a heartbeat when empty.
+    Accept {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The slot before the first entry.
+        prev: Slot,
+        /// The entries, in slot order.
+        entries: Vec<Entry<C, Q>>,
+        /// The leader's decided prefix.
+        decided: Slot,
+    },
+    /// Phase 2b.
+    Accepted {
+        /// The ballot accepted.
+        ballot: Ballot,
+        /// Every slot up to here is held at `ballot` or decided.
+        prefix: Slot,
+        /// The entries received did not follow on from `prefix`: send from `prefix + 1`.
+        gap: bool,
+    },
+    /// The acceptor promised a higher ballot.
+    Rejected {
+        /// The ballot refused.
+        ballot: Ballot,
+        /// The acceptor's promise.
+        promised: Ballot,
+    },
+}
+
+/// A client request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request<C, Q> {
+    /// Replicate and apply a command.
+    Propose(C),
+    /// A linearizable read, ordered through the log.
+    Read(Q),
+}
+
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaxosError {
+    /// This node does not lead; `leader` is a hint.
+    NotLeader {
+        /// The leader this node believes in.
+        leader: Option<NodeId>,
+    },
+    /// Leadership was lost after the request took slot `slot`: it may or may not be applied.
+    OutcomeUnknown {
+        /// The slot it took.
+        slot: Slot,
+    },
+    /// Too many requests are waiting.
+    Overloaded,
+}
+
+/// A reply to a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response<O> {
+    /// The request was applied at `slot`.
+    Applied {
+        /// Its slot.
+        slot: Slot,
+        /// The state machine's output.
+        output: O,
+    },
+    /// The request failed.
+    Failed(PaxosError),
+}
+
+/// A durable mutation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Write<C, Q> {
+    /// Promise a ballot.
+    Promise(Ballot),
+    /// Accept consecutive entries from `first` at `ballot` (implies promising it).
+    Accept {
+        /// The ballot.
+        ballot: Ballot,
+        /// The first slot.
+        first: Slot,
+        /// The entries.
+        entries: Vec<Entry<C, Q>>,
+    },
+    /// Every slot up to here is decided (no barrier: nothing sent depends on it).
+    Decided(Slot),
+}
+
+/// The durable state of an acceptor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Storage<C, Q> {
+    /// The highest ballot promised.
+    pub promised: Option<Ballot>,
+    /// The accepted entries by slot.
+    pub log: BTreeMap<Slot, Accepted<C, Q>>,
+    /// The decided prefix.
+    pub decided: Slot,
+}
+
+impl<C, Q> Default for Storage<C, Q> {
+    fn default() -> Self {
+        Storage {
+            promised: None,
+            log: BTreeMap::new(),
+            decided: 0,
+        }
+    }
+}
+
+impl<C: Clone, Q: Clone> Storage<C, Q> {
+    /// Adds one confirmed write.
+    pub fn apply(&mut self, write: &Write<C, Q>) {
+        match write {
+            Write::Promise(ballot) => self.promised = self.promised.max(Some(*ballot)),
+            Write::Accept {
+                ballot,
+                first,
+                entries,
+            } => {
+                self.promised = self.promised.max(Some(*ballot));
+                for (slot, entry) in (*first..).zip(entries) {
+                    self.log.insert(
+                        slot,
+                        Accepted {
+                            ballot: *ballot,
+                            entry: entry.clone(),
+                        },
+                    );
+                }
+            }
+            Write::Decided(slot) => self.decided = self.decided.max(*slot),
+        }
+    }
+}
+
+/// Timing and limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// How often a leader sends heartbeats (and retransmits unacknowledged slots).
+    pub heartbeat_interval: Duration,
+    /// The least time without a leader before a node campaigns; the actual timeout is drawn
+    /// from `[election_timeout, 2 * election_timeout)`.
+    pub election_timeout: Duration,
+    /// The most entries in one `Accept`.
+    pub max_batch: usize,
+    /// The most client requests waiting at a leader.
+    pub max_pending: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            heartbeat_interval: 50 * MILLISECOND,
+            election_timeout: 300 * MILLISECOND,
+            max_batch: 64,
+            max_pending: 1024,
+        }
+    }
+}

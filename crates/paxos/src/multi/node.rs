@@ -1,0 +1,756 @@
+//! The Multi-Paxos node: acceptor and learner always, candidate or leader by turns.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rand::Rng as _;
+
+use concord_core::{
+    Duration, Effect, Env, Input, Node, NodeId, NodeStatus, PeerProgress, PersistToken, RequestId,
+    Rng, Role, StateMachine, Time, Violation,
+};
+
+use super::{
+    Accepted, Config, Entry, Message, PaxosError, Request, Response, Slot, Storage, Write,
+};
+use crate::Ballot;
+
+type Cmd<S> = <S as StateMachine>::Command;
+type Qry<S> = <S as StateMachine>::Query;
+type LogWrite<S> = Write<Cmd<S>, Qry<S>>;
+type SlotEntries<S> = Vec<(Slot, Accepted<Cmd<S>, Qry<S>>)>;
+type MultiEffect<S> = Effect<
+    Message<Cmd<S>, Qry<S>>,
+    Write<Cmd<S>, Qry<S>>,
+    Cmd<S>,
+    Response<<S as StateMachine>::Output>,
+>;
+
+/// The most slots above its decided prefix a new leader adopts from promises (a bound against
+/// malformed promises naming absurd slots).
+const MAX_ADOPTED_SPAN: Slot = 1 << 20;
+
+/// The node's part in the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Follower,
+    Candidate,
+    Leader,
+}
+
+/// A Multi-Paxos node replicating the state machine `S`.
+#[derive(Clone, Debug)]
+pub struct MultiPaxos<S: StateMachine> {
+    id: NodeId,
+    members: Vec<NodeId>,
+    config: Config,
+    /// Acceptor: the highest ballot promised.
+    promised: Option<Ballot>,
+    /// Acceptor: the accepted entries. Invariant: every slot up to `decided` is present.
+    log: BTreeMap<Slot, Accepted<Cmd<S>, Qry<S>>>,
+    /// Learner: every slot up to here is chosen. Invariant: `applied <= decided`.
+    decided: Slot,
+    applied: Slot,
+    state: S,
+    durable: Storage<Cmd<S>, Qry<S>>,
+    unconfirmed: VecDeque<(PersistToken, LogWrite<S>)>,
+    next_token: PersistToken,
+    max_round: u64,
+    phase: Phase,
+    leader: Option<NodeId>,
+    /// Follower: every slot up to here is held at `promised` or decided.
+    prefix: Slot,
+    election_deadline: Time,
+    /// Candidate and leader: the node's own ballot.
+    ballot: Option<Ballot>,
+    promises: BTreeMap<NodeId, SlotEntries<S>>,
+    /// Leader: the last slot used, the highest slot durable locally, per-follower progress.
+    last: Slot,
+    durable_match: Slot,
+    matched: BTreeMap<NodeId, Slot>,
+    next: BTreeMap<NodeId, Slot>,
+    heartbeat_deadline: Time,
+    pending: BTreeMap<Slot, RequestId>,
+}
+
+impl<S: StateMachine + Default> MultiPaxos<S> {
+    /// The decided prefix: every slot up to here is chosen.
+    pub fn decided(&self) -> Slot {
+        self.decided
+    }
+
+    /// The highest slot applied to the state machine.
+    pub fn applied(&self) -> Slot {
+        self.applied
+    }
+
+    /// The accepted entry at `slot`.
+    pub fn entry(&self, slot: Slot) -> Option<&Accepted<Cmd<S>, Qry<S>>> {
+        self.log.get(&slot)
+    }
+
+    /// The durable state: what a crash would leave.
+    pub fn durable(&self) -> &Storage<Cmd<S>, Qry<S>> {
+        &self.durable
+    }
+
+    /// Whether this node leads.
+    pub fn is_leader(&self) -> bool {
+        self.phase == Phase::Leader
+    }
+
+    /// The leader's (or candidate's) ballot, or the promised one.
+    pub fn ballot(&self) -> Option<Ballot> {
+        self.ballot.or(self.promised)
+    }
+
+    /// The replicated state machine.
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    fn quorum(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    fn random_timeout(&self, rng: &mut Rng) -> Duration {
+        let base = self.config.election_timeout.max(1);
+        base.saturating_add(rng.gen_range(0..base))
+    }
+
+    fn persist(&mut self, write: Write<Cmd<S>, Qry<S>>, effects: &mut Vec<MultiEffect<S>>) {
+        self.next_token += 1;
+        self.unconfirmed.push_back((self.next_token, write.clone()));
+        effects.push(Effect::Persist {
+            token: self.next_token,
+            write,
+        });
+    }
+
+    fn send(to: NodeId, message: Message<Cmd<S>, Qry<S>>, effects: &mut Vec<MultiEffect<S>>) {
+        effects.push(Effect::Send { to, message });
+    }
+
+    fn followers(&self) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .copied()
+            .filter(|&m| m != self.id)
+            .collect()
+    }
+
+    /// Raises the promise to `ballot` if it is not below it; a higher ballot ends this node's
+    /// own candidacy or leadership.
+    fn promise(
+        &mut self,
+        env: &mut Env<'_>,
+        ballot: Ballot,
+        effects: &mut Vec<MultiEffect<S>>,
+    ) -> bool {
+        self.max_round = self.max_round.max(ballot.round);
+        match self.promised {
+            Some(promised) if promised > ballot => false,
+            Some(promised) if promised == ballot => true,
+            _ => {
+                if self.phase != Phase::Follower && self.ballot != Some(ballot) {
+                    self.become_follower(env, effects);
+                }
+                self.promised = Some(ballot);
+                self.prefix = self.decided;
+                self.persist(Write::Promise(ballot), effects);
+                true
+            }
+        }
+    }
+
+    fn become_follower(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
+        for (slot, id) in std::mem::take(&mut self.pending) {
+            effects.push(Effect::Reply {
+                id,
+                response: Response::Failed(PaxosError::OutcomeUnknown { slot }),
+            });
+        }
+        self.phase = Phase::Follower;
+        self.ballot = None;
+        self.leader = None;
+        self.promises.clear();
+        self.election_deadline = env.now.saturating_add(self.random_timeout(env.rng));
+    }
+
+    fn start_election(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
+        let ballot = Ballot::new(self.max_round, self.id).next_for(self.id);
+        self.ballot = Some(ballot);
+        self.promise(env, ballot, effects);
+        self.phase = Phase::Candidate;
+        self.leader = None;
+        self.election_deadline = env.now.saturating_add(self.random_timeout(env.rng));
+        let first_slot = self.decided + 1;
+        let own = self.accepted_from(first_slot);
+        self.promises.clear();
+        self.promises.insert(self.id, own);
+        for to in self.followers() {
+            Self::send(to, Message::Prepare { ballot, first_slot }, effects);
+        }
+        if self.promises.len() >= self.quorum() {
+            self.become_leader(env, effects);
+        }
+    }
+
+    fn accepted_from(&self, first_slot: Slot) -> SlotEntries<S> {
+        self.log
+            .range(first_slot..)
+            .map(|(slot, accepted)| (*slot, accepted.clone()))
+            .collect()
+    }
+
+    /// Phase 1 done: adopt the highest-ballot proposal of every slot (PMMC `pmax`), fill holes
+    /// with no-ops and re-propose everything above the decided prefix at the new ballot.
+    fn become_leader(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
+        let Some(ballot) = self.ballot else { return };
+        let first = self.decided + 1;
+        let mut adopted: BTreeMap<Slot, Accepted<Cmd<S>, Qry<S>>> = BTreeMap::new();
+        for (slot, accepted) in self.promises.values().flatten() {
+            if *slot < first || *slot - first >= MAX_ADOPTED_SPAN {
+                continue;
+            }
+            let better = adopted
+                .get(slot)
+                .is_none_or(|known| known.ballot < accepted.ballot);
+            if better {
+                adopted.insert(*slot, accepted.clone());
+            }
+        }
+        let last = adopted.keys().next_back().copied().unwrap_or(self.decided);
+        let entries: Vec<Entry<Cmd<S>, Qry<S>>> = (first..=last)
+            .map(|slot| adopted.remove(&slot).map_or(Entry::Noop, |a| a.entry))
+            .collect();
+        for (slot, entry) in (first..).zip(&entries) {
+            self.log.insert(
+                slot,
+                Accepted {
+                    ballot,
+                    entry: entry.clone(),
+                },
+            );
+        }
+        self.phase = Phase::Leader;
+        self.leader = Some(self.id);
+        self.promises.clear();
+        self.last = last;
+        self.durable_match = self.decided;
+        self.prefix = last;
+        if !entries.is_empty() {
+            self.persist(
+                Write::Accept {
+                    ballot,
+                    first,
+                    entries,
+                },
+                effects,
+            );
+        }
+        self.matched.clear();
+        self.next.clear();
+        self.heartbeat_deadline = env.now.saturating_add(self.config.heartbeat_interval);
+        for to in self.followers() {
+            self.matched.insert(to, 0);
+            self.next.insert(to, first);
+            self.send_entries(to, true, effects);
+        }
+    }
+
+    /// Sends every follower the entries it has not been sent, or an empty heartbeat.
+    fn heartbeat(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
+        self.heartbeat_deadline = env.now.saturating_add(self.config.heartbeat_interval);
+        for to in self.followers() {
+            let matched = self.matched.get(&to).copied().unwrap_or(0);
+            self.next.insert(to, matched + 1);
+            self.send_entries(to, true, effects);
+        }
+    }
+
+    /// Phase 2a to one follower: up to `max_batch` consecutive slots from its `next`.
+    fn send_entries(&mut self, to: NodeId, even_if_empty: bool, effects: &mut Vec<MultiEffect<S>>) {
+        let Some(ballot) = self.ballot else { return };
+        let next = self.next.get(&to).copied().unwrap_or(self.last + 1).max(1);
+        let mut entries = Vec::new();
+        let mut slot = next;
+        while slot <= self.last && entries.len() < self.config.max_batch {
+            let Some(accepted) = self.log.get(&slot) else {
+                break;
+            };
+            entries.push(accepted.entry.clone());
+            slot += 1;
+        }
+        if entries.is_empty() && !even_if_empty {
+            return;
+        }
+        self.next.insert(to, slot);
+        let message = Message::Accept {
+            ballot,
+            prev: next - 1,
+            entries,
+            decided: self.decided,
+        };
+        Self::send(to, message, effects);
+    }
+
+    fn on_request(
+        &mut self,
+        id: RequestId,
+        entry: Entry<Cmd<S>, Qry<S>>,
+        effects: &mut Vec<MultiEffect<S>>,
+    ) {
+        let Some(ballot) = self.ballot.filter(|_| self.phase == Phase::Leader) else {
+            let leader = self.leader;
+            effects.push(Effect::Reply {
+                id,
+                response: Response::Failed(PaxosError::NotLeader { leader }),
+            });
+            return;
+        };
+        if self.pending.len() >= self.config.max_pending {
+            effects.push(Effect::Reply {
+                id,
+                response: Response::Failed(PaxosError::Overloaded),
+            });
+            return;
+        }
+        let slot = self.last + 1;
+        self.last = slot;
+        self.prefix = slot;
+        self.log.insert(
+            slot,
+            Accepted {
+                ballot,
+                entry: entry.clone(),
+            },
+        );
+        self.pending.insert(slot, id);
+        self.persist(
+            Write::Accept {
+                ballot,
+                first: slot,
+                entries: vec![entry],
+            },
+            effects,
+        );
+        for to in self.followers() {
+            if self.next.get(&to) == Some(&slot) {
+                self.send_entries(to, false, effects);
+            }
+        }
+    }
+
+    fn on_prepare(
+        &mut self,
+        env: &mut Env<'_>,
+        from: NodeId,
+        ballot: Ballot,
+        first_slot: Slot,
+        effects: &mut Vec<MultiEffect<S>>,
+    ) {
+        if ballot.node != from {
+            return;
+        }
+        if self.promise(env, ballot, effects) {
+            self.leader = None;
+            self.election_deadline = env.now.saturating_add(self.random_timeout(env.rng));
+            let accepted = self.accepted_from(first_slot.max(1));
+            Self::send(from, Message::Promise { ballot, accepted }, effects);
+        } else if let Some(promised) = self.promised {
+            Self::send(from, Message::Rejected { ballot, promised }, effects);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_accept(
+        &mut self,
+        env: &mut Env<'_>,
+        from: NodeId,
+        ballot: Ballot,
+        prev: Slot,
+        entries: Vec<Entry<Cmd<S>, Qry<S>>>,
+        leader_decided: Slot,
+        effects: &mut Vec<MultiEffect<S>>,
+    ) {
+        if ballot.node != from || self.ballot == Some(ballot) {
+            return;
+        }
+        if !self.promise(env, ballot, effects) {
+            if let Some(promised) = self.promised {
+                Self::send(from, Message::Rejected { ballot, promised }, effects);
+            }
+            return;
+        }
+        self.leader = Some(from);
+        self.election_deadline = env.now.saturating_add(self.random_timeout(env.rng));
+        let gap = prev > self.prefix;
+        if !gap && !entries.is_empty() {
+            let end = prev.saturating_add(entries.len() as u64);
+            // Skip what is already held at this ballot (a retransmission).
+            let skip = (prev + 1..=end)
+                .take_while(|slot| self.log.get(slot).is_some_and(|a| a.ballot == ballot))
+                .count();
+            let first = prev + 1 + skip as u64;
+            let fresh: Vec<_> = entries.into_iter().skip(skip).collect();
+            if !fresh.is_empty() {
+                for (slot, entry) in (first..).zip(&fresh) {
+                    self.log.insert(
+                        slot,
+                        Accepted {
+                            ballot,
+                            entry: entry.clone(),
+                        },
+                    );
+                }
+                self.persist(
+                    Write::Accept {
+                        ballot,
+                        first,
+                        entries: fresh,
+                    },
+                    effects,
+                );
+            }
+            self.prefix = self.prefix.max(end);
+        }
+        let learned = leader_decided.min(self.prefix);
+        self.advance_decided(learned, effects);
+        let prefix = self.prefix;
+        Self::send(
+            from,
+            Message::Accepted {
+                ballot,
+                prefix,
+                gap,
+            },
+            effects,
+        );
+    }
+
+    fn on_accepted(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        prefix: Slot,
+        gap: bool,
+        effects: &mut Vec<MultiEffect<S>>,
+    ) {
+        if self.phase != Phase::Leader || self.ballot != Some(ballot) {
+            return;
+        }
+        let Some(matched) = self.matched.get_mut(&from) else {
+            return;
+        };
+        let prefix = prefix.min(self.last);
+        *matched = (*matched).max(prefix);
+        if gap {
+            self.next.insert(from, prefix + 1);
+        }
+        self.send_entries(from, false, effects);
+        self.leader_advance(effects);
+    }
+
+    /// The leader's decided prefix: the highest slot a quorum holds durably at its ballot.
+    fn leader_advance(&mut self, effects: &mut Vec<MultiEffect<S>>) {
+        let mut matches: Vec<Slot> = self.matched.values().copied().collect();
+        matches.push(self.durable_match);
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        if let Some(&slot) = matches.get(self.quorum() - 1) {
+            self.advance_decided(slot.min(self.last), effects);
+        }
+    }
+
+    fn advance_decided(&mut self, slot: Slot, effects: &mut Vec<MultiEffect<S>>) {
+        if slot <= self.decided {
+            return;
+        }
+        // Every slot up to `slot` must be present; stop at a hole (defensive).
+        let mut reach = self.decided;
+        while reach < slot && self.log.contains_key(&(reach + 1)) {
+            reach += 1;
+        }
+        if reach > self.decided {
+            self.decided = reach;
+            self.persist(Write::Decided(reach), effects);
+        }
+    }
+
+    /// Applies decided entries in slot order, answering the requests waiting for them.
+    fn apply_decided(&mut self, effects: &mut Vec<MultiEffect<S>>) {
+        while self.applied < self.decided {
+            let slot = self.applied + 1;
+            let Some(accepted) = self.log.get(&slot) else {
+                break;
+            };
+            let output = match &accepted.entry {
+                Entry::Noop => None,
+                Entry::Command(command) => {
+                    effects.push(Effect::Apply {
+                        index: slot,
+                        command: command.clone(),
+                    });
+                    Some(self.state.apply(command))
+                }
+                Entry::Read(query) => Some(self.state.query(query)),
+            };
+            self.applied = slot;
+            if let Some(id) = self.pending.remove(&slot) {
+                if let Some(output) = output {
+                    effects.push(Effect::Reply {
+                        id,
+                        response: Response::Applied { slot, output },
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_persisted(&mut self, token: PersistToken, effects: &mut Vec<MultiEffect<S>>) {
+        while self
+            .unconfirmed
+            .front()
+            .is_some_and(|(next, _)| *next <= token)
+        {
+            let Some((_, write)) = self.unconfirmed.pop_front() else {
+                break;
+            };
+            if let Write::Accept {
+                ballot,
+                first,
+                entries,
+            } = &write
+            {
+                if self.phase == Phase::Leader && self.ballot == Some(*ballot) {
+                    let end = first.saturating_add(entries.len() as u64).saturating_sub(1);
+                    self.durable_match = self.durable_match.max(end);
+                }
+            }
+            self.durable.apply(&write);
+        }
+        if self.phase == Phase::Leader {
+            self.leader_advance(effects);
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        env: &mut Env<'_>,
+        from: NodeId,
+        message: Message<Cmd<S>, Qry<S>>,
+        effects: &mut Vec<MultiEffect<S>>,
+    ) {
+        if from == self.id || !self.members.contains(&from) {
+            return;
+        }
+        match message {
+            Message::Prepare { ballot, first_slot } => {
+                self.on_prepare(env, from, ballot, first_slot, effects);
+            }
+            Message::Promise { ballot, accepted } => {
+                if self.phase == Phase::Candidate && self.ballot == Some(ballot) {
+                    self.promises.insert(from, accepted);
+                    if self.promises.len() >= self.quorum() {
+                        self.become_leader(env, effects);
+                    }
+                }
+            }
+            Message::Accept {
+                ballot,
+                prev,
+                entries,
+                decided,
+            } => {
+                self.on_accept(env, from, ballot, prev, entries, decided, effects);
+            }
+            Message::Accepted {
+                ballot,
+                prefix,
+                gap,
+            } => {
+                self.on_accepted(from, ballot, prefix, gap, effects);
+            }
+            Message::Rejected { ballot, promised } => {
+                self.max_round = self.max_round.max(promised.round);
+                if self.phase != Phase::Follower && self.ballot == Some(ballot) && promised > ballot
+                {
+                    self.become_follower(env, effects);
+                }
+            }
+        }
+    }
+}
+
+impl<S: StateMachine + Default> Node for MultiPaxos<S> {
+    type Message = Message<Cmd<S>, Qry<S>>;
+    type Request = Request<Cmd<S>, Qry<S>>;
+    type Response = Response<S::Output>;
+    type Write = Write<Cmd<S>, Qry<S>>;
+    type Storage = Storage<Cmd<S>, Qry<S>>;
+    type Command = Cmd<S>;
+    type Config = Config;
+
+    fn restore(
+        id: NodeId,
+        members: &[NodeId],
+        config: &Config,
+        storage: &Self::Storage,
+        now: Time,
+        rng: &mut Rng,
+    ) -> Self {
+        let max_round = storage
+            .log
+            .values()
+            .map(|a| a.ballot.round)
+            .chain(storage.promised.map(|b| b.round))
+            .max()
+            .unwrap_or(0);
+        let mut node = MultiPaxos {
+            id,
+            members: members.to_vec(),
+            config: config.clone(),
+            promised: storage.promised,
+            log: storage.log.clone(),
+            decided: storage.decided,
+            applied: 0,
+            state: S::default(),
+            durable: storage.clone(),
+            unconfirmed: VecDeque::new(),
+            next_token: 0,
+            max_round,
+            phase: Phase::Follower,
+            leader: None,
+            prefix: storage.decided,
+            election_deadline: now,
+            ballot: None,
+            promises: BTreeMap::new(),
+            last: 0,
+            durable_match: 0,
+            matched: BTreeMap::new(),
+            next: BTreeMap::new(),
+            heartbeat_deadline: now,
+            pending: BTreeMap::new(),
+        };
+        node.election_deadline = now.saturating_add(node.random_timeout(rng));
+        node
+    }
+
+    fn apply_write(storage: &mut Self::Storage, write: &Self::Write) {
+        storage.apply(write);
+    }
+
+    fn is_barrier(write: &Self::Write) -> bool {
+        !matches!(write, Write::Decided(_))
+    }
+
+    fn step(
+        &mut self,
+        env: &mut Env<'_>,
+        input: Input<Self::Message, Self::Request>,
+        effects: &mut Vec<MultiEffect<S>>,
+    ) {
+        match input {
+            Input::Message { from, message } => self.on_message(env, from, message, effects),
+            Input::Tick => {
+                if self.phase == Phase::Leader {
+                    if env.now >= self.heartbeat_deadline {
+                        self.heartbeat(env, effects);
+                    }
+                } else if env.now >= self.election_deadline {
+                    self.start_election(env, effects);
+                }
+            }
+            Input::Request { id, request } => {
+                let entry = match request {
+                    Request::Propose(command) => Entry::Command(command),
+                    Request::Read(query) => Entry::Read(query),
+                };
+                self.on_request(id, entry, effects);
+            }
+            Input::Persisted { token } => self.on_persisted(token, effects),
+        }
+        self.apply_decided(effects);
+    }
+
+    fn next_deadline(&self) -> Option<Time> {
+        Some(if self.phase == Phase::Leader {
+            self.heartbeat_deadline
+        } else {
+            self.election_deadline
+        })
+    }
+
+    fn status(&self) -> NodeStatus {
+        let peers = if self.phase == Phase::Leader {
+            self.followers()
+                .into_iter()
+                .map(|id| PeerProgress {
+                    id,
+                    match_index: self.matched.get(&id).copied().unwrap_or(0),
+                    next_index: self.next.get(&id).copied().unwrap_or(0),
+                    voter: true,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        NodeStatus {
+            id: self.id,
+            role: match self.phase {
+                Phase::Leader => Role::Leader,
+                Phase::Candidate => Role::Candidate,
+                Phase::Follower => Role::Follower,
+            },
+            leader: self.leader,
+            term: self.ballot().map_or(0, |b| b.round),
+            log_length: self.log.keys().next_back().copied().unwrap_or(0),
+            commit_index: self.decided,
+            applied_index: self.applied,
+            peers,
+        }
+    }
+
+    fn check_invariants(&self) -> Result<(), Violation> {
+        let fail = |detail: String| Err(Violation::on_node("multi-paxos-state", self.id, detail));
+        if self.applied > self.decided {
+            return fail(format!(
+                "applied {} above decided {}",
+                self.applied, self.decided
+            ));
+        }
+        if self.decided > 0 && !self.log.contains_key(&self.decided) {
+            return fail(format!(
+                "decided slot {} missing from the log",
+                self.decided
+            ));
+        }
+        if self.durable.promised > self.promised {
+            return fail("durable promise above the promise in memory".into());
+        }
+        if self.phase != Phase::Follower && self.ballot != self.promised {
+            return fail(format!(
+                "own ballot {:?} is not the promise {:?}",
+                self.ballot, self.promised
+            ));
+        }
+        if self.phase == Phase::Leader && self.decided > self.last {
+            return fail(format!(
+                "leader decided {} beyond its last slot {}",
+                self.decided, self.last
+            ));
+        }
+        Ok(())
+    }
+
+    fn id(&self) -> NodeId {
+        self.id
+    }
+
+    fn election_timeout(config: &Config) -> Duration {
+        config.election_timeout.saturating_mul(2)
+    }
+
+    fn state_digest(&self) -> Option<u64> {
+        Some(concord_core::digest(&self.state.snapshot()))
+    }
+}

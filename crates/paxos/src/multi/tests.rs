@@ -1,0 +1,273 @@
+//! Multi-Paxos scenarios: election, streaming, hole filling, durability, faults.
+
+use concord_core::{Input, KvOperation, KvOutcome, KvService, KvStateMachine, Node, Role};
+
+use super::{invariants, Config, Entry, Message, MultiPaxos, Request, Response};
+use crate::testing::Harness;
+use crate::Ballot;
+
+type Kv = MultiPaxos<KvStateMachine>;
+
+fn cluster(size: u64, seed: u64) -> Harness<Kv> {
+    Harness::new(
+        size,
+        Config::default(),
+        seed,
+        invariants::<KvStateMachine>(),
+    )
+}
+
+fn write(key: &str, value: i64) -> KvOperation {
+    KvOperation::Write {
+        key: key.into(),
+        value,
+    }
+}
+
+fn leader(harness: &Harness<Kv>) -> Option<u64> {
+    harness
+        .nodes
+        .iter()
+        .flatten()
+        .find(|n| n.is_leader())
+        .map(Node::id)
+}
+
+fn elect(harness: &mut Harness<Kv>) -> u64 {
+    assert!(harness.run_random(100_000, |h| leader(h).is_some_and(|l| {
+        h.network.is_empty() && h.node(l).status().role == Role::Leader
+    })));
+    leader(harness).unwrap()
+}
+
+#[test]
+fn a_leader_is_elected_and_commands_apply_in_slot_order_everywhere() {
+    let mut harness = cluster(3, 1);
+    let chief = elect(&mut harness);
+    for i in 0..20 {
+        harness.request(chief, i, Request::Propose(write("x", i as i64)));
+    }
+    let all_applied = |h: &Harness<Kv>| h.applied.iter().all(|a| a.len() == 20);
+    assert!(harness.run_random(100_000, all_applied));
+    for applied in &harness.applied {
+        let values: Vec<_> = applied.iter().map(|(_, c)| c.clone()).collect();
+        assert_eq!(values, (0..20).map(|i| write("x", i)).collect::<Vec<_>>());
+        assert!(applied.windows(2).all(|w| w[0].0 < w[1].0), "slot order");
+    }
+    assert!(harness.run_random(100_000, |h| h.replies.len() == 20));
+    let status = harness.node(chief).status();
+    assert_eq!(status.role, Role::Leader);
+    assert_eq!(status.leader, Some(chief));
+    assert!(status.commit_index >= 20);
+    assert_eq!(status.peers.len(), 2);
+}
+
+#[test]
+fn reads_go_through_the_log() {
+    let mut harness = cluster(3, 2);
+    let chief = elect(&mut harness);
+    harness.request(chief, 1, Request::Propose(write("k", 5)));
+    harness.request(
+        chief,
+        2,
+        Request::Read(KvOperation::Read { key: "k".into() }),
+    );
+    assert!(harness.run_random(100_000, |h| h.replies.len() == 2));
+    let (_, _, response) = &harness.replies[1];
+    assert_eq!(
+        Kv::kv_outcome(response),
+        KvOutcome::Ok(concord_core::KvResult::Read(Some(
+            concord_core::Value::Int(5)
+        )))
+    );
+}
+
+#[test]
+fn a_follower_asks_to_go_to_the_leader() {
+    let mut harness = cluster(3, 3);
+    let chief = elect(&mut harness);
+    let other = (chief + 1) % 3;
+    harness.confirm(other);
+    harness.request(other, 9, Request::Propose(write("x", 1)));
+    harness.confirm(other);
+    let reply = harness.replies.iter().find(|(_, id, _)| *id == 9).unwrap();
+    assert_eq!(
+        Kv::kv_outcome(&reply.2),
+        KvOutcome::NotLeader {
+            leader: Some(chief)
+        }
+    );
+}
+
+/// A follower persists accepted entries before it acknowledges them.
+#[test]
+fn followers_persist_accepted_entries_before_acknowledging() {
+    let mut harness = cluster(3, 4);
+    let ballot = Ballot::new(1, 0);
+    harness.step(
+        1,
+        Input::Message {
+            from: 0,
+            message: Message::Accept {
+                ballot,
+                prev: 0,
+                entries: vec![Entry::Command(write("a", 1))],
+                decided: 0,
+            },
+        },
+    );
+    assert!(
+        harness.network.is_empty(),
+        "the acknowledgement waits for the write"
+    );
+    harness.confirm(1);
+    assert_eq!(
+        harness.network[0].message,
+        Message::Accepted {
+            ballot,
+            prefix: 1,
+            gap: false
+        }
+    );
+    assert_eq!(harness.storage[1].log.len(), 1);
+}
+
+/// PMMC: a new leader adopts the highest-ballot value of every slot and fills holes with no-ops.
+#[test]
+fn a_new_leader_adopts_accepted_values_and_fills_holes_with_noops() {
+    let mut harness = cluster(3, 5);
+    // Node 0 campaigns; node 1 reports slot 2 accepted at an old ballot and nothing at slot 1,
+    // and node 0 itself accepted slot 2 at an even older ballot.
+    harness.step(
+        0,
+        Input::Message {
+            from: 2,
+            message: Message::Accept {
+                ballot: Ballot::new(1, 2),
+                prev: 0,
+                entries: vec![
+                    Entry::Command(write("y", 1)),
+                    Entry::Command(write("old", 0)),
+                ],
+                decided: 0,
+            },
+        },
+    );
+    harness.confirm(0);
+    harness.network.clear();
+    harness.now = harness.node(0).next_deadline().unwrap();
+    harness.step(0, Input::Tick);
+    let ballot = harness.node(0).ballot().unwrap();
+    let newer = super::Accepted {
+        ballot: Ballot::new(2, 1),
+        entry: Entry::Command(write("z", 9)),
+    };
+    let later = super::Accepted {
+        ballot: Ballot::new(2, 1),
+        entry: Entry::Command(write("w", 3)),
+    };
+    harness.step(
+        0,
+        Input::Message {
+            from: 1,
+            message: Message::Promise {
+                ballot,
+                accepted: vec![(2, newer), (4, later)],
+            },
+        },
+    );
+    let node = harness.node(0);
+    assert!(node.is_leader());
+    assert_eq!(node.entry(1).unwrap().entry, Entry::Command(write("y", 1)));
+    assert_eq!(node.entry(2).unwrap().entry, Entry::Command(write("z", 9)));
+    assert_eq!(node.entry(3).unwrap().entry, Entry::Noop);
+    assert_eq!(node.entry(4).unwrap().entry, Entry::Command(write("w", 3)));
+    assert!((1..=4).all(|slot| node.entry(slot).unwrap().ballot == ballot));
+}
+
+/// Random delivery order, message loss, crashes and restarts: the invariants hold after every
+/// step and the cluster keeps making progress.
+#[test]
+fn random_faults_keep_every_invariant() {
+    for seed in 0..12 {
+        let mut harness = cluster(5, seed);
+        harness.loss_per_mille = 30;
+        let mut request = 0;
+        for round in 0..30u64 {
+            if let Some(chief) = leader(&harness) {
+                for _ in 0..3 {
+                    request += 1;
+                    harness.request(chief, request, Request::Propose(write("k", request as i64)));
+                }
+            }
+            if round % 7 == 3 {
+                let victim = round % 5;
+                harness.crash(victim);
+                harness.run_random(300, |_| false);
+                harness.restart(victim);
+            }
+            harness.run_random(500, |_| false);
+        }
+        harness.loss_per_mille = 0;
+        let progressed =
+            |h: &Harness<Kv>| h.nodes.iter().flatten().filter(|n| n.decided() > 0).count() >= 3;
+        assert!(
+            harness.run_random(200_000, progressed),
+            "seed {seed}: no progress"
+        );
+    }
+}
+
+#[test]
+fn malformed_messages_do_not_panic() {
+    let mut harness = cluster(3, 6);
+    let huge = Ballot::new(u64::MAX, 1);
+    let odd = vec![
+        Message::Accept {
+            ballot: huge,
+            prev: u64::MAX,
+            entries: vec![Entry::Noop],
+            decided: u64::MAX,
+        },
+        Message::Accept {
+            ballot: Ballot::new(3, 2),
+            prev: 0,
+            entries: vec![],
+            decided: u64::MAX,
+        },
+        Message::Prepare {
+            ballot: Ballot::new(5, 7),
+            first_slot: u64::MAX,
+        },
+        Message::Accepted {
+            ballot: huge,
+            prefix: u64::MAX,
+            gap: true,
+        },
+        Message::Promise {
+            ballot: huge,
+            accepted: vec![],
+        },
+        Message::Rejected {
+            ballot: huge,
+            promised: Ballot::default(),
+        },
+    ];
+    for message in odd {
+        for from in [1, 2, 9] {
+            harness.step(
+                0,
+                Input::Message {
+                    from,
+                    message: message.clone(),
+                },
+            );
+        }
+    }
+    harness.request(0, 1, Request::Propose(write("x", 1)));
+    harness.confirm(0);
+    assert!(matches!(
+        harness.replies.last(),
+        Some((0, 1, Response::Failed(_)))
+    ));
+}

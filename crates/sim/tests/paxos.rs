@@ -1,0 +1,54 @@
+//! Multi-Paxos in the simulator: a 5-node `MultiPaxos<KvStateMachine>` cluster under the
+//! simulator's key-value workload and faults, with the Paxos safety checkers run after every
+//! step and every client history checked for linearizability.
+
+use concord_check::{check_linearizability, RegisterModel, Verdict};
+use concord_core::time::SECOND;
+use concord_core::KvStateMachine;
+use concord_paxos::multi::{invariants, Config, MultiPaxos};
+use concord_sim::{run_protocol, FaultSelection, SimOptions};
+
+type Paxos = MultiPaxos<KvStateMachine>;
+
+fn check_seed(seed: u64, faults: FaultSelection) {
+    let options = SimOptions {
+        seed,
+        duration: 8 * SECOND,
+        ops: 100,
+        faults,
+        ..SimOptions::default()
+    };
+    let report =
+        run_protocol::<Paxos>(&options, Config::default(), invariants::<KvStateMachine>()).unwrap();
+    if let Some(failure) = &report.failure {
+        panic!(
+            "seed {seed}: invariant '{}' violated at step {}: {}",
+            failure.invariant, failure.step, failure.detail
+        );
+    }
+    let verdict = check_linearizability(&report.history, &RegisterModel, None).unwrap();
+    assert!(
+        verdict.verdict == Verdict::Linearizable,
+        "seed {seed}: history not linearizable: {:?}",
+        verdict.verdict
+    );
+    assert!(report.converged, "seed {seed} did not converge");
+    assert!(
+        report.history_summary.ok > 0,
+        "seed {seed}: no operation succeeded"
+    );
+}
+
+#[test]
+fn multi_paxos_without_faults_is_safe_and_linearizable() {
+    for seed in 0..5 {
+        check_seed(seed, FaultSelection::None);
+    }
+}
+
+#[test]
+fn multi_paxos_with_all_faults_is_safe_and_linearizable() {
+    for seed in 0..100 {
+        check_seed(seed, FaultSelection::All);
+    }
+}
