@@ -10,11 +10,13 @@
 //! log by the real runtime. See `docs/architecture.md`.
 #![deny(missing_docs)]
 
+pub mod agreement;
 pub mod kv;
 pub mod node;
 pub mod status;
 pub mod time;
 
+pub use agreement::StateMachineSafety;
 pub use kv::{KvCommand, KvOperation, KvOutcome, KvResult, KvStateMachine, StateMachine, Value};
 pub use node::{
     digest, ClusterInvariant, Effect, EffectOf, Env, Input, KvService, Node, NodeId, PersistToken,

@@ -13,7 +13,7 @@
 
 use std::fmt::Debug;
 
-use concord_core::{ClusterInvariant, Effect, EffectOf, NodeId, StateMachine, Violation};
+use concord_core::{ClusterInvariant, EffectOf, NodeId, StateMachine, Violation};
 
 use super::{Entry, MultiPaxos, Slot};
 
@@ -25,7 +25,7 @@ where
     vec![
         Box::new(OneValuePerSlot::<S::Command>::default()),
         Box::new(DecidedPrefixGrows::default()),
-        Box::new(StateMachineSafety::<S::Command>::default()),
+        Box::new(StateMachineSafety::<MultiPaxos<S>>::default()),
     ]
 }
 
@@ -159,57 +159,6 @@ impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for DecidedPrefi
     }
 }
 
-/// The command applied at every slot so far.
-#[derive(Debug)]
-pub struct StateMachineSafety<C> {
-    applied: Vec<Option<C>>,
-}
-
-impl<C> Default for StateMachineSafety<C> {
-    fn default() -> Self {
-        StateMachineSafety {
-            applied: Vec::new(),
-        }
-    }
-}
-
-impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for StateMachineSafety<S::Command> {
-    fn name(&self) -> &'static str {
-        "state-machine-safety"
-    }
-
-    fn check(
-        &mut self,
-        _nodes: &[Option<&MultiPaxos<S>>],
-        stepped: NodeId,
-        effects: &[EffectOf<MultiPaxos<S>>],
-    ) -> Result<(), Violation> {
-        for effect in effects {
-            let Effect::Apply {
-                index: slot,
-                command,
-            } = effect
-            else {
-                continue;
-            };
-            let Some(position) = slot.checked_sub(1).and_then(|s| usize::try_from(s).ok()) else {
-                continue;
-            };
-            if self.applied.len() <= position {
-                self.applied.resize(position + 1, None);
-            }
-            match &self.applied[position] {
-                None => self.applied[position] = Some(command.clone()),
-                Some(known) if known != command => {
-                    return Err(Violation::on_node(
-                        "state-machine-safety",
-                        stepped,
-                        format!("applied {command:?} at slot {slot}, where {known:?} was applied"),
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
-        Ok(())
-    }
-}
+/// No two nodes apply different commands at one slot: the protocol-independent checker of
+/// `concord-core`, which reads only `Apply` effects.
+pub use concord_core::StateMachineSafety;

@@ -34,7 +34,7 @@ where
         Box::new(LeaderAppendOnly::default()),
         Box::new(LogMatching::<S::Command>::default()),
         Box::new(LeaderCompleteness::default()),
-        Box::new(StateMachineSafety::<S::Command>::default()),
+        Box::new(StateMachineSafety::<RaftNode<S>>::default()),
         Box::new(MonotonicProgress::default()),
         Box::new(CommittedDurable::default()),
     ]
