@@ -255,11 +255,12 @@ impl Shared {
         request: &Request<T>,
         leader: Option<u64>,
     ) -> Result<Route, Status> {
-        self.check_member().await?;
         let Some(leader) = leader else {
+            self.check_member().await?;
             return Err(Status::unavailable("etcdserver: no leader"));
         };
         if leader == self.config.id {
+            self.check_member().await?;
             return Ok(Route::Local);
         }
         if request.metadata().get(FORWARDED).is_some() {
@@ -267,19 +268,26 @@ impl Shared {
                 "etcdserver: leader changed while the request was forwarded",
             ));
         }
-        // A new leader publishes its client URL right after its election: wait for it a
-        // little rather than fail the request.
+        // One visit to the node task answers both questions: is this node still a member, and
+        // where does the leader take client requests? A new leader publishes its client URL
+        // right after its election: wait for it a little rather than fail the request.
+        let id = self.config.id;
         let deadline = Instant::now() + self.config.election_timeout;
         let url = loop {
-            let url = self
-                .with_store(move |store| {
-                    store
+            let (member, applied, url) = self
+                .handle
+                .inspect(move |node: &DbNode| {
+                    let url = node
+                        .state_machine()
                         .members()
                         .into_iter()
                         .find(|m| m.id == leader)
-                        .and_then(|m| m.client_urls.into_iter().next())
+                        .and_then(|m| m.client_urls.into_iter().next());
+                    (is_member(node, id), node.applied_index(), url)
                 })
-                .await?;
+                .await
+                .map_err(host_status)?;
+            membership_status(member, applied)?;
             if url.is_some() || Instant::now() >= deadline {
                 break url;
             }
