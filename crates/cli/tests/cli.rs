@@ -220,11 +220,11 @@ fn assert_clear_error(args: &[&str], needle: &str) {
 fn bad_input_gets_a_one_line_error() {
     assert_clear_error(
         &["sim", "--algorithm", "zab"],
-        "unknown algorithm 'zab'; supported: raft",
+        "unknown algorithm 'zab'; supported: raft, paxos",
     );
     assert_clear_error(
-        &["sim", "--algorithm", "paxos"],
-        "not supported yet; supported: raft",
+        &["sim", "--algorithm", "pbft"],
+        "not supported yet; supported: raft, paxos",
     );
     assert_clear_error(&["sim", "--nodes", "0"], "at least one node");
     assert_clear_error(&["sim", "--partition", "0,9"], "node 9");

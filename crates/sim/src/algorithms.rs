@@ -8,10 +8,10 @@ use crate::workload::WorkloadConfig;
 use crate::SimConfig;
 
 /// Algorithms that can be simulated.
-pub(crate) const SUPPORTED: &[&str] = &["raft"];
+pub(crate) const SUPPORTED: &[&str] = &["raft", "paxos"];
 
 /// Algorithms Concord plans but does not implement yet.
-const PLANNED: &[&str] = &["paxos", "multi-paxos", "pbft"];
+const PLANNED: &[&str] = &["pbft"];
 
 /// Checks that `name` is an algorithm that can be simulated.
 pub(crate) fn check(name: &str) -> Result<(), ToolkitError> {
@@ -63,6 +63,39 @@ mod raft {
     }
 }
 
+mod paxos {
+    use concord_core::KvStateMachine;
+    use concord_paxos::multi::MultiPaxos;
+
+    use super::*;
+    use crate::toolkit::SimCluster;
+
+    /// `paxos` is Multi-Paxos with a stable leader (`concord_paxos::multi`).
+    pub(super) type Paxos = MultiPaxos<KvStateMachine>;
+
+    pub(super) fn cluster(
+        config: SimConfig,
+        workload: WorkloadConfig,
+    ) -> Result<Box<dyn Cluster>, ToolkitError> {
+        let cluster = SimCluster::<Paxos>::new(
+            "paxos",
+            config,
+            concord_paxos::multi::Config::default(),
+            workload,
+            concord_paxos::multi::invariants::<KvStateMachine>(),
+        )?;
+        Ok(Box::new(cluster))
+    }
+
+    pub(super) fn run(options: &SimOptions) -> Result<RunReport, SimError> {
+        crate::runner::run_protocol::<Paxos>(
+            options,
+            concord_paxos::multi::Config::default(),
+            concord_paxos::multi::invariants::<KvStateMachine>(),
+        )
+    }
+}
+
 /// Builds a cluster of `name`.
 pub(crate) fn cluster(
     name: &str,
@@ -72,6 +105,7 @@ pub(crate) fn cluster(
     check(name)?;
     match name {
         "raft" => raft::cluster(config, workload),
+        "paxos" => paxos::cluster(config, workload),
         _ => Err(ToolkitError::NotSupportedYet {
             name: name.to_string(),
             supported: SUPPORTED.join(", "),
@@ -84,6 +118,7 @@ pub(crate) fn run(options: &SimOptions) -> Result<RunReport, SimError> {
     check(&options.algorithm)?;
     match options.algorithm.as_str() {
         "raft" => raft::run(options),
+        "paxos" => paxos::run(options),
         name => Err(ToolkitError::NotSupportedYet {
             name: name.to_string(),
             supported: SUPPORTED.join(", "),

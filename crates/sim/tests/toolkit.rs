@@ -30,16 +30,12 @@ fn unsupported_and_unknown_algorithms_are_clear_errors() {
     let options = ClusterOptions::default();
     let error = |name: &str, nodes| create_cluster(name, nodes, 1, &options).err().unwrap();
     assert_eq!(
-        error("paxos", 3).to_string(),
-        "algorithm 'paxos' is not supported yet; supported: raft"
-    );
-    assert_eq!(
         error("pbft", 4).to_string(),
-        "algorithm 'pbft' is not supported yet; supported: raft"
+        "algorithm 'pbft' is not supported yet; supported: raft, paxos"
     );
     assert_eq!(
         error("x", 3).to_string(),
-        "unknown algorithm 'x'; supported: raft"
+        "unknown algorithm 'x'; supported: raft, paxos"
     );
     assert_eq!(error("raft", 0), ToolkitError::NoNodes);
     assert!(matches!(

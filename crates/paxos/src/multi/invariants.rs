@@ -115,10 +115,19 @@ impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for OneValuePerS
     }
 }
 
-/// Each node's decided prefix as last seen, and whether it was up.
+/// Each node's decided prefix and durable decided prefix as last seen, with its incarnation.
 #[derive(Debug, Default)]
 pub struct DecidedPrefixGrows {
-    seen: Vec<Option<(Slot, Slot)>>,
+    seen: Vec<Option<Seen>>,
+}
+
+/// What [`DecidedPrefixGrows`] last saw of one node.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    decided: Slot,
+    durable: Slot,
+    /// `None` while the node is down.
+    incarnation: Option<u64>,
 }
 
 impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for DecidedPrefixGrows {
@@ -137,19 +146,35 @@ impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for DecidedPrefi
         }
         for (at, node) in nodes.iter().enumerate() {
             let Some(node) = node else {
-                // Down: only the durable prefix must survive.
-                if let Some((_, durable)) = self.seen[at] {
-                    self.seen[at] = Some((durable, durable));
+                if let Some(seen) = &mut self.seen[at] {
+                    seen.incarnation = None;
                 }
                 continue;
             };
-            let now = (node.decided(), node.durable().decided);
-            if let Some((before, _)) = self.seen[at] {
-                if now.0 < before {
+            let now = Seen {
+                decided: node.decided(),
+                durable: node.durable().decided,
+                incarnation: Some(node.incarnation()),
+            };
+            if let Some(before) = self.seen[at] {
+                // While up, the decided prefix never shrinks; across a crash (seen or not: a
+                // crash and restart may fall between two checks) only what was durable must
+                // survive.
+                let restarted = before.incarnation != now.incarnation;
+                let floor = if restarted {
+                    before.durable
+                } else {
+                    before.decided
+                };
+                if now.decided < floor {
                     return Err(Violation::on_node(
                         "decided-prefix-grows",
                         NodeId::try_from(at).unwrap_or(stepped),
-                        format!("decided prefix fell from {before} to {}", now.0),
+                        format!(
+                            "decided prefix fell from {floor} to {}{}",
+                            now.decided,
+                            if restarted { " across a restart" } else { "" }
+                        ),
                     ));
                 }
             }

@@ -52,6 +52,8 @@ pub struct MultiPaxos<S: StateMachine> {
     applied: Slot,
     state: S,
     durable: Storage<Cmd<S>, Qry<S>>,
+    /// A random number drawn when this incarnation started: differs across restarts.
+    incarnation: u64,
     unconfirmed: VecDeque<(PersistToken, LogWrite<S>)>,
     next_token: PersistToken,
     max_round: u64,
@@ -91,6 +93,12 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
     /// The durable state: what a crash would leave.
     pub fn durable(&self) -> &Storage<Cmd<S>, Qry<S>> {
         &self.durable
+    }
+
+    /// A random number drawn when this incarnation started: differs across restarts (even at
+    /// the same instant), so checkers can tell a restart from a step.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// Whether this node leads.
@@ -615,6 +623,7 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             applied: 0,
             state: S::default(),
             durable: storage.clone(),
+            incarnation: rand::Rng::gen(rng),
             unconfirmed: VecDeque::new(),
             next_token: 0,
             max_round,
