@@ -46,9 +46,10 @@ fn multi_paxos_without_faults_is_safe_and_linearizable() {
     }
 }
 
+/// 500 seeds, every fault the simulator injects (larger sweeps: `concord sweep --algorithm paxos`).
 #[test]
 fn multi_paxos_with_all_faults_is_safe_and_linearizable() {
-    for seed in 0..100 {
+    for seed in 0..500 {
         check_seed(seed, FaultSelection::All);
     }
 }
