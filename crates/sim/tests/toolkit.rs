@@ -325,3 +325,36 @@ fn a_broken_cluster_invariant_stops_the_run_and_names_the_replay() {
         .iter()
         .all(|op| op.time <= failure.time));
 }
+
+/// The seed's toolkit with `paxos` (Multi-Paxos): create a cluster by name, see its health, cut
+/// off a minority with the leader, and observe that only the majority side elects a leader and
+/// serves requests.
+#[test]
+fn a_paxos_cluster_is_created_by_name_and_its_majority_serves_through_a_partition() {
+    let options = ClusterOptions::default();
+    let mut cluster = create_cluster("paxos", 5, 11, &options).unwrap();
+    cluster.run_for(3 * SECOND).unwrap();
+    let health = cluster.health();
+    let leader = health.leader.expect("a leader after three seconds");
+    assert_eq!(health.nodes_up, 5);
+    assert_eq!(health.followers.len(), 4);
+    let minority: Vec<u64> = std::iter::once(leader)
+        .chain((0..5).filter(|&n| n != leader).take(1))
+        .collect();
+    cluster.isolate(&minority).unwrap();
+    let effects = cluster.observe(10 * SECOND).unwrap();
+    let (cut, rest) = (&effects.sides[0], &effects.sides[1]);
+    assert_eq!(cut.nodes.len(), 2);
+    assert_eq!(rest.nodes.len(), 3);
+    assert_eq!(
+        cut.requests_ok, 0,
+        "the minority serves nothing: {effects:?}"
+    );
+    assert!(rest.leader_elected, "the majority elects: {effects:?}");
+    assert!(rest.log_replicated && rest.requests_ok > 0, "{effects:?}");
+    cluster.heal();
+    cluster.run_for(5 * SECOND).unwrap();
+    let health = cluster.health();
+    assert!(health.leader.is_some());
+    assert_eq!(health.nodes_up, 5);
+}
