@@ -299,22 +299,15 @@ fn lost_updates(parsed: &Transactions, findings: &mut Vec<Finding>) {
             }
         }
     }
-    for ((key, version), txns) in readers {
-        if txns.len() < 2 {
-            continue;
-        }
-        let names: Vec<String> = txns.iter().map(|&t| label(parsed, t)).collect();
-        findings.push(Finding {
-            name: AnomalyName::LostUpdate,
-            explanation: format!(
-                "{} all read {} at version {} and then appended to it",
-                names.join(", "),
-                parsed.keys[key as usize],
-                version.map_or("init".to_string(), Value::to_string)
-            ),
-            txns,
-        });
-    }
+    crate::txn::lost_updates(
+        parsed,
+        readers,
+        |key, version| {
+            let version = version.map_or("init".to_string(), Value::to_string);
+            format!("read {key} at version {version} and then appended to it")
+        },
+        findings,
+    );
 }
 
 fn op_key(op: &MicroOp) -> KeyId {

@@ -178,6 +178,32 @@ pub(crate) struct Inference {
     pub findings: Vec<Finding>,
 }
 
+/// Lost updates: two or more committed transactions read the same version of a key and then
+/// wrote the key. `readers` groups them by (key, version read: `None` for the initial state);
+/// `what` words the finding from the key's name and the version.
+pub(crate) fn lost_updates(
+    parsed: &Transactions,
+    readers: BTreeMap<(transaction::KeyId, Option<&Value>), Vec<TxnId>>,
+    what: impl Fn(&str, Option<&Value>) -> String,
+    findings: &mut Vec<Finding>,
+) {
+    for ((key, version), txns) in readers {
+        if txns.len() < 2 {
+            continue;
+        }
+        let names: Vec<String> = txns.iter().map(|&t| label(parsed, t)).collect();
+        findings.push(Finding {
+            name: AnomalyName::LostUpdate,
+            explanation: format!(
+                "{} all {}",
+                names.join(", "),
+                what(&parsed.keys[key as usize].to_string(), version)
+            ),
+            txns,
+        });
+    }
+}
+
 /// `T` and the 1-based position of the transaction's invocation.
 pub(crate) fn label(parsed: &Transactions, txn: TxnId) -> String {
     format!("T{}", parsed.txns[txn as usize].index + 1)

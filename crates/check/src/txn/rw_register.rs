@@ -199,22 +199,12 @@ fn lost_updates(parsed: &Transactions, externals: &[External], findings: &mut Ve
             }
         }
     }
-    for ((key, value), txns) in readers {
-        if txns.len() < 2 {
-            continue;
-        }
-        let names: Vec<String> = txns.iter().map(|&t| label(parsed, t)).collect();
-        findings.push(Finding {
-            name: AnomalyName::LostUpdate,
-            explanation: format!(
-                "{} all read {} = {} and then wrote it",
-                names.join(", "),
-                parsed.keys[key as usize],
-                shown(value)
-            ),
-            txns,
-        });
-    }
+    crate::txn::lost_updates(
+        parsed,
+        readers,
+        |key, value| format!("read {key} = {} and then wrote it", shown(value)),
+        findings,
+    );
 }
 
 fn version(value: Option<&Value>) -> Version {
