@@ -347,6 +347,11 @@ impl<N: HostedNode> NodeHandle<N> {
         self.status.borrow().clone()
     }
 
+    /// Reads the node's status as of its last step without copying it (per-request paths).
+    pub fn with_status<T>(&self, f: impl FnOnce(&NodeStatus) -> T) -> T {
+        f(&self.status.borrow())
+    }
+
     /// A receiver of the node's status, updated after every step that changes it.
     pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
         self.status.clone()

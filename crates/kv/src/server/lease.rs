@@ -32,8 +32,9 @@ const LESSOR_TICK: Duration = Duration::from_millis(100);
 pub(crate) struct LeaseService(pub(crate) Arc<Shared>);
 
 fn is_leader(shared: &Shared) -> bool {
-    let status = shared.handle.status();
-    status.role == Role::Leader && status.leader == Some(shared.config.id)
+    shared.handle.with_status(|status| {
+        status.role == Role::Leader && status.leader == Some(shared.config.id)
+    })
 }
 
 /// Keeps the leader's lessor in step with the replicated lease table and revokes expired
@@ -102,7 +103,7 @@ impl LeaseService {
             return Ok(Route::Local);
         }
         shared
-            .route_to_leader(request, shared.handle.status().leader)
+            .route_to_leader(request, shared.handle.with_status(|status| status.leader))
             .await
     }
 
@@ -314,7 +315,7 @@ impl LeaseService {
         }
         let probe = Request::new(());
         let Route::Leader(channel) = shared
-            .route_to_leader(&probe, shared.handle.status().leader)
+            .route_to_leader(&probe, shared.handle.with_status(|status| status.leader))
             .await?
         else {
             return Err(Status::unavailable("etcdserver: leader changed"));

@@ -166,7 +166,7 @@ impl Shared {
         HeaderInfo {
             cluster_id: self.cluster_id,
             member_id: self.config.id,
-            raft_term: self.handle.status().term,
+            raft_term: self.handle.with_status(|status| status.term),
         }
     }
 
