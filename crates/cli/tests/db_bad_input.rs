@@ -362,6 +362,9 @@ fn raw_tcp(address: &str, bytes: &[u8]) -> Vec<u8> {
     answer
 }
 
+/// The peer protocol version the nodes speak (`concord_runtime::PROTOCOL_VERSION`).
+const PEER_VERSION: u32 = 2;
+
 /// A peer handshake: magic, protocol version, cluster id and sender id.
 fn hello(version: u32, cluster_id: u64, sender: u64) -> Vec<u8> {
     let mut hello = b"CNCDPEER".to_vec();
@@ -405,14 +408,14 @@ fn garbage_on_the_client_and_peer_ports_is_refused() {
             "version"
         );
         assert_eq!(
-            raw_tcp(&node.peer, &hello(1, cluster_id ^ 1, 1)),
+            raw_tcp(&node.peer, &hello(PEER_VERSION, cluster_id ^ 1, 1)),
             [3],
             "other cluster"
         );
         // A handshake cut short.
         assert_eq!(raw_tcp(&node.peer, b"CNCDPE"), Vec::<u8>::new());
         // A valid handshake, then frames that decode to nothing: dropped.
-        let mut frames = hello(1, cluster_id, 99);
+        let mut frames = hello(PEER_VERSION, cluster_id, 99);
         for len in [1usize, 7, 100, 4000] {
             frames.extend(u32::try_from(len).unwrap().to_le_bytes());
             frames.extend(&noise[..len]);
@@ -431,7 +434,7 @@ fn garbage_on_the_client_and_peer_ports_is_refused() {
     assert_serving(&cluster, "garbage");
     let logs = cluster.logs();
     assert!(logs.contains("rejected a peer connection: not a Concord peer (bad magic)"));
-    assert!(logs.contains("dropping an undecodable message"));
+    assert!(logs.contains("dropping an undecodable frame"));
 }
 
 #[test]

@@ -15,6 +15,11 @@
 //! A WAL failure (corruption at start, a failed write or fsync later) stops the host with the
 //! error; it never retries and continues.
 //!
+//! Peer frames carry the node's messages, and also client requests one host forwards to another
+//! ([`NodeHandle::forward`], e.g. a follower's proposal to its leader) with their answers: the
+//! receiving host submits a forwarded request to its node like a local one and sends the reply
+//! back over the transport.
+//!
 //! Log records are `Record::Base(Storage)` (first, after a compaction) or `Record::Write(Write)`;
 //! on start the host replays them through `Node::apply_write` and calls `Node::restore`.
 
@@ -44,8 +49,8 @@ use crate::wal::{Wal, WalError, WalOptions};
 pub trait HostedNode:
     Node<
         Message: Serialize + DeserializeOwned + Send + 'static,
-        Request: Send + 'static,
-        Response: Send + 'static,
+        Request: Serialize + DeserializeOwned + Send + 'static,
+        Response: Serialize + DeserializeOwned + Send + 'static,
         Write: Serialize + DeserializeOwned + Send + 'static,
         Storage: Serialize + DeserializeOwned + Send + 'static,
         Command: Send + 'static,
@@ -58,8 +63,8 @@ pub trait HostedNode:
 impl<N> HostedNode for N where
     N: Node<
             Message: Serialize + DeserializeOwned + Send + 'static,
-            Request: Send + 'static,
-            Response: Send + 'static,
+            Request: Serialize + DeserializeOwned + Send + 'static,
+            Response: Serialize + DeserializeOwned + Send + 'static,
             Write: Serialize + DeserializeOwned + Send + 'static,
             Storage: Serialize + DeserializeOwned + Send + 'static,
             Command: Send + 'static,
@@ -118,6 +123,10 @@ pub struct HostConfig<N: Node> {
     pub transport: TransportOptions,
     /// A test hook: when set, every WAL sync first waits for the gate to be open.
     pub sync_gate: Option<SyncGate>,
+    /// Whether this node, as it stands, takes a request forwarded by peer `from`
+    /// ([`NodeHandle::forward`]); a refused one fails at the sender with
+    /// [`HostError::ForwardRefused`]. By default every peer is accepted.
+    pub accept_forward: fn(&N, NodeId) -> bool,
 }
 
 impl<N: Node> HostConfig<N> {
@@ -144,6 +153,7 @@ impl<N: Node> HostConfig<N> {
             max_in_flight_requests: 10_000,
             transport: TransportOptions::default(),
             sync_gate: None,
+            accept_forward: |_, _| true,
         }
     }
 }
@@ -208,6 +218,20 @@ pub enum HostError {
         /// The limit.
         limit: usize,
     },
+    /// A forwarded request got no answer in time: it may or may not have taken effect.
+    #[error("no answer from node {to} to a forwarded request within {timeout:?}")]
+    ForwardTimedOut {
+        /// The node it was forwarded to.
+        to: NodeId,
+        /// How long the sender waited.
+        timeout: Duration,
+    },
+    /// The node a request was forwarded to refused it (see [`HostConfig::accept_forward`]).
+    #[error("node {to} refused a request forwarded by this node")]
+    ForwardRefused {
+        /// The node it was forwarded to.
+        to: NodeId,
+    },
     /// The host stopped: shut down, or a fatal error (the reason says which).
     #[error("the node is stopped: {reason}")]
     Stopped {
@@ -223,6 +247,11 @@ enum Command<N: Node> {
         request: N::Request,
         reply: oneshot::Sender<N::Response>,
         permit: OwnedSemaphorePermit,
+    },
+    Forward {
+        to: NodeId,
+        request: N::Request,
+        reply: oneshot::Sender<Result<N::Response, HostError>>,
     },
     Inspect(InspectFn<N>),
     SetPeer(NodeId, SocketAddr),
@@ -242,6 +271,32 @@ enum WalEvent {
     Durable { sequence: u64, token: PersistToken },
     /// The WAL failed; the host must stop.
     Fatal(String),
+}
+
+/// What one peer frame carries: a protocol message, or a client request forwarded to another
+/// node ([`NodeHandle::forward`]) and its answer.
+#[derive(Serialize)]
+enum FrameRef<'a, M, Q, R> {
+    Message(&'a M),
+    Forward { id: u64, request: &'a Q },
+    Answer { id: u64, response: Option<&'a R> },
+}
+
+type FrameOf<'a, N> =
+    FrameRef<'a, <N as Node>::Message, <N as Node>::Request, <N as Node>::Response>;
+
+/// The decoding side of [`FrameRef`]. `Answer` without a response: refused.
+#[derive(Deserialize)]
+enum Frame<M, Q, R> {
+    Message(M),
+    Forward { id: u64, request: Q },
+    Answer { id: u64, response: Option<R> },
+}
+
+/// Who waits for a request's reply: a local caller, or a peer that forwarded it.
+enum Waiter<R> {
+    Local(oneshot::Sender<R>, OwnedSemaphorePermit),
+    Peer { from: NodeId, id: u64 },
 }
 
 #[derive(Serialize)]
@@ -327,6 +382,26 @@ impl<N: HostedNode> NodeHandle<N> {
             permit,
         })?;
         response.await.map_err(|_| self.stopped_error())
+    }
+
+    /// Sends a request to node `to` over the peer transport (typically a proposal from a
+    /// follower to its leader) and waits up to `timeout` for the reply its node gives. Cheaper
+    /// than a client round trip: it shares the peers' connection and codec. If no answer comes
+    /// in time (a lost frame, a crashed peer) the outcome is unknown:
+    /// [`HostError::ForwardTimedOut`].
+    pub async fn forward(
+        &self,
+        to: NodeId,
+        request: N::Request,
+        timeout: Duration,
+    ) -> Result<N::Response, HostError> {
+        let (reply, response) = oneshot::channel();
+        self.send(Command::Forward { to, request, reply })?;
+        match tokio::time::timeout(timeout, response).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.stopped_error()),
+            Err(_) => Err(HostError::ForwardTimedOut { to, timeout }),
+        }
     }
 
     /// Runs `f` on the node inside its task (between steps) and returns its result: local
@@ -538,6 +613,9 @@ pub async fn start_with_listener<N: HostedNode>(
         held: VecDeque::new(),
         next_request: 0,
         pending: BTreeMap::new(),
+        forwards: BTreeMap::new(),
+        next_forward: 0,
+        accept_forward: config.accept_forward,
         effects: Vec::new(),
         status_sender,
         applied_sender,
@@ -586,7 +664,11 @@ struct NodeTask<N: HostedNode> {
     /// Sends and replies behind a barrier, with the sequence number they wait for, in order.
     held: VecDeque<(u64, Held<N>)>,
     next_request: u64,
-    pending: BTreeMap<u64, (oneshot::Sender<N::Response>, OwnedSemaphorePermit)>,
+    pending: BTreeMap<u64, Waiter<N::Response>>,
+    /// Requests this node forwarded, by forward id, until answered or abandoned.
+    forwards: BTreeMap<u64, oneshot::Sender<Result<N::Response, HostError>>>,
+    next_forward: u64,
+    accept_forward: fn(&N, NodeId) -> bool,
     effects: Vec<concord_core::EffectOf<N>>,
     status_sender: watch::Sender<NodeStatus>,
     applied_sender: watch::Sender<u64>,
@@ -618,23 +700,27 @@ impl<N: HostedNode> NodeTask<N> {
                     Some(Command::Request { request, reply, permit }) => {
                         let id = self.next_request;
                         self.next_request += 1;
-                        self.pending.insert(id, (reply, permit));
+                        self.pending.insert(id, Waiter::Local(reply, permit));
                         self.step(Input::Request { id, request });
+                    }
+                    Some(Command::Forward { to, request, reply }) => {
+                        let id = self.next_forward;
+                        self.next_forward += 1;
+                        let frame = FrameOf::<N>::Forward { id, request: &request };
+                        if self.send_frame(to, &frame) {
+                            self.forwards.insert(id, reply);
+                        }
                     }
                     Some(Command::Inspect(f)) => f(&self.node),
                     Some(Command::SetPeer(id, address)) => self.transport.set_peer(id, address),
                     Some(Command::Shutdown) | None => break Arc::from(SHUTDOWN),
                 },
-                Some((from, frame)) = inbound.recv() => {
-                    match codec::decode::<N::Message>(&frame) {
-                        Ok(message) => self.step(Input::Message { from, message }),
-                        Err(error) => {
-                            warn!(node = self.node.id(), peer = from, %error, "dropping an undecodable message");
-                            self.metrics.dropped(from);
-                        }
-                    }
+                Some((from, frame)) = inbound.recv() => self.on_frame(from, &frame),
+                () = tokio::time::sleep_until(wake) => {
+                    // Forwards whose caller gave up waiting are forgotten.
+                    self.forwards.retain(|_, reply| !reply.is_closed());
+                    self.step(Input::Tick);
                 }
-                () = tokio::time::sleep_until(wake) => self.step(Input::Tick),
             }
         };
         self.stop(reason, wal_events).await;
@@ -696,19 +782,73 @@ impl<N: HostedNode> NodeTask<N> {
         }
     }
 
-    fn transmit(&self, to: NodeId, message: &N::Message) {
-        match codec::encode(message) {
-            Ok(bytes) => self.transport.send(to, Bytes::from(bytes)),
+    fn on_frame(&mut self, from: NodeId, frame: &[u8]) {
+        let frame = match codec::decode::<Frame<N::Message, N::Request, N::Response>>(frame) {
+            Ok(frame) => frame,
             Err(error) => {
-                warn!(node = self.node.id(), peer = to, %error, "cannot encode a message; dropped");
+                warn!(node = self.node.id(), peer = from, %error, "dropping an undecodable frame");
+                self.metrics.dropped(from);
+                return;
+            }
+        };
+        match frame {
+            Frame::Message(message) => self.step(Input::Message { from, message }),
+            Frame::Forward { id, request } => {
+                if (self.accept_forward)(&self.node, from) {
+                    let local = self.next_request;
+                    self.next_request += 1;
+                    self.pending.insert(local, Waiter::Peer { from, id });
+                    self.step(Input::Request { id: local, request });
+                } else {
+                    warn!(
+                        node = self.node.id(),
+                        peer = from,
+                        "refusing a forwarded request"
+                    );
+                    let answer = FrameOf::<N>::Answer { id, response: None };
+                    self.send_frame(from, &answer);
+                }
+            }
+            Frame::Answer { id, response } => {
+                if let Some(reply) = self.forwards.remove(&id) {
+                    let _ = reply.send(response.ok_or(HostError::ForwardRefused { to: from }));
+                }
+            }
+        }
+    }
+
+    fn transmit(&self, to: NodeId, message: &N::Message) {
+        self.send_frame(to, &FrameOf::<N>::Message(message));
+    }
+
+    /// Encodes and queues one frame; false when it cannot be encoded (it is dropped).
+    fn send_frame(&self, to: NodeId, frame: &FrameOf<'_, N>) -> bool {
+        match codec::encode(frame) {
+            Ok(bytes) => {
+                self.transport.send(to, Bytes::from(bytes));
+                true
+            }
+            Err(error) => {
+                warn!(node = self.node.id(), peer = to, %error, "cannot encode a frame; dropped");
                 self.metrics.dropped(to);
+                false
             }
         }
     }
 
     fn reply(&mut self, id: u64, response: N::Response) {
-        if let Some((reply, _permit)) = self.pending.remove(&id) {
-            let _ = reply.send(response);
+        match self.pending.remove(&id) {
+            Some(Waiter::Local(reply, _permit)) => {
+                let _ = reply.send(response);
+            }
+            Some(Waiter::Peer { from, id }) => {
+                let answer = FrameOf::<N>::Answer {
+                    id,
+                    response: Some(&response),
+                };
+                self.send_frame(from, &answer);
+            }
+            None => {}
         }
     }
 

@@ -6,6 +6,9 @@
 //! answer (listener → dialer, 1 byte):  0 accepted, 1 bad magic, 2 unsupported version,
 //!                                      3 other cluster
 //! frame (dialer → listener, repeated): len u32 LE · payload (len ≤ max_frame_bytes)
+//!
+//! (version 2: the payload is the host's frame — a protocol message, a forwarded client
+//! request, or the answer to one — where version 1 carried protocol messages only)
 //! ```
 //!
 //! Each node dials every peer it sends to, so a connection carries one direction only and the
@@ -32,7 +35,7 @@ use crate::metrics::{peer_labels, HostMetrics};
 /// The first bytes of a peer connection.
 pub const PEER_MAGIC: [u8; 8] = *b"CNCDPEER";
 /// The peer protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 const HELLO_BYTES: usize = 28;
 const ACCEPTED: u8 = 0;
 const BAD_MAGIC: u8 = 1;
@@ -633,7 +636,7 @@ mod tests {
         bad[0] = b'X';
         assert_eq!(check_hello(&bad, 9).unwrap_err().0, BAD_MAGIC);
         let mut future = hello;
-        future[8] = 2;
+        future[8..12].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
         assert_eq!(check_hello(&future, 9).unwrap_err().0, BAD_VERSION);
     }
 }

@@ -6,9 +6,8 @@ use concord_raft::RaftError;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, check_sizes, status_of, txn_writes};
-use super::{forwarded_by, raft_status, Route, Shared};
+use super::{raft_status, Shared};
 use crate::pb::etcdserverpb as pb;
-use crate::pb::etcdserverpb::kv_client::KvClient;
 use crate::{Command, CompactRequest, Output, Query, RequestOp, TxnRequest};
 
 /// The KV service of one node.
@@ -55,34 +54,17 @@ macro_rules! expect_output {
 }
 
 impl KvService {
-    /// Proposes `command`; at a follower, forwards the original request to the leader with
-    /// `forward`.
-    async fn write<T, F, Fut, R>(
-        &self,
-        request: &Request<T>,
-        command: Command,
-        forward: F,
-    ) -> Result<Result<Output, R>, Status>
-    where
-        T: Clone,
-        F: FnOnce(KvClient<tonic::transport::Channel>, T) -> Fut,
-        Fut: std::future::Future<Output = Result<Response<R>, Status>>,
-    {
+    /// Proposes `command` (a follower forwards it to the leader over the peer transport).
+    async fn write(&self, command: Command) -> Result<Output, Status> {
         let shared = &self.0;
-        shared.check_forwarder(request).await?;
         match shared.propose(command).await? {
-            Ok(output) => Ok(Ok(output)),
-            Err(RaftError::NotLeader { leader }) => {
-                match shared.route_to_leader(request, leader).await? {
-                    Route::Local => Err(Status::unavailable("etcdserver: leader changed")),
-                    Route::Leader(channel) => {
-                        let response =
-                            forward(KvClient::new(channel), request.get_ref().clone()).await?;
-                        Ok(Err(response.into_inner()))
-                    }
+            Ok(output) => Ok(output),
+            Err(error) => {
+                if matches!(error, RaftError::NotLeader { leader: None }) {
+                    shared.check_member().await?;
                 }
+                Err(raft_status(&error))
             }
-            Err(error) => Err(raft_status(&error)),
         }
     }
 
@@ -133,25 +115,13 @@ impl pb::kv_server::Kv for KvService {
             request.get_ref().value.len(),
             &shared.limits,
         )?;
-        let put = convert::put_from_pb(request.get_ref().clone())?;
-        let id = self.0.config.id;
-        let result = self
-            .write(
-                &request,
-                Command::Put(put),
-                move |mut client, message| async move { client.put(forwarded_by(message, id)).await },
-            )
-            .await?;
-        match result {
-            Ok(output) => {
-                let response = expect_output!(output, Put);
-                Ok(Response::new(convert::put_to_pb(
-                    response,
-                    &shared.header_info(),
-                )))
-            }
-            Err(forwarded) => Ok(Response::new(forwarded)),
-        }
+        let put = convert::put_from_pb(request.into_inner())?;
+        let output = self.write(Command::Put(put)).await?;
+        let response = expect_output!(output, Put);
+        Ok(Response::new(convert::put_to_pb(
+            response,
+            &shared.header_info(),
+        )))
     }
 
     async fn delete_range(
@@ -164,27 +134,13 @@ impl pb::kv_server::Kv for KvService {
             request.get_ref().range_end.len(),
             &shared.limits,
         )?;
-        let delete = convert::delete_from_pb(request.get_ref().clone())?;
-        let id = self.0.config.id;
-        let result = self
-            .write(
-                &request,
-                Command::DeleteRange(delete),
-                move |mut client, message| async move {
-                    client.delete_range(forwarded_by(message, id)).await
-                },
-            )
-            .await?;
-        match result {
-            Ok(output) => {
-                let response = expect_output!(output, DeleteRange);
-                Ok(Response::new(convert::delete_to_pb(
-                    response,
-                    &shared.header_info(),
-                )))
-            }
-            Err(forwarded) => Ok(Response::new(forwarded)),
-        }
+        let delete = convert::delete_from_pb(request.into_inner())?;
+        let output = self.write(Command::DeleteRange(delete)).await?;
+        let response = expect_output!(output, DeleteRange);
+        Ok(Response::new(convert::delete_to_pb(
+            response,
+            &shared.header_info(),
+        )))
     }
 
     async fn txn(
@@ -192,7 +148,7 @@ impl pb::kv_server::Kv for KvService {
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
         let shared = &self.0;
-        let txn = convert::txn_from_pb(request.get_ref().clone())?;
+        let txn = convert::txn_from_pb(request.into_inner())?;
         check_txn_sizes(&txn, shared)?;
         txn.validate().map_err(|e| status_of(&e))?;
         if !txn_writes(&txn) {
@@ -203,24 +159,12 @@ impl pb::kv_server::Kv for KvService {
                 &shared.header_info(),
             )));
         }
-        let id = self.0.config.id;
-        let result = self
-            .write(
-                &request,
-                Command::Txn(txn),
-                move |mut client, message| async move { client.txn(forwarded_by(message, id)).await },
-            )
-            .await?;
-        match result {
-            Ok(output) => {
-                let response = expect_output!(output, Txn);
-                Ok(Response::new(convert::txn_to_pb(
-                    response,
-                    &shared.header_info(),
-                )))
-            }
-            Err(forwarded) => Ok(Response::new(forwarded)),
-        }
+        let output = self.write(Command::Txn(txn)).await?;
+        let response = expect_output!(output, Txn);
+        Ok(Response::new(convert::txn_to_pb(
+            response,
+            &shared.header_info(),
+        )))
     }
 
     async fn compact(
@@ -233,20 +177,10 @@ impl pb::kv_server::Kv for KvService {
             revision: message.revision,
             physical: message.physical,
         });
-        let id = self.0.config.id;
-        let result = self
-            .write(&request, command, move |mut client, message| async move {
-                client.compact(forwarded_by(message, id)).await
-            })
-            .await?;
-        match result {
-            Ok(output) => {
-                let response = expect_output!(output, Compact);
-                Ok(Response::new(pb::CompactionResponse {
-                    header: shared.header_info().header(response.header.revision),
-                }))
-            }
-            Err(forwarded) => Ok(Response::new(forwarded)),
-        }
+        let output = self.write(command).await?;
+        let response = expect_output!(output, Compact);
+        Ok(Response::new(pb::CompactionResponse {
+            header: shared.header_info().header(response.header.revision),
+        }))
     }
 }

@@ -144,8 +144,6 @@ pub(crate) struct Shared {
 
 /// Marks a request already forwarded once, so it is never forwarded again.
 pub(crate) const FORWARDED: &str = "concord-forwarded";
-/// The member that forwarded a request.
-pub(crate) const FORWARDED_BY: &str = "concord-forwarded-by";
 
 /// Where a request should go instead of this node.
 pub(crate) enum Route {
@@ -170,14 +168,31 @@ impl Shared {
         }
     }
 
-    /// Proposes `command` and waits until it is applied here.
+    /// Proposes `command` and waits until it is applied: here when this node leads; else the
+    /// proposal is forwarded over the peer transport to the leader this node knows, and the
+    /// answer is the leader's.
     pub(crate) async fn propose(
         &self,
         command: Command,
     ) -> Result<Result<Output, RaftError>, Status> {
-        let response = self
-            .timed(self.handle.request(concord_raft::Request::Propose(command)))
-            .await?;
+        let request = concord_raft::Request::Propose(command);
+        let id = self.config.id;
+        let response = match self.handle.with_status(|status| status.leader) {
+            Some(leader) if leader != id => {
+                let response = self
+                    .handle
+                    .forward(leader, request, self.request_timeout)
+                    .await
+                    .map_err(host_status)?;
+                if let concord_raft::Response::Failed(RaftError::NotLeader { .. }) = response {
+                    return Err(Status::unavailable(
+                        "etcdserver: leader changed while the request was forwarded",
+                    ));
+                }
+                response
+            }
+            _ => self.timed(self.handle.request(request)).await?,
+        };
         Ok(match response {
             concord_raft::Response::Applied { output, .. } => {
                 self.metrics.proposals_committed.inc();
@@ -316,31 +331,6 @@ impl Shared {
         Ok(channel)
     }
 
-    /// Refuses a request forwarded by a member that is no longer in the configuration: it was
-    /// removed, and must not keep serving through the leader.
-    pub(crate) async fn check_forwarder<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let Some(origin) = request
-            .metadata()
-            .get(FORWARDED_BY)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-        else {
-            return Ok(());
-        };
-        let member = self
-            .handle
-            .inspect(move |node: &DbNode| node.membership().contains(origin))
-            .await
-            .map_err(host_status)?;
-        if member {
-            Ok(())
-        } else {
-            Err(Status::failed_precondition(
-                "etcdserver: the member has been permanently removed from the cluster",
-            ))
-        }
-    }
-
     /// Refuses service on a node removed from the cluster.
     pub(crate) async fn check_member(&self) -> Result<(), Status> {
         let id = self.config.id;
@@ -385,16 +375,6 @@ pub(crate) fn forwarded<T>(message: T) -> Request<T> {
     request
 }
 
-/// A forwarded request that names the member forwarding it, so that the leader can refuse
-/// requests from a member it has removed (which may not know it yet).
-pub(crate) fn forwarded_by<T>(message: T, member: u64) -> Request<T> {
-    let mut request = forwarded(message);
-    if let Ok(value) = member.to_string().parse() {
-        request.metadata_mut().insert(FORWARDED_BY, value);
-    }
-    request
-}
-
 /// The gRPC status for a Raft error that forwarding cannot fix.
 pub(crate) fn raft_status(error: &RaftError) -> Status {
     match error {
@@ -426,6 +406,10 @@ pub(crate) fn host_status(error: HostError) -> Status {
         HostError::Stopped { reason } => {
             Status::unavailable(format!("etcdserver: server stopped: {reason}"))
         }
+        HostError::ForwardRefused { .. } => Status::failed_precondition(
+            "etcdserver: the member has been permanently removed from the cluster",
+        ),
+        HostError::ForwardTimedOut { .. } => Status::unavailable("etcdserver: request timed out"),
         other => Status::internal(other.to_string()),
     }
 }
@@ -547,6 +531,8 @@ impl Server {
         host.seed = config.id;
         host.tick_interval = config.heartbeat.min(Duration::from_millis(50));
         host.max_in_flight_requests = config.max_inflight.max(1);
+        // A removed member must not keep serving writes through the leader.
+        host.accept_forward = |node: &DbNode, from| node.membership().contains(from);
         let handle = concord_runtime::start::<DbNode>(host)
             .await
             .with_context(|| format!("starting node {}", config.id))?;

@@ -35,11 +35,22 @@ pub struct Cluster {
     pub nodes: Vec<Option<NodeHandle<Kv>>>,
     pub gates: Vec<SyncGate>,
     pub raft: Config,
+    /// Which forwarded requests each host takes (`HostConfig::accept_forward`).
+    pub accept_forward: fn(&Kv, NodeId) -> bool,
 }
 
 impl Cluster {
     /// Binds every listener first (ports chosen by the system), then starts every host.
     pub async fn start(n: u64, raft: Config) -> Cluster {
+        Cluster::start_with(n, raft, |_, _| true).await
+    }
+
+    /// [`Cluster::start`], with a filter on forwarded requests.
+    pub async fn start_with(
+        n: u64,
+        raft: Config,
+        accept_forward: fn(&Kv, NodeId) -> bool,
+    ) -> Cluster {
         let mut listeners = Vec::new();
         let mut addresses = BTreeMap::new();
         for id in 0..n {
@@ -53,6 +64,7 @@ impl Cluster {
             nodes: (0..n).map(|_| None).collect(),
             gates: (0..n).map(|_| SyncGate::new()).collect(),
             raft,
+            accept_forward,
         };
         for (id, listener) in listeners.into_iter().enumerate() {
             cluster.launch(id as NodeId, listener).await;
@@ -78,6 +90,7 @@ impl Cluster {
             ..TransportOptions::default()
         };
         config.sync_gate = Some(self.gates[id as usize].clone());
+        config.accept_forward = self.accept_forward;
         config
     }
 

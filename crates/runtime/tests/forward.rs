@@ -1,0 +1,97 @@
+//! Requests forwarded between hosts over the peer transport (`NodeHandle::forward`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{raft_config, Cluster};
+use concord_core::{KvOperation, KvResult, Value};
+use concord_raft::{RaftError, Request, Response};
+use concord_runtime::HostError;
+
+fn write(key: &str, value: i64) -> Request<KvOperation, KvOperation> {
+    Request::Propose(KvOperation::Write {
+        key: key.into(),
+        value,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_forwards_to_the_leader_and_gets_its_answer() {
+    let mut cluster = Cluster::start(3, raft_config()).await;
+    let leader = cluster.leader().await;
+    let mut followers = (0..3).filter(|&id| id != leader);
+    let (follower, other) = (followers.next().unwrap(), followers.next().unwrap());
+
+    // The leader applies the forwarded proposal and its answer comes back.
+    let answer = cluster
+        .node(follower)
+        .forward(leader, write("k", 7), Duration::from_secs(10))
+        .await
+        .expect("the leader answers");
+    assert!(
+        matches!(
+            answer,
+            Response::Applied {
+                output: KvResult::Written,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    assert_eq!(cluster.read("k").await, Some(Value::Int(7)));
+
+    // A node that does not lead answers as it would locally: not the leader, and who is.
+    let answer = cluster
+        .node(follower)
+        .forward(other, write("k", 8), Duration::from_secs(10))
+        .await
+        .expect("the follower answers");
+    assert_eq!(
+        answer,
+        Response::Failed(RaftError::NotLeader {
+            leader: Some(leader)
+        })
+    );
+
+    // Nobody answers for a stopped node: the outcome is unknown once the wait is over.
+    cluster.stop(other).await;
+    let timeout = Duration::from_millis(300);
+    let error = cluster
+        .node(follower)
+        .forward(other, write("k", 9), timeout)
+        .await
+        .expect_err("a stopped node cannot answer");
+    assert!(
+        matches!(error, HostError::ForwardTimedOut { to, .. } if to == other),
+        "{error:?}"
+    );
+    assert_eq!(cluster.read("k").await, Some(Value::Int(7)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_refuses_forwards_its_filter_rejects() {
+    // Every host refuses what node 0 forwards, and takes what the others forward.
+    let cluster = Cluster::start_with(3, raft_config(), |_, from| from != 0).await;
+    let leader = cluster.leader().await;
+    let target = if leader == 0 { 1 } else { leader };
+    let error = cluster
+        .node(0)
+        .forward(target, write("k", 1), Duration::from_secs(10))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(error, HostError::ForwardRefused { to } if to == target),
+        "{error:?}"
+    );
+    if leader != 0 {
+        let sender = if leader == 1 { 2 } else { 1 };
+        let answer = cluster
+            .node(sender)
+            .forward(leader, write("k", 2), Duration::from_secs(10))
+            .await
+            .expect("accepted");
+        assert!(matches!(answer, Response::Applied { .. }), "{answer:?}");
+    }
+    assert_ne!(cluster.read("k").await, Some(Value::Int(1)));
+}
