@@ -37,6 +37,11 @@ use clap::Parser;
 
 use args::{Cli, Command};
 
+/// The database's many small, short-lived allocations (requests, log entries, frames) cost
+/// markedly less with mimalloc than with the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// What a command concluded, mapped to the documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
