@@ -507,6 +507,9 @@ fn print_bench(report: &LoadReport, json: bool) -> Result<()> {
             report.p99_ms,
             report.max_ack_gap_ms
         );
+        for (reason, count) in &report.errors {
+            outln!("  failed {count}×: {reason}");
+        }
     }
     Ok(())
 }

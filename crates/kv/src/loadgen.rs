@@ -5,6 +5,7 @@
 //! are spread over `connections` gRPC channels and over every endpoint given (followers forward
 //! writes to the leader, as etcd's do). Latencies go into an HDR histogram.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,12 +88,15 @@ pub struct LoadReport {
     /// The longest time between two consecutive acknowledgements anywhere in the run, in
     /// milliseconds: with a leader killed mid-run, the failover gap.
     pub max_ack_gap_ms: f64,
+    /// Why requests failed: each distinct gRPC status (code and message) with its count.
+    pub errors: BTreeMap<String, u64>,
 }
 
 struct Shared {
     histogram: Histogram<u64>,
     ok: u64,
     failed: u64,
+    errors: BTreeMap<String, u64>,
     last_ack: Option<Instant>,
     max_gap: Duration,
 }
@@ -122,6 +126,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
         histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
         ok: 0,
         failed: 0,
+        errors: BTreeMap::new(),
         last_ack: None,
         max_gap: Duration::ZERO,
     }));
@@ -152,6 +157,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
         p50_ms: quantile_ms(0.5),
         p99_ms: quantile_ms(0.99),
         max_ack_gap_ms: shared.max_gap.as_secs_f64() * 1000.0,
+        errors: shared.errors.clone(),
     })
 }
 
@@ -224,8 +230,10 @@ async fn client_loop(
                 }
                 shared.last_ack = Some(finished);
             }
-            Err(_) => {
+            Err(status) => {
                 shared.failed += 1;
+                let reason = format!("{:?}: {}", status.code(), status.message());
+                *shared.errors.entry(reason).or_default() += 1;
                 drop(shared);
                 // Try another endpoint: this one may be down or partitioned.
                 channel_index = (channel_index + 1) % channels.len();

@@ -474,24 +474,31 @@ impl WriteTxn<'_> {
             sub: self.next_sub,
         };
         self.next_sub += 1;
-        self.store
-            .index
-            .entry(record.kv.key.clone())
-            .or_default()
-            .push(at);
+        match self.store.index.get_mut(&record.kv.key) {
+            Some(history) => history.push(at),
+            None => {
+                self.store.index.insert(record.kv.key.clone(), vec![at]);
+            }
+        }
         self.store.log.insert(at, record);
     }
 
-    /// Writes `value` at `key` attached to `lease`; returns the previous live key-value.
-    pub(crate) fn put(&mut self, key: &[u8], value: Vec<u8>, lease: LeaseId) -> Option<KeyValue> {
-        let previous = self.store.latest(key).cloned();
-        let (create_revision, version) = match &previous {
+    /// Writes `value` at `key` attached to `lease`. `previous` is the key's live key-value,
+    /// which the caller has looked up (`store().latest(key)`).
+    pub(crate) fn put(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        lease: LeaseId,
+        previous: Option<&KeyValue>,
+    ) {
+        let (create_revision, version) = match previous {
             Some(previous) => (previous.create_revision, previous.version.saturating_add(1)),
-            None => (self.main, 1),
+            None => {
+                self.store.live_keys += 1;
+                (self.main, 1)
+            }
         };
-        if previous.is_none() {
-            self.store.live_keys += 1;
-        }
         self.append(Record {
             kind: EventKind::Put,
             kv: KeyValue {
@@ -503,7 +510,6 @@ impl WriteTxn<'_> {
                 lease,
             },
         });
-        previous
     }
 
     /// Deletes `key` if it is live; returns the deleted key-value.

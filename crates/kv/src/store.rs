@@ -606,7 +606,7 @@ fn execute_put(write: &mut WriteTxn<'_>, leases: &mut Leases, request: &PutReque
         (Some(previous), true) => previous.lease,
         _ => request.lease,
     };
-    write.put(&request.key, value, lease);
+    write.put(&request.key, value, lease, previous.as_ref());
     if let Some(previous) = &previous {
         detach(leases, previous);
     }
