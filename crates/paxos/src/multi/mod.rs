@@ -4,10 +4,11 @@
 //! [`MultiPaxos`] replicates a log of [`concord_core::StateMachine`] commands. Every node is an
 //! acceptor and a learner; one at a time acts as the distinguished proposer (the leader):
 //!
-//! 1. A node whose leader stays silent for a randomized election timeout picks a ballot above
-//!    every round it has seen and runs phase 1 **once for all slots** above its decided prefix
-//!    ([`Message::Prepare`]). Acceptors promise and report every proposal they accepted in
-//!    those slots ([`Message::Promise`]).
+//! 1. Ballot leader election (OmniPaxos's BLE, see the `election` module) picks the node that
+//!    campaigns: only a quorum-connected node, only when no live leader is heard of, and the
+//!    highest ballot among the quorum-connected ones. It runs phase 1 **once for all slots**
+//!    above its decided prefix ([`Message::Prepare`]). Acceptors promise and report every
+//!    proposal they accepted in those slots ([`Message::Promise`]).
 //! 2. With a quorum of promises the new leader adopts, per slot, the value of the
 //!    highest-ballot proposal reported (PMMC's `pmax`), fills holes with no-ops, and re-proposes
 //!    all of them at its own ballot.
@@ -25,6 +26,8 @@
 //! | [`Message::Accept`] | leader → follower | phase 2a for consecutive slots, plus the decided prefix; a heartbeat when empty |
 //! | [`Message::Accepted`] | follower → leader | phase 2b: every slot up to `prefix` is held at `ballot` (or decided) |
 //! | [`Message::Rejected`] | acceptor → proposer | preemption: a higher ballot was promised |
+//! | [`Message::HeartbeatRequest`] | any → all | leader election: one per heartbeat round |
+//! | [`Message::HeartbeatReply`] | peer → asker | the peer's ballot, quorum connectivity and the leader it heard |
 //!
 //! An acceptor's entry at the leader's ballot `b` for a slot at or below the leader's decided
 //! prefix is the chosen value (a leader proposes one value per slot per ballot, and re-proposes
@@ -34,6 +37,10 @@
 //! invariant: "for any ballot and slot at most one proposal"; Paxos Made Simple P2), decided
 //! prefixes only grow, and no two nodes apply different commands at one slot.
 
+mod config;
+mod election;
+#[cfg(test)]
+mod election_tests;
 pub mod invariants;
 mod kv;
 mod node;
@@ -44,11 +51,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use concord_core::time::MILLISECOND;
-use concord_core::{Duration, NodeId};
+use concord_core::NodeId;
 
 use crate::Ballot;
 
+pub use config::{Config, ConfigError};
 pub use invariants::invariants;
 pub use node::MultiPaxos;
 
@@ -118,6 +125,23 @@ pub enum Message<C, Q> {
         ballot: Ballot,
         /// The acceptor's promise.
         promised: Ballot,
+    },
+    /// Ballot leader election: "who are you following?", once per heartbeat round.
+    HeartbeatRequest {
+        /// The asker's round; the reply echoes it.
+        round: u64,
+    },
+    /// Ballot leader election: the answer to a [`Message::HeartbeatRequest`].
+    HeartbeatReply {
+        /// The round asked about.
+        round: u64,
+        /// The ballot the replier stands with (its candidacy).
+        ballot: Ballot,
+        /// Whether the replier heard a quorum (itself included) in its last round.
+        quorum_connected: bool,
+        /// The leader the replier heard directly, alive and quorum-connected, in its last
+        /// round (itself, if it leads).
+        follows: Option<Ballot>,
     },
 }
 
@@ -222,31 +246,6 @@ impl<C: Clone, Q: Clone> Storage<C, Q> {
                 }
             }
             Write::Decided(slot) => self.decided = self.decided.max(*slot),
-        }
-    }
-}
-
-/// Timing and limits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Config {
-    /// How often a leader sends heartbeats (and retransmits unacknowledged slots).
-    pub heartbeat_interval: Duration,
-    /// The least time without a leader before a node campaigns; the actual timeout is drawn
-    /// from `[election_timeout, 2 * election_timeout)`.
-    pub election_timeout: Duration,
-    /// The most entries in one `Accept`.
-    pub max_batch: usize,
-    /// The most client requests waiting at a leader.
-    pub max_pending: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            heartbeat_interval: 50 * MILLISECOND,
-            election_timeout: 300 * MILLISECOND,
-            max_batch: 64,
-            max_pending: 1024,
         }
     }
 }

@@ -2,13 +2,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use rand::Rng as _;
-
 use concord_core::{
     Duration, Effect, Env, Input, Node, NodeId, NodeStatus, PeerProgress, PersistToken, RequestId,
     Rng, Role, StateMachine, Time, Violation,
 };
 
+use super::election::{Heartbeat, LeaderElection};
 use super::{
     Accepted, Config, Entry, Message, PaxosError, Request, Response, Slot, Storage, Write,
 };
@@ -18,7 +17,7 @@ type Cmd<S> = <S as StateMachine>::Command;
 type Qry<S> = <S as StateMachine>::Query;
 type LogWrite<S> = Write<Cmd<S>, Qry<S>>;
 type SlotEntries<S> = Vec<(Slot, Accepted<Cmd<S>, Qry<S>>)>;
-type MultiEffect<S> = Effect<
+pub(super) type MultiEffect<S> = Effect<
     Message<Cmd<S>, Qry<S>>,
     Write<Cmd<S>, Qry<S>>,
     Cmd<S>,
@@ -31,7 +30,7 @@ const MAX_ADOPTED_SPAN: Slot = 1 << 20;
 
 /// The node's part in the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     Follower,
     Candidate,
     Leader,
@@ -40,38 +39,41 @@ enum Phase {
 /// A Multi-Paxos node replicating the state machine `S`.
 #[derive(Clone, Debug)]
 pub struct MultiPaxos<S: StateMachine> {
-    id: NodeId,
-    members: Vec<NodeId>,
-    config: Config,
+    pub(super) id: NodeId,
+    pub(super) members: Vec<NodeId>,
+    pub(super) config: Config,
     /// Acceptor: the highest ballot promised.
-    promised: Option<Ballot>,
+    pub(super) promised: Option<Ballot>,
     /// Acceptor: the accepted entries. Invariant: every slot up to `decided` is present.
-    log: BTreeMap<Slot, Accepted<Cmd<S>, Qry<S>>>,
+    pub(super) log: BTreeMap<Slot, Accepted<Cmd<S>, Qry<S>>>,
     /// Learner: every slot up to here is chosen. Invariant: `applied <= decided`.
-    decided: Slot,
-    applied: Slot,
-    state: S,
-    durable: Storage<Cmd<S>, Qry<S>>,
+    pub(super) decided: Slot,
+    pub(super) applied: Slot,
+    pub(super) state: S,
+    pub(super) durable: Storage<Cmd<S>, Qry<S>>,
     /// A random number drawn when this incarnation started: differs across restarts.
-    incarnation: u64,
-    unconfirmed: VecDeque<(PersistToken, LogWrite<S>)>,
-    next_token: PersistToken,
-    max_round: u64,
-    phase: Phase,
-    leader: Option<NodeId>,
+    pub(super) incarnation: u64,
+    pub(super) unconfirmed: VecDeque<(PersistToken, LogWrite<S>)>,
+    pub(super) next_token: PersistToken,
+    /// The highest ballot round seen anywhere.
+    pub(super) max_round: u64,
+    pub(super) phase: Phase,
+    /// The leader this node last heard from (a hint for clients).
+    pub(super) leader: Option<NodeId>,
     /// Follower: every slot up to here is held at `promised` or decided.
-    prefix: Slot,
-    election_deadline: Time,
+    pub(super) prefix: Slot,
+    /// Ballot leader election: who may campaign, and when.
+    pub(super) election: LeaderElection,
     /// Candidate and leader: the node's own ballot.
-    ballot: Option<Ballot>,
-    promises: BTreeMap<NodeId, SlotEntries<S>>,
+    pub(super) ballot: Option<Ballot>,
+    pub(super) promises: BTreeMap<NodeId, SlotEntries<S>>,
     /// Leader: the last slot used, the highest slot durable locally, per-follower progress.
-    last: Slot,
-    durable_match: Slot,
-    matched: BTreeMap<NodeId, Slot>,
-    next: BTreeMap<NodeId, Slot>,
-    heartbeat_deadline: Time,
-    pending: BTreeMap<Slot, RequestId>,
+    pub(super) last: Slot,
+    pub(super) durable_match: Slot,
+    pub(super) matched: BTreeMap<NodeId, Slot>,
+    pub(super) next: BTreeMap<NodeId, Slot>,
+    pub(super) heartbeat_deadline: Time,
+    pub(super) pending: BTreeMap<Slot, RequestId>,
 }
 
 impl<S: StateMachine + Default> MultiPaxos<S> {
@@ -116,13 +118,23 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         &self.state
     }
 
-    fn quorum(&self) -> usize {
+    /// Promises a candidate needs (phase 1).
+    pub(super) fn phase1_quorum(&self) -> usize {
         self.members.len() / 2 + 1
     }
 
-    fn random_timeout(&self, rng: &mut Rng) -> Duration {
-        let base = self.config.election_timeout.max(1);
-        base.saturating_add(rng.gen_range(0..base))
+    /// Acceptances that decide a slot (phase 2).
+    pub(super) fn phase2_quorum(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    /// Peers (itself included) a node must hear in a heartbeat round to be quorum-connected:
+    /// enough to run both phases, and more than half, so that two quorum-connected nodes
+    /// always hear a common peer.
+    pub(super) fn connectivity_quorum(&self) -> usize {
+        self.phase1_quorum()
+            .max(self.phase2_quorum())
+            .max(self.members.len() / 2 + 1)
     }
 
     fn persist(&mut self, write: Write<Cmd<S>, Qry<S>>, effects: &mut Vec<MultiEffect<S>>) {
@@ -134,11 +146,15 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         });
     }
 
-    fn send(to: NodeId, message: Message<Cmd<S>, Qry<S>>, effects: &mut Vec<MultiEffect<S>>) {
+    pub(super) fn send(
+        to: NodeId,
+        message: Message<Cmd<S>, Qry<S>>,
+        effects: &mut Vec<MultiEffect<S>>,
+    ) {
         effects.push(Effect::Send { to, message });
     }
 
-    fn followers(&self) -> Vec<NodeId> {
+    pub(super) fn followers(&self) -> Vec<NodeId> {
         self.members
             .iter()
             .copied()
@@ -148,19 +164,14 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
 
     /// Raises the promise to `ballot` if it is not below it; a higher ballot ends this node's
     /// own candidacy or leadership.
-    fn promise(
-        &mut self,
-        env: &mut Env<'_>,
-        ballot: Ballot,
-        effects: &mut Vec<MultiEffect<S>>,
-    ) -> bool {
+    fn promise(&mut self, ballot: Ballot, effects: &mut Vec<MultiEffect<S>>) -> bool {
         self.max_round = self.max_round.max(ballot.round);
         match self.promised {
             Some(promised) if promised > ballot => false,
             Some(promised) if promised == ballot => true,
             _ => {
                 if self.phase != Phase::Follower && self.ballot != Some(ballot) {
-                    self.become_follower(env, effects);
+                    self.become_follower(effects);
                 }
                 self.promised = Some(ballot);
                 self.prefix = self.decided;
@@ -170,7 +181,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
     }
 
-    fn become_follower(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
+    pub(super) fn become_follower(&mut self, effects: &mut Vec<MultiEffect<S>>) {
         for (slot, id) in std::mem::take(&mut self.pending) {
             effects.push(Effect::Reply {
                 id,
@@ -181,16 +192,22 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         self.ballot = None;
         self.leader = None;
         self.promises.clear();
-        self.election_deadline = env.now.saturating_add(self.random_timeout(env.rng));
     }
 
-    fn start_election(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
-        let ballot = Ballot::new(self.max_round, self.id).next_for(self.id);
+    /// Phase 1 at `ballot` (which ballot leader election chose) for every slot above the
+    /// decided prefix.
+    pub(super) fn start_election(
+        &mut self,
+        env: &mut Env<'_>,
+        ballot: Ballot,
+        effects: &mut Vec<MultiEffect<S>>,
+    ) {
+        if !self.promise(ballot, effects) {
+            return;
+        }
         self.ballot = Some(ballot);
-        self.promise(env, ballot, effects);
         self.phase = Phase::Candidate;
         self.leader = None;
-        self.election_deadline = env.now.saturating_add(self.random_timeout(env.rng));
         let first_slot = self.decided + 1;
         let own = self.accepted_from(first_slot);
         self.promises.clear();
@@ -198,8 +215,19 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         for to in self.followers() {
             Self::send(to, Message::Prepare { ballot, first_slot }, effects);
         }
-        if self.promises.len() >= self.quorum() {
+        if self.promises.len() >= self.phase1_quorum() {
             self.become_leader(env, effects);
+        }
+    }
+
+    /// A candidate asks again the peers that have not promised yet (once per heartbeat round).
+    pub(super) fn retransmit_prepare(&mut self, effects: &mut Vec<MultiEffect<S>>) {
+        let Some(ballot) = self.ballot else { return };
+        let first_slot = self.decided + 1;
+        for to in self.followers() {
+            if !self.promises.contains_key(&to) {
+                Self::send(to, Message::Prepare { ballot, first_slot }, effects);
+            }
         }
     }
 
@@ -309,7 +337,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         effects: &mut Vec<MultiEffect<S>>,
     ) {
         let Some(ballot) = self.ballot.filter(|_| self.phase == Phase::Leader) else {
-            let leader = self.leader;
+            let leader = self.leader.or(self.elected().map(|b| b.node));
             effects.push(Effect::Reply {
                 id,
                 response: Response::Failed(PaxosError::NotLeader { leader }),
@@ -351,7 +379,6 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
 
     fn on_prepare(
         &mut self,
-        env: &mut Env<'_>,
         from: NodeId,
         ballot: Ballot,
         first_slot: Slot,
@@ -360,9 +387,8 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         if ballot.node != from {
             return;
         }
-        if self.promise(env, ballot, effects) {
+        if self.promise(ballot, effects) {
             self.leader = None;
-            self.election_deadline = env.now.saturating_add(self.random_timeout(env.rng));
             let accepted = self.accepted_from(first_slot.max(1));
             Self::send(from, Message::Promise { ballot, accepted }, effects);
         } else if let Some(promised) = self.promised {
@@ -373,7 +399,6 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
     #[allow(clippy::too_many_arguments)]
     fn on_accept(
         &mut self,
-        env: &mut Env<'_>,
         from: NodeId,
         ballot: Ballot,
         prev: Slot,
@@ -384,14 +409,13 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         if ballot.node != from || self.ballot == Some(ballot) {
             return;
         }
-        if !self.promise(env, ballot, effects) {
+        if !self.promise(ballot, effects) {
             if let Some(promised) = self.promised {
                 Self::send(from, Message::Rejected { ballot, promised }, effects);
             }
             return;
         }
         self.leader = Some(from);
-        self.election_deadline = env.now.saturating_add(self.random_timeout(env.rng));
         let gap = prev > self.prefix;
         if !gap && !entries.is_empty() {
             let end = prev.saturating_add(entries.len() as u64);
@@ -464,7 +488,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         let mut matches: Vec<Slot> = self.matched.values().copied().collect();
         matches.push(self.durable_match);
         matches.sort_unstable_by(|a, b| b.cmp(a));
-        if let Some(&slot) = matches.get(self.quorum() - 1) {
+        if let Some(&slot) = matches.get(self.phase2_quorum() - 1) {
             self.advance_decided(slot.min(self.last), effects);
         }
     }
@@ -553,12 +577,12 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
         match message {
             Message::Prepare { ballot, first_slot } => {
-                self.on_prepare(env, from, ballot, first_slot, effects);
+                self.on_prepare(from, ballot, first_slot, effects);
             }
             Message::Promise { ballot, accepted } => {
                 if self.phase == Phase::Candidate && self.ballot == Some(ballot) {
                     self.promises.insert(from, accepted);
-                    if self.promises.len() >= self.quorum() {
+                    if self.promises.len() >= self.phase1_quorum() {
                         self.become_leader(env, effects);
                     }
                 }
@@ -569,7 +593,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
                 entries,
                 decided,
             } => {
-                self.on_accept(env, from, ballot, prev, entries, decided, effects);
+                self.on_accept(from, ballot, prev, entries, decided, effects);
             }
             Message::Accepted {
                 ballot,
@@ -582,8 +606,18 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
                 self.max_round = self.max_round.max(promised.round);
                 if self.phase != Phase::Follower && self.ballot == Some(ballot) && promised > ballot
                 {
-                    self.become_follower(env, effects);
+                    self.become_follower(effects);
                 }
+            }
+            Message::HeartbeatRequest { round } => self.on_heartbeat_request(from, round, effects),
+            Message::HeartbeatReply {
+                round,
+                ballot,
+                quorum_connected,
+                follows,
+            } => {
+                let heartbeat = Heartbeat::new(ballot, quorum_connected, follows);
+                self.on_heartbeat_reply(from, round, heartbeat);
             }
         }
     }
@@ -613,7 +647,7 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             .chain(storage.promised.map(|b| b.round))
             .max()
             .unwrap_or(0);
-        let mut node = MultiPaxos {
+        MultiPaxos {
             id,
             members: members.to_vec(),
             config: config.clone(),
@@ -630,7 +664,7 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             phase: Phase::Follower,
             leader: None,
             prefix: storage.decided,
-            election_deadline: now,
+            election: LeaderElection::new(id, now),
             ballot: None,
             promises: BTreeMap::new(),
             last: 0,
@@ -639,9 +673,7 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             next: BTreeMap::new(),
             heartbeat_deadline: now,
             pending: BTreeMap::new(),
-        };
-        node.election_deadline = now.saturating_add(node.random_timeout(rng));
-        node
+        }
     }
 
     fn apply_write(storage: &mut Self::Storage, write: &Self::Write) {
@@ -661,12 +693,11 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
         match input {
             Input::Message { from, message } => self.on_message(env, from, message, effects),
             Input::Tick => {
-                if self.phase == Phase::Leader {
-                    if env.now >= self.heartbeat_deadline {
-                        self.heartbeat(env, effects);
-                    }
-                } else if env.now >= self.election_deadline {
-                    self.start_election(env, effects);
+                if self.phase == Phase::Leader && env.now >= self.heartbeat_deadline {
+                    self.heartbeat(env, effects);
+                }
+                if env.now >= self.election.round_deadline {
+                    self.end_round(env, effects);
                 }
             }
             Input::Request { id, request } => {
@@ -682,10 +713,11 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
     }
 
     fn next_deadline(&self) -> Option<Time> {
+        let round_end = self.election.round_deadline;
         Some(if self.phase == Phase::Leader {
-            self.heartbeat_deadline
+            self.heartbeat_deadline.min(round_end)
         } else {
-            self.election_deadline
+            round_end
         })
     }
 
@@ -755,8 +787,10 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
         self.id
     }
 
+    /// A dead leader is noticed within two heartbeat rounds, ballots are raised in a third,
+    /// and the highest quorum-connected node campaigns in a fourth.
     fn election_timeout(config: &Config) -> Duration {
-        config.election_timeout.saturating_mul(2)
+        config.election_round.saturating_mul(4)
     }
 
     fn state_digest(&self) -> Option<u64> {

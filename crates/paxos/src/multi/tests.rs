@@ -40,6 +40,39 @@ fn elect(harness: &mut Harness<Kv>) -> u64 {
     leader(harness).unwrap()
 }
 
+/// Makes node `id` campaign: a heartbeat round in which only `peer` answers (not
+/// quorum-connected itself, so `id`'s ballot is the highest among quorum-connected nodes).
+fn campaign(harness: &mut Harness<Kv>, id: u64, peer: u64) {
+    harness.network.clear();
+    harness.now = harness.node(id).next_deadline().unwrap();
+    harness.step(id, Input::Tick);
+    let round = harness
+        .network
+        .iter()
+        .find_map(|e| match e.message {
+            Message::HeartbeatRequest { round } if e.to == peer => Some(round),
+            _ => None,
+        })
+        .expect("a heartbeat request to the peer");
+    harness.network.clear();
+    let reply = Message::HeartbeatReply {
+        round,
+        ballot: Ballot::new(0, peer),
+        quorum_connected: false,
+        follows: None,
+    };
+    harness.step(
+        id,
+        Input::Message {
+            from: peer,
+            message: reply,
+        },
+    );
+    harness.now = harness.node(id).next_deadline().unwrap();
+    harness.step(id, Input::Tick);
+    assert_eq!(harness.node(id).status().role, Role::Candidate);
+}
+
 #[test]
 fn a_leader_is_elected_and_commands_apply_in_slot_order_everywhere() {
     let mut harness = cluster(3, 1);
@@ -154,9 +187,7 @@ fn a_new_leader_adopts_accepted_values_and_fills_holes_with_noops() {
         },
     );
     harness.confirm(0);
-    harness.network.clear();
-    harness.now = harness.node(0).next_deadline().unwrap();
-    harness.step(0, Input::Tick);
+    campaign(&mut harness, 0, 1);
     let ballot = harness.node(0).ballot().unwrap();
     let newer = super::Accepted {
         ballot: Ballot::new(2, 1),
