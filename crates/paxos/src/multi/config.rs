@@ -1,5 +1,11 @@
-//! Timing and limits of a Multi-Paxos node, checked by [`Config::validate`] (STYLE.md: "bound
-//! everything").
+//! Timing, limits and quorum sizes of a Multi-Paxos node, checked by [`Config::validate`]
+//! (STYLE.md: "bound everything").
+//!
+//! **Flexible quorums** (Howard, Malkhi, Spiegelman, "Flexible Paxos: Quorum intersection
+//! revisited", 2016): Paxos is safe as long as every phase-1 quorum meets every phase-2 quorum,
+//! i.e. `q1 + q2 > n` — the two phases need not both use majorities. A small phase-2 quorum
+//! makes every decision cheaper (fewer acknowledgements); the price is a larger phase-1 quorum,
+//! paid only when leadership changes.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +25,10 @@ pub struct Config {
     pub max_batch: usize,
     /// The most client requests waiting at a leader.
     pub max_pending: usize,
+    /// Promises a candidate needs (phase 1); `None`: a majority.
+    pub phase1_quorum: Option<usize>,
+    /// Acceptances that decide a slot (phase 2); `None`: a majority.
+    pub phase2_quorum: Option<usize>,
 }
 
 impl Default for Config {
@@ -28,6 +38,8 @@ impl Default for Config {
             election_round: 100 * MILLISECOND,
             max_batch: 64,
             max_pending: 1024,
+            phase1_quorum: None,
+            phase2_quorum: None,
         }
     }
 }
@@ -44,14 +56,104 @@ pub enum ConfigError {
     /// A cluster needs at least one member.
     #[error("a cluster needs at least one member")]
     NoMembers,
+    /// A quorum size is zero or larger than the cluster.
+    #[error("the phase-{phase} quorum {size} must be between 1 and the cluster size {members}")]
+    QuorumOutOfRange {
+        /// 1 or 2.
+        phase: u8,
+        /// The size given.
+        size: usize,
+        /// The cluster size.
+        members: usize,
+    },
+    /// Some phase-1 quorum would miss some phase-2 quorum: two values could be chosen.
+    #[error("the phase-1 quorum {phase1} and the phase-2 quorum {phase2} must add up to more than the cluster size {members}, or a new leader could miss a decided value")]
+    QuorumsDoNotIntersect {
+        /// The phase-1 quorum size.
+        phase1: usize,
+        /// The phase-2 quorum size.
+        phase2: usize,
+        /// The cluster size.
+        members: usize,
+    },
+}
+
+/// The quorum sizes a cluster of a given size runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quorums {
+    /// Promises a candidate needs (itself included).
+    pub phase1: usize,
+    /// Acceptances that decide a slot (the leader included).
+    pub phase2: usize,
+}
+
+impl Quorums {
+    /// Majorities for both phases.
+    pub fn majority(members: usize) -> Self {
+        Quorums {
+            phase1: members / 2 + 1,
+            phase2: members / 2 + 1,
+        }
+    }
+
+    /// Peers (itself included) a node must hear in a heartbeat round to be quorum-connected:
+    /// enough to run either phase. Since `phase1 + phase2 > n`, this is more than half, so two
+    /// quorum-connected nodes always hear a common peer.
+    pub fn connectivity(&self) -> usize {
+        self.phase1.max(self.phase2)
+    }
 }
 
 impl Config {
-    /// Checks that the configuration is usable by a cluster of `members` nodes.
-    pub fn validate(&self, members: usize) -> Result<(), ConfigError> {
+    /// The default timing with flexible quorums `phase1` and `phase2` for a cluster of
+    /// `members` nodes, checked.
+    pub fn with_quorums(
+        members: usize,
+        phase1: usize,
+        phase2: usize,
+    ) -> Result<Config, ConfigError> {
+        let config = Config {
+            phase1_quorum: Some(phase1),
+            phase2_quorum: Some(phase2),
+            ..Config::default()
+        };
+        config.validate(members)?;
+        Ok(config)
+    }
+
+    /// The quorum sizes for a cluster of `members` nodes, checked: each in `1..=members`, and
+    /// `phase1 + phase2 > members`.
+    pub fn quorums(&self, members: usize) -> Result<Quorums, ConfigError> {
         if members == 0 {
             return Err(ConfigError::NoMembers);
         }
+        let majority = Quorums::majority(members);
+        let quorums = Quorums {
+            phase1: self.phase1_quorum.unwrap_or(majority.phase1),
+            phase2: self.phase2_quorum.unwrap_or(majority.phase2),
+        };
+        for (phase, size) in [(1, quorums.phase1), (2, quorums.phase2)] {
+            if size == 0 || size > members {
+                return Err(ConfigError::QuorumOutOfRange {
+                    phase,
+                    size,
+                    members,
+                });
+            }
+        }
+        if quorums.phase1 + quorums.phase2 <= members {
+            return Err(ConfigError::QuorumsDoNotIntersect {
+                phase1: quorums.phase1,
+                phase2: quorums.phase2,
+                members,
+            });
+        }
+        Ok(quorums)
+    }
+
+    /// Checks that the configuration is usable by a cluster of `members` nodes.
+    pub fn validate(&self, members: usize) -> Result<(), ConfigError> {
+        self.quorums(members)?;
         let limits = [
             ("heartbeat_interval", self.heartbeat_interval),
             ("election_round", self.election_round),
@@ -89,5 +191,82 @@ mod tests {
         );
         assert_eq!(error.to_string(), "'election_round' must be at least 1");
         assert_eq!(Config::default().validate(0), Err(ConfigError::NoMembers));
+    }
+
+    #[test]
+    fn quorums_default_to_majorities() {
+        for (members, majority) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (7, 4)] {
+            let quorums = Config::default().quorums(members).unwrap();
+            assert_eq!(quorums, Quorums::majority(members));
+            assert_eq!((quorums.phase1, quorums.phase2), (majority, majority));
+        }
+    }
+
+    #[test]
+    fn intersecting_flexible_quorums_are_accepted() {
+        let config = Config::with_quorums(5, 4, 2).unwrap();
+        let quorums = config.quorums(5).unwrap();
+        assert_eq!((quorums.phase1, quorums.phase2), (4, 2));
+        assert_eq!(quorums.connectivity(), 4);
+        assert!(Config::with_quorums(5, 2, 4).is_ok());
+        assert!(Config::with_quorums(5, 5, 1).is_ok());
+        assert!(Config::with_quorums(4, 3, 2).is_ok());
+    }
+
+    #[test]
+    fn quorums_that_may_miss_each_other_are_rejected() {
+        let error = Config::with_quorums(5, 3, 2).unwrap_err();
+        assert_eq!(
+            error,
+            ConfigError::QuorumsDoNotIntersect {
+                phase1: 3,
+                phase2: 2,
+                members: 5
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "the phase-1 quorum 3 and the phase-2 quorum 2 must add up to more than the \
+             cluster size 5, or a new leader could miss a decided value"
+        );
+        assert!(matches!(
+            Config::with_quorums(4, 2, 2),
+            Err(ConfigError::QuorumsDoNotIntersect { .. })
+        ));
+        // One explicit size against the other's default majority.
+        let config = Config {
+            phase2_quorum: Some(1),
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(5),
+            Err(ConfigError::QuorumsDoNotIntersect {
+                phase1: 3,
+                phase2: 1,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn quorum_sizes_outside_the_cluster_are_rejected() {
+        let zero = Config::with_quorums(5, 0, 5).unwrap_err();
+        assert_eq!(
+            zero,
+            ConfigError::QuorumOutOfRange {
+                phase: 1,
+                size: 0,
+                members: 5
+            }
+        );
+        assert_eq!(
+            zero.to_string(),
+            "the phase-1 quorum 0 must be between 1 and the cluster size 5"
+        );
+        let large = Config::with_quorums(3, 2, 4).unwrap_err();
+        assert_eq!(
+            large.to_string(),
+            "the phase-2 quorum 4 must be between 1 and the cluster size 3"
+        );
     }
 }

@@ -55,7 +55,7 @@ use concord_core::NodeId;
 
 use crate::Ballot;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, Quorums};
 pub use invariants::invariants;
 pub use node::MultiPaxos;
 

@@ -9,7 +9,7 @@ use concord_core::{
 
 use super::election::{Heartbeat, LeaderElection};
 use super::{
-    Accepted, Config, Entry, Message, PaxosError, Request, Response, Slot, Storage, Write,
+    Accepted, Config, Entry, Message, PaxosError, Quorums, Request, Response, Slot, Storage, Write,
 };
 use crate::Ballot;
 
@@ -42,6 +42,8 @@ pub struct MultiPaxos<S: StateMachine> {
     pub(super) id: NodeId,
     pub(super) members: Vec<NodeId>,
     pub(super) config: Config,
+    /// The quorum sizes (majorities unless the configuration sets flexible ones).
+    pub(super) quorums: Quorums,
     /// Acceptor: the highest ballot promised.
     pub(super) promised: Option<Ballot>,
     /// Acceptor: the accepted entries. Invariant: every slot up to `decided` is present.
@@ -118,23 +120,24 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         &self.state
     }
 
-    /// Promises a candidate needs (phase 1).
+    /// Promises a candidate needs (phase 1), itself included.
     pub(super) fn phase1_quorum(&self) -> usize {
-        self.members.len() / 2 + 1
+        self.quorums.phase1
     }
 
-    /// Acceptances that decide a slot (phase 2).
+    /// Acceptances that decide a slot (phase 2), the leader included.
     pub(super) fn phase2_quorum(&self) -> usize {
-        self.members.len() / 2 + 1
+        self.quorums.phase2
     }
 
-    /// Peers (itself included) a node must hear in a heartbeat round to be quorum-connected:
-    /// enough to run both phases, and more than half, so that two quorum-connected nodes
-    /// always hear a common peer.
+    /// Peers (itself included) a node must hear in a heartbeat round to be quorum-connected.
     pub(super) fn connectivity_quorum(&self) -> usize {
-        self.phase1_quorum()
-            .max(self.phase2_quorum())
-            .max(self.members.len() / 2 + 1)
+        self.quorums.connectivity()
+    }
+
+    /// The quorum sizes this node runs with.
+    pub fn quorums(&self) -> Quorums {
+        self.quorums
     }
 
     fn persist(&mut self, write: Write<Cmd<S>, Qry<S>>, effects: &mut Vec<MultiEffect<S>>) {
@@ -647,10 +650,16 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             .chain(storage.promised.map(|b| b.round))
             .max()
             .unwrap_or(0);
+        // An invalid configuration (drivers should `Config::validate` first) falls back to
+        // majorities, which are always safe, and `check_invariants` reports it.
+        let quorums = config
+            .quorums(members.len())
+            .unwrap_or_else(|_| Quorums::majority(members.len()));
         MultiPaxos {
             id,
             members: members.to_vec(),
             config: config.clone(),
+            quorums,
             promised: storage.promised,
             log: storage.log.clone(),
             decided: storage.decided,
@@ -753,6 +762,9 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
 
     fn check_invariants(&self) -> Result<(), Violation> {
         let fail = |detail: String| Err(Violation::on_node("multi-paxos-state", self.id, detail));
+        if let Err(error) = self.config.validate(self.members.len()) {
+            return fail(format!("invalid configuration: {error}"));
+        }
         if self.applied > self.decided {
             return fail(format!(
                 "applied {} above decided {}",
