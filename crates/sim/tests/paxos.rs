@@ -66,3 +66,16 @@ fn multi_paxos_with_flexible_quorums_is_safe_and_linearizable() {
         check_seed_with(seed, FaultSelection::All, config.clone());
     }
 }
+
+/// Snapshots every 8 slots under every fault: compaction, snapshot transfer and snapshots in
+/// promises keep every checker (including `snapshots-agree`) and linearizability.
+#[test]
+fn multi_paxos_with_frequent_snapshots_is_safe_and_linearizable() {
+    let config = Config {
+        snapshot_threshold: 8,
+        ..Config::default()
+    };
+    for seed in 0..200 {
+        check_seed_with(seed, FaultSelection::All, config.clone());
+    }
+}

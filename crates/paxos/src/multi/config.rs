@@ -25,6 +25,9 @@ pub struct Config {
     pub max_batch: usize,
     /// The most client requests waiting at a leader.
     pub max_pending: usize,
+    /// Take a snapshot (and compact the log below it) once this many slots were applied since
+    /// the last one.
+    pub snapshot_threshold: u64,
     /// Promises a candidate needs (phase 1); `None`: a majority.
     pub phase1_quorum: Option<usize>,
     /// Acceptances that decide a slot (phase 2); `None`: a majority.
@@ -38,6 +41,7 @@ impl Default for Config {
             election_round: 100 * MILLISECOND,
             max_batch: 64,
             max_pending: 1024,
+            snapshot_threshold: 1000,
             phase1_quorum: None,
             phase2_quorum: None,
         }
@@ -159,6 +163,7 @@ impl Config {
             ("election_round", self.election_round),
             ("max_batch", self.max_batch as u64),
             ("max_pending", self.max_pending as u64),
+            ("snapshot_threshold", self.snapshot_threshold),
         ];
         if let Some((field, _)) = limits.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Zero { field });

@@ -44,6 +44,9 @@ mod election_tests;
 pub mod invariants;
 mod kv;
 mod node;
+mod snapshot;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;
 
@@ -96,7 +99,12 @@ pub enum Message<C, Q> {
     Promise {
         /// The ballot promised.
         ballot: Ballot,
-        /// Every proposal accepted at `first_slot` or above.
+        /// The acceptor's snapshot, when the candidate's `first_slot` is at or below the
+        /// acceptor's compaction point (the slots it needs are no longer in the log).
+        snapshot: Option<Snapshot>,
+        /// Every proposal accepted at `first_slot` or above that is still in the log (above the
+        /// compaction point): at most `Config::snapshot_threshold` decided entries plus the
+        /// undecided tail.
         accepted: Vec<(Slot, Accepted<C, Q>)>,
     },
     /// Phase 2a for the consecutive slots `prev + 1 ..`; a heartbeat when empty.
@@ -118,6 +126,14 @@ pub enum Message<C, Q> {
         prefix: Slot,
         /// The entries received did not follow on from `prefix`: send from `prefix + 1`.
         gap: bool,
+    },
+    /// Catch-up for a follower whose next slot the leader has compacted: the leader's snapshot
+    /// (every slot up to `snapshot.slot` is decided).
+    InstallSnapshot {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The snapshot.
+        snapshot: Snapshot,
     },
     /// The acceptor promised a higher ballot.
     Rejected {
@@ -185,6 +201,16 @@ pub enum Response<O> {
     Failed(PaxosError),
 }
 
+/// The state machine after applying every slot up to `slot` (Lamport, "Paxos Made Simple" §3
+/// and "Paxos Made Live" §5.5: a replica's snapshot replaces the log prefix it covers).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The last slot it covers.
+    pub slot: Slot,
+    /// The state machine's serialized state (`StateMachine::snapshot`).
+    pub data: Vec<u8>,
+}
+
 /// A durable mutation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Write<C, Q> {
@@ -201,6 +227,8 @@ pub enum Write<C, Q> {
     },
     /// Every slot up to here is decided (no barrier: nothing sent depends on it).
     Decided(Slot),
+    /// Store a snapshot and drop the log entries it covers (they are decided).
+    Snapshot(Snapshot),
 }
 
 /// The durable state of an acceptor.
@@ -208,9 +236,11 @@ pub enum Write<C, Q> {
 pub struct Storage<C, Q> {
     /// The highest ballot promised.
     pub promised: Option<Ballot>,
-    /// The accepted entries by slot.
+    /// The latest snapshot; the log holds only slots above it.
+    pub snapshot: Option<Snapshot>,
+    /// The accepted entries by slot, above the snapshot.
     pub log: BTreeMap<Slot, Accepted<C, Q>>,
-    /// The decided prefix.
+    /// The decided prefix (at least the snapshot's slot).
     pub decided: Slot,
 }
 
@@ -218,9 +248,17 @@ impl<C, Q> Default for Storage<C, Q> {
     fn default() -> Self {
         Storage {
             promised: None,
+            snapshot: None,
             log: BTreeMap::new(),
             decided: 0,
         }
+    }
+}
+
+impl<C, Q> Storage<C, Q> {
+    /// The slot the snapshot covers up to (0 without one).
+    pub fn compacted(&self) -> Slot {
+        self.snapshot.as_ref().map_or(0, |s| s.slot)
     }
 }
 
@@ -235,7 +273,11 @@ impl<C: Clone, Q: Clone> Storage<C, Q> {
                 entries,
             } => {
                 self.promised = self.promised.max(Some(*ballot));
+                let compacted = self.compacted();
                 for (slot, entry) in (*first..).zip(entries) {
+                    if slot <= compacted {
+                        continue;
+                    }
                     self.log.insert(
                         slot,
                         Accepted {
@@ -246,6 +288,13 @@ impl<C: Clone, Q: Clone> Storage<C, Q> {
                 }
             }
             Write::Decided(slot) => self.decided = self.decided.max(*slot),
+            Write::Snapshot(snapshot) => {
+                if snapshot.slot > self.compacted() {
+                    self.log = self.log.split_off(&(snapshot.slot + 1));
+                    self.decided = self.decided.max(snapshot.slot);
+                    self.snapshot = Some(snapshot.clone());
+                }
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The Multi-Paxos node: acceptor and learner always, candidate or leader by turns.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use concord_core::{
     Duration, Effect, Env, Input, Node, NodeId, NodeStatus, PeerProgress, PersistToken, RequestId,
@@ -9,7 +9,8 @@ use concord_core::{
 
 use super::election::{Heartbeat, LeaderElection};
 use super::{
-    Accepted, Config, Entry, Message, PaxosError, Quorums, Request, Response, Slot, Storage, Write,
+    Accepted, Config, Entry, Message, PaxosError, Quorums, Request, Response, Slot, Snapshot,
+    Storage, Write,
 };
 use crate::Ballot;
 
@@ -46,11 +47,16 @@ pub struct MultiPaxos<S: StateMachine> {
     pub(super) quorums: Quorums,
     /// Acceptor: the highest ballot promised.
     pub(super) promised: Option<Ballot>,
-    /// Acceptor: the accepted entries. Invariant: every slot up to `decided` is present.
+    /// Acceptor: the accepted entries above the compaction point. Invariant: every slot in
+    /// `compacted + 1 ..= decided` is present, and none at or below `compacted`.
     pub(super) log: BTreeMap<Slot, Accepted<Cmd<S>, Qry<S>>>,
-    /// Learner: every slot up to here is chosen. Invariant: `applied <= decided`.
+    /// Learner: every slot up to here is chosen. Invariant: `compacted <= applied <= decided`.
     pub(super) decided: Slot,
     pub(super) applied: Slot,
+    /// Every slot up to here is covered by `snapshot` and gone from the log.
+    pub(super) compacted: Slot,
+    /// The latest snapshot (`snapshot.slot == compacted`), sent to lagging followers.
+    pub(super) snapshot: Option<Snapshot>,
     pub(super) state: S,
     pub(super) durable: Storage<Cmd<S>, Qry<S>>,
     /// A random number drawn when this incarnation started: differs across restarts.
@@ -69,11 +75,15 @@ pub struct MultiPaxos<S: StateMachine> {
     /// Candidate and leader: the node's own ballot.
     pub(super) ballot: Option<Ballot>,
     pub(super) promises: BTreeMap<NodeId, SlotEntries<S>>,
+    /// Candidate: the newest snapshot a promise carried.
+    pub(super) offered: Option<Snapshot>,
     /// Leader: the last slot used, the highest slot durable locally, per-follower progress.
     pub(super) last: Slot,
     pub(super) durable_match: Slot,
     pub(super) matched: BTreeMap<NodeId, Slot>,
     pub(super) next: BTreeMap<NodeId, Slot>,
+    /// Leader: the followers that acknowledged something at its ballot.
+    pub(super) acked: BTreeSet<NodeId>,
     pub(super) heartbeat_deadline: Time,
     pub(super) pending: BTreeMap<Slot, RequestId>,
 }
@@ -140,7 +150,11 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         self.quorums
     }
 
-    fn persist(&mut self, write: Write<Cmd<S>, Qry<S>>, effects: &mut Vec<MultiEffect<S>>) {
+    pub(super) fn persist(
+        &mut self,
+        write: Write<Cmd<S>, Qry<S>>,
+        effects: &mut Vec<MultiEffect<S>>,
+    ) {
         self.next_token += 1;
         self.unconfirmed.push_back((self.next_token, write.clone()));
         effects.push(Effect::Persist {
@@ -167,7 +181,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
 
     /// Raises the promise to `ballot` if it is not below it; a higher ballot ends this node's
     /// own candidacy or leadership.
-    fn promise(&mut self, ballot: Ballot, effects: &mut Vec<MultiEffect<S>>) -> bool {
+    pub(super) fn promise(&mut self, ballot: Ballot, effects: &mut Vec<MultiEffect<S>>) -> bool {
         self.max_round = self.max_round.max(ballot.round);
         match self.promised {
             Some(promised) if promised > ballot => false,
@@ -195,6 +209,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         self.ballot = None;
         self.leader = None;
         self.promises.clear();
+        self.offered = None;
     }
 
     /// Phase 1 at `ballot` (which ballot leader election chose) for every slot above the
@@ -214,6 +229,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         let first_slot = self.decided + 1;
         let own = self.accepted_from(first_slot);
         self.promises.clear();
+        self.offered = None;
         self.promises.insert(self.id, own);
         for to in self.followers() {
             Self::send(to, Message::Prepare { ballot, first_slot }, effects);
@@ -245,6 +261,9 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
     /// with no-ops and re-propose everything above the decided prefix at the new ballot.
     fn become_leader(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
         let Some(ballot) = self.ballot else { return };
+        if let Some(snapshot) = self.offered.take() {
+            self.install_snapshot(snapshot, effects);
+        }
         let first = self.decided + 1;
         let mut adopted: BTreeMap<Slot, Accepted<Cmd<S>, Qry<S>>> = BTreeMap::new();
         for (slot, accepted) in self.promises.values().flatten() {
@@ -289,6 +308,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
         self.matched.clear();
         self.next.clear();
+        self.acked.clear();
         self.heartbeat_deadline = env.now.saturating_add(self.config.heartbeat_interval);
         for to in self.followers() {
             self.matched.insert(to, 0);
@@ -302,7 +322,14 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         self.heartbeat_deadline = env.now.saturating_add(self.config.heartbeat_interval);
         for to in self.followers() {
             let matched = self.matched.get(&to).copied().unwrap_or(0);
-            self.next.insert(to, matched + 1);
+            // A follower not heard from yet is probed above the compaction point; it answers
+            // with its prefix, and gets the snapshot only if it needs it.
+            let floor = if self.acked.contains(&to) {
+                0
+            } else {
+                self.compacted + 1
+            };
+            self.next.insert(to, (matched + 1).max(floor));
             self.send_entries(to, true, effects);
         }
     }
@@ -311,6 +338,10 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
     fn send_entries(&mut self, to: NodeId, even_if_empty: bool, effects: &mut Vec<MultiEffect<S>>) {
         let Some(ballot) = self.ballot else { return };
         let next = self.next.get(&to).copied().unwrap_or(self.last + 1).max(1);
+        if next <= self.compacted {
+            self.send_snapshot(to, effects);
+            return;
+        }
         let mut entries = Vec::new();
         let mut slot = next;
         while slot <= self.last && entries.len() < self.config.max_batch {
@@ -392,8 +423,15 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
         if self.promise(ballot, effects) {
             self.leader = None;
-            let accepted = self.accepted_from(first_slot.max(1));
-            Self::send(from, Message::Promise { ballot, accepted }, effects);
+            let first_slot = first_slot.max(1);
+            let snapshot = self.snapshot_for(first_slot);
+            let accepted = self.accepted_from(first_slot);
+            let promise = Message::Promise {
+                ballot,
+                snapshot,
+                accepted,
+            };
+            Self::send(from, promise, effects);
         } else if let Some(promised) = self.promised {
             Self::send(from, Message::Rejected { ballot, promised }, effects);
         }
@@ -422,9 +460,12 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         let gap = prev > self.prefix;
         if !gap && !entries.is_empty() {
             let end = prev.saturating_add(entries.len() as u64);
-            // Skip what is already held at this ballot (a retransmission).
+            // Skip what is decided (possibly compacted) or already held at this ballot (a
+            // retransmission).
             let skip = (prev + 1..=end)
-                .take_while(|slot| self.log.get(slot).is_some_and(|a| a.ballot == ballot))
+                .take_while(|slot| {
+                    *slot <= self.decided || self.log.get(slot).is_some_and(|a| a.ballot == ballot)
+                })
                 .count();
             let first = prev + 1 + skip as u64;
             let fresh: Vec<_> = entries.into_iter().skip(skip).collect();
@@ -477,6 +518,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         let Some(matched) = self.matched.get_mut(&from) else {
             return;
         };
+        self.acked.insert(from);
         let prefix = prefix.min(self.last);
         *matched = (*matched).max(prefix);
         if gap {
@@ -511,8 +553,14 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
     }
 
-    /// Applies decided entries in slot order, answering the requests waiting for them.
+    /// Applies decided entries in slot order, answering the requests waiting for them; then
+    /// maybe takes a snapshot.
     fn apply_decided(&mut self, effects: &mut Vec<MultiEffect<S>>) {
+        self.apply_decided_entries(effects);
+        self.maybe_take_snapshot(effects);
+    }
+
+    fn apply_decided_entries(&mut self, effects: &mut Vec<MultiEffect<S>>) {
         while self.applied < self.decided {
             let slot = self.applied + 1;
             let Some(accepted) = self.log.get(&slot) else {
@@ -582,8 +630,13 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
             Message::Prepare { ballot, first_slot } => {
                 self.on_prepare(from, ballot, first_slot, effects);
             }
-            Message::Promise { ballot, accepted } => {
+            Message::Promise {
+                ballot,
+                snapshot,
+                accepted,
+            } => {
                 if self.phase == Phase::Candidate && self.ballot == Some(ballot) {
+                    self.offer_snapshot(snapshot);
                     self.promises.insert(from, accepted);
                     if self.promises.len() >= self.phase1_quorum() {
                         self.become_leader(env, effects);
@@ -604,6 +657,9 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
                 gap,
             } => {
                 self.on_accepted(from, ballot, prefix, gap, effects);
+            }
+            Message::InstallSnapshot { ballot, snapshot } => {
+                self.on_install_snapshot(from, ballot, snapshot, effects);
             }
             Message::Rejected { ballot, promised } => {
                 self.max_round = self.max_round.max(promised.round);
@@ -655,6 +711,15 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
         let quorums = config
             .quorums(members.len())
             .unwrap_or_else(|_| Quorums::majority(members.len()));
+        let compacted = storage.compacted();
+        let mut state = S::default();
+        if let Some(snapshot) = &storage.snapshot {
+            // The node's own durable snapshot: if it does not restore, the disk is corrupt and
+            // there is nothing safe to do but stop.
+            if let Err(error) = state.restore(&snapshot.data) {
+                panic!("node {id}: the stored snapshot at slot {compacted} is corrupt: {error}");
+            }
+        }
         MultiPaxos {
             id,
             members: members.to_vec(),
@@ -662,9 +727,11 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             quorums,
             promised: storage.promised,
             log: storage.log.clone(),
-            decided: storage.decided,
-            applied: 0,
-            state: S::default(),
+            decided: storage.decided.max(compacted),
+            applied: compacted,
+            compacted,
+            snapshot: storage.snapshot.clone(),
+            state,
             durable: storage.clone(),
             incarnation: rand::Rng::gen(rng),
             unconfirmed: VecDeque::new(),
@@ -672,14 +739,16 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             max_round,
             phase: Phase::Follower,
             leader: None,
-            prefix: storage.decided,
+            prefix: storage.decided.max(compacted),
             election: LeaderElection::new(id, now),
             ballot: None,
             promises: BTreeMap::new(),
+            offered: None,
             last: 0,
             durable_match: 0,
             matched: BTreeMap::new(),
             next: BTreeMap::new(),
+            acked: BTreeSet::new(),
             heartbeat_deadline: now,
             pending: BTreeMap::new(),
         }
@@ -753,7 +822,12 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             },
             leader: self.leader,
             term: self.ballot().map_or(0, |b| b.round),
-            log_length: self.log.keys().next_back().copied().unwrap_or(0),
+            log_length: self
+                .log
+                .keys()
+                .next_back()
+                .copied()
+                .unwrap_or(self.compacted),
             commit_index: self.decided,
             applied_index: self.applied,
             peers,
@@ -765,16 +839,30 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
         if let Err(error) = self.config.validate(self.members.len()) {
             return fail(format!("invalid configuration: {error}"));
         }
-        if self.applied > self.decided {
+        if !(self.compacted <= self.applied && self.applied <= self.decided) {
             return fail(format!(
-                "applied {} above decided {}",
-                self.applied, self.decided
+                "expected compacted {} <= applied {} <= decided {}",
+                self.compacted, self.applied, self.decided
             ));
         }
-        if self.decided > 0 && !self.log.contains_key(&self.decided) {
+        if self.decided > self.compacted && !self.log.contains_key(&self.decided) {
             return fail(format!(
                 "decided slot {} missing from the log",
                 self.decided
+            ));
+        }
+        if let Some(&first) = self.log.keys().next() {
+            if first <= self.compacted {
+                return fail(format!(
+                    "slot {first} is still in the log below the compaction point {}",
+                    self.compacted
+                ));
+            }
+        }
+        if self.snapshot.as_ref().map_or(0, |s| s.slot) != self.compacted {
+            return fail(format!(
+                "the snapshot does not end at the compaction point {}",
+                self.compacted
             ));
         }
         if self.durable.promised > self.promised {

@@ -2,7 +2,7 @@
 
 use concord_core::{Input, KvOperation, KvOutcome, KvService, KvStateMachine, Node, Role};
 
-use super::{invariants, Config, Entry, Message, MultiPaxos, Request, Response};
+use super::{invariants, Config, Entry, Message, MultiPaxos, Request, Response, Snapshot};
 use crate::testing::Harness;
 use crate::Ballot;
 
@@ -42,7 +42,7 @@ fn elect(harness: &mut Harness<Kv>) -> u64 {
 
 /// Makes node `id` campaign: a heartbeat round in which only `peer` answers (not
 /// quorum-connected itself, so `id`'s ballot is the highest among quorum-connected nodes).
-fn campaign(harness: &mut Harness<Kv>, id: u64, peer: u64) {
+pub(super) fn campaign(harness: &mut Harness<Kv>, id: u64, peer: u64) {
     harness.network.clear();
     harness.now = harness.node(id).next_deadline().unwrap();
     harness.step(id, Input::Tick);
@@ -203,6 +203,7 @@ fn a_new_leader_adopts_accepted_values_and_fills_holes_with_noops() {
             from: 1,
             message: Message::Promise {
                 ballot,
+                snapshot: None,
                 accepted: vec![(2, newer), (4, later)],
             },
         },
@@ -277,11 +278,32 @@ fn malformed_messages_do_not_panic() {
         },
         Message::Promise {
             ballot: huge,
+            snapshot: None,
             accepted: vec![],
         },
         Message::Rejected {
             ballot: huge,
             promised: Ballot::default(),
+        },
+        Message::InstallSnapshot {
+            ballot: huge,
+            snapshot: Snapshot {
+                slot: u64::MAX,
+                data: b"{}".to_vec(),
+            },
+        },
+        Message::InstallSnapshot {
+            ballot: Ballot::new(7, 2),
+            snapshot: Snapshot {
+                slot: 5,
+                data: b"not a snapshot".to_vec(),
+            },
+        },
+        Message::HeartbeatReply {
+            round: u64::MAX,
+            ballot: huge,
+            quorum_connected: true,
+            follows: Some(huge),
         },
     ];
     for message in odd {
@@ -390,6 +412,7 @@ fn promises_to_lead(config: Config) -> usize {
                 from,
                 message: Message::Promise {
                     ballot,
+                    snapshot: None,
                     accepted: vec![],
                 },
             },
