@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use concord_core::time::MILLISECOND;
-use concord_core::Duration;
+use concord_core::{Duration, NodeId};
 
 /// Timing and limits.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +32,9 @@ pub struct Config {
     pub phase1_quorum: Option<usize>,
     /// Acceptances that decide a slot (phase 2); `None`: a majority.
     pub phase2_quorum: Option<usize>,
+    /// The first configuration's members, when not every node the driver starts (the others
+    /// wait, idle, to be added by a reconfiguration); `None`: every node.
+    pub initial_members: Option<Vec<NodeId>>,
 }
 
 impl Default for Config {
@@ -44,6 +47,7 @@ impl Default for Config {
             snapshot_threshold: 1000,
             phase1_quorum: None,
             phase2_quorum: None,
+            initial_members: None,
         }
     }
 }
@@ -60,6 +64,9 @@ pub enum ConfigError {
     /// A cluster needs at least one member.
     #[error("a cluster needs at least one member")]
     NoMembers,
+    /// `initial_members` names a node twice.
+    #[error("the initial members name a node twice")]
+    DuplicateMember,
     /// A quorum size is zero or larger than the cluster.
     #[error("the phase-{phase} quorum {size} must be between 1 and the cluster size {members}")]
     QuorumOutOfRange {
@@ -155,8 +162,21 @@ impl Config {
         Ok(quorums)
     }
 
-    /// Checks that the configuration is usable by a cluster of `members` nodes.
+    /// Checks that the configuration is usable by a cluster of `members` nodes (the first
+    /// configuration's size is `initial_members`' when set).
     pub fn validate(&self, members: usize) -> Result<(), ConfigError> {
+        let members = match &self.initial_members {
+            Some(initial) => {
+                let mut sorted = initial.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() != initial.len() {
+                    return Err(ConfigError::DuplicateMember);
+                }
+                initial.len()
+            }
+            None => members,
+        };
         self.quorums(members)?;
         let limits = [
             ("heartbeat_interval", self.heartbeat_interval),

@@ -87,12 +87,12 @@ pub(super) struct LeaderElection {
 }
 
 impl LeaderElection {
-    /// Fresh state for node `id`; the first round ends at `round_deadline`.
-    pub(super) fn new(id: NodeId, round_deadline: Time) -> Self {
+    /// Fresh state standing with `own`; the first round ends at `round_deadline`.
+    pub(super) fn new(own: Ballot, round_deadline: Time) -> Self {
         LeaderElection {
             round: 0,
             round_deadline,
-            own: Ballot::new(0, id),
+            own,
             leader: None,
             elected_round: 0,
             replies: BTreeMap::new(),
@@ -100,6 +100,17 @@ impl LeaderElection {
             quorum_connected: false,
             heard_leader: None,
         }
+    }
+}
+
+impl LeaderElection {
+    /// Starts over standing with `own` (a new configuration): no leader, no connectivity known.
+    /// The round count goes on, so late replies to an earlier round are not taken for new ones.
+    pub(super) fn restart(&mut self, own: Ballot) {
+        *self = LeaderElection {
+            round: self.round,
+            ..LeaderElection::new(own, self.round_deadline)
+        };
     }
 }
 
@@ -146,7 +157,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
     }
 
     pub(super) fn on_heartbeat_reply(&mut self, from: NodeId, round: u64, heartbeat: Heartbeat) {
-        if round == self.election.round {
+        if round == self.election.round && self.configuration.contains(from) {
             self.max_round = self.max_round.max(heartbeat.ballot.round);
             self.election.replies.insert(from, heartbeat);
         }
@@ -160,6 +171,16 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
     /// The end of a heartbeat round: connectivity, the leader's liveness, and maybe a
     /// candidacy; then the next round starts.
     pub(super) fn end_round(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
+        if !self.is_member() {
+            // Idle: not a member of its configuration, so never a candidate.
+            if self.phase != Phase::Follower {
+                self.become_follower(effects);
+            }
+            self.election.restart(self.election.own);
+            self.election.round += 1;
+            self.election.round_deadline = env.now.saturating_add(self.config.election_round);
+            return;
+        }
         let replies = std::mem::take(&mut self.election.replies);
         let connected: BTreeSet<NodeId> = replies.keys().copied().collect();
         let quorum_connected = connected.len() + 1 >= self.connectivity_quorum();
@@ -214,7 +235,8 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
                     .map_or(0, |l| l.round)
                     .max(top.round)
                     .max(self.max_round);
-                self.election.own = Ballot::new(above.saturating_add(1), self.id);
+                let epoch = self.configuration.epoch;
+                self.election.own = Ballot::in_epoch(epoch, above.saturating_add(1), self.id);
             }
         }
         self.start_round(env, effects);
@@ -232,9 +254,10 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
     /// Paxos phase 1 at the ballot this node stands with, raised first above every round seen
     /// (raising keeps it the highest, so the election's choice stands).
     fn campaign(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
+        let epoch = self.configuration.epoch;
         let mut ballot = self.election.own;
-        if ballot.round <= self.max_round || self.promised.is_some_and(|p| p >= ballot) {
-            ballot = Ballot::new(self.max_round, self.id).next_for(self.id);
+        if ballot.epoch != epoch || ballot.round <= self.max_round {
+            ballot = Ballot::in_epoch(epoch, self.max_round, self.id).next_for(self.id);
         }
         self.election.own = ballot;
         self.election.leader = Some(ballot);

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use concord_core::{digest, ClusterInvariant, Effect, EffectOf, NodeId, StateMachine, Violation};
 
-use super::{Entry, MultiPaxos, Slot, Write};
+use super::{Configuration, Entry, MultiPaxos, Slot, Write};
 
 /// Every Multi-Paxos safety checker, fresh.
 pub fn invariants<S>() -> Vec<Box<dyn ClusterInvariant<MultiPaxos<S>>>>
@@ -45,6 +45,7 @@ enum Chosen<C> {
     Noop,
     Command(C),
     Read,
+    StopSign(Configuration),
 }
 
 fn chosen<C: Clone, Q>(entry: &Entry<C, Q>) -> Chosen<C> {
@@ -52,6 +53,7 @@ fn chosen<C: Clone, Q>(entry: &Entry<C, Q>) -> Chosen<C> {
         Entry::Noop => Chosen::Noop,
         Entry::Command(command) => Chosen::Command(command.clone()),
         Entry::Read(_) => Chosen::Read,
+        Entry::StopSign(next) => Chosen::StopSign(next.clone()),
     }
 }
 

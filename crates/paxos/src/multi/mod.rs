@@ -25,6 +25,7 @@
 //! | [`Message::Promise`] | acceptor → candidate | phase 1b: the promise and the accepted proposals from `first_slot` |
 //! | [`Message::Accept`] | leader → follower | phase 2a for consecutive slots, plus the decided prefix; a heartbeat when empty |
 //! | [`Message::Accepted`] | follower → leader | phase 2b: every slot up to `prefix` is held at `ballot` (or decided) |
+//! | [`Message::InstallSnapshot`] | leader → follower | catch-up past the leader's compaction point |
 //! | [`Message::Rejected`] | acceptor → proposer | preemption: a higher ballot was promised |
 //! | [`Message::HeartbeatRequest`] | any → all | leader election: one per heartbeat round |
 //! | [`Message::HeartbeatReply`] | peer → asker | the peer's ballot, quorum connectivity and the leader it heard |
@@ -33,9 +34,14 @@
 //! prefix is the chosen value (a leader proposes one value per slot per ballot, and re-proposes
 //! chosen values unchanged), which is how followers learn decisions without extra messages.
 //!
+//! Around that core: flexible quorums (`config`), snapshots and log compaction (`snapshot`),
+//! and reconfiguration through the log with a stop-sign ([`Entry::StopSign`],
+//! `reconfiguration`).
+//!
 //! Safety is checked by the [`invariants`]: at most one value per slot is chosen (PMMC
 //! invariant: "for any ballot and slot at most one proposal"; Paxos Made Simple P2), decided
-//! prefixes only grow, and no two nodes apply different commands at one slot.
+//! prefixes only grow, no two nodes apply different commands at one slot, and snapshots of one
+//! slot agree.
 
 mod config;
 mod election;
@@ -44,6 +50,9 @@ mod election_tests;
 pub mod invariants;
 mod kv;
 mod node;
+mod reconfiguration;
+#[cfg(test)]
+mod reconfiguration_tests;
 mod snapshot;
 #[cfg(test)]
 mod snapshot_tests;
@@ -74,6 +83,34 @@ pub enum Entry<C, Q> {
     Command(C),
     /// A read ordered through the log.
     Read(Q),
+    /// A stop-sign: the last slot of the current configuration; every later slot belongs to
+    /// `Configuration` (OmniPaxos's stop-sign, Vertical Paxos's configuration change).
+    StopSign(Configuration),
+}
+
+/// Who the members are, numbered by epoch (ballots of a later epoch outrank every ballot of an
+/// earlier one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Configuration {
+    /// The configuration's number: 0 for the first, one more for each stop-sign applied.
+    pub epoch: u64,
+    /// The members (acceptors, learners, possible leaders), sorted, without duplicates.
+    pub members: Vec<NodeId>,
+}
+
+impl Configuration {
+    /// Configuration `epoch` of `members` (sorted and deduplicated here).
+    pub fn new(epoch: u64, members: &[NodeId]) -> Self {
+        let mut members = members.to_vec();
+        members.sort_unstable();
+        members.dedup();
+        Configuration { epoch, members }
+    }
+
+    /// Whether `node` is a member.
+    pub fn contains(&self, node: NodeId) -> bool {
+        self.members.binary_search(&node).is_ok()
+    }
 }
 
 /// An entry accepted at a ballot.
@@ -168,6 +205,9 @@ pub enum Request<C, Q> {
     Propose(C),
     /// A linearizable read, ordered through the log.
     Read(Q),
+    /// Change the members to these (a stop-sign through the log). The new configuration must
+    /// share at least one member with the current one.
+    Reconfigure(Vec<NodeId>),
 }
 
 /// Why a request failed.
@@ -185,6 +225,15 @@ pub enum PaxosError {
     },
     /// Too many requests are waiting.
     Overloaded,
+    /// The leader has proposed a stop-sign: the configuration takes no more requests; ask the
+    /// next configuration's leader.
+    Reconfiguring,
+    /// The requested members cannot form a configuration: none, none shared with the current
+    /// configuration, or too few for the configured quorum sizes.
+    InvalidMembership {
+        /// The members requested.
+        members: Vec<NodeId>,
+    },
 }
 
 /// A reply to a client.
@@ -197,6 +246,13 @@ pub enum Response<O> {
         /// The state machine's output.
         output: O,
     },
+    /// A reconfiguration was applied at `slot`: `configuration` governs every later slot.
+    Reconfigured {
+        /// The stop-sign's slot.
+        slot: Slot,
+        /// The new configuration.
+        configuration: Configuration,
+    },
     /// The request failed.
     Failed(PaxosError),
 }
@@ -207,6 +263,8 @@ pub enum Response<O> {
 pub struct Snapshot {
     /// The last slot it covers.
     pub slot: Slot,
+    /// The configuration in effect after `slot`.
+    pub configuration: Configuration,
     /// The state machine's serialized state (`StateMachine::snapshot`).
     pub data: Vec<u8>,
 }

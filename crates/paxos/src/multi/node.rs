@@ -9,8 +9,8 @@ use concord_core::{
 
 use super::election::{Heartbeat, LeaderElection};
 use super::{
-    Accepted, Config, Entry, Message, PaxosError, Quorums, Request, Response, Slot, Snapshot,
-    Storage, Write,
+    Accepted, Config, Configuration, Entry, Message, PaxosError, Quorums, Request, Response, Slot,
+    Snapshot, Storage, Write,
 };
 use crate::Ballot;
 
@@ -41,7 +41,8 @@ pub(super) enum Phase {
 #[derive(Clone, Debug)]
 pub struct MultiPaxos<S: StateMachine> {
     pub(super) id: NodeId,
-    pub(super) members: Vec<NodeId>,
+    /// The members and epoch, as far as the log is applied.
+    pub(super) configuration: Configuration,
     pub(super) config: Config,
     /// The quorum sizes (majorities unless the configuration sets flexible ones).
     pub(super) quorums: Quorums,
@@ -86,6 +87,8 @@ pub struct MultiPaxos<S: StateMachine> {
     pub(super) acked: BTreeSet<NodeId>,
     pub(super) heartbeat_deadline: Time,
     pub(super) pending: BTreeMap<Slot, RequestId>,
+    /// Leader: the slot of the stop-sign it proposed or adopted; it proposes nothing after.
+    pub(super) stopped: Option<Slot>,
 }
 
 impl<S: StateMachine + Default> MultiPaxos<S> {
@@ -172,7 +175,8 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
     }
 
     pub(super) fn followers(&self) -> Vec<NodeId> {
-        self.members
+        self.configuration
+            .members
             .iter()
             .copied()
             .filter(|&m| m != self.id)
@@ -210,6 +214,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         self.leader = None;
         self.promises.clear();
         self.offered = None;
+        self.stopped = None;
     }
 
     /// Phase 1 at `ballot` (which ballot leader election chose) for every slot above the
@@ -263,6 +268,9 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         let Some(ballot) = self.ballot else { return };
         if let Some(snapshot) = self.offered.take() {
             self.install_snapshot(snapshot, effects);
+            if self.phase != Phase::Candidate {
+                return; // the snapshot moved this node into a later configuration
+            }
         }
         let first = self.decided + 1;
         let mut adopted: BTreeMap<Slot, Accepted<Cmd<S>, Qry<S>>> = BTreeMap::new();
@@ -276,6 +284,11 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
             if better {
                 adopted.insert(*slot, accepted.clone());
             }
+        }
+        // A stop-sign ends this configuration: nothing after it may be proposed here.
+        self.stopped = self.stop_sign_in(adopted.iter().map(|(slot, a)| (*slot, &a.entry)));
+        if let Some(stop) = self.stopped {
+            adopted.retain(|&slot, _| slot <= stop);
         }
         let last = adopted.keys().next_back().copied().unwrap_or(self.decided);
         let entries: Vec<Entry<Cmd<S>, Qry<S>>> = (first..=last)
@@ -378,14 +391,22 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
             });
             return;
         };
-        if self.pending.len() >= self.config.max_pending {
-            effects.push(Effect::Reply {
-                id,
-                response: Response::Failed(PaxosError::Overloaded),
-            });
+        let refusal = if self.stopped.is_some() {
+            Some(PaxosError::Reconfiguring)
+        } else if self.pending.len() >= self.config.max_pending {
+            Some(PaxosError::Overloaded)
+        } else {
+            None
+        };
+        if let Some(error) = refusal {
+            let response = Response::Failed(error);
+            effects.push(Effect::Reply { id, response });
             return;
         }
         let slot = self.last + 1;
+        if matches!(entry, Entry::StopSign(_)) {
+            self.stopped = Some(slot);
+        }
         self.last = slot;
         self.prefix = slot;
         self.log.insert(
@@ -567,6 +588,12 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
                 break;
             };
             let output = match &accepted.entry {
+                Entry::StopSign(next) => {
+                    let next = next.clone();
+                    self.applied = slot;
+                    self.apply_stop_sign(slot, next, effects);
+                    continue;
+                }
                 Entry::Noop => None,
                 Entry::Command(command) => {
                     effects.push(Effect::Apply {
@@ -623,7 +650,10 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         message: Message<Cmd<S>, Qry<S>>,
         effects: &mut Vec<MultiEffect<S>>,
     ) {
-        if from == self.id || !self.members.contains(&from) {
+        // Messages from non-members are handled too: a node being added, or one that has not
+        // applied the latest stop-sign yet, must still be able to catch up. Only members'
+        // promises and heartbeats count towards quorums.
+        if from == self.id {
             return;
         }
         match message {
@@ -635,7 +665,8 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
                 snapshot,
                 accepted,
             } => {
-                if self.phase == Phase::Candidate && self.ballot == Some(ballot) {
+                let counts = self.configuration.contains(from);
+                if counts && self.phase == Phase::Candidate && self.ballot == Some(ballot) {
                     self.offer_snapshot(snapshot);
                     self.promises.insert(from, accepted);
                     if self.promises.len() >= self.phase1_quorum() {
@@ -708,10 +739,15 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             .unwrap_or(0);
         // An invalid configuration (drivers should `Config::validate` first) falls back to
         // majorities, which are always safe, and `check_invariants` reports it.
-        let quorums = config
-            .quorums(members.len())
-            .unwrap_or_else(|_| Quorums::majority(members.len()));
         let compacted = storage.compacted();
+        let configuration = match &storage.snapshot {
+            Some(snapshot) => snapshot.configuration.clone(),
+            None => Configuration::new(0, config.initial_members.as_deref().unwrap_or(members)),
+        };
+        let quorums = config
+            .quorums(configuration.members.len())
+            .unwrap_or_else(|_| Quorums::majority(configuration.members.len()));
+        let epoch = configuration.epoch;
         let mut state = S::default();
         if let Some(snapshot) = &storage.snapshot {
             // The node's own durable snapshot: if it does not restore, the disk is corrupt and
@@ -722,7 +758,7 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
         }
         MultiPaxos {
             id,
-            members: members.to_vec(),
+            configuration,
             config: config.clone(),
             quorums,
             promised: storage.promised,
@@ -740,7 +776,7 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             phase: Phase::Follower,
             leader: None,
             prefix: storage.decided.max(compacted),
-            election: LeaderElection::new(id, now),
+            election: LeaderElection::new(Ballot::in_epoch(epoch, 0, id), now),
             ballot: None,
             promises: BTreeMap::new(),
             offered: None,
@@ -751,6 +787,7 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             acked: BTreeSet::new(),
             heartbeat_deadline: now,
             pending: BTreeMap::new(),
+            stopped: None,
         }
     }
 
@@ -768,6 +805,8 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
         input: Input<Self::Message, Self::Request>,
         effects: &mut Vec<MultiEffect<S>>,
     ) {
+        // A restarted node re-applies its decided log first (its configuration depends on it).
+        self.apply_decided(effects);
         match input {
             Input::Message { from, message } => self.on_message(env, from, message, effects),
             Input::Tick => {
@@ -782,6 +821,14 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
                 let entry = match request {
                     Request::Propose(command) => Entry::Command(command),
                     Request::Read(query) => Entry::Read(query),
+                    Request::Reconfigure(members) => match self.next_configuration(&members) {
+                        Ok(next) => Entry::StopSign(next),
+                        Err(error) => {
+                            let response = Response::Failed(error);
+                            effects.push(Effect::Reply { id, response });
+                            return;
+                        }
+                    },
                 };
                 self.on_request(id, entry, effects);
             }
@@ -836,8 +883,26 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
 
     fn check_invariants(&self) -> Result<(), Violation> {
         let fail = |detail: String| Err(Violation::on_node("multi-paxos-state", self.id, detail));
-        if let Err(error) = self.config.validate(self.members.len()) {
+        let members = self.configuration.members.len();
+        if let Err(error) = self.config.validate(members) {
             return fail(format!("invalid configuration: {error}"));
+        }
+        if let Err(error) = self.config.quorums(members) {
+            return fail(format!(
+                "configuration {}: {error}",
+                self.configuration.epoch
+            ));
+        }
+        if self.phase != Phase::Follower && !self.is_member() {
+            return fail("leads or campaigns without being a member".into());
+        }
+        if let Some(stop) = self.stopped {
+            if self.last > stop {
+                return fail(format!(
+                    "proposed slot {} after its stop-sign at {stop}",
+                    self.last
+                ));
+            }
         }
         if !(self.compacted <= self.applied && self.applied <= self.decided) {
             return fail(format!(

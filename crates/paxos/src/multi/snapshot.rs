@@ -50,6 +50,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
         let snapshot = Snapshot {
             slot: self.applied,
+            configuration: self.configuration.clone(),
             data: self.state.snapshot(),
         };
         self.compact(snapshot, effects);
@@ -82,7 +83,10 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         self.decided = snapshot.slot;
         self.applied = snapshot.slot;
         self.prefix = self.prefix.max(snapshot.slot);
+        let (slot, configuration) = (snapshot.slot, snapshot.configuration.clone());
         self.compact(snapshot, effects);
+        // A snapshot taken after a stop-sign carries the configuration it started.
+        self.adopt_configuration(configuration, slot, effects);
         true
     }
 

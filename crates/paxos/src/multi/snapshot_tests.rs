@@ -4,7 +4,9 @@
 use concord_core::time::MILLISECOND;
 use concord_core::{Input, KvOperation, KvStateMachine, Node, NodeId, StateMachine};
 
-use super::{invariants, Accepted, Config, Entry, Message, MultiPaxos, Request, Snapshot};
+use super::{
+    invariants, Accepted, Config, Configuration, Entry, Message, MultiPaxos, Request, Snapshot,
+};
 use crate::testing::Harness;
 use crate::Ballot;
 
@@ -173,6 +175,7 @@ fn a_candidate_installs_a_promised_snapshot_then_adopts_the_entries_above_it() {
     }
     let snapshot = Snapshot {
         slot: 50,
+        configuration: Configuration::new(0, &[0, 1, 2]),
         data: state.snapshot(),
     };
     super::tests::campaign(&mut harness, id, 1);
@@ -243,6 +246,7 @@ fn the_checker_catches_two_different_snapshots_of_one_slot() {
             token: 1,
             write: Write::Snapshot(Snapshot {
                 slot: 7,
+                configuration: Configuration::new(0, &[0, 1, 2]),
                 data: data.to_vec(),
             }),
         }]

@@ -2,7 +2,9 @@
 
 use concord_core::{Input, KvOperation, KvOutcome, KvService, KvStateMachine, Node, Role};
 
-use super::{invariants, Config, Entry, Message, MultiPaxos, Request, Response, Snapshot};
+use super::{
+    invariants, Config, Configuration, Entry, Message, MultiPaxos, Request, Response, Snapshot,
+};
 use crate::testing::Harness;
 use crate::Ballot;
 
@@ -289,6 +291,7 @@ fn malformed_messages_do_not_panic() {
             ballot: huge,
             snapshot: Snapshot {
                 slot: u64::MAX,
+                configuration: Configuration::new(0, &[0, 1, 2]),
                 data: b"{}".to_vec(),
             },
         },
@@ -296,6 +299,7 @@ fn malformed_messages_do_not_panic() {
             ballot: Ballot::new(7, 2),
             snapshot: Snapshot {
                 slot: 5,
+                configuration: Configuration::new(0, &[0, 1, 2]),
                 data: b"not a snapshot".to_vec(),
             },
         },

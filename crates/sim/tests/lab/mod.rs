@@ -117,7 +117,7 @@ impl LabNode for PaxosKv {
     fn command_at(&self, index: LogIndex) -> Option<Option<KvOperation>> {
         self.entry(index).map(|accepted| match &accepted.entry {
             Entry::Command(command) => Some(command.clone()),
-            Entry::Noop | Entry::Read(_) => None,
+            Entry::Noop | Entry::Read(_) | Entry::StopSign(_) => None,
         })
     }
 
