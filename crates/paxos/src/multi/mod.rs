@@ -43,12 +43,14 @@
 //! prefixes only grow, no two nodes apply different commands at one slot, and snapshots of one
 //! slot agree.
 
+mod checks;
 mod config;
 mod election;
 #[cfg(test)]
 mod election_tests;
 pub mod invariants;
 mod kv;
+mod leader;
 mod node;
 mod reconfiguration;
 #[cfg(test)]

@@ -14,8 +14,8 @@ use super::{
 };
 use crate::Ballot;
 
-type Cmd<S> = <S as StateMachine>::Command;
-type Qry<S> = <S as StateMachine>::Query;
+pub(super) type Cmd<S> = <S as StateMachine>::Command;
+pub(super) type Qry<S> = <S as StateMachine>::Query;
 type LogWrite<S> = Write<Cmd<S>, Qry<S>>;
 type SlotEntries<S> = Vec<(Slot, Accepted<Cmd<S>, Qry<S>>)>;
 pub(super) type MultiEffect<S> = Effect<
@@ -24,10 +24,6 @@ pub(super) type MultiEffect<S> = Effect<
     Cmd<S>,
     Response<<S as StateMachine>::Output>,
 >;
-
-/// The most slots above its decided prefix a new leader adopts from promises (a bound against
-/// malformed promises naming absurd slots).
-const MAX_ADOPTED_SPAN: Slot = 1 << 20;
 
 /// The node's part in the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,176 +258,6 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
             .collect()
     }
 
-    /// Phase 1 done: adopt the highest-ballot proposal of every slot (PMMC `pmax`), fill holes
-    /// with no-ops and re-propose everything above the decided prefix at the new ballot.
-    fn become_leader(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
-        let Some(ballot) = self.ballot else { return };
-        if let Some(snapshot) = self.offered.take() {
-            self.install_snapshot(snapshot, effects);
-            if self.phase != Phase::Candidate {
-                return; // the snapshot moved this node into a later configuration
-            }
-        }
-        let first = self.decided + 1;
-        let mut adopted: BTreeMap<Slot, Accepted<Cmd<S>, Qry<S>>> = BTreeMap::new();
-        for (slot, accepted) in self.promises.values().flatten() {
-            if *slot < first || *slot - first >= MAX_ADOPTED_SPAN {
-                continue;
-            }
-            let better = adopted
-                .get(slot)
-                .is_none_or(|known| known.ballot < accepted.ballot);
-            if better {
-                adopted.insert(*slot, accepted.clone());
-            }
-        }
-        // A stop-sign ends this configuration: nothing after it may be proposed here.
-        self.stopped = self.stop_sign_in(adopted.iter().map(|(slot, a)| (*slot, &a.entry)));
-        if let Some(stop) = self.stopped {
-            adopted.retain(|&slot, _| slot <= stop);
-        }
-        let last = adopted.keys().next_back().copied().unwrap_or(self.decided);
-        let entries: Vec<Entry<Cmd<S>, Qry<S>>> = (first..=last)
-            .map(|slot| adopted.remove(&slot).map_or(Entry::Noop, |a| a.entry))
-            .collect();
-        for (slot, entry) in (first..).zip(&entries) {
-            self.log.insert(
-                slot,
-                Accepted {
-                    ballot,
-                    entry: entry.clone(),
-                },
-            );
-        }
-        self.phase = Phase::Leader;
-        self.leader = Some(self.id);
-        self.promises.clear();
-        self.last = last;
-        self.durable_match = self.decided;
-        self.prefix = last;
-        if !entries.is_empty() {
-            self.persist(
-                Write::Accept {
-                    ballot,
-                    first,
-                    entries,
-                },
-                effects,
-            );
-        }
-        self.matched.clear();
-        self.next.clear();
-        self.acked.clear();
-        self.heartbeat_deadline = env.now.saturating_add(self.config.heartbeat_interval);
-        for to in self.followers() {
-            self.matched.insert(to, 0);
-            self.next.insert(to, first);
-            self.send_entries(to, true, effects);
-        }
-    }
-
-    /// Sends every follower the entries it has not been sent, or an empty heartbeat.
-    fn heartbeat(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
-        self.heartbeat_deadline = env.now.saturating_add(self.config.heartbeat_interval);
-        for to in self.followers() {
-            let matched = self.matched.get(&to).copied().unwrap_or(0);
-            // A follower not heard from yet is probed above the compaction point; it answers
-            // with its prefix, and gets the snapshot only if it needs it.
-            let floor = if self.acked.contains(&to) {
-                0
-            } else {
-                self.compacted + 1
-            };
-            self.next.insert(to, (matched + 1).max(floor));
-            self.send_entries(to, true, effects);
-        }
-    }
-
-    /// Phase 2a to one follower: up to `max_batch` consecutive slots from its `next`.
-    fn send_entries(&mut self, to: NodeId, even_if_empty: bool, effects: &mut Vec<MultiEffect<S>>) {
-        let Some(ballot) = self.ballot else { return };
-        let next = self.next.get(&to).copied().unwrap_or(self.last + 1).max(1);
-        if next <= self.compacted {
-            self.send_snapshot(to, effects);
-            return;
-        }
-        let mut entries = Vec::new();
-        let mut slot = next;
-        while slot <= self.last && entries.len() < self.config.max_batch {
-            let Some(accepted) = self.log.get(&slot) else {
-                break;
-            };
-            entries.push(accepted.entry.clone());
-            slot += 1;
-        }
-        if entries.is_empty() && !even_if_empty {
-            return;
-        }
-        self.next.insert(to, slot);
-        let message = Message::Accept {
-            ballot,
-            prev: next - 1,
-            entries,
-            decided: self.decided,
-        };
-        Self::send(to, message, effects);
-    }
-
-    fn on_request(
-        &mut self,
-        id: RequestId,
-        entry: Entry<Cmd<S>, Qry<S>>,
-        effects: &mut Vec<MultiEffect<S>>,
-    ) {
-        let Some(ballot) = self.ballot.filter(|_| self.phase == Phase::Leader) else {
-            let leader = self.leader.or(self.elected().map(|b| b.node));
-            effects.push(Effect::Reply {
-                id,
-                response: Response::Failed(PaxosError::NotLeader { leader }),
-            });
-            return;
-        };
-        let refusal = if self.stopped.is_some() {
-            Some(PaxosError::Reconfiguring)
-        } else if self.pending.len() >= self.config.max_pending {
-            Some(PaxosError::Overloaded)
-        } else {
-            None
-        };
-        if let Some(error) = refusal {
-            let response = Response::Failed(error);
-            effects.push(Effect::Reply { id, response });
-            return;
-        }
-        let slot = self.last + 1;
-        if matches!(entry, Entry::StopSign(_)) {
-            self.stopped = Some(slot);
-        }
-        self.last = slot;
-        self.prefix = slot;
-        self.log.insert(
-            slot,
-            Accepted {
-                ballot,
-                entry: entry.clone(),
-            },
-        );
-        self.pending.insert(slot, id);
-        self.persist(
-            Write::Accept {
-                ballot,
-                first: slot,
-                entries: vec![entry],
-            },
-            effects,
-        );
-        for to in self.followers() {
-            if self.next.get(&to) == Some(&slot) {
-                self.send_entries(to, false, effects);
-            }
-        }
-    }
-
     fn on_prepare(
         &mut self,
         from: NodeId,
@@ -458,7 +284,6 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_accept(
         &mut self,
         from: NodeId,
@@ -525,41 +350,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         );
     }
 
-    fn on_accepted(
-        &mut self,
-        from: NodeId,
-        ballot: Ballot,
-        prefix: Slot,
-        gap: bool,
-        effects: &mut Vec<MultiEffect<S>>,
-    ) {
-        if self.phase != Phase::Leader || self.ballot != Some(ballot) {
-            return;
-        }
-        let Some(matched) = self.matched.get_mut(&from) else {
-            return;
-        };
-        self.acked.insert(from);
-        let prefix = prefix.min(self.last);
-        *matched = (*matched).max(prefix);
-        if gap {
-            self.next.insert(from, prefix + 1);
-        }
-        self.send_entries(from, false, effects);
-        self.leader_advance(effects);
-    }
-
-    /// The leader's decided prefix: the highest slot a quorum holds durably at its ballot.
-    fn leader_advance(&mut self, effects: &mut Vec<MultiEffect<S>>) {
-        let mut matches: Vec<Slot> = self.matched.values().copied().collect();
-        matches.push(self.durable_match);
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        if let Some(&slot) = matches.get(self.phase2_quorum() - 1) {
-            self.advance_decided(slot.min(self.last), effects);
-        }
-    }
-
-    fn advance_decided(&mut self, slot: Slot, effects: &mut Vec<MultiEffect<S>>) {
+    pub(super) fn advance_decided(&mut self, slot: Slot, effects: &mut Vec<MultiEffect<S>>) {
         if slot <= self.decided {
             return;
         }
@@ -882,70 +673,7 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
     }
 
     fn check_invariants(&self) -> Result<(), Violation> {
-        let fail = |detail: String| Err(Violation::on_node("multi-paxos-state", self.id, detail));
-        let members = self.configuration.members.len();
-        if let Err(error) = self.config.validate(members) {
-            return fail(format!("invalid configuration: {error}"));
-        }
-        if let Err(error) = self.config.quorums(members) {
-            return fail(format!(
-                "configuration {}: {error}",
-                self.configuration.epoch
-            ));
-        }
-        if self.phase != Phase::Follower && !self.is_member() {
-            return fail("leads or campaigns without being a member".into());
-        }
-        if let Some(stop) = self.stopped {
-            if self.last > stop {
-                return fail(format!(
-                    "proposed slot {} after its stop-sign at {stop}",
-                    self.last
-                ));
-            }
-        }
-        if !(self.compacted <= self.applied && self.applied <= self.decided) {
-            return fail(format!(
-                "expected compacted {} <= applied {} <= decided {}",
-                self.compacted, self.applied, self.decided
-            ));
-        }
-        if self.decided > self.compacted && !self.log.contains_key(&self.decided) {
-            return fail(format!(
-                "decided slot {} missing from the log",
-                self.decided
-            ));
-        }
-        if let Some(&first) = self.log.keys().next() {
-            if first <= self.compacted {
-                return fail(format!(
-                    "slot {first} is still in the log below the compaction point {}",
-                    self.compacted
-                ));
-            }
-        }
-        if self.snapshot.as_ref().map_or(0, |s| s.slot) != self.compacted {
-            return fail(format!(
-                "the snapshot does not end at the compaction point {}",
-                self.compacted
-            ));
-        }
-        if self.durable.promised > self.promised {
-            return fail("durable promise above the promise in memory".into());
-        }
-        if self.phase != Phase::Follower && self.ballot != self.promised {
-            return fail(format!(
-                "own ballot {:?} is not the promise {:?}",
-                self.ballot, self.promised
-            ));
-        }
-        if self.phase == Phase::Leader && self.decided > self.last {
-            return fail(format!(
-                "leader decided {} beyond its last slot {}",
-                self.decided, self.last
-            ));
-        }
-        Ok(())
+        self.check_state()
     }
 
     fn id(&self) -> NodeId {
