@@ -7,7 +7,7 @@
 //! delivers them in a seeded random order, optionally losing some. Every step runs the node's
 //! local invariants and the cluster invariants given, panicking on a violation.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use concord_core::{
     seeded_rng, ClusterInvariant, Effect, EffectOf, Env, Input, Node, NodeId, PersistToken,
@@ -52,6 +52,8 @@ pub struct Harness<N: Node> {
     invariants: Vec<Box<dyn ClusterInvariant<N>>>,
     /// Probability (per mille) that [`Harness::run_random`] loses a delivered message.
     pub loss_per_mille: u32,
+    /// Directed links `(from, to)` that lose every message delivered over them.
+    pub cut: BTreeSet<(NodeId, NodeId)>,
     /// Steps taken so far.
     pub steps: u64,
 }
@@ -95,6 +97,7 @@ impl<N: Node> Harness<N> {
             applied: vec![Vec::new(); members.len()],
             invariants,
             loss_per_mille: 0,
+            cut: BTreeSet::new(),
             steps: 0,
             members,
         }
@@ -217,9 +220,27 @@ impl<N: Node> Harness<N> {
         );
     }
 
-    /// Delivers the message at `position` in the pool.
+    /// Cuts node `id` off from every other node, both ways.
+    pub fn isolate(&mut self, id: NodeId) {
+        for &other in &self.members {
+            if other != id {
+                self.cut.insert((id, other));
+                self.cut.insert((other, id));
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Delivers the message at `position` in the pool (losing it if its link is cut).
     pub fn deliver(&mut self, position: usize) {
         let envelope = self.network.swap_remove(position);
+        if self.cut.contains(&(envelope.from, envelope.to)) {
+            return;
+        }
         self.step(
             envelope.to,
             Input::Message {
@@ -276,6 +297,53 @@ impl<N: Node> Harness<N> {
         } else {
             self.advance()
         }
+    }
+
+    /// Delivers messages and confirms writes in random order until none are left, then lets
+    /// time pass to the next deadline, over and over until `end`. Panics if the network never
+    /// quiets down (a message storm).
+    pub fn run_until(&mut self, end: Time) {
+        const MAX_STEPS: u64 = 10_000_000;
+        let limit = self.steps + MAX_STEPS;
+        loop {
+            while !self.network.is_empty() || self.pending.iter().any(|p| !p.is_empty()) {
+                assert!(self.steps < limit, "the network never quiets down");
+                let with_writes: Vec<usize> = (0..self.pending.len())
+                    .filter(|&i| !self.pending[i].is_empty())
+                    .collect();
+                if !self.network.is_empty() && (with_writes.is_empty() || self.rng.gen_bool(0.7)) {
+                    let position = self.rng.gen_range(0..self.network.len());
+                    if self.rng.gen_range(0..1000) < self.loss_per_mille {
+                        self.network.swap_remove(position);
+                    } else {
+                        self.deliver(position);
+                    }
+                } else {
+                    let pick = with_writes[self.rng.gen_range(0..with_writes.len())];
+                    self.confirm(pick as NodeId);
+                }
+            }
+            let next = self
+                .nodes
+                .iter()
+                .flatten()
+                .filter_map(Node::next_deadline)
+                .min();
+            match next {
+                Some(deadline) if deadline <= end => {
+                    self.advance();
+                }
+                _ => {
+                    self.now = self.now.max(end);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// [`Harness::run_until`] `duration` from now.
+    pub fn run_for(&mut self, duration: u64) {
+        self.run_until(self.now.saturating_add(duration));
     }
 
     fn has_deadline(&self) -> bool {

@@ -8,14 +8,22 @@
 //!   restarts below the last decided prefix it made durable (PMMC invariant R1's
 //!   monotonicity of `slot_out`).
 //! * [`StateMachineSafety`] — no two nodes apply different commands at one slot (PMMC R3).
+//! * [`SnapshotsAgree`] — two snapshots of one slot hold the same state (what R3 implies for
+//!   a deterministic state machine; it covers the slots a node skips by installing a snapshot,
+//!   which [`StateMachineSafety`] never sees applied there).
+//!
+//! Slots at or below a node's compaction point are no longer in its log; [`OneValuePerSlot`]
+//! checks each node's decisions only above it.
 //!
 //! They rely on node ids being the indexes of the `nodes` slice.
 
 use std::fmt::Debug;
 
-use concord_core::{ClusterInvariant, EffectOf, NodeId, StateMachine, Violation};
+use std::collections::BTreeMap;
 
-use super::{Entry, MultiPaxos, Slot};
+use concord_core::{digest, ClusterInvariant, Effect, EffectOf, NodeId, StateMachine, Violation};
+
+use super::{Configuration, Entry, MultiPaxos, Slot, Write};
 
 /// Every Multi-Paxos safety checker, fresh.
 pub fn invariants<S>() -> Vec<Box<dyn ClusterInvariant<MultiPaxos<S>>>>
@@ -26,6 +34,7 @@ where
         Box::new(OneValuePerSlot::<S::Command>::default()),
         Box::new(DecidedPrefixGrows::default()),
         Box::new(StateMachineSafety::<MultiPaxos<S>>::default()),
+        Box::new(SnapshotsAgree::default()),
     ]
 }
 
@@ -36,6 +45,7 @@ enum Chosen<C> {
     Noop,
     Command(C),
     Read,
+    StopSign(Configuration),
 }
 
 fn chosen<C: Clone, Q>(entry: &Entry<C, Q>) -> Chosen<C> {
@@ -43,6 +53,7 @@ fn chosen<C: Clone, Q>(entry: &Entry<C, Q>) -> Chosen<C> {
         Entry::Noop => Chosen::Noop,
         Entry::Command(command) => Chosen::Command(command.clone()),
         Entry::Read(_) => Chosen::Read,
+        Entry::StopSign(next) => Chosen::StopSign(next.clone()),
     }
 }
 
@@ -84,7 +95,7 @@ impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for OneValuePerS
         if self.checked.len() <= at {
             self.checked.resize(at + 1, 0);
         }
-        let from = self.checked[at].min(node.decided());
+        let from = self.checked[at].min(node.decided()).max(node.compacted());
         for slot in from + 1..=node.decided() {
             let Some(accepted) = node.entry(slot) else {
                 return Err(Violation::on_node(
@@ -187,3 +198,50 @@ impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for DecidedPrefi
 /// No two nodes apply different commands at one slot: the protocol-independent checker of
 /// `concord-core`, which reads only `Apply` effects.
 pub use concord_core::StateMachineSafety;
+
+/// The digest of every snapshot taken or installed, by slot.
+#[derive(Debug, Default)]
+pub struct SnapshotsAgree {
+    digests: BTreeMap<Slot, (u64, NodeId)>,
+}
+
+impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for SnapshotsAgree {
+    fn name(&self) -> &'static str {
+        "snapshots-agree"
+    }
+
+    fn check(
+        &mut self,
+        _nodes: &[Option<&MultiPaxos<S>>],
+        stepped: NodeId,
+        effects: &[EffectOf<MultiPaxos<S>>],
+    ) -> Result<(), Violation> {
+        for effect in effects {
+            let Effect::Persist {
+                write: Write::Snapshot(snapshot),
+                ..
+            } = effect
+            else {
+                continue;
+            };
+            let here = digest(&snapshot.data);
+            match self.digests.get(&snapshot.slot) {
+                None => {
+                    self.digests.insert(snapshot.slot, (here, stepped));
+                }
+                Some(&(known, by)) if known != here => {
+                    return Err(Violation::on_node(
+                        "snapshots-agree",
+                        stepped,
+                        format!(
+                            "snapshot at slot {} has digest {here:#x}; node {by}'s has {known:#x}",
+                            snapshot.slot
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}

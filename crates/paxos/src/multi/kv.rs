@@ -21,6 +21,13 @@ impl KvService for MultiPaxos<KvStateMachine> {
             }
             Response::Failed(PaxosError::OutcomeUnknown { .. }) => KvOutcome::Unknown,
             Response::Failed(PaxosError::Overloaded) => KvOutcome::Rejected("overloaded".into()),
+            // Refused before it took a slot: definitely not done; the next configuration's
+            // leader will serve it.
+            Response::Failed(PaxosError::Reconfiguring) => KvOutcome::NotLeader { leader: None },
+            Response::Failed(PaxosError::InvalidMembership { .. })
+            | Response::Reconfigured { .. } => {
+                KvOutcome::Rejected("not a key-value operation".into())
+            }
         }
     }
 }

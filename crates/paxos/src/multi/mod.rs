@@ -4,10 +4,11 @@
 //! [`MultiPaxos`] replicates a log of [`concord_core::StateMachine`] commands. Every node is an
 //! acceptor and a learner; one at a time acts as the distinguished proposer (the leader):
 //!
-//! 1. A node whose leader stays silent for a randomized election timeout picks a ballot above
-//!    every round it has seen and runs phase 1 **once for all slots** above its decided prefix
-//!    ([`Message::Prepare`]). Acceptors promise and report every proposal they accepted in
-//!    those slots ([`Message::Promise`]).
+//! 1. Ballot leader election (OmniPaxos's BLE, see the `election` module) picks the node that
+//!    campaigns: only a quorum-connected node, only when no live leader is heard of, and the
+//!    highest ballot among the quorum-connected ones. It runs phase 1 **once for all slots**
+//!    above its decided prefix ([`Message::Prepare`]). Acceptors promise and report every
+//!    proposal they accepted in those slots ([`Message::Promise`]).
 //! 2. With a quorum of promises the new leader adopts, per slot, the value of the
 //!    highest-ballot proposal reported (PMMC's `pmax`), fills holes with no-ops, and re-proposes
 //!    all of them at its own ballot.
@@ -24,19 +25,39 @@
 //! | [`Message::Promise`] | acceptor → candidate | phase 1b: the promise and the accepted proposals from `first_slot` |
 //! | [`Message::Accept`] | leader → follower | phase 2a for consecutive slots, plus the decided prefix; a heartbeat when empty |
 //! | [`Message::Accepted`] | follower → leader | phase 2b: every slot up to `prefix` is held at `ballot` (or decided) |
+//! | [`Message::InstallSnapshot`] | leader → follower | catch-up past the leader's compaction point |
 //! | [`Message::Rejected`] | acceptor → proposer | preemption: a higher ballot was promised |
+//! | [`Message::HeartbeatRequest`] | any → all | leader election: one per heartbeat round |
+//! | [`Message::HeartbeatReply`] | peer → asker | the peer's ballot, quorum connectivity and the leader it heard |
 //!
 //! An acceptor's entry at the leader's ballot `b` for a slot at or below the leader's decided
 //! prefix is the chosen value (a leader proposes one value per slot per ballot, and re-proposes
 //! chosen values unchanged), which is how followers learn decisions without extra messages.
 //!
+//! Around that core: flexible quorums (`config`), snapshots and log compaction (`snapshot`),
+//! and reconfiguration through the log with a stop-sign ([`Entry::StopSign`],
+//! `reconfiguration`).
+//!
 //! Safety is checked by the [`invariants`]: at most one value per slot is chosen (PMMC
 //! invariant: "for any ballot and slot at most one proposal"; Paxos Made Simple P2), decided
-//! prefixes only grow, and no two nodes apply different commands at one slot.
+//! prefixes only grow, no two nodes apply different commands at one slot, and snapshots of one
+//! slot agree.
 
+mod checks;
+mod config;
+mod election;
+#[cfg(test)]
+mod election_tests;
 pub mod invariants;
 mod kv;
+mod leader;
 mod node;
+mod reconfiguration;
+#[cfg(test)]
+mod reconfiguration_tests;
+mod snapshot;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;
 
@@ -44,11 +65,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use concord_core::time::MILLISECOND;
-use concord_core::{Duration, NodeId};
+use concord_core::NodeId;
 
 use crate::Ballot;
 
+pub use config::{Config, ConfigError, Quorums};
 pub use invariants::invariants;
 pub use node::MultiPaxos;
 
@@ -64,6 +85,34 @@ pub enum Entry<C, Q> {
     Command(C),
     /// A read ordered through the log.
     Read(Q),
+    /// A stop-sign: the last slot of the current configuration; every later slot belongs to
+    /// `Configuration` (OmniPaxos's stop-sign, Vertical Paxos's configuration change).
+    StopSign(Configuration),
+}
+
+/// Who the members are, numbered by epoch (ballots of a later epoch outrank every ballot of an
+/// earlier one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Configuration {
+    /// The configuration's number: 0 for the first, one more for each stop-sign applied.
+    pub epoch: u64,
+    /// The members (acceptors, learners, possible leaders), sorted, without duplicates.
+    pub members: Vec<NodeId>,
+}
+
+impl Configuration {
+    /// Configuration `epoch` of `members` (sorted and deduplicated here).
+    pub fn new(epoch: u64, members: &[NodeId]) -> Self {
+        let mut members = members.to_vec();
+        members.sort_unstable();
+        members.dedup();
+        Configuration { epoch, members }
+    }
+
+    /// Whether `node` is a member.
+    pub fn contains(&self, node: NodeId) -> bool {
+        self.members.binary_search(&node).is_ok()
+    }
 }
 
 /// An entry accepted at a ballot.
@@ -89,7 +138,12 @@ pub enum Message<C, Q> {
     Promise {
         /// The ballot promised.
         ballot: Ballot,
-        /// Every proposal accepted at `first_slot` or above.
+        /// The acceptor's snapshot, when the candidate's `first_slot` is at or below the
+        /// acceptor's compaction point (the slots it needs are no longer in the log).
+        snapshot: Option<Snapshot>,
+        /// Every proposal accepted at `first_slot` or above that is still in the log (above the
+        /// compaction point): at most `Config::snapshot_threshold` decided entries plus the
+        /// undecided tail.
         accepted: Vec<(Slot, Accepted<C, Q>)>,
     },
     /// Phase 2a for the consecutive slots `prev + 1 ..`; a heartbeat when empty.
@@ -112,12 +166,37 @@ pub enum Message<C, Q> {
         /// The entries received did not follow on from `prefix`: send from `prefix + 1`.
         gap: bool,
     },
+    /// Catch-up for a follower whose next slot the leader has compacted: the leader's snapshot
+    /// (every slot up to `snapshot.slot` is decided).
+    InstallSnapshot {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The snapshot.
+        snapshot: Snapshot,
+    },
     /// The acceptor promised a higher ballot.
     Rejected {
         /// The ballot refused.
         ballot: Ballot,
         /// The acceptor's promise.
         promised: Ballot,
+    },
+    /// Ballot leader election: "who are you following?", once per heartbeat round.
+    HeartbeatRequest {
+        /// The asker's round; the reply echoes it.
+        round: u64,
+    },
+    /// Ballot leader election: the answer to a [`Message::HeartbeatRequest`].
+    HeartbeatReply {
+        /// The round asked about.
+        round: u64,
+        /// The ballot the replier stands with (its candidacy).
+        ballot: Ballot,
+        /// Whether the replier heard a quorum (itself included) in its last round.
+        quorum_connected: bool,
+        /// The leader the replier heard directly, alive and quorum-connected, in its last
+        /// round (itself, if it leads).
+        follows: Option<Ballot>,
     },
 }
 
@@ -128,6 +207,9 @@ pub enum Request<C, Q> {
     Propose(C),
     /// A linearizable read, ordered through the log.
     Read(Q),
+    /// Change the members to these (a stop-sign through the log). The new configuration must
+    /// share at least one member with the current one.
+    Reconfigure(Vec<NodeId>),
 }
 
 /// Why a request failed.
@@ -145,6 +227,15 @@ pub enum PaxosError {
     },
     /// Too many requests are waiting.
     Overloaded,
+    /// The leader has proposed a stop-sign: the configuration takes no more requests; ask the
+    /// next configuration's leader.
+    Reconfiguring,
+    /// The requested members cannot form a configuration: none, none shared with the current
+    /// configuration, or too few for the configured quorum sizes.
+    InvalidMembership {
+        /// The members requested.
+        members: Vec<NodeId>,
+    },
 }
 
 /// A reply to a client.
@@ -157,8 +248,27 @@ pub enum Response<O> {
         /// The state machine's output.
         output: O,
     },
+    /// A reconfiguration was applied at `slot`: `configuration` governs every later slot.
+    Reconfigured {
+        /// The stop-sign's slot.
+        slot: Slot,
+        /// The new configuration.
+        configuration: Configuration,
+    },
     /// The request failed.
     Failed(PaxosError),
+}
+
+/// The state machine after applying every slot up to `slot` (Lamport, "Paxos Made Simple" §3
+/// and "Paxos Made Live" §5.5: a replica's snapshot replaces the log prefix it covers).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The last slot it covers.
+    pub slot: Slot,
+    /// The configuration in effect after `slot`.
+    pub configuration: Configuration,
+    /// The state machine's serialized state (`StateMachine::snapshot`).
+    pub data: Vec<u8>,
 }
 
 /// A durable mutation.
@@ -177,6 +287,8 @@ pub enum Write<C, Q> {
     },
     /// Every slot up to here is decided (no barrier: nothing sent depends on it).
     Decided(Slot),
+    /// Store a snapshot and drop the log entries it covers (they are decided).
+    Snapshot(Snapshot),
 }
 
 /// The durable state of an acceptor.
@@ -184,9 +296,11 @@ pub enum Write<C, Q> {
 pub struct Storage<C, Q> {
     /// The highest ballot promised.
     pub promised: Option<Ballot>,
-    /// The accepted entries by slot.
+    /// The latest snapshot; the log holds only slots above it.
+    pub snapshot: Option<Snapshot>,
+    /// The accepted entries by slot, above the snapshot.
     pub log: BTreeMap<Slot, Accepted<C, Q>>,
-    /// The decided prefix.
+    /// The decided prefix (at least the snapshot's slot).
     pub decided: Slot,
 }
 
@@ -194,9 +308,17 @@ impl<C, Q> Default for Storage<C, Q> {
     fn default() -> Self {
         Storage {
             promised: None,
+            snapshot: None,
             log: BTreeMap::new(),
             decided: 0,
         }
+    }
+}
+
+impl<C, Q> Storage<C, Q> {
+    /// The slot the snapshot covers up to (0 without one).
+    pub fn compacted(&self) -> Slot {
+        self.snapshot.as_ref().map_or(0, |s| s.slot)
     }
 }
 
@@ -211,7 +333,11 @@ impl<C: Clone, Q: Clone> Storage<C, Q> {
                 entries,
             } => {
                 self.promised = self.promised.max(Some(*ballot));
+                let compacted = self.compacted();
                 for (slot, entry) in (*first..).zip(entries) {
+                    if slot <= compacted {
+                        continue;
+                    }
                     self.log.insert(
                         slot,
                         Accepted {
@@ -222,31 +348,13 @@ impl<C: Clone, Q: Clone> Storage<C, Q> {
                 }
             }
             Write::Decided(slot) => self.decided = self.decided.max(*slot),
-        }
-    }
-}
-
-/// Timing and limits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Config {
-    /// How often a leader sends heartbeats (and retransmits unacknowledged slots).
-    pub heartbeat_interval: Duration,
-    /// The least time without a leader before a node campaigns; the actual timeout is drawn
-    /// from `[election_timeout, 2 * election_timeout)`.
-    pub election_timeout: Duration,
-    /// The most entries in one `Accept`.
-    pub max_batch: usize,
-    /// The most client requests waiting at a leader.
-    pub max_pending: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            heartbeat_interval: 50 * MILLISECOND,
-            election_timeout: 300 * MILLISECOND,
-            max_batch: 64,
-            max_pending: 1024,
+            Write::Snapshot(snapshot) => {
+                if snapshot.slot > self.compacted() {
+                    self.log = self.log.split_off(&(snapshot.slot + 1));
+                    self.decided = self.decided.max(snapshot.slot);
+                    self.snapshot = Some(snapshot.clone());
+                }
+            }
         }
     }
 }

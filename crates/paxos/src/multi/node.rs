@@ -1,37 +1,33 @@
 //! The Multi-Paxos node: acceptor and learner always, candidate or leader by turns.
 
-use std::collections::{BTreeMap, VecDeque};
-
-use rand::Rng as _;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use concord_core::{
     Duration, Effect, Env, Input, Node, NodeId, NodeStatus, PeerProgress, PersistToken, RequestId,
     Rng, Role, StateMachine, Time, Violation,
 };
 
+use super::election::{Heartbeat, LeaderElection};
 use super::{
-    Accepted, Config, Entry, Message, PaxosError, Request, Response, Slot, Storage, Write,
+    Accepted, Config, Configuration, Entry, Message, PaxosError, Quorums, Request, Response, Slot,
+    Snapshot, Storage, Write,
 };
 use crate::Ballot;
 
-type Cmd<S> = <S as StateMachine>::Command;
-type Qry<S> = <S as StateMachine>::Query;
+pub(super) type Cmd<S> = <S as StateMachine>::Command;
+pub(super) type Qry<S> = <S as StateMachine>::Query;
 type LogWrite<S> = Write<Cmd<S>, Qry<S>>;
 type SlotEntries<S> = Vec<(Slot, Accepted<Cmd<S>, Qry<S>>)>;
-type MultiEffect<S> = Effect<
+pub(super) type MultiEffect<S> = Effect<
     Message<Cmd<S>, Qry<S>>,
     Write<Cmd<S>, Qry<S>>,
     Cmd<S>,
     Response<<S as StateMachine>::Output>,
 >;
 
-/// The most slots above its decided prefix a new leader adopts from promises (a bound against
-/// malformed promises naming absurd slots).
-const MAX_ADOPTED_SPAN: Slot = 1 << 20;
-
 /// The node's part in the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     Follower,
     Candidate,
     Leader,
@@ -40,38 +36,55 @@ enum Phase {
 /// A Multi-Paxos node replicating the state machine `S`.
 #[derive(Clone, Debug)]
 pub struct MultiPaxos<S: StateMachine> {
-    id: NodeId,
-    members: Vec<NodeId>,
-    config: Config,
+    pub(super) id: NodeId,
+    /// The members and epoch, as far as the log is applied.
+    pub(super) configuration: Configuration,
+    pub(super) config: Config,
+    /// The quorum sizes (majorities unless the configuration sets flexible ones).
+    pub(super) quorums: Quorums,
     /// Acceptor: the highest ballot promised.
-    promised: Option<Ballot>,
-    /// Acceptor: the accepted entries. Invariant: every slot up to `decided` is present.
-    log: BTreeMap<Slot, Accepted<Cmd<S>, Qry<S>>>,
-    /// Learner: every slot up to here is chosen. Invariant: `applied <= decided`.
-    decided: Slot,
-    applied: Slot,
-    state: S,
-    durable: Storage<Cmd<S>, Qry<S>>,
+    pub(super) promised: Option<Ballot>,
+    /// Acceptor: the accepted entries above the compaction point. Invariant: every slot in
+    /// `compacted + 1 ..= decided` is present, and none at or below `compacted`.
+    pub(super) log: BTreeMap<Slot, Accepted<Cmd<S>, Qry<S>>>,
+    /// Learner: every slot up to here is chosen. Invariant: `compacted <= applied <= decided`.
+    pub(super) decided: Slot,
+    pub(super) applied: Slot,
+    /// Every slot up to here is covered by `snapshot` and gone from the log.
+    pub(super) compacted: Slot,
+    /// The latest snapshot (`snapshot.slot == compacted`), sent to lagging followers.
+    pub(super) snapshot: Option<Snapshot>,
+    pub(super) state: S,
+    pub(super) durable: Storage<Cmd<S>, Qry<S>>,
     /// A random number drawn when this incarnation started: differs across restarts.
-    incarnation: u64,
-    unconfirmed: VecDeque<(PersistToken, LogWrite<S>)>,
-    next_token: PersistToken,
-    max_round: u64,
-    phase: Phase,
-    leader: Option<NodeId>,
+    pub(super) incarnation: u64,
+    pub(super) unconfirmed: VecDeque<(PersistToken, LogWrite<S>)>,
+    pub(super) next_token: PersistToken,
+    /// The highest ballot round seen anywhere.
+    pub(super) max_round: u64,
+    pub(super) phase: Phase,
+    /// The leader this node last heard from (a hint for clients).
+    pub(super) leader: Option<NodeId>,
     /// Follower: every slot up to here is held at `promised` or decided.
-    prefix: Slot,
-    election_deadline: Time,
+    pub(super) prefix: Slot,
+    /// Ballot leader election: who may campaign, and when.
+    pub(super) election: LeaderElection,
     /// Candidate and leader: the node's own ballot.
-    ballot: Option<Ballot>,
-    promises: BTreeMap<NodeId, SlotEntries<S>>,
+    pub(super) ballot: Option<Ballot>,
+    pub(super) promises: BTreeMap<NodeId, SlotEntries<S>>,
+    /// Candidate: the newest snapshot a promise carried.
+    pub(super) offered: Option<Snapshot>,
     /// Leader: the last slot used, the highest slot durable locally, per-follower progress.
-    last: Slot,
-    durable_match: Slot,
-    matched: BTreeMap<NodeId, Slot>,
-    next: BTreeMap<NodeId, Slot>,
-    heartbeat_deadline: Time,
-    pending: BTreeMap<Slot, RequestId>,
+    pub(super) last: Slot,
+    pub(super) durable_match: Slot,
+    pub(super) matched: BTreeMap<NodeId, Slot>,
+    pub(super) next: BTreeMap<NodeId, Slot>,
+    /// Leader: the followers that acknowledged something at its ballot.
+    pub(super) acked: BTreeSet<NodeId>,
+    pub(super) heartbeat_deadline: Time,
+    pub(super) pending: BTreeMap<Slot, RequestId>,
+    /// Leader: the slot of the stop-sign it proposed or adopted; it proposes nothing after.
+    pub(super) stopped: Option<Slot>,
 }
 
 impl<S: StateMachine + Default> MultiPaxos<S> {
@@ -116,16 +129,31 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         &self.state
     }
 
-    fn quorum(&self) -> usize {
-        self.members.len() / 2 + 1
+    /// Promises a candidate needs (phase 1), itself included.
+    pub(super) fn phase1_quorum(&self) -> usize {
+        self.quorums.phase1
     }
 
-    fn random_timeout(&self, rng: &mut Rng) -> Duration {
-        let base = self.config.election_timeout.max(1);
-        base.saturating_add(rng.gen_range(0..base))
+    /// Acceptances that decide a slot (phase 2), the leader included.
+    pub(super) fn phase2_quorum(&self) -> usize {
+        self.quorums.phase2
     }
 
-    fn persist(&mut self, write: Write<Cmd<S>, Qry<S>>, effects: &mut Vec<MultiEffect<S>>) {
+    /// Peers (itself included) a node must hear in a heartbeat round to be quorum-connected.
+    pub(super) fn connectivity_quorum(&self) -> usize {
+        self.quorums.connectivity()
+    }
+
+    /// The quorum sizes this node runs with.
+    pub fn quorums(&self) -> Quorums {
+        self.quorums
+    }
+
+    pub(super) fn persist(
+        &mut self,
+        write: Write<Cmd<S>, Qry<S>>,
+        effects: &mut Vec<MultiEffect<S>>,
+    ) {
         self.next_token += 1;
         self.unconfirmed.push_back((self.next_token, write.clone()));
         effects.push(Effect::Persist {
@@ -134,12 +162,17 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         });
     }
 
-    fn send(to: NodeId, message: Message<Cmd<S>, Qry<S>>, effects: &mut Vec<MultiEffect<S>>) {
+    pub(super) fn send(
+        to: NodeId,
+        message: Message<Cmd<S>, Qry<S>>,
+        effects: &mut Vec<MultiEffect<S>>,
+    ) {
         effects.push(Effect::Send { to, message });
     }
 
-    fn followers(&self) -> Vec<NodeId> {
-        self.members
+    pub(super) fn followers(&self) -> Vec<NodeId> {
+        self.configuration
+            .members
             .iter()
             .copied()
             .filter(|&m| m != self.id)
@@ -148,19 +181,14 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
 
     /// Raises the promise to `ballot` if it is not below it; a higher ballot ends this node's
     /// own candidacy or leadership.
-    fn promise(
-        &mut self,
-        env: &mut Env<'_>,
-        ballot: Ballot,
-        effects: &mut Vec<MultiEffect<S>>,
-    ) -> bool {
+    pub(super) fn promise(&mut self, ballot: Ballot, effects: &mut Vec<MultiEffect<S>>) -> bool {
         self.max_round = self.max_round.max(ballot.round);
         match self.promised {
             Some(promised) if promised > ballot => false,
             Some(promised) if promised == ballot => true,
             _ => {
                 if self.phase != Phase::Follower && self.ballot != Some(ballot) {
-                    self.become_follower(env, effects);
+                    self.become_follower(effects);
                 }
                 self.promised = Some(ballot);
                 self.prefix = self.decided;
@@ -170,7 +198,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
     }
 
-    fn become_follower(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
+    pub(super) fn become_follower(&mut self, effects: &mut Vec<MultiEffect<S>>) {
         for (slot, id) in std::mem::take(&mut self.pending) {
             effects.push(Effect::Reply {
                 id,
@@ -181,25 +209,45 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         self.ballot = None;
         self.leader = None;
         self.promises.clear();
-        self.election_deadline = env.now.saturating_add(self.random_timeout(env.rng));
+        self.offered = None;
+        self.stopped = None;
     }
 
-    fn start_election(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
-        let ballot = Ballot::new(self.max_round, self.id).next_for(self.id);
+    /// Phase 1 at `ballot` (which ballot leader election chose) for every slot above the
+    /// decided prefix.
+    pub(super) fn start_election(
+        &mut self,
+        env: &mut Env<'_>,
+        ballot: Ballot,
+        effects: &mut Vec<MultiEffect<S>>,
+    ) {
+        if !self.promise(ballot, effects) {
+            return;
+        }
         self.ballot = Some(ballot);
-        self.promise(env, ballot, effects);
         self.phase = Phase::Candidate;
         self.leader = None;
-        self.election_deadline = env.now.saturating_add(self.random_timeout(env.rng));
         let first_slot = self.decided + 1;
         let own = self.accepted_from(first_slot);
         self.promises.clear();
+        self.offered = None;
         self.promises.insert(self.id, own);
         for to in self.followers() {
             Self::send(to, Message::Prepare { ballot, first_slot }, effects);
         }
-        if self.promises.len() >= self.quorum() {
+        if self.promises.len() >= self.phase1_quorum() {
             self.become_leader(env, effects);
+        }
+    }
+
+    /// A candidate asks again the peers that have not promised yet (once per heartbeat round).
+    pub(super) fn retransmit_prepare(&mut self, effects: &mut Vec<MultiEffect<S>>) {
+        let Some(ballot) = self.ballot else { return };
+        let first_slot = self.decided + 1;
+        for to in self.followers() {
+            if !self.promises.contains_key(&to) {
+                Self::send(to, Message::Prepare { ballot, first_slot }, effects);
+            }
         }
     }
 
@@ -210,148 +258,8 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
             .collect()
     }
 
-    /// Phase 1 done: adopt the highest-ballot proposal of every slot (PMMC `pmax`), fill holes
-    /// with no-ops and re-propose everything above the decided prefix at the new ballot.
-    fn become_leader(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
-        let Some(ballot) = self.ballot else { return };
-        let first = self.decided + 1;
-        let mut adopted: BTreeMap<Slot, Accepted<Cmd<S>, Qry<S>>> = BTreeMap::new();
-        for (slot, accepted) in self.promises.values().flatten() {
-            if *slot < first || *slot - first >= MAX_ADOPTED_SPAN {
-                continue;
-            }
-            let better = adopted
-                .get(slot)
-                .is_none_or(|known| known.ballot < accepted.ballot);
-            if better {
-                adopted.insert(*slot, accepted.clone());
-            }
-        }
-        let last = adopted.keys().next_back().copied().unwrap_or(self.decided);
-        let entries: Vec<Entry<Cmd<S>, Qry<S>>> = (first..=last)
-            .map(|slot| adopted.remove(&slot).map_or(Entry::Noop, |a| a.entry))
-            .collect();
-        for (slot, entry) in (first..).zip(&entries) {
-            self.log.insert(
-                slot,
-                Accepted {
-                    ballot,
-                    entry: entry.clone(),
-                },
-            );
-        }
-        self.phase = Phase::Leader;
-        self.leader = Some(self.id);
-        self.promises.clear();
-        self.last = last;
-        self.durable_match = self.decided;
-        self.prefix = last;
-        if !entries.is_empty() {
-            self.persist(
-                Write::Accept {
-                    ballot,
-                    first,
-                    entries,
-                },
-                effects,
-            );
-        }
-        self.matched.clear();
-        self.next.clear();
-        self.heartbeat_deadline = env.now.saturating_add(self.config.heartbeat_interval);
-        for to in self.followers() {
-            self.matched.insert(to, 0);
-            self.next.insert(to, first);
-            self.send_entries(to, true, effects);
-        }
-    }
-
-    /// Sends every follower the entries it has not been sent, or an empty heartbeat.
-    fn heartbeat(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
-        self.heartbeat_deadline = env.now.saturating_add(self.config.heartbeat_interval);
-        for to in self.followers() {
-            let matched = self.matched.get(&to).copied().unwrap_or(0);
-            self.next.insert(to, matched + 1);
-            self.send_entries(to, true, effects);
-        }
-    }
-
-    /// Phase 2a to one follower: up to `max_batch` consecutive slots from its `next`.
-    fn send_entries(&mut self, to: NodeId, even_if_empty: bool, effects: &mut Vec<MultiEffect<S>>) {
-        let Some(ballot) = self.ballot else { return };
-        let next = self.next.get(&to).copied().unwrap_or(self.last + 1).max(1);
-        let mut entries = Vec::new();
-        let mut slot = next;
-        while slot <= self.last && entries.len() < self.config.max_batch {
-            let Some(accepted) = self.log.get(&slot) else {
-                break;
-            };
-            entries.push(accepted.entry.clone());
-            slot += 1;
-        }
-        if entries.is_empty() && !even_if_empty {
-            return;
-        }
-        self.next.insert(to, slot);
-        let message = Message::Accept {
-            ballot,
-            prev: next - 1,
-            entries,
-            decided: self.decided,
-        };
-        Self::send(to, message, effects);
-    }
-
-    fn on_request(
-        &mut self,
-        id: RequestId,
-        entry: Entry<Cmd<S>, Qry<S>>,
-        effects: &mut Vec<MultiEffect<S>>,
-    ) {
-        let Some(ballot) = self.ballot.filter(|_| self.phase == Phase::Leader) else {
-            let leader = self.leader;
-            effects.push(Effect::Reply {
-                id,
-                response: Response::Failed(PaxosError::NotLeader { leader }),
-            });
-            return;
-        };
-        if self.pending.len() >= self.config.max_pending {
-            effects.push(Effect::Reply {
-                id,
-                response: Response::Failed(PaxosError::Overloaded),
-            });
-            return;
-        }
-        let slot = self.last + 1;
-        self.last = slot;
-        self.prefix = slot;
-        self.log.insert(
-            slot,
-            Accepted {
-                ballot,
-                entry: entry.clone(),
-            },
-        );
-        self.pending.insert(slot, id);
-        self.persist(
-            Write::Accept {
-                ballot,
-                first: slot,
-                entries: vec![entry],
-            },
-            effects,
-        );
-        for to in self.followers() {
-            if self.next.get(&to) == Some(&slot) {
-                self.send_entries(to, false, effects);
-            }
-        }
-    }
-
     fn on_prepare(
         &mut self,
-        env: &mut Env<'_>,
         from: NodeId,
         ballot: Ballot,
         first_slot: Slot,
@@ -360,20 +268,24 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         if ballot.node != from {
             return;
         }
-        if self.promise(env, ballot, effects) {
+        if self.promise(ballot, effects) {
             self.leader = None;
-            self.election_deadline = env.now.saturating_add(self.random_timeout(env.rng));
-            let accepted = self.accepted_from(first_slot.max(1));
-            Self::send(from, Message::Promise { ballot, accepted }, effects);
+            let first_slot = first_slot.max(1);
+            let snapshot = self.snapshot_for(first_slot);
+            let accepted = self.accepted_from(first_slot);
+            let promise = Message::Promise {
+                ballot,
+                snapshot,
+                accepted,
+            };
+            Self::send(from, promise, effects);
         } else if let Some(promised) = self.promised {
             Self::send(from, Message::Rejected { ballot, promised }, effects);
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_accept(
         &mut self,
-        env: &mut Env<'_>,
         from: NodeId,
         ballot: Ballot,
         prev: Slot,
@@ -384,20 +296,22 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         if ballot.node != from || self.ballot == Some(ballot) {
             return;
         }
-        if !self.promise(env, ballot, effects) {
+        if !self.promise(ballot, effects) {
             if let Some(promised) = self.promised {
                 Self::send(from, Message::Rejected { ballot, promised }, effects);
             }
             return;
         }
         self.leader = Some(from);
-        self.election_deadline = env.now.saturating_add(self.random_timeout(env.rng));
         let gap = prev > self.prefix;
         if !gap && !entries.is_empty() {
             let end = prev.saturating_add(entries.len() as u64);
-            // Skip what is already held at this ballot (a retransmission).
+            // Skip what is decided (possibly compacted) or already held at this ballot (a
+            // retransmission).
             let skip = (prev + 1..=end)
-                .take_while(|slot| self.log.get(slot).is_some_and(|a| a.ballot == ballot))
+                .take_while(|slot| {
+                    *slot <= self.decided || self.log.get(slot).is_some_and(|a| a.ballot == ballot)
+                })
                 .count();
             let first = prev + 1 + skip as u64;
             let fresh: Vec<_> = entries.into_iter().skip(skip).collect();
@@ -436,40 +350,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         );
     }
 
-    fn on_accepted(
-        &mut self,
-        from: NodeId,
-        ballot: Ballot,
-        prefix: Slot,
-        gap: bool,
-        effects: &mut Vec<MultiEffect<S>>,
-    ) {
-        if self.phase != Phase::Leader || self.ballot != Some(ballot) {
-            return;
-        }
-        let Some(matched) = self.matched.get_mut(&from) else {
-            return;
-        };
-        let prefix = prefix.min(self.last);
-        *matched = (*matched).max(prefix);
-        if gap {
-            self.next.insert(from, prefix + 1);
-        }
-        self.send_entries(from, false, effects);
-        self.leader_advance(effects);
-    }
-
-    /// The leader's decided prefix: the highest slot a quorum holds durably at its ballot.
-    fn leader_advance(&mut self, effects: &mut Vec<MultiEffect<S>>) {
-        let mut matches: Vec<Slot> = self.matched.values().copied().collect();
-        matches.push(self.durable_match);
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        if let Some(&slot) = matches.get(self.quorum() - 1) {
-            self.advance_decided(slot.min(self.last), effects);
-        }
-    }
-
-    fn advance_decided(&mut self, slot: Slot, effects: &mut Vec<MultiEffect<S>>) {
+    pub(super) fn advance_decided(&mut self, slot: Slot, effects: &mut Vec<MultiEffect<S>>) {
         if slot <= self.decided {
             return;
         }
@@ -484,14 +365,26 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
     }
 
-    /// Applies decided entries in slot order, answering the requests waiting for them.
+    /// Applies decided entries in slot order, answering the requests waiting for them; then
+    /// maybe takes a snapshot.
     fn apply_decided(&mut self, effects: &mut Vec<MultiEffect<S>>) {
+        self.apply_decided_entries(effects);
+        self.maybe_take_snapshot(effects);
+    }
+
+    fn apply_decided_entries(&mut self, effects: &mut Vec<MultiEffect<S>>) {
         while self.applied < self.decided {
             let slot = self.applied + 1;
             let Some(accepted) = self.log.get(&slot) else {
                 break;
             };
             let output = match &accepted.entry {
+                Entry::StopSign(next) => {
+                    let next = next.clone();
+                    self.applied = slot;
+                    self.apply_stop_sign(slot, next, effects);
+                    continue;
+                }
                 Entry::Noop => None,
                 Entry::Command(command) => {
                     effects.push(Effect::Apply {
@@ -548,17 +441,26 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         message: Message<Cmd<S>, Qry<S>>,
         effects: &mut Vec<MultiEffect<S>>,
     ) {
-        if from == self.id || !self.members.contains(&from) {
+        // Messages from non-members are handled too: a node being added, or one that has not
+        // applied the latest stop-sign yet, must still be able to catch up. Only members'
+        // promises and heartbeats count towards quorums.
+        if from == self.id {
             return;
         }
         match message {
             Message::Prepare { ballot, first_slot } => {
-                self.on_prepare(env, from, ballot, first_slot, effects);
+                self.on_prepare(from, ballot, first_slot, effects);
             }
-            Message::Promise { ballot, accepted } => {
-                if self.phase == Phase::Candidate && self.ballot == Some(ballot) {
+            Message::Promise {
+                ballot,
+                snapshot,
+                accepted,
+            } => {
+                let counts = self.configuration.contains(from);
+                if counts && self.phase == Phase::Candidate && self.ballot == Some(ballot) {
+                    self.offer_snapshot(snapshot);
                     self.promises.insert(from, accepted);
-                    if self.promises.len() >= self.quorum() {
+                    if self.promises.len() >= self.phase1_quorum() {
                         self.become_leader(env, effects);
                     }
                 }
@@ -569,7 +471,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
                 entries,
                 decided,
             } => {
-                self.on_accept(env, from, ballot, prev, entries, decided, effects);
+                self.on_accept(from, ballot, prev, entries, decided, effects);
             }
             Message::Accepted {
                 ballot,
@@ -578,12 +480,25 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
             } => {
                 self.on_accepted(from, ballot, prefix, gap, effects);
             }
+            Message::InstallSnapshot { ballot, snapshot } => {
+                self.on_install_snapshot(from, ballot, snapshot, effects);
+            }
             Message::Rejected { ballot, promised } => {
                 self.max_round = self.max_round.max(promised.round);
                 if self.phase != Phase::Follower && self.ballot == Some(ballot) && promised > ballot
                 {
-                    self.become_follower(env, effects);
+                    self.become_follower(effects);
                 }
+            }
+            Message::HeartbeatRequest { round } => self.on_heartbeat_request(from, round, effects),
+            Message::HeartbeatReply {
+                round,
+                ballot,
+                quorum_connected,
+                follows,
+            } => {
+                let heartbeat = Heartbeat::new(ballot, quorum_connected, follows);
+                self.on_heartbeat_reply(from, round, heartbeat);
             }
         }
     }
@@ -613,15 +528,37 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             .chain(storage.promised.map(|b| b.round))
             .max()
             .unwrap_or(0);
-        let mut node = MultiPaxos {
+        // An invalid configuration (drivers should `Config::validate` first) falls back to
+        // majorities, which are always safe, and `check_invariants` reports it.
+        let compacted = storage.compacted();
+        let configuration = match &storage.snapshot {
+            Some(snapshot) => snapshot.configuration.clone(),
+            None => Configuration::new(0, config.initial_members.as_deref().unwrap_or(members)),
+        };
+        let quorums = config
+            .quorums(configuration.members.len())
+            .unwrap_or_else(|_| Quorums::majority(configuration.members.len()));
+        let epoch = configuration.epoch;
+        let mut state = S::default();
+        if let Some(snapshot) = &storage.snapshot {
+            // The node's own durable snapshot: if it does not restore, the disk is corrupt and
+            // there is nothing safe to do but stop.
+            if let Err(error) = state.restore(&snapshot.data) {
+                panic!("node {id}: the stored snapshot at slot {compacted} is corrupt: {error}");
+            }
+        }
+        MultiPaxos {
             id,
-            members: members.to_vec(),
+            configuration,
             config: config.clone(),
+            quorums,
             promised: storage.promised,
             log: storage.log.clone(),
-            decided: storage.decided,
-            applied: 0,
-            state: S::default(),
+            decided: storage.decided.max(compacted),
+            applied: compacted,
+            compacted,
+            snapshot: storage.snapshot.clone(),
+            state,
             durable: storage.clone(),
             incarnation: rand::Rng::gen(rng),
             unconfirmed: VecDeque::new(),
@@ -629,19 +566,20 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             max_round,
             phase: Phase::Follower,
             leader: None,
-            prefix: storage.decided,
-            election_deadline: now,
+            prefix: storage.decided.max(compacted),
+            election: LeaderElection::new(Ballot::in_epoch(epoch, 0, id), now),
             ballot: None,
             promises: BTreeMap::new(),
+            offered: None,
             last: 0,
             durable_match: 0,
             matched: BTreeMap::new(),
             next: BTreeMap::new(),
+            acked: BTreeSet::new(),
             heartbeat_deadline: now,
             pending: BTreeMap::new(),
-        };
-        node.election_deadline = now.saturating_add(node.random_timeout(rng));
-        node
+            stopped: None,
+        }
     }
 
     fn apply_write(storage: &mut Self::Storage, write: &Self::Write) {
@@ -658,21 +596,30 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
         input: Input<Self::Message, Self::Request>,
         effects: &mut Vec<MultiEffect<S>>,
     ) {
+        // A restarted node re-applies its decided log first (its configuration depends on it).
+        self.apply_decided(effects);
         match input {
             Input::Message { from, message } => self.on_message(env, from, message, effects),
             Input::Tick => {
-                if self.phase == Phase::Leader {
-                    if env.now >= self.heartbeat_deadline {
-                        self.heartbeat(env, effects);
-                    }
-                } else if env.now >= self.election_deadline {
-                    self.start_election(env, effects);
+                if self.phase == Phase::Leader && env.now >= self.heartbeat_deadline {
+                    self.heartbeat(env, effects);
+                }
+                if env.now >= self.election.round_deadline {
+                    self.end_round(env, effects);
                 }
             }
             Input::Request { id, request } => {
                 let entry = match request {
                     Request::Propose(command) => Entry::Command(command),
                     Request::Read(query) => Entry::Read(query),
+                    Request::Reconfigure(members) => match self.next_configuration(&members) {
+                        Ok(next) => Entry::StopSign(next),
+                        Err(error) => {
+                            let response = Response::Failed(error);
+                            effects.push(Effect::Reply { id, response });
+                            return;
+                        }
+                    },
                 };
                 self.on_request(id, entry, effects);
             }
@@ -682,10 +629,11 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
     }
 
     fn next_deadline(&self) -> Option<Time> {
+        let round_end = self.election.round_deadline;
         Some(if self.phase == Phase::Leader {
-            self.heartbeat_deadline
+            self.heartbeat_deadline.min(round_end)
         } else {
-            self.election_deadline
+            round_end
         })
     }
 
@@ -712,7 +660,12 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             },
             leader: self.leader,
             term: self.ballot().map_or(0, |b| b.round),
-            log_length: self.log.keys().next_back().copied().unwrap_or(0),
+            log_length: self
+                .log
+                .keys()
+                .next_back()
+                .copied()
+                .unwrap_or(self.compacted),
             commit_index: self.decided,
             applied_index: self.applied,
             peers,
@@ -720,43 +673,17 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
     }
 
     fn check_invariants(&self) -> Result<(), Violation> {
-        let fail = |detail: String| Err(Violation::on_node("multi-paxos-state", self.id, detail));
-        if self.applied > self.decided {
-            return fail(format!(
-                "applied {} above decided {}",
-                self.applied, self.decided
-            ));
-        }
-        if self.decided > 0 && !self.log.contains_key(&self.decided) {
-            return fail(format!(
-                "decided slot {} missing from the log",
-                self.decided
-            ));
-        }
-        if self.durable.promised > self.promised {
-            return fail("durable promise above the promise in memory".into());
-        }
-        if self.phase != Phase::Follower && self.ballot != self.promised {
-            return fail(format!(
-                "own ballot {:?} is not the promise {:?}",
-                self.ballot, self.promised
-            ));
-        }
-        if self.phase == Phase::Leader && self.decided > self.last {
-            return fail(format!(
-                "leader decided {} beyond its last slot {}",
-                self.decided, self.last
-            ));
-        }
-        Ok(())
+        self.check_state()
     }
 
     fn id(&self) -> NodeId {
         self.id
     }
 
+    /// A dead leader is noticed within two heartbeat rounds, ballots are raised in a third,
+    /// and the highest quorum-connected node campaigns in a fourth.
     fn election_timeout(config: &Config) -> Duration {
-        config.election_timeout.saturating_mul(2)
+        config.election_round.saturating_mul(4)
     }
 
     fn state_digest(&self) -> Option<u64> {

@@ -2,7 +2,9 @@
 
 use concord_core::{Input, KvOperation, KvOutcome, KvService, KvStateMachine, Node, Role};
 
-use super::{invariants, Config, Entry, Message, MultiPaxos, Request, Response};
+use super::{
+    invariants, Config, Configuration, Entry, Message, MultiPaxos, Request, Response, Snapshot,
+};
 use crate::testing::Harness;
 use crate::Ballot;
 
@@ -38,6 +40,39 @@ fn elect(harness: &mut Harness<Kv>) -> u64 {
         h.network.is_empty() && h.node(l).status().role == Role::Leader
     })));
     leader(harness).unwrap()
+}
+
+/// Makes node `id` campaign: a heartbeat round in which only `peer` answers (not
+/// quorum-connected itself, so `id`'s ballot is the highest among quorum-connected nodes).
+pub(super) fn campaign(harness: &mut Harness<Kv>, id: u64, peer: u64) {
+    harness.network.clear();
+    harness.now = harness.node(id).next_deadline().unwrap();
+    harness.step(id, Input::Tick);
+    let round = harness
+        .network
+        .iter()
+        .find_map(|e| match e.message {
+            Message::HeartbeatRequest { round } if e.to == peer => Some(round),
+            _ => None,
+        })
+        .expect("a heartbeat request to the peer");
+    harness.network.clear();
+    let reply = Message::HeartbeatReply {
+        round,
+        ballot: Ballot::new(0, peer),
+        quorum_connected: false,
+        follows: None,
+    };
+    harness.step(
+        id,
+        Input::Message {
+            from: peer,
+            message: reply,
+        },
+    );
+    harness.now = harness.node(id).next_deadline().unwrap();
+    harness.step(id, Input::Tick);
+    assert_eq!(harness.node(id).status().role, Role::Candidate);
 }
 
 #[test]
@@ -154,9 +189,7 @@ fn a_new_leader_adopts_accepted_values_and_fills_holes_with_noops() {
         },
     );
     harness.confirm(0);
-    harness.network.clear();
-    harness.now = harness.node(0).next_deadline().unwrap();
-    harness.step(0, Input::Tick);
+    campaign(&mut harness, 0, 1);
     let ballot = harness.node(0).ballot().unwrap();
     let newer = super::Accepted {
         ballot: Ballot::new(2, 1),
@@ -172,6 +205,7 @@ fn a_new_leader_adopts_accepted_values_and_fills_holes_with_noops() {
             from: 1,
             message: Message::Promise {
                 ballot,
+                snapshot: None,
                 accepted: vec![(2, newer), (4, later)],
             },
         },
@@ -246,11 +280,34 @@ fn malformed_messages_do_not_panic() {
         },
         Message::Promise {
             ballot: huge,
+            snapshot: None,
             accepted: vec![],
         },
         Message::Rejected {
             ballot: huge,
             promised: Ballot::default(),
+        },
+        Message::InstallSnapshot {
+            ballot: huge,
+            snapshot: Snapshot {
+                slot: u64::MAX,
+                configuration: Configuration::new(0, &[0, 1, 2]),
+                data: b"{}".to_vec(),
+            },
+        },
+        Message::InstallSnapshot {
+            ballot: Ballot::new(7, 2),
+            snapshot: Snapshot {
+                slot: 5,
+                configuration: Configuration::new(0, &[0, 1, 2]),
+                data: b"not a snapshot".to_vec(),
+            },
+        },
+        Message::HeartbeatReply {
+            round: u64::MAX,
+            ballot: huge,
+            quorum_connected: true,
+            follows: Some(huge),
         },
     ];
     for message in odd {
@@ -270,4 +327,110 @@ fn malformed_messages_do_not_panic() {
         harness.replies.last(),
         Some((0, 1, Response::Failed(_)))
     ));
+}
+
+/// Runs until one node leads; returns it.
+fn settle(harness: &mut Harness<Kv>) -> u64 {
+    for _ in 0..40 {
+        harness.run_for(100 * concord_core::time::MILLISECOND);
+        if let Some(chief) = leader(harness) {
+            return chief;
+        }
+    }
+    panic!("no leader");
+}
+
+/// Proposes at the leader and lets exactly one follower acknowledge; returns whether the slot
+/// was decided.
+fn decided_with_one_acknowledgement(config: Config) -> bool {
+    let mut harness = Harness::new(5, config, 8, invariants::<KvStateMachine>());
+    let chief = settle(&mut harness);
+    let follower = (chief + 1) % 5;
+    let before = harness.node(chief).decided();
+    harness.request(chief, 1, Request::Propose(write("x", 1)));
+    harness.confirm(chief);
+    let accept = harness
+        .network
+        .iter()
+        .position(|e| e.to == follower && matches!(e.message, Message::Accept { .. }))
+        .expect("an Accept to the follower");
+    harness.deliver(accept);
+    harness.confirm(follower);
+    let acknowledgement = harness
+        .network
+        .iter()
+        .position(|e| e.from == follower && matches!(e.message, Message::Accepted { .. }))
+        .expect("the follower's Accepted");
+    harness.deliver(acknowledgement);
+    harness.node(chief).decided() > before
+}
+
+/// Flexible Paxos: with a phase-2 quorum of 2 out of 5, the leader and one follower decide a
+/// slot; with majorities they do not.
+#[test]
+fn a_phase2_quorum_of_two_decides_with_one_acknowledgement() {
+    assert!(decided_with_one_acknowledgement(
+        Config::with_quorums(5, 4, 2).unwrap()
+    ));
+    assert!(!decided_with_one_acknowledgement(Config::default()));
+}
+
+/// Makes node 0 of five campaign (every peer answers its heartbeats) and feeds it promises one
+/// at a time; returns how many, its own included, made it leader.
+fn promises_to_lead(config: Config) -> usize {
+    let mut harness = Harness::new(5, config, 9, invariants::<KvStateMachine>());
+    let id = 0;
+    harness.now = harness.node(id).next_deadline().unwrap();
+    harness.step(id, Input::Tick);
+    let requests: Vec<_> = std::mem::take(&mut harness.network);
+    for envelope in requests {
+        let Message::HeartbeatRequest { round } = envelope.message else {
+            continue;
+        };
+        let reply = Message::HeartbeatReply {
+            round,
+            ballot: Ballot::new(0, envelope.to),
+            quorum_connected: false,
+            follows: None,
+        };
+        harness.step(
+            id,
+            Input::Message {
+                from: envelope.to,
+                message: reply,
+            },
+        );
+    }
+    harness.now = harness.node(id).next_deadline().unwrap();
+    harness.step(id, Input::Tick);
+    harness.confirm(id);
+    let ballot = harness.node(id).ballot().unwrap();
+    let mut promises = 1;
+    for from in 1..5 {
+        if harness.node(id).is_leader() {
+            break;
+        }
+        harness.step(
+            id,
+            Input::Message {
+                from,
+                message: Message::Promise {
+                    ballot,
+                    snapshot: None,
+                    accepted: vec![],
+                },
+            },
+        );
+        promises += 1;
+    }
+    assert!(harness.node(id).is_leader());
+    promises
+}
+
+/// Flexible Paxos: with a phase-1 quorum of 4 out of 5 a candidate needs three promises besides
+/// its own; with majorities two.
+#[test]
+fn a_phase1_quorum_of_four_needs_four_promises() {
+    assert_eq!(promises_to_lead(Config::with_quorums(5, 4, 2).unwrap()), 4);
+    assert_eq!(promises_to_lead(Config::default()), 3);
 }

@@ -1,18 +1,134 @@
 //! A test harness in the shape of the well-known Raft lab suite's `config`: connect and
 //! disconnect servers, crash and restart them from their durable state, submit commands,
-//! and wait for agreement — over Concord's simulator, with Raft's cluster invariants checked
-//! after every step.
+//! and wait for agreement — over Concord's simulator, with the protocol's cluster invariants
+//! checked after every step. Generic over the protocol ([`LabNode`]): Raft (`Lab::new`) and
+//! Multi-Paxos (`Lab::paxos`).
 
 #![allow(dead_code)]
 
+use std::fmt::Debug;
+
 use concord_core::time::MILLISECOND;
-use concord_core::{seeded_rng, Duration, KvOperation, KvStateMachine, NodeId, Rng};
+use concord_core::{
+    seeded_rng, ClusterInvariant, Duration, KvOperation, KvStateMachine, Node, NodeId, Rng,
+};
+use concord_paxos::multi::{Entry, MultiPaxos};
+use concord_paxos::Ballot;
 use concord_raft::{Config, LogIndex, RaftNode, Request, Term};
 use concord_sim::{SimConfig, Simulation};
 use rand::Rng as _;
 
-/// The node type under test.
+/// The Raft node type under test.
 pub type Kv = RaftNode<KvStateMachine>;
+
+/// The Multi-Paxos node type under test.
+pub type PaxosKv = MultiPaxos<KvStateMachine>;
+
+/// What the lab needs to know about a protocol's node.
+pub trait LabNode: Node<Command = KvOperation> + 'static {
+    /// What orders leaderships: Raft's term, Paxos's ballot. Two leaders never share one.
+    type Term: Copy + Ord + Debug + std::fmt::Display;
+    /// The protocol's safety checkers.
+    fn lab_invariants() -> Vec<Box<dyn ClusterInvariant<Self>>>;
+    /// The longest time an election may take in a healthy network.
+    fn lab_election_timeout(config: &Self::Config) -> Duration;
+    /// The request that proposes `command`.
+    fn propose(command: KvOperation) -> Self::Request;
+    /// Whether the node believes it leads.
+    fn leads(&self) -> bool;
+    /// The node's term or ballot.
+    fn term(&self) -> Self::Term;
+    /// The highest index applied.
+    fn applied(&self) -> LogIndex;
+    /// The command at `index` if the node still holds that entry (`Some(None)`: a no-op).
+    fn command_at(&self, index: LogIndex) -> Option<Option<KvOperation>>;
+    /// The newest index holding `command`.
+    fn index_of(&self, command: &KvOperation) -> Option<LogIndex>;
+}
+
+impl LabNode for Kv {
+    type Term = Term;
+
+    fn lab_invariants() -> Vec<Box<dyn ClusterInvariant<Self>>> {
+        concord_raft::invariants()
+    }
+
+    fn lab_election_timeout(config: &Config) -> Duration {
+        config.election_timeout_max
+    }
+
+    fn propose(command: KvOperation) -> Self::Request {
+        Request::Propose(command)
+    }
+
+    fn leads(&self) -> bool {
+        self.is_leader()
+    }
+
+    fn term(&self) -> Term {
+        self.current_term()
+    }
+
+    fn applied(&self) -> LogIndex {
+        self.applied_index()
+    }
+
+    fn command_at(&self, index: LogIndex) -> Option<Option<KvOperation>> {
+        self.log().entry(index).map(|e| e.command().cloned())
+    }
+
+    fn index_of(&self, command: &KvOperation) -> Option<LogIndex> {
+        self.log()
+            .entries()
+            .iter()
+            .rev()
+            .find(|e| e.command() == Some(command))
+            .map(|e| e.index)
+    }
+}
+
+impl LabNode for PaxosKv {
+    type Term = Ballot;
+
+    fn lab_invariants() -> Vec<Box<dyn ClusterInvariant<Self>>> {
+        concord_paxos::multi::invariants()
+    }
+
+    fn lab_election_timeout(config: &concord_paxos::multi::Config) -> Duration {
+        <PaxosKv as Node>::election_timeout(config)
+    }
+
+    fn propose(command: KvOperation) -> Self::Request {
+        concord_paxos::multi::Request::Propose(command)
+    }
+
+    fn leads(&self) -> bool {
+        self.is_leader()
+    }
+
+    fn term(&self) -> Ballot {
+        self.ballot().unwrap_or_default()
+    }
+
+    fn applied(&self) -> LogIndex {
+        MultiPaxos::applied(self)
+    }
+
+    fn command_at(&self, index: LogIndex) -> Option<Option<KvOperation>> {
+        self.entry(index).map(|accepted| match &accepted.entry {
+            Entry::Command(command) => Some(command.clone()),
+            Entry::Noop | Entry::Read(_) | Entry::StopSign(_) => None,
+        })
+    }
+
+    fn index_of(&self, command: &KvOperation) -> Option<LogIndex> {
+        let last = self.status().log_length;
+        (1..=last).rev().find(|&slot| {
+            self.entry(slot)
+                .is_some_and(|a| a.entry == Entry::Command(command.clone()))
+        })
+    }
+}
 
 /// One second of simulated time.
 pub const SECOND: Duration = 1_000 * MILLISECOND;
@@ -20,10 +136,10 @@ pub const SECOND: Duration = 1_000 * MILLISECOND;
 /// The key every lab command writes.
 const KEY: &str = "lab";
 
-/// A simulated Raft cluster with the lab suite's helpers.
-pub struct Lab {
+/// A simulated cluster with the lab suite's helpers.
+pub struct Lab<N: LabNode = Kv> {
     /// The simulation.
-    pub sim: Simulation<Kv>,
+    pub sim: Simulation<N>,
     /// Which servers are connected to the network (the lab's `connected`).
     connected: Vec<bool>,
     /// The test's own randomness.
@@ -32,19 +148,56 @@ pub struct Lab {
     rotor: usize,
 }
 
-impl Lab {
-    /// A cluster of `nodes` with the default configuration.
-    pub fn new(nodes: usize, seed: u64) -> Lab {
+impl Lab<Kv> {
+    /// A Raft cluster of `nodes` with the default configuration.
+    pub fn new(nodes: usize, seed: u64) -> Lab<Kv> {
         Lab::with_config(nodes, seed, Config::default())
     }
 
-    /// A cluster of `nodes` with `config`.
-    pub fn with_config(nodes: usize, seed: u64, config: Config) -> Lab {
+    /// A Raft cluster of `nodes` with `config`.
+    pub fn with_config(nodes: usize, seed: u64, config: Config) -> Lab<Kv> {
         config.validate().expect("valid lab configuration");
+        Lab::build(nodes, seed, config, "raft_lab")
+    }
+
+    /// The command that writes `value`.
+    pub fn command(value: i64) -> KvOperation {
+        command(value)
+    }
+}
+
+impl Lab<PaxosKv> {
+    /// A Multi-Paxos cluster of `nodes` with the default configuration.
+    pub fn paxos(nodes: usize, seed: u64) -> Lab<PaxosKv> {
+        Lab::paxos_with_config(nodes, seed, concord_paxos::multi::Config::default())
+    }
+
+    /// A Multi-Paxos cluster of `nodes` with `config`.
+    pub fn paxos_with_config(
+        nodes: usize,
+        seed: u64,
+        config: concord_paxos::multi::Config,
+    ) -> Lab<PaxosKv> {
+        config.validate(nodes).expect("valid lab configuration");
+        Lab::build(nodes, seed, config, "paxos_partial_connectivity")
+    }
+}
+
+/// The command that writes `value`.
+fn command(value: i64) -> KvOperation {
+    KvOperation::Write {
+        key: KEY.into(),
+        value,
+    }
+}
+
+impl<N: LabNode> Lab<N> {
+    /// A cluster of `nodes` running `config`; `test` names the test binary for replays.
+    pub fn build(nodes: usize, seed: u64, config: N::Config, test: &str) -> Lab<N> {
         let mut sim_config = SimConfig::new(nodes, seed);
-        sim_config.replay = format!("cargo test -p concord-sim --test raft_lab (seed {seed})");
+        sim_config.replay = format!("cargo test -p concord-sim --test {test} (seed {seed})");
         let mut sim = Simulation::new(sim_config, config).expect("valid simulation");
-        for invariant in concord_raft::invariants() {
+        for invariant in N::lab_invariants() {
             sim.add_invariant(invariant);
         }
         Lab {
@@ -62,7 +215,7 @@ impl Lab {
 
     /// The largest election timeout.
     pub fn election_timeout(&self) -> Duration {
-        self.sim.node_config().election_timeout_max
+        N::lab_election_timeout(self.sim.node_config())
     }
 
     /// Runs for `duration`, failing the test on any invariant violation.
@@ -114,19 +267,15 @@ impl Lab {
     }
 
     /// A server's node, if up.
-    pub fn node(&self, i: NodeId) -> Option<&Kv> {
+    pub fn node(&self, i: NodeId) -> Option<&N> {
         self.sim.node(i)
     }
 
     /// Connected, up servers that believe they lead, with their terms.
-    pub fn leaders(&self) -> Vec<(Term, NodeId)> {
+    pub fn leaders(&self) -> Vec<(N::Term, NodeId)> {
         (0..self.n() as NodeId)
             .filter(|&i| self.live(i))
-            .filter_map(|i| {
-                self.node(i)
-                    .filter(|n| n.is_leader())
-                    .map(|n| (n.current_term(), i))
-            })
+            .filter_map(|i| self.node(i).filter(|n| n.leads()).map(|n| (n.term(), i)))
             .collect()
     }
 
@@ -153,10 +302,10 @@ impl Lab {
     }
 
     /// All connected servers agree on the term; returns it.
-    pub fn check_terms(&self) -> Term {
-        let terms: Vec<Term> = (0..self.n() as NodeId)
+    pub fn check_terms(&self) -> N::Term {
+        let terms: Vec<N::Term> = (0..self.n() as NodeId)
             .filter(|&i| self.live(i))
-            .map(|i| self.node(i).unwrap().current_term())
+            .map(|i| self.node(i).unwrap().term())
             .collect();
         assert!(
             terms.windows(2).all(|w| w[0] == w[1]),
@@ -181,11 +330,10 @@ impl Lab {
             self.sim.applied().get(&index).map(|(_, c)| c.clone());
         for i in 0..self.n() as NodeId {
             let Some(node) = self.node(i) else { continue };
-            if node.applied_index() < index {
+            if node.applied() < index {
                 continue;
             }
-            if let Some(entry) = node.log().entry(index) {
-                let here = entry.command().cloned();
+            if let Some(here) = node.command_at(index) {
                 match (&command, &here) {
                     (Some(a), Some(b)) => assert_eq!(a, b, "servers disagree at index {index}"),
                     (None, Some(_)) => command = here,
@@ -197,31 +345,16 @@ impl Lab {
         (count, command)
     }
 
-    /// The command that writes `value`.
-    pub fn command(value: i64) -> KvOperation {
-        KvOperation::Write {
-            key: KEY.into(),
-            value,
-        }
-    }
-
     /// Submits a proposal of `value` to server `i` (the lab's `Start`).
     pub fn start(&mut self, i: NodeId, value: i64) {
         if self.sim.is_up(i) {
-            let _ = self.sim.submit(i, Request::Propose(Self::command(value)));
+            let _ = self.sim.submit(i, N::propose(command(value)));
         }
     }
 
     /// Where `value` sits in server `i`'s log, if it does.
     pub fn index_of(&self, i: NodeId, value: i64) -> Option<LogIndex> {
-        let wanted = Self::command(value);
-        let node = self.node(i)?;
-        node.log()
-            .entries()
-            .iter()
-            .rev()
-            .find(|e| e.command() == Some(&wanted))
-            .map(|e| e.index)
+        self.node(i)?.index_of(&command(value))
     }
 
     /// The lab's `one`: gets `value` committed on at least `expected` servers, retrying with
@@ -232,7 +365,7 @@ impl Lab {
             let mut index = None;
             for k in 0..self.n() {
                 let i = ((self.rotor + k) % self.n()) as NodeId;
-                if !self.live(i) || !self.node(i).is_some_and(|n| n.is_leader()) {
+                if !self.live(i) || !self.node(i).is_some_and(|n| n.leads()) {
                     continue;
                 }
                 self.start(i, value);
@@ -247,7 +380,7 @@ impl Lab {
                 let waited = self.sim.now();
                 while self.sim.now() - waited < 2 * SECOND {
                     let (count, command) = self.n_committed(index);
-                    if count >= expected && command == Some(Self::command(value)) {
+                    if count >= expected && command == Some(self::command(value)) {
                         return index;
                     }
                     self.run(20 * MILLISECOND);
@@ -263,12 +396,38 @@ impl Lab {
         panic!("one({value}) failed to reach agreement on {expected} servers within 10s");
     }
 
+    /// Like [`Lab::one`] but never panics: proposes `value` to whoever leads (again if a new
+    /// leader does not hold it) until `expected` servers applied it; returns how long that
+    /// took, or `None` if it did not happen within `within`.
+    pub fn try_one(&mut self, value: i64, expected: usize, within: Duration) -> Option<Duration> {
+        let started = self.sim.now();
+        let wanted = command(value);
+        while self.sim.now() - started < within {
+            for (_, leader) in self.leaders() {
+                if self.index_of(leader, value).is_none() {
+                    self.start(leader, value);
+                }
+            }
+            self.run(20 * MILLISECOND);
+            for i in 0..self.n() as NodeId {
+                let Some(index) = self.index_of(i, value) else {
+                    continue;
+                };
+                let (count, command) = self.n_committed(index);
+                if count >= expected && command.as_ref() == Some(&wanted) {
+                    return Some(self.sim.now() - started);
+                }
+            }
+        }
+        None
+    }
+
     /// Waits until at least `n` servers have applied `index` (lab's `wait`); returns the command.
     pub fn wait(
         &mut self,
         index: LogIndex,
         n: usize,
-        start_term: Option<Term>,
+        start_term: Option<N::Term>,
     ) -> Option<KvOperation> {
         let mut pause = 10 * MILLISECOND;
         for _ in 0..30 {
@@ -279,9 +438,7 @@ impl Lab {
             self.run(pause);
             pause = (pause * 2).min(SECOND);
             if let Some(term) = start_term {
-                if (0..self.n() as NodeId)
-                    .any(|i| self.node(i).is_some_and(|x| x.current_term() > term))
-                {
+                if (0..self.n() as NodeId).any(|i| self.node(i).is_some_and(|x| x.term() > term)) {
                     return None;
                 }
             }
