@@ -55,6 +55,35 @@ struct SnapshotData {
     members: Vec<MemberAttrs>,
 }
 
+/// [`SnapshotData`] borrowed from a store, for encoding.
+#[derive(Serialize)]
+struct SnapshotDataRef<'a> {
+    revision: Revision,
+    compact_revision: Revision,
+    records: RecordsRef<'a>,
+    leases: Vec<SnapshotLease>,
+    members: Vec<&'a MemberAttrs>,
+}
+
+/// Encodes as `Vec<SnapshotRecord>`.
+struct RecordsRef<'a>(&'a Mvcc);
+
+impl Serialize for RecordsRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct SnapshotRecordRef<'a> {
+            sub: i64,
+            kind: EventKind,
+            kv: &'a KeyValue,
+        }
+        serializer.collect_seq(self.0.records().map(|(at, record)| SnapshotRecordRef {
+            sub: at.sub,
+            kind: record.kind,
+            kv: &record.kv,
+        }))
+    }
+}
+
 fn inconsistent(message: String) -> SnapshotError {
     SnapshotError::Inconsistent(message)
 }
@@ -62,18 +91,12 @@ fn inconsistent(message: String) -> SnapshotError {
 impl KvStore {
     /// The whole state as bytes (what [`concord_core::StateMachine::snapshot`] returns).
     pub fn encode(&self) -> Vec<u8> {
-        let data = SnapshotData {
+        // Encoded straight from the store (the same bytes as `SnapshotData`): no copy of the
+        // records is made, which keeps a snapshot of a large store short.
+        let data = SnapshotDataRef {
             revision: self.mvcc.revision(),
             compact_revision: self.mvcc.compact_revision(),
-            records: self
-                .mvcc
-                .records()
-                .map(|(at, record)| SnapshotRecord {
-                    sub: at.sub,
-                    kind: record.kind,
-                    kv: record.kv.clone(),
-                })
-                .collect(),
+            records: RecordsRef(&self.mvcc),
             leases: self
                 .leases
                 .iter()
@@ -83,12 +106,10 @@ impl KvStore {
                     remaining_ttl: lease.remaining_ttl,
                 })
                 .collect(),
-            members: self.members.values().cloned().collect(),
+            members: self.members.values().collect(),
         };
-        let mut bytes = MAGIC.to_vec();
-        // Encoding owned plain data into a Vec cannot fail.
-        bytes.extend(postcard::to_allocvec(&data).unwrap_or_default());
-        bytes
+        // Encoding plain data into a Vec cannot fail.
+        postcard::to_extend(&data, MAGIC.to_vec()).unwrap_or_else(|_| MAGIC.to_vec())
     }
 
     /// Rebuilds a store from [`KvStore::encode`]'s bytes, checking them.
