@@ -178,8 +178,19 @@ impl Lab<PaxosKv> {
         seed: u64,
         config: concord_paxos::multi::Config,
     ) -> Lab<PaxosKv> {
+        Lab::paxos_for(nodes, seed, config, "paxos_partial_connectivity")
+    }
+
+    /// A Multi-Paxos cluster of `nodes` with `config`, for the test binary `test` (named in
+    /// replay commands).
+    pub fn paxos_for(
+        nodes: usize,
+        seed: u64,
+        config: concord_paxos::multi::Config,
+        test: &str,
+    ) -> Lab<PaxosKv> {
         config.validate(nodes).expect("valid lab configuration");
-        Lab::build(nodes, seed, config, "paxos_partial_connectivity")
+        Lab::build(nodes, seed, config, test)
     }
 }
 
