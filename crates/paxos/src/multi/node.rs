@@ -8,9 +8,10 @@ use concord_core::{
 };
 
 use super::election::{Heartbeat, LeaderElection};
+use super::read::Reads;
 use super::{
-    Accepted, Config, Configuration, Entry, Message, PaxosError, Quorums, Request, Response, Slot,
-    Snapshot, Storage, Write,
+    Accepted, Config, Configuration, Entry, Message, PaxosError, Quorums, ReadMode, Request,
+    Response, Slot, Snapshot, Storage, Write,
 };
 use crate::Ballot;
 
@@ -85,6 +86,8 @@ pub struct MultiPaxos<S: StateMachine> {
     pub(super) pending: BTreeMap<Slot, RequestId>,
     /// Leader: the slot of the stop-sign it proposed or adopted; it proposes nothing after.
     pub(super) stopped: Option<Slot>,
+    /// Reads served without the log (leader), and the lease promise (acceptor).
+    pub(super) reads: Reads<Qry<S>>,
 }
 
 impl<S: StateMachine + Default> MultiPaxos<S> {
@@ -205,6 +208,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
                 response: Response::Failed(PaxosError::OutcomeUnknown { slot }),
             });
         }
+        self.fail_reads(effects);
         self.phase = Phase::Follower;
         self.ballot = None;
         self.leader = None;
@@ -284,15 +288,24 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
     }
 
+    /// Phase 2a at a follower (`accept` is a [`Message::Accept`]).
     fn on_accept(
         &mut self,
+        now: Time,
         from: NodeId,
-        ballot: Ballot,
-        prev: Slot,
-        entries: Vec<Entry<Cmd<S>, Qry<S>>>,
-        leader_decided: Slot,
+        accept: Message<Cmd<S>, Qry<S>>,
         effects: &mut Vec<MultiEffect<S>>,
     ) {
+        let Message::Accept {
+            ballot,
+            prev,
+            entries,
+            decided: leader_decided,
+            read_round,
+        } = accept
+        else {
+            return;
+        };
         if ballot.node != from || self.ballot == Some(ballot) {
             return;
         }
@@ -338,16 +351,13 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
         let learned = leader_decided.min(self.prefix);
         self.advance_decided(learned, effects);
-        let prefix = self.prefix;
-        Self::send(
-            from,
-            Message::Accepted {
-                ballot,
-                prefix,
-                gap,
-            },
-            effects,
-        );
+        let accepted = Message::Accepted {
+            ballot,
+            prefix: self.prefix,
+            gap,
+            read_round,
+        };
+        self.acknowledge(now, from, accepted, effects);
     }
 
     pub(super) fn advance_decided(&mut self, slot: Slot, effects: &mut Vec<MultiEffect<S>>) {
@@ -365,10 +375,11 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
     }
 
-    /// Applies decided entries in slot order, answering the requests waiting for them; then
-    /// maybe takes a snapshot.
+    /// Applies decided entries in slot order, answering the requests (and reads) waiting for
+    /// them; then maybe takes a snapshot.
     fn apply_decided(&mut self, effects: &mut Vec<MultiEffect<S>>) {
         self.apply_decided_entries(effects);
+        self.serve_applied_reads(effects);
         self.maybe_take_snapshot(effects);
     }
 
@@ -449,7 +460,11 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
         match message {
             Message::Prepare { ballot, first_slot } => {
-                self.on_prepare(from, ballot, first_slot, effects);
+                // Under a lease acknowledged to a leader, a new ballot waits (the candidate
+                // asks again every heartbeat round).
+                if self.promised >= Some(ballot) || !self.lease_guarded(env.now) {
+                    self.on_prepare(from, ballot, first_slot, effects);
+                }
             }
             Message::Promise {
                 ballot,
@@ -465,23 +480,24 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
                     }
                 }
             }
-            Message::Accept {
-                ballot,
-                prev,
-                entries,
-                decided,
-            } => {
-                self.on_accept(from, ballot, prev, entries, decided, effects);
-            }
+            Message::Accept { .. } => self.on_accept(env.now, from, message, effects),
             Message::Accepted {
                 ballot,
                 prefix,
                 gap,
+                read_round,
             } => {
-                self.on_accepted(from, ballot, prefix, gap, effects);
+                if self.on_accepted(from, ballot, prefix, gap, effects) {
+                    self.on_read_round_acknowledged(env.now, from, read_round, effects);
+                }
             }
-            Message::InstallSnapshot { ballot, snapshot } => {
-                self.on_install_snapshot(from, ballot, snapshot, effects);
+            Message::InstallSnapshot {
+                ballot,
+                snapshot,
+                read_round,
+            } => {
+                let now = env.now;
+                self.on_install_snapshot(now, from, ballot, snapshot, read_round, effects);
             }
             Message::Rejected { ballot, promised } => {
                 self.max_round = self.max_round.max(promised.round);
@@ -579,6 +595,8 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             heartbeat_deadline: now,
             pending: BTreeMap::new(),
             stopped: None,
+            // A restarted node may have acknowledged a leader just before it stopped.
+            reads: Reads::new(now.saturating_add(config.lease_duration)),
         }
     }
 
@@ -608,21 +626,20 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
                     self.end_round(env, effects);
                 }
             }
-            Input::Request { id, request } => {
-                let entry = match request {
-                    Request::Propose(command) => Entry::Command(command),
-                    Request::Read(query) => Entry::Read(query),
-                    Request::Reconfigure(members) => match self.next_configuration(&members) {
-                        Ok(next) => Entry::StopSign(next),
-                        Err(error) => {
-                            let response = Response::Failed(error);
-                            effects.push(Effect::Reply { id, response });
-                            return;
-                        }
-                    },
-                };
-                self.on_request(id, entry, effects);
-            }
+            Input::Request { id, request } => match request {
+                Request::Propose(command) => self.on_request(id, Entry::Command(command), effects),
+                Request::Read(query) if self.config.read_mode == ReadMode::Log => {
+                    self.on_request(id, Entry::Read(query), effects);
+                }
+                Request::Read(query) => self.on_read(env.now, id, query, effects),
+                Request::Reconfigure(members) => match self.next_configuration(&members) {
+                    Ok(next) => self.on_request(id, Entry::StopSign(next), effects),
+                    Err(error) => {
+                        let response = Response::Failed(error);
+                        effects.push(Effect::Reply { id, response });
+                    }
+                },
+            },
             Input::Persisted { token } => self.on_persisted(token, effects),
         }
         self.apply_decided(effects);
