@@ -403,3 +403,55 @@ fn after_a_leader_fails_under_leases_another_is_elected() {
         })
     ));
 }
+
+/// The classic lease hazard: a leader freezes (a long pause), the others carry on, and it
+/// resumes believing its lease. Here the lease (1 s) outlasts the time ballot leader election
+/// takes to replace a leader, so only the acceptors' promise stops the others from electing a
+/// new leader and deciding writes the frozen one would not see.
+#[test]
+fn a_frozen_leader_resumes_inside_its_lease_and_nothing_was_decided_meanwhile() {
+    let config = Config {
+        read_mode: ReadMode::Lease,
+        lease_duration: 1000 * MILLISECOND,
+        max_clock_drift: 250 * MILLISECOND,
+        ..Config::default()
+    };
+    let mut harness = cluster(3, config, 12);
+    let chief = settle(&mut harness);
+    harness.request(chief, 1, write("k", 1));
+    quiesce(&mut harness);
+    harness.run_for(10 * MILLISECOND);
+    let lease = harness.node(chief).lease_until();
+    let decided = harness.node(chief).decided();
+    let frozen = harness.nodes[chief as usize].take();
+    // The others go on without it for as long as its lease holds: nobody leads, nothing new is
+    // decided (ballot leader election alone would have elected a leader by half-way).
+    let mut write_id = 10;
+    while harness.now + 20 * MILLISECOND < lease {
+        harness.run_for(20 * MILLISECOND);
+        if let Some(other) = leader(&harness) {
+            panic!("node {other} leads at {} inside the lease", harness.now);
+        }
+        for id in (0..3).filter(|&id| id != chief) {
+            write_id += 1;
+            harness.request(id, write_id, write("k", 2));
+            assert!(harness.node(id).decided() <= decided);
+        }
+    }
+    // It resumes inside its lease and answers from its own state: still current.
+    harness.nodes[chief as usize] = frozen;
+    assert!(harness.now < harness.node(chief).lease_until());
+    harness.request(chief, 2, read("k"));
+    assert!(matches!(
+        reply(&harness, 2),
+        Some(Response::Read {
+            output: KvResult::Read(Some(Value::Int(1))),
+            ..
+        })
+    ));
+    // Afterwards the cluster goes on deciding.
+    let next = settle(&mut harness);
+    harness.request(next, 3, write("k", 3));
+    quiesce(&mut harness);
+    assert!(matches!(reply(&harness, 3), Some(Response::Applied { .. })));
+}
