@@ -6,9 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{local_read, paxos_config, wait_applied, PaxosCluster, PATIENCE};
+use common::{local_read, paxos_config, wait_applied, Paxos, PaxosCluster, PATIENCE};
 use concord_core::{KvOperation, KvResult, NodeId, Role, Value};
-use concord_paxos::multi::{Config, PaxosError, Request, Response};
+use concord_paxos::multi::{Config, PaxosError, ReadMode, Request, Response};
+
+fn read(key: &str) -> Request<KvOperation, KvOperation> {
+    Request::Read(KvOperation::Read { key: key.into() })
+}
 
 async fn assert_every_key(cluster: &PaxosCluster, keys: std::ops::Range<i64>, when: &str) {
     for i in keys {
@@ -25,11 +29,23 @@ async fn a_paxos_cluster_elects_commits_survives_restarts_and_keeps_every_acknow
     let mut cluster = PaxosCluster::start(3, paxos_config()).await;
     let leader = cluster.leader().await;
 
-    // Proposals are decided and their replies arrive; a read sees them.
+    // Proposals are decided and their replies arrive; a read sees them, without a slot of its
+    // own (read index, the default).
     for i in 0..10 {
         cluster.write(&format!("k{i}"), i).await;
     }
     assert_eq!(cluster.read("k3").await, Some(Value::Int(3)));
+    let answer = cluster.request(read("k3")).await;
+    assert!(
+        matches!(
+            answer,
+            Response::Read {
+                output: KvResult::Read(Some(Value::Int(3))),
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
 
     // Stop one follower; the other two keep deciding without it.
     let follower = (0..3).find(|&id| id != leader).unwrap();
@@ -208,4 +224,44 @@ async fn a_paxos_follower_forwards_to_the_leader_and_gets_its_answer() {
         })
     );
     assert_eq!(cluster.read("k").await, Some(Value::Int(7)));
+}
+
+/// Reads under leader leases (each host's clock is its own monotonic clock: a lease compares
+/// only durations on one node) and reads through the log, on real hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paxos_reads_under_leases_and_through_the_log() {
+    for read_mode in [ReadMode::Lease, ReadMode::Log] {
+        let config = Config {
+            read_mode,
+            ..paxos_config()
+        };
+        let mut cluster = PaxosCluster::start(3, config).await;
+        cluster.write("k", 1).await;
+        let answer = cluster.request(read("k")).await;
+        let served = match (&answer, read_mode) {
+            (Response::Read { output, .. }, ReadMode::Lease)
+            | (Response::Applied { output, .. }, ReadMode::Log) => output.clone(),
+            _ => panic!("{read_mode:?}: {answer:?}"),
+        };
+        assert_eq!(served, KvResult::Read(Some(Value::Int(1))), "{read_mode:?}");
+        let leader = cluster.leader().await;
+        let lease = cluster
+            .node(leader)
+            .inspect(|node: &Paxos| node.lease_until())
+            .await
+            .unwrap();
+        assert_eq!(lease > 0, read_mode == ReadMode::Lease, "{read_mode:?}");
+        // A new leader serves reads too (under leases, once the old leader's lease ran out at
+        // the acceptors).
+        cluster.stop(leader).await;
+        cluster.write("k", 2).await;
+        assert_eq!(
+            cluster.read("k").await,
+            Some(Value::Int(2)),
+            "{read_mode:?}"
+        );
+        for id in (0..3).filter(|&id| id != leader) {
+            cluster.stop(id).await;
+        }
+    }
 }
