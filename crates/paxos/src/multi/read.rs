@@ -30,6 +30,11 @@
 //! without a round until `t + lease_duration - max_clock_drift` by its own clock. The price: a
 //! failed leader is replaced up to `lease_duration` later.
 //!
+//! **Reconfiguration.** A new configuration starts only once its members apply the stop-sign,
+//! so only after a leader of the old configuration decided it: the lease holder itself, which
+//! steps down (failing its reads) in the step that decides and applies it; or a later leader
+//! of the old configuration, whose phase 1 had to get past the old acceptors' promises.
+//!
 //! A read is linearized when the round (or the lease check) confirms it: a reply held back
 //! behind a persist barrier, or served after more slots were applied, stays correct.
 //!
