@@ -47,6 +47,7 @@
 //! prefixes only grow, no two nodes apply different commands at one slot, and snapshots of one
 //! slot agree.
 
+mod acceptor;
 mod checks;
 mod config;
 mod election;
