@@ -3,7 +3,8 @@
 use concord_core::{Input, KvOperation, KvOutcome, KvService, KvStateMachine, Node, Role};
 
 use super::{
-    invariants, Config, Configuration, Entry, Message, MultiPaxos, Request, Response, Snapshot,
+    invariants, Config, Configuration, Entry, Message, MultiPaxos, ReadMode, Request, Response,
+    Snapshot,
 };
 use crate::testing::Harness;
 use crate::Ballot;
@@ -98,8 +99,12 @@ fn a_leader_is_elected_and_commands_apply_in_slot_order_everywhere() {
 }
 
 #[test]
-fn reads_go_through_the_log() {
-    let mut harness = cluster(3, 2);
+fn reads_go_through_the_log_in_log_mode() {
+    let config = Config {
+        read_mode: ReadMode::Log,
+        ..Config::default()
+    };
+    let mut harness = Harness::new(3, config, 2, invariants::<KvStateMachine>());
     let chief = elect(&mut harness);
     harness.request(chief, 1, Request::Propose(write("k", 5)));
     harness.request(
@@ -115,6 +120,11 @@ fn reads_go_through_the_log() {
             concord_core::Value::Int(5)
         )))
     );
+    let Response::Applied { slot, .. } = response else {
+        panic!("not applied through the log: {response:?}");
+    };
+    let entry = &harness.node(chief).entry(*slot).unwrap().entry;
+    assert!(matches!(entry, Entry::Read(_)), "{entry:?}");
 }
 
 #[test]
@@ -148,6 +158,7 @@ fn followers_persist_accepted_entries_before_acknowledging() {
                 prev: 0,
                 entries: vec![Entry::Command(write("a", 1))],
                 decided: 0,
+                read_round: 0,
             },
         },
     );
@@ -161,7 +172,8 @@ fn followers_persist_accepted_entries_before_acknowledging() {
         Message::Accepted {
             ballot,
             prefix: 1,
-            gap: false
+            gap: false,
+            read_round: 0
         }
     );
     assert_eq!(harness.storage[1].log.len(), 1);
@@ -185,6 +197,7 @@ fn a_new_leader_adopts_accepted_values_and_fills_holes_with_noops() {
                     Entry::Command(write("old", 0)),
                 ],
                 decided: 0,
+                read_round: 0,
             },
         },
     );
@@ -262,12 +275,14 @@ fn malformed_messages_do_not_panic() {
             prev: u64::MAX,
             entries: vec![Entry::Noop],
             decided: u64::MAX,
+            read_round: u64::MAX,
         },
         Message::Accept {
             ballot: Ballot::new(3, 2),
             prev: 0,
             entries: vec![],
             decided: u64::MAX,
+            read_round: u64::MAX,
         },
         Message::Prepare {
             ballot: Ballot::new(5, 7),
@@ -277,6 +292,7 @@ fn malformed_messages_do_not_panic() {
             ballot: huge,
             prefix: u64::MAX,
             gap: true,
+            read_round: u64::MAX,
         },
         Message::Promise {
             ballot: huge,
@@ -289,6 +305,7 @@ fn malformed_messages_do_not_panic() {
         },
         Message::InstallSnapshot {
             ballot: huge,
+            read_round: 0,
             snapshot: Snapshot {
                 slot: u64::MAX,
                 configuration: Configuration::new(0, &[0, 1, 2]),
@@ -297,6 +314,7 @@ fn malformed_messages_do_not_panic() {
         },
         Message::InstallSnapshot {
             ballot: Ballot::new(7, 2),
+            read_round: 0,
             snapshot: Snapshot {
                 slot: 5,
                 configuration: Configuration::new(0, &[0, 1, 2]),
