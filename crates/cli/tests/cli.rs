@@ -236,6 +236,10 @@ fn bad_input_gets_a_one_line_error() {
         "/no/such/plan.toml",
     );
     assert_clear_error(&["sweep", "--algorithm", "pbft"], "not supported yet");
+    assert_clear_error(
+        &["demo", "--algorithm", "zab"],
+        "unknown algorithm 'zab'; supported: raft, paxos",
+    );
     assert_clear_error(&["check", "/no/such/history.jsonl"], "cannot open");
     assert_clear_error(&["check", "--model", "queue", "Cargo.toml"], "");
 
