@@ -168,12 +168,15 @@ fn a_new_leader_reads_at_or_above_every_slot_it_adopted() {
     let mut harness = cluster(3, Config::default(), 3);
     campaign(&mut harness, 0, 1);
     let ballot = harness.node(0).ballot().unwrap();
+    let command = KvOperation::Write {
+        key: "z".into(),
+        value: 9,
+    };
+    // Node 1 led ballot (0, 1) with this client command; the promise is forged.
+    harness.note_request(1, &Request::Propose(command.clone()));
     let chosen = Accepted {
         ballot: Ballot::new(0, 1),
-        entry: Entry::Command(KvOperation::Write {
-            key: "z".into(),
-            value: 9,
-        }),
+        entry: Entry::Command(command),
     };
     let promise = Message::Promise {
         ballot,

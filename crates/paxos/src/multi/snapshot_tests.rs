@@ -185,6 +185,10 @@ fn a_candidate_installs_a_promised_snapshot_then_adopts_the_entries_above_it() {
         ballot: Ballot::new(1, 2),
         entry: Entry::Command(write(value)),
     };
+    // Node 2 led ballot (1, 2) and took its clients' 51 and 52; the promise is forged.
+    for value in [51, 52] {
+        harness.note_request(2, &Request::Propose(write(value)));
+    }
     harness.step(
         id,
         Input::Message {

@@ -452,3 +452,21 @@ fn a_phase1_quorum_of_four_needs_four_promises() {
     assert_eq!(promises_to_lead(Config::with_quorums(5, 4, 2).unwrap()), 4);
     assert_eq!(promises_to_lead(Config::default()), 3);
 }
+
+/// The nontriviality checker fails when a command is decided that no client was seen proposing
+/// (here: a request handed to the leader behind the checker's back).
+#[test]
+#[should_panic(expected = "which no client proposed")]
+fn the_checker_catches_a_chosen_command_nobody_proposed() {
+    let mut harness = cluster(3, 9);
+    let chief = elect(&mut harness);
+    harness.request(chief, 1, Request::Propose(write("seen", 1)));
+    harness.step(
+        chief,
+        Input::Request {
+            id: 2,
+            request: Request::Propose(write("unseen", 2)),
+        },
+    );
+    harness.run_random(100_000, |h| h.replies.len() == 2);
+}
