@@ -20,8 +20,8 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 
 use crate::error::KvError;
-use crate::snapshot::EncodedRecords;
 use crate::request::{RangeRequest, RangeResponse, SortOrder, SortTarget};
+use crate::snapshot::EncodedRecords;
 use crate::types::{KeyRange, KeyValue, LeaseId, ResponseHeader, Revision, SubRevision};
 
 /// What a write did to its key.

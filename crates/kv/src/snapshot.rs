@@ -110,7 +110,12 @@ impl Eq for EncodedRecords {}
 
 impl std::fmt::Debug for EncodedRecords {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "EncodedRecords({} records, {} bytes)", self.count, self.bytes.len())
+        write!(
+            f,
+            "EncodedRecords({} records, {} bytes)",
+            self.count,
+            self.bytes.len()
+        )
     }
 }
 
@@ -344,6 +349,10 @@ mod tests {
         assert_eq!(restored, store);
         let mut restored = restored;
         put(&mut restored, "after", "restore");
-        assert_eq!(restored.encode(), encode_whole(&restored), "writes after a restore");
+        assert_eq!(
+            restored.encode(),
+            encode_whole(&restored),
+            "writes after a restore"
+        );
     }
 }
