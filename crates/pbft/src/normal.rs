@@ -67,8 +67,13 @@ impl<S: Service> Pbft<S> {
             self.enqueue(request);
             return;
         }
-        let latest = self.waiting.entry(client).or_insert(timestamp);
-        *latest = (*latest).max(timestamp);
+        let newer = self
+            .waiting
+            .get(&client)
+            .is_none_or(|known| known.request.timestamp < timestamp);
+        if newer {
+            self.waiting.insert(client, request.clone());
+        }
         if self.active {
             if self.request_timer.is_none() {
                 self.request_timer = Some(now + self.view_change_timeout());
@@ -81,7 +86,7 @@ impl<S: Service> Pbft<S> {
     }
 
     /// Queues a request at the primary, once per client and timestamp.
-    fn enqueue(&mut self, request: Authenticated<S>) {
+    pub(crate) fn enqueue(&mut self, request: Authenticated<S>) {
         let key = (request.request.client, request.request.timestamp);
         let known = self
             .pending
@@ -397,10 +402,10 @@ impl<S: Service> Pbft<S> {
     /// rest (or stops it).
     pub(crate) fn update_request_timer(&mut self, now: Time) {
         let replies = &self.replies;
-        self.waiting.retain(|client, timestamp| {
+        self.waiting.retain(|client, request| {
             replies
                 .get(client)
-                .is_none_or(|last| last.timestamp < *timestamp)
+                .is_none_or(|last| last.timestamp < request.request.timestamp)
         });
         self.request_timer = if self.waiting.is_empty() || !self.active {
             None

@@ -155,8 +155,9 @@ pub struct Pbft<S: Service> {
     pub(crate) batches: BTreeMap<Digest, Batch<S>>,
     /// Requests waiting for the primary to order them.
     pub(crate) pending: VecDeque<Authenticated<S>>,
-    /// Requests a backup knows of and has not executed: the latest timestamp per client.
-    pub(crate) waiting: BTreeMap<ClientId, Timestamp>,
+    /// Requests a backup knows of and has not executed: the latest per client. A backup that
+    /// becomes primary orders them.
+    pub(crate) waiting: BTreeMap<ClientId, Authenticated<S>>,
     /// When the view-change timer for waiting requests fires.
     pub(crate) request_timer: Option<Time>,
     /// The latest view change each replica sent (for views above the last one entered).

@@ -135,3 +135,256 @@ fn messages_that_fail_authentication_are_dropped_and_counted() {
     assert!(failures > 0);
     h.assert_safe();
 }
+
+fn small_window() -> Config {
+    Config {
+        checkpoint_interval: 4,
+        log_window: 8,
+        max_batch: 1,
+        ..Config::default()
+    }
+}
+
+/// §4.3: every K sequence numbers a checkpoint; a quorum of matching signed checkpoints makes
+/// it stable, and the log below it is discarded. The watermarks bound the log.
+#[test]
+fn checkpoints_become_stable_and_the_log_is_collected() {
+    let mut h = cluster(4, small_window(), 6);
+    for i in 0..22 {
+        let id = h.request(1, write("x", i));
+        h.run_for(20 * MILLISECOND);
+        assert_eq!(done(&h, id), Some(KvResult::Written), "request {i}");
+    }
+    for entry in 0..4 {
+        let node = h.node(entry);
+        assert_eq!(node.executed(), 22);
+        assert_eq!(node.low_watermark(), 20, "replica {entry}");
+        assert_eq!(node.high_watermark(), 28);
+        assert!(node.log_len() <= 8);
+        let proof = node.stable_checkpoint();
+        assert!(proof.signatures.len() >= 3);
+        assert!(node.verify_proof(proof));
+    }
+    assert_eq!(h.storage[2].stable(), 20);
+    assert!(h.storage[2].committed.keys().all(|&n| n > 20));
+    h.assert_safe();
+}
+
+/// §4.3: a replica cut off while the others moved past a stable checkpoint fetches the state,
+/// checks it against the quorum's digest, and carries on from there.
+#[test]
+fn a_replica_that_fell_behind_catches_up_by_state_transfer() {
+    let mut h = cluster(4, small_window(), 7);
+    h.isolate(3);
+    for i in 0..13 {
+        h.request(1, write("x", i));
+        h.run_for(20 * MILLISECOND);
+    }
+    assert_eq!(h.node(3).executed(), 0);
+    h.heal();
+    h.run_for(300 * MILLISECOND);
+    let lagger = h.node(3);
+    assert_eq!(lagger.executed(), 13);
+    assert!(lagger.counters().states_installed >= 1);
+    assert_eq!(lagger.state(), h.node(0).state());
+    // It serves again: a request through its proxy completes.
+    let id = h.request(3, read("x"));
+    h.run_for(50 * MILLISECOND);
+    assert_eq!(done(&h, id), Some(KvResult::Read(Some(Value::Int(12)))));
+    h.assert_safe();
+}
+
+/// §4.4: a crashed primary is replaced; requests complete in the next view.
+#[test]
+fn a_crashed_primary_is_replaced_by_a_view_change() {
+    let mut h = cluster(4, Config::default(), 8);
+    let first = h.request(2, write("x", 1));
+    h.run_for(50 * MILLISECOND);
+    assert_eq!(done(&h, first), Some(KvResult::Written));
+    h.crash(0);
+    let second = h.request(2, write("x", 2));
+    h.run_for(2 * SECOND);
+    assert_eq!(done(&h, second), Some(KvResult::Written));
+    for entry in 1..4 {
+        let node = h.node(entry);
+        assert_eq!(node.view(), 1, "replica {entry}");
+        assert!(node.is_active());
+        assert_eq!(node.executed(), 2);
+    }
+    assert!(h.node(1).is_primary());
+    h.assert_safe();
+}
+
+/// §4.4: a primary that goes silent is replaced too: what it ordered before commits without
+/// it, and a request it then ignores is ordered by the next primary (which knew it waiting).
+#[test]
+fn a_silent_primary_is_replaced_and_prepared_requests_survive() {
+    let mut h = cluster(4, Config::default(), 9);
+    let first = h.request(3, write("x", 1));
+    h.run_for(50 * MILLISECOND);
+    assert_eq!(done(&h, first), Some(KvResult::Written));
+    // The primary goes quiet once its pre-prepare for the next request is out.
+    let mut sent_pre_prepare = false;
+    h.byzantine[0] = Some(Box::new(move |to, message: crate::PbftMessage<Kv>| {
+        let pass = matches!(message.body, Body::PrePrepare { .. }) && !sent_pre_prepare;
+        if to == 3 && pass {
+            sent_pre_prepare = true;
+        }
+        if pass {
+            vec![Envelope {
+                from: 0,
+                to,
+                message,
+            }]
+        } else {
+            Vec::new()
+        }
+    }));
+    let second = h.request(3, write("x", 2));
+    h.run_for(3 * SECOND);
+    assert_eq!(done(&h, second), Some(KvResult::Written));
+    let r = h.request(2, read("x"));
+    h.run_for(SECOND);
+    assert_eq!(done(&h, r), Some(KvResult::Read(Some(Value::Int(2)))));
+    assert!(h.node(1).view() >= 1);
+    h.assert_safe();
+}
+
+/// §4.5.2: view changes that bring no new view follow each other with doubling timeouts.
+#[test]
+fn fruitless_view_changes_back_off_exponentially() {
+    let mut h = cluster(4, Config::default(), 10);
+    for id in 0..4 {
+        h.isolate(id);
+    }
+    let _ = h.request(1, write("x", 1));
+    h.run_for(200 * MILLISECOND);
+    // The proxy's retry reaches replica 1 itself, which starts its timer.
+    h.run_for(20 * SECOND);
+    let node = h.node(1);
+    let started = node.counters().view_changes_started;
+    // 400ms, 800ms, 1.6s, 3.2s, 6.4s: five or six in 20 s, not fifty.
+    assert!((3..=7).contains(&started), "{started} view changes");
+    assert!(!node.is_active());
+    h.assert_safe();
+}
+
+/// Writes are durable before the messages that depend on them: a backup restarted from its
+/// storage rejoins, keeps its view and its certificates, and executes what it missed.
+#[test]
+fn a_restarted_replica_recovers_from_its_storage() {
+    let mut h = cluster(4, small_window(), 11);
+    for i in 0..6 {
+        h.request(0, write("x", i));
+        h.run_for(20 * MILLISECOND);
+    }
+    h.crash(2);
+    for i in 6..9 {
+        h.request(0, write("x", i));
+        h.run_for(20 * MILLISECOND);
+    }
+    h.restart(2);
+    assert_eq!(h.node(2).executed(), 6);
+    assert_eq!(h.node(2).low_watermark(), 4);
+    h.run_for(300 * MILLISECOND);
+    assert_eq!(h.node(2).executed(), 9);
+    assert_eq!(h.node(2).state(), h.node(0).state());
+    h.assert_safe();
+}
+
+/// Re-authenticates a rewritten message with the sender's own keys.
+fn reseal(
+    keys: &crate::Keys,
+    to: u64,
+    mut message: crate::PbftMessage<Kv>,
+) -> crate::PbftMessage<Kv> {
+    let bytes = crate::auth::encode(&message.body);
+    message.mac = crate::seal_with(keys, to, &message.body, &bytes);
+    message
+}
+
+/// A Byzantine sender that tells `victims` the null batch wherever it tells the others a
+/// batch: equivocating pre-prepares (as primary), prepares and commits.
+fn equivocate(keys: crate::Keys, victims: Vec<u64>) -> crate::testing::Rewrite<Kv> {
+    let from = keys.id();
+    let null = crate::batch_digest::<KvOperation, KvOperation>(&[]);
+    Box::new(move |to, mut message: crate::PbftMessage<Kv>| {
+        if victims.contains(&to) {
+            match &mut message.body {
+                Body::PrePrepare { digest, batch, .. } => {
+                    *digest = null;
+                    batch.clear();
+                }
+                Body::Prepare { digest, .. } | Body::Commit { digest, .. } => *digest = null,
+                _ => {}
+            }
+            message = reseal(&keys, to, message);
+        }
+        vec![Envelope { from, to, message }]
+    })
+}
+
+/// §4.2: a primary that sends different pre-prepares for one sequence number to different
+/// backups cannot make correct replicas commit different batches; the request still completes.
+#[test]
+fn an_equivocating_primary_cannot_split_the_replicas() {
+    let mut h = cluster(4, small_window(), 12);
+    let keys = h.node(0).keys().clone();
+    h.byzantine[0] = Some(equivocate(keys, vec![3]));
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(h.request(1, write("x", i)));
+        h.run_for(30 * MILLISECOND);
+    }
+    h.run_for(2 * SECOND);
+    for id in ids {
+        assert_eq!(done(&h, id), Some(KvResult::Written));
+    }
+    assert_eq!(h.node(1).state(), h.node(2).state());
+    h.assert_safe();
+}
+
+/// Twins (Bano et al., 2020): two instances of the primary with one identity and one set of
+/// keys, each hearing a different part of the cluster, propose different batches for the same
+/// sequence numbers. With one Byzantine identity (f = 1) safety holds.
+#[test]
+fn twins_of_the_primary_cannot_break_safety() {
+    let mut h = cluster(4, Config::default(), 13);
+    let twin = h.add_twin(0, 13);
+    // Replica 1 talks to the first instance, replica 2 to the twin, replica 3 to both.
+    h.twin_route = Some(Box::new(move |from, entry| match from {
+        1 => entry != twin,
+        2 => entry == twin || entry != 0,
+        _ => true,
+    }));
+    let a = h.request(1, write("x", 1));
+    let b = h.request(2, write("x", 2));
+    h.run_for(3 * SECOND);
+    h.assert_safe();
+    for entry in 1..4 {
+        for other in 1..4 {
+            let common = h.applied[entry].len().min(h.applied[other].len());
+            assert_eq!(h.applied[entry][..common], h.applied[other][..common]);
+        }
+    }
+    assert!(done(&h, a).is_some() || done(&h, b).is_some());
+}
+
+/// With f + 1 Byzantine replicas (the primary equivocating and a backup backing both sides)
+/// two correct replicas commit different batches at one sequence number: the checkers catch
+/// it. PBFT promises nothing beyond f faults; this shows the checkers would notice.
+#[test]
+fn f_plus_one_byzantine_replicas_break_safety_and_the_checkers_say_so() {
+    let mut h = cluster(4, Config::default(), 14);
+    let primary = h.node(0).keys().clone();
+    let accomplice = h.node(1).keys().clone();
+    h.byzantine[0] = Some(equivocate(primary, vec![3]));
+    h.byzantine[1] = Some(equivocate(accomplice, vec![3]));
+    h.request(2, write("x", 1));
+    h.run_for(100 * MILLISECOND);
+    let violation = h.violation.clone().expect("safety broke");
+    assert!(
+        ["committed-agreement", "state-machine-safety"].contains(&violation.invariant),
+        "{violation}"
+    );
+}

@@ -283,6 +283,10 @@ impl<S: Service> Pbft<S> {
         }
         if self.primary_of(view) == self.id {
             self.next_sequence = last + 1;
+            let known: Vec<_> = self.waiting.values().cloned().collect();
+            for request in known {
+                self.enqueue(request);
+            }
         } else {
             self.pending.clear();
         }
