@@ -250,6 +250,38 @@ impl<S: Service> Pbft<S> {
         }
         if view == self.view && active && self.active {
             self.retransmit(from, executed, out);
+        } else if executed < self.executed {
+            self.retransmit_committed(from, executed, out);
+        }
+    }
+
+    /// Resends, above `executed`, each committed batch and this replica's commit for it: a
+    /// peer in another view executes them on a quorum of such commits.
+    fn retransmit_committed(&mut self, to: NodeId, executed: Sequence, out: &mut Out<S>) {
+        let mut bodies = Vec::new();
+        for (&sequence, slot) in self.log.range(executed + 1..).take(RETRANSMIT_MAX) {
+            let (Some(digest), Some(pp)) = (slot.committed, &slot.pre_prepare) else {
+                continue;
+            };
+            let Some(&(view, voted)) = slot.commits.get(&self.id) else {
+                continue;
+            };
+            if voted != digest {
+                continue;
+            }
+            bodies.push(Body::Batch {
+                sequence,
+                digest,
+                batch: pp.batch.clone(),
+            });
+            bodies.push(Body::Commit {
+                view,
+                sequence,
+                digest,
+            });
+        }
+        for body in bodies {
+            self.send(to, body, out);
         }
     }
 

@@ -15,7 +15,7 @@ pub(crate) fn check<S: Service>(replica: &Pbft<S>) -> Result<(), Violation> {
     if let Some(conflict) = &replica.conflict {
         return fail("committed-batch-kept", conflict.clone());
     }
-    if replica.active == replica.view_change_deadline.is_some() {
+    if replica.active && replica.view_change_deadline.is_some() {
         return fail(
             "pbft-view-change-timer",
             format!(

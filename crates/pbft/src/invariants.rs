@@ -56,7 +56,9 @@ impl<S: Service> ClusterInvariant<Pbft<S>> for CommittedAgreement {
     ) -> Result<(), Violation> {
         for effect in effects {
             let Effect::Persist {
-                write: Write::Committed { sequence, digest },
+                write: Write::Committed {
+                    sequence, digest, ..
+                },
                 ..
             } = effect
             else {

@@ -215,6 +215,16 @@ pub enum Body<C, Q, O> {
         /// The last sequence number it executed.
         executed: Sequence,
     },
+    /// A committed batch, for a replica that lacks it (it accepts it only under a quorum of
+    /// matching commits for its digest).
+    Batch {
+        /// The sequence number.
+        sequence: Sequence,
+        /// The digest.
+        digest: Digest,
+        /// The batch.
+        batch: Vec<AuthenticatedRequest<C, Q>>,
+    },
     /// A stable checkpoint and the state it certifies (state transfer, §4.3: "a replica
     /// that fell behind fetches the state").
     State {
@@ -306,6 +316,8 @@ pub enum Write<C, Q> {
         sequence: Sequence,
         /// The digest.
         digest: Digest,
+        /// The batch.
+        batch: Vec<AuthenticatedRequest<C, Q>>,
     },
     /// A stable checkpoint and its state; drops everything at or below it. No barrier.
     Checkpoint {
@@ -393,9 +405,14 @@ impl<C: Clone, Q: Clone> Storage<C, Q> {
                     *entry = (*view, *digest);
                 }
             }
-            Write::Committed { sequence, digest } => {
+            Write::Committed {
+                sequence,
+                digest,
+                batch,
+            } => {
                 if *sequence > self.stable() {
                     self.committed.insert(*sequence, *digest);
+                    self.batches.insert(*digest, batch.clone());
                 }
             }
             Write::Checkpoint { proof, snapshot } => {
@@ -410,6 +427,7 @@ impl<C: Clone, Q: Clone> Storage<C, Q> {
                     .pre_prepared
                     .values()
                     .flat_map(|views| views.keys().copied())
+                    .chain(self.committed.values().copied())
                     .collect();
                 self.batches.retain(|digest, _| live.contains(digest));
                 self.checkpoint = Some((proof.clone(), snapshot.clone()));

@@ -133,6 +133,19 @@ impl<S: Service> Pbft<S> {
             if batch.is_empty() {
                 break;
             }
+            // A sequence number this replica already knows committed (from another view's
+            // commits) is not its to assign.
+            while self
+                .log
+                .get(&self.next_sequence)
+                .is_some_and(|slot| slot.committed.is_some())
+            {
+                self.next_sequence += 1;
+            }
+            if self.next_sequence > self.high_watermark() {
+                self.pending.extend(batch);
+                break;
+            }
             let sequence = self.next_sequence;
             self.next_sequence += 1;
             let digest = batch_digest(&batch);
@@ -201,6 +214,9 @@ impl<S: Service> Pbft<S> {
         out: &mut Out<S>,
     ) {
         let slot = self.log.entry(sequence).or_default();
+        if slot.committed.is_some_and(|committed| committed != digest) {
+            return;
+        }
         slot.pre_prepare = Some(Accepted {
             view,
             digest,
@@ -276,11 +292,9 @@ impl<S: Service> Pbft<S> {
         if !self.in_window(sequence) {
             return;
         }
+        // Commits of any view count: a quorum of them for one view and digest proves the batch
+        // committed, which lets a replica in another view execute it.
         let slot = self.log.entry(sequence).or_default();
-        let accepted_view = slot.pre_prepare.as_ref().map(|pp| pp.view);
-        if view < self.view && accepted_view != Some(view) {
-            return;
-        }
         record_vote(&mut slot.commits, from, view, digest);
         self.check_committed(sequence, out);
     }
@@ -330,29 +344,86 @@ impl<S: Service> Pbft<S> {
         self.check_committed(sequence, out);
     }
 
-    /// committed-local(m, v, n, i): prepared, and a quorum of matching commits.
-    fn check_committed(&mut self, sequence: Sequence, out: &mut Out<S>) {
+    /// committed-local(m, v, n, i): prepared, and a quorum of matching commits. A replica
+    /// that did not prepare (it was changing views, or missed the pre-prepare) takes a quorum
+    /// of matching commits for one view as proof that the batch committed (each correct
+    /// sender prepared it: `committed(m, v, n)` holds), once it has the batch.
+    pub(crate) fn check_committed(&mut self, sequence: Sequence, out: &mut Out<S>) {
         let quorum = self.quorums.quorum();
-        let Some(slot) = self.log.get_mut(&sequence) else {
+        let Some(slot) = self.log.get(&sequence) else {
             return;
         };
-        let Some(pp) = &slot.pre_prepare else { return };
-        if !slot.prepared || slot.committed.is_some() {
+        if slot.committed.is_some() {
             return;
         }
-        let vote = (pp.view, pp.digest);
-        let matching = slot.commits.values().filter(|v| **v == vote).count();
-        if matching < quorum {
-            return;
+        let own = slot
+            .pre_prepare
+            .as_ref()
+            .filter(|_| slot.prepared)
+            .map(|pp| (pp.view, pp.digest));
+        let certified = slot.commits.values().find(|vote| {
+            Some(**vote) != own && slot.commits.values().filter(|v| v == vote).count() >= quorum
+        });
+        let vote = match (own, certified) {
+            (Some(own), _) if slot.commits.values().filter(|v| **v == own).count() >= quorum => own,
+            (_, Some(certified)) => *certified,
+            _ => return,
+        };
+        let (view, digest) = vote;
+        let batch = match &slot.pre_prepare {
+            Some(pp) if pp.digest == digest => pp.batch.clone(),
+            _ => match self.batches.get(&digest) {
+                Some(batch) => batch.clone(),
+                None => return, // Waiting for the batch.
+            },
+        };
+        let slot = self.log.get_mut(&sequence).expect("looked up above");
+        if slot
+            .pre_prepare
+            .as_ref()
+            .is_none_or(|pp| pp.digest != digest)
+        {
+            slot.pre_prepare = Some(Accepted {
+                view,
+                digest,
+                batch: batch.clone(),
+            });
+            slot.prepared = false;
         }
-        slot.committed = Some(vote.1);
+        slot.committed = Some(digest);
         self.persist(
             Write::Committed {
                 sequence,
-                digest: vote.1,
+                digest,
+                batch,
             },
             out,
         );
+    }
+
+    /// A committed batch from a peer, for a sequence number this replica has commits for.
+    pub(crate) fn on_batch(
+        &mut self,
+        sequence: Sequence,
+        digest: Digest,
+        batch: Batch<S>,
+        out: &mut Out<S>,
+    ) {
+        if !self.in_window(sequence) || sequence <= self.executed {
+            return;
+        }
+        let wanted = self.log.get(&sequence).is_some_and(|slot| {
+            slot.committed.is_none() && slot.commits.values().any(|(_, d)| *d == digest)
+        });
+        if !wanted || self.batches.contains_key(&digest) {
+            return;
+        }
+        if batch.len() > self.config.max_batch || batch_digest(&batch) != digest {
+            self.counters.invalid_messages += 1;
+            return;
+        }
+        self.batches.insert(digest, batch);
+        self.check_committed(sequence, out);
     }
 
     /// Executes committed batches in sequence order, replying to each client (§4.2).

@@ -162,7 +162,8 @@ pub struct Pbft<S: Service> {
     pub(crate) request_timer: Option<Time>,
     /// The latest view change each replica sent (for views above the last one entered).
     pub(crate) view_changes: BTreeMap<NodeId, SignedViewChange<S::Command, S::Query>>,
-    /// When to give up on the view being changed to.
+    /// When to give up on the view being changed to: set once a quorum is changing to it or
+    /// beyond (liveness rule 1 of §4.5.2, so a lone replica does not run through views).
     pub(crate) view_change_deadline: Option<Time>,
     /// View changes without progress in a row: the timeout is doubled this many times.
     pub(crate) view_change_attempts: u32,
@@ -342,21 +343,23 @@ impl<S: Service> Pbft<S> {
         });
     }
 
-    /// The state snapshot: the service's state and the reply cache.
+    /// The state snapshot: the service's state and the reply cache, as JSON (self-describing,
+    /// so outputs with untagged enums decode).
     pub(crate) fn snapshot(&self) -> Vec<u8> {
-        encode(&StateSnapshot {
+        let snapshot = StateSnapshot {
             service: self.state.snapshot(),
             replies: self
                 .replies
                 .iter()
                 .map(|(client, reply)| (*client, reply.clone()))
                 .collect(),
-        })
+        };
+        serde_json::to_vec(&snapshot).expect("a state snapshot always serializes")
     }
 
     /// Replaces the state with `snapshot`; false when it does not decode.
     pub(crate) fn install_snapshot(&mut self, snapshot: &[u8]) -> bool {
-        let Ok(decoded) = postcard::from_bytes::<StateSnapshot<S::Output>>(snapshot) else {
+        let Ok(decoded) = serde_json::from_slice::<StateSnapshot<S::Output>>(snapshot) else {
             return false;
         };
         let mut state = S::default();
@@ -415,6 +418,11 @@ impl<S: Service> Pbft<S> {
                 active,
                 executed,
             } => self.on_status(from, view, active, executed, out),
+            Body::Batch {
+                sequence,
+                digest,
+                batch,
+            } => self.on_batch(sequence, digest, batch, out),
             Body::State {
                 checkpoint,
                 snapshot,
@@ -461,9 +469,32 @@ impl<S: Service> Pbft<S> {
             });
         }
         for (&sequence, &digest) in &storage.committed {
-            if sequence > self.executed {
-                self.log.entry(sequence).or_default().committed = Some(digest);
+            if sequence <= self.executed {
+                continue;
             }
+            let Some(batch) = self.batches.get(&digest).cloned() else {
+                continue;
+            };
+            let view = storage
+                .pre_prepared
+                .get(&sequence)
+                .and_then(|views| views.get(&digest))
+                .copied()
+                .unwrap_or(0);
+            let slot = self.log.entry(sequence).or_default();
+            if slot
+                .pre_prepare
+                .as_ref()
+                .is_none_or(|pp| pp.digest != digest)
+            {
+                slot.pre_prepare = Some(Accepted {
+                    view,
+                    digest,
+                    batch,
+                });
+                slot.prepared = false;
+            }
+            slot.committed = Some(digest);
         }
     }
 }
@@ -567,7 +598,15 @@ impl<S: Service> Node for Pbft<S> {
         replica.restore_log(storage);
         replica.next_sequence = replica.last_assigned() + 1;
         if !replica.active {
-            replica.view_change_deadline = Some(now + replica.view_change_timeout());
+            // Its view change, rebuilt from the durable P and Q sets, goes out again with its
+            // status; the timer starts once a quorum is in this view change.
+            let view_change = replica.make_view_change(replica.view);
+            let signature = replica.keys.sign(&encode(&view_change));
+            let signed = SignedViewChange {
+                view_change,
+                signature,
+            };
+            replica.view_changes.insert(id, signed);
         }
         replica
     }

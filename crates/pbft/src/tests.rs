@@ -254,18 +254,84 @@ fn a_silent_primary_is_replaced_and_prepared_requests_survive() {
 #[test]
 fn fruitless_view_changes_back_off_exponentially() {
     let mut h = cluster(4, Config::default(), 10);
+    // The primary is silent and no NEW-VIEW ever arrives: every view change is fruitless.
+    for entry in 0..4 {
+        h.byzantine[entry] = Some(Box::new(move |to, message: crate::PbftMessage<Kv>| {
+            if entry == 0 || matches!(message.body, Body::NewView(_)) {
+                return Vec::new();
+            }
+            vec![Envelope {
+                from: entry as u64,
+                to,
+                message,
+            }]
+        }));
+    }
+    let _ = h.request(1, write("x", 1));
+    let mut changes = Vec::new();
+    let mut view = 0;
+    for _ in 0..2_000 {
+        h.run_for(10 * MILLISECOND);
+        if h.node(1).view() > view {
+            view = h.node(1).view();
+            changes.push(h.now);
+        }
+    }
+    let gaps: Vec<u64> = changes
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / MILLISECOND)
+        .collect();
+    // 400ms, 800ms, 1.6s, 3.2s, 6.4s, then the 8s cap: a handful in 20 s, not fifty.
+    assert!(
+        (4..=7).contains(&changes.len()),
+        "view changes at {changes:?}"
+    );
+    for pair in gaps.windows(2).take(3) {
+        assert!(
+            pair[1] >= 2 * pair[0] - 20,
+            "gaps {gaps:?} ms do not double"
+        );
+    }
+    h.assert_safe();
+}
+
+/// §4.5.2, liveness rule 1: a replica alone in its view change (cut off from the others)
+/// does not run through views on its own; its timer waits for a quorum.
+#[test]
+fn a_lone_replica_does_not_run_through_views() {
+    let mut h = cluster(4, Config::default(), 15);
     for id in 0..4 {
         h.isolate(id);
     }
     let _ = h.request(1, write("x", 1));
-    h.run_for(200 * MILLISECOND);
-    // The proxy's retry reaches replica 1 itself, which starts its timer.
     h.run_for(20 * SECOND);
     let node = h.node(1);
-    let started = node.counters().view_changes_started;
-    // 400ms, 800ms, 1.6s, 3.2s, 6.4s: five or six in 20 s, not fifty.
-    assert!((3..=7).contains(&started), "{started} view changes");
+    assert_eq!(node.counters().view_changes_started, 1);
+    assert_eq!(node.view(), 1);
     assert!(!node.is_active());
+    h.assert_safe();
+}
+
+/// A replica stuck in a view change the others never joined still executes what they commit
+/// (a quorum of commits for one view proves a batch committed) and converges.
+#[test]
+fn a_replica_in_another_view_executes_on_commit_certificates() {
+    let mut h = cluster(4, Config::default(), 16);
+    h.isolate(2);
+    let _ = h.request(2, write("x", 1));
+    h.run_for(2 * SECOND);
+    assert_eq!(h.node(2).view(), 1);
+    h.heal();
+    for i in 0..5 {
+        h.request(1, write("y", i));
+        h.run_for(50 * MILLISECOND);
+    }
+    h.run_for(SECOND);
+    let stuck = h.node(2);
+    assert_eq!((stuck.view(), stuck.is_active()), (1, false));
+    assert_eq!(h.node(0).view(), 0);
+    assert_eq!(stuck.executed(), h.node(0).executed());
+    assert_eq!(stuck.state(), h.node(0).state());
     h.assert_safe();
 }
 

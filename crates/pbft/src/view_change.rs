@@ -37,7 +37,7 @@ impl<S: Service> Pbft<S> {
             out,
         );
         self.request_timer = None;
-        self.view_change_deadline = Some(now + self.view_change_timeout());
+        self.view_change_deadline = None;
         self.view_change_attempts = self.view_change_attempts.saturating_add(1);
         let view_change = self.make_view_change(target);
         let signature = self.keys.sign(&encode(&view_change));
@@ -47,10 +47,27 @@ impl<S: Service> Pbft<S> {
         };
         self.view_changes.insert(self.id, signed.clone());
         self.broadcast(Body::ViewChange(signed), out);
+        self.start_view_change_timer(now);
         self.try_new_view(now, out);
     }
 
-    fn make_view_change(&self, view: View) -> ViewChange<S::Command, S::Query> {
+    /// Liveness rule 1 (§4.5.2): the timer for the view being changed to starts only once a
+    /// quorum of replicas (by their latest view change) is changing to it or beyond.
+    fn start_view_change_timer(&mut self, now: Time) {
+        if self.active || self.view_change_deadline.is_some() {
+            return;
+        }
+        let changing = self
+            .view_changes
+            .values()
+            .filter(|vc| vc.view_change.view >= self.view)
+            .count();
+        if changing >= self.quorums.quorum() {
+            self.view_change_deadline = Some(now + self.view_change_timeout());
+        }
+    }
+
+    pub(crate) fn make_view_change(&self, view: View) -> ViewChange<S::Command, S::Query> {
         let above = self.stable.sequence + 1;
         let prepared = self
             .prepared_set
@@ -154,6 +171,7 @@ impl<S: Service> Pbft<S> {
             later.sort_unstable_by(|a, b| b.cmp(a));
             self.start_view_change(now, later[self.quorums.weak() - 1], out);
         }
+        self.start_view_change_timer(now);
         self.try_new_view(now, out);
     }
 
