@@ -216,6 +216,10 @@ impl<S: Service> Pbft<S> {
         };
         let mut request = outstanding.request.request.clone();
         request.read_only = false;
+        // A new timestamp: read-only replies still on their way must not count for it.
+        let state = &mut self.client.lanes[lane];
+        state.last_timestamp += 1;
+        request.timestamp = state.last_timestamp;
         let request = self.authenticate(request);
         let outstanding = self.client.lanes[lane]
             .current

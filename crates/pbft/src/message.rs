@@ -310,7 +310,8 @@ pub enum Write<C, Q> {
         /// The digest.
         digest: Digest,
     },
-    /// The batch committed (so a restart re-executes it). No barrier.
+    /// The batch committed (so a restart re-executes it). A barrier for the replies of its
+    /// execution.
     Committed {
         /// The sequence number.
         sequence: Sequence,

@@ -460,6 +460,7 @@ impl<S: Service> Pbft<S> {
             let Some(batch) = self.batches.get(&digest).cloned() else {
                 continue;
             };
+            let backup = self.view % self.quorums.replicas as u64 != self.id;
             let slot = self.log.entry(sequence).or_default();
             slot.prepared = storage.prepared.get(&sequence) == Some(&(self.view, digest));
             slot.pre_prepare = Some(Accepted {
@@ -467,6 +468,13 @@ impl<S: Service> Pbft<S> {
                 digest,
                 batch,
             });
+            // Its own votes count again: it sent them before the restart.
+            if backup {
+                slot.prepares.insert(self.id, (self.view, digest));
+            }
+            if slot.prepared {
+                slot.commits.insert(self.id, (self.view, digest));
+            }
         }
         for (&sequence, &digest) in &storage.committed {
             if sequence <= self.executed {
@@ -615,8 +623,11 @@ impl<S: Service> Node for Pbft<S> {
         storage.apply(write);
     }
 
+    /// A committed batch is a barrier too: the replies its execution sends wait until a
+    /// restart would execute it again, so no client ever saw a state a replica can lose (the
+    /// read-only optimization counts on it).
     fn is_barrier(write: &Self::Write) -> bool {
-        !matches!(write, Write::Committed { .. } | Write::Checkpoint { .. })
+        !matches!(write, Write::Checkpoint { .. })
     }
 
     fn step(

@@ -454,3 +454,86 @@ fn f_plus_one_byzantine_replicas_break_safety_and_the_checkers_say_so() {
         "{violation}"
     );
 }
+
+fn read_only() -> Config {
+    Config {
+        read_only: true,
+        ..Config::default()
+    }
+}
+
+/// §5.1.3: with the read-only optimization a read goes to every replica, is answered from the
+/// executed state without being ordered, and completes with a quorum of matching replies.
+#[test]
+fn read_only_requests_complete_without_ordering() {
+    let mut h = cluster(4, read_only(), 17);
+    let w = h.request(1, write("x", 3));
+    h.run_for(50 * MILLISECOND);
+    assert_eq!(done(&h, w), Some(KvResult::Written));
+    let ordered = h.node(0).executed();
+    let r = h.request(2, read("x"));
+    h.run_for(50 * MILLISECOND);
+    assert_eq!(done(&h, r), Some(KvResult::Read(Some(Value::Int(3)))));
+    assert!(h.replies_to(r).iter().all(|resp| matches!(
+        resp,
+        Response::Done {
+            read_only: true,
+            ..
+        }
+    )));
+    assert_eq!(
+        h.node(0).executed(),
+        ordered,
+        "the read took no sequence number"
+    );
+    h.assert_safe();
+}
+
+/// §5.1.3: replicas that disagree (one has not executed the last write) give no quorum of
+/// matching replies; the client then orders the read like a write.
+#[test]
+fn a_read_only_request_without_a_quorum_of_matching_replies_is_ordered() {
+    let mut h = cluster(4, read_only(), 18);
+    // Replica 3 lies about every read: the other three still match.
+    let keys = h.node(3).keys().clone();
+    h.byzantine[3] = Some(Box::new(move |to, mut message: crate::PbftMessage<Kv>| {
+        if let Body::Reply { result, .. } = &mut message.body {
+            *result = KvResult::Read(Some(Value::Int(-1)));
+            message = reseal(&keys, to, message);
+        }
+        vec![Envelope {
+            from: 3,
+            to,
+            message,
+        }]
+    }));
+    let w = h.request(1, write("x", 3));
+    h.run_for(50 * MILLISECOND);
+    assert_eq!(done(&h, w), Some(KvResult::Written));
+    let r = h.request(2, read("x"));
+    h.run_for(50 * MILLISECOND);
+    assert_eq!(done(&h, r), Some(KvResult::Read(Some(Value::Int(3)))));
+    // Now replica 2 lags too (cut off from the next write): 1 stale + 1 lying + 2 fresh
+    // replies — no quorum; the read is ordered and still returns the fresh value.
+    h.isolate(2);
+    let w2 = h.request(1, write("x", 4));
+    h.run_for(50 * MILLISECOND);
+    assert_eq!(done(&h, w2), Some(KvResult::Written));
+    h.heal();
+    h.cut.insert((0, 2));
+    h.cut.insert((1, 2));
+    h.cut.insert((3, 2));
+    let before = h.node(0).executed();
+    let r2 = h.request(1, read("x"));
+    h.run_for(500 * MILLISECOND);
+    assert_eq!(done(&h, r2), Some(KvResult::Read(Some(Value::Int(4)))));
+    assert!(h.node(0).executed() > before, "the read was ordered");
+    assert!(h.replies_to(r2).iter().all(|resp| matches!(
+        resp,
+        Response::Done {
+            read_only: false,
+            ..
+        }
+    )));
+    h.assert_safe();
+}
