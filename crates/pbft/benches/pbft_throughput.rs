@@ -61,13 +61,15 @@ impl Protocol for Raft {
     }
 }
 
+type InputOf<N> = Input<<N as Node>::Message, <N as Node>::Request>;
+
 struct Driver<N: Protocol> {
     nodes: Vec<N>,
     storage: Vec<N::Storage>,
     rngs: Vec<Rng>,
     unconfirmed: Vec<Option<PersistToken>>,
     held: Vec<Vec<EffectOf<N>>>,
-    queue: VecDeque<(NodeId, Input<N::Message, N::Request>)>,
+    queue: VecDeque<(NodeId, InputOf<N>)>,
     now: u64,
     completed: u64,
     target: u64,
@@ -99,7 +101,7 @@ impl<N: Protocol> Driver<N> {
         }
     }
 
-    fn step(&mut self, node: NodeId, input: Input<N::Message, N::Request>) {
+    fn step(&mut self, node: NodeId, input: InputOf<N>) {
         let i = node as usize;
         let mut effects = Vec::new();
         let mut env = Env {

@@ -7,6 +7,7 @@
 //! signing key. A replica only ever uses its own keys; anyone can check a signature with the
 //! public keys. The simulator sets the secret from the run's seed, so runs replay bit for bit.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use concord_core::NodeId;
@@ -63,8 +64,15 @@ fn derive(secret: u64, label: &str, a: u64, b: u64) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> Mac {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+/// An HMAC-SHA256 state keyed once (the key's inner and outer pads hashed), cloned per tag.
+type Keyed = Hmac<Sha256>;
+
+fn keyed(key: &[u8; 32]) -> Keyed {
+    Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length")
+}
+
+fn hmac(key: &Keyed, parts: &[&[u8]]) -> Mac {
+    let mut mac = key.clone();
     for part in parts {
         mac.update(part);
     }
@@ -77,7 +85,10 @@ pub struct Keys {
     secret: u64,
     id: NodeId,
     /// `pairwise[j]`: the MAC key shared with replica `j`.
-    pairwise: Vec<[u8; 32]>,
+    pairwise: Vec<Keyed>,
+    /// Keys shared by a client and a replica, made in advance for this replica's clients and
+    /// for every client's key with this replica (others are derived when needed).
+    clients: BTreeMap<(ClientId, NodeId), Keyed>,
     signing: SigningKey,
     /// Every replica's public key.
     public: Vec<VerifyingKey>,
@@ -92,9 +103,26 @@ impl fmt::Debug for Keys {
 impl Keys {
     /// The keys of replica `id` in a cluster of `replicas`, from the cluster secret.
     pub fn new(secret: u64, id: NodeId, replicas: usize) -> Self {
+        Keys::with_clients(secret, id, replicas, 0)
+    }
+
+    /// [`Keys::new`], with the client keys made in advance for `client_lanes` clients per
+    /// node (client `c` lives on node `c / client_lanes`).
+    pub fn with_clients(secret: u64, id: NodeId, replicas: usize, client_lanes: u64) -> Self {
         let pairwise = (0..replicas as u64)
-            .map(|j| derive(secret, "pair", id.min(j), id.max(j)))
+            .map(|j| keyed(&derive(secret, "pair", id.min(j), id.max(j))))
             .collect();
+        let mut clients = BTreeMap::new();
+        for client in 0..replicas as u64 * client_lanes {
+            let key = keyed(&derive(secret, "client", client, id));
+            clients.insert((client, id), key);
+        }
+        for client in id * client_lanes..(id + 1) * client_lanes {
+            for replica in 0..replicas as u64 {
+                let key = keyed(&derive(secret, "client", client, replica));
+                clients.insert((client, replica), key);
+            }
+        }
         let signing_key = |node: u64| SigningKey::from_bytes(&derive(secret, "sign", node, 0));
         let public = (0..replicas as u64)
             .map(|node| signing_key(node).verifying_key())
@@ -103,6 +131,7 @@ impl Keys {
             secret,
             id,
             pairwise,
+            clients,
             signing: signing_key(id),
             public,
         }
@@ -115,8 +144,10 @@ impl Keys {
 
     /// The MAC of `bytes` from this replica to replica `to`.
     pub fn mac_to(&self, to: NodeId, bytes: &[u8]) -> Mac {
-        let key = self.pairwise.get(to as usize).copied().unwrap_or([0; 32]);
-        hmac(&key, &[&self.id.to_le_bytes(), &to.to_le_bytes(), bytes])
+        match self.pairwise.get(to as usize) {
+            Some(key) => hmac(key, &[&self.id.to_le_bytes(), &to.to_le_bytes(), bytes]),
+            None => [0; 32],
+        }
     }
 
     /// Whether `mac` is replica `from`'s MAC of `bytes` for this replica.
@@ -130,11 +161,14 @@ impl Keys {
     /// The MAC of `bytes` between `client` and `replica`, under their shared key (requests
     /// and replies).
     pub fn client_mac(&self, client: ClientId, replica: NodeId, bytes: &[u8]) -> Mac {
-        let key = derive(self.secret, "client", client, replica);
-        hmac(
-            &key,
-            &[&client.to_le_bytes(), &replica.to_le_bytes(), bytes],
-        )
+        let parts: [&[u8]; 3] = [&client.to_le_bytes(), &replica.to_le_bytes(), bytes];
+        match self.clients.get(&(client, replica)) {
+            Some(key) => hmac(key, &parts),
+            None => hmac(
+                &keyed(&derive(self.secret, "client", client, replica)),
+                &parts,
+            ),
+        }
     }
 
     /// Signs `bytes` with this replica's key.

@@ -556,7 +556,7 @@ impl<S: Service> Node for Pbft<S> {
             quorums: Quorums { replicas, faults },
             config: config.clone(),
             config_error,
-            keys: Keys::new(config.key_seed, id, replicas),
+            keys: Keys::with_clients(config.key_seed, id, replicas, config.client_lanes),
             view: storage.view,
             active: storage.active,
             log: BTreeMap::new(),

@@ -28,9 +28,11 @@ fn options(seed: u64, faults: FaultSelection) -> SimOptions {
 }
 
 fn all_with_byzantine() -> FaultSelection {
+    let selection: FaultSelection = "all,byzantine".parse().unwrap();
     let mut kinds: BTreeSet<FaultKind> = FaultKind::ALL.into_iter().collect();
     kinds.insert(FaultKind::Byzantine);
-    FaultSelection::Only(kinds)
+    assert_eq!(selection, FaultSelection::Only(kinds));
+    selection
 }
 
 fn check(report: &RunReport, linearizable: bool) {
