@@ -11,8 +11,8 @@ use concord_core::time::{MILLISECOND, SECOND};
 use concord_core::KvOperation;
 use concord_sim::pbft::{adversaries, Pbft, PbftAdversary, PbftAttack};
 use concord_sim::{
-    run, FaultKind, FaultSelection, RunReport, SimConfig, SimOptions, Simulation, Workload,
-    WorkloadConfig,
+    create_cluster, run, ClusterOptions, FaultKind, FaultSelection, RunReport, SimConfig,
+    SimOptions, Simulation, Workload, WorkloadConfig,
 };
 
 fn options(seed: u64, faults: FaultSelection) -> SimOptions {
@@ -212,4 +212,30 @@ fn pbft_read_only_reads_stay_linearizable_under_crash_faults() {
         let report = concord_sim::pbft::run(&options(seed, FaultSelection::All), config).unwrap();
         check(&report, true);
     }
+}
+
+/// The toolkit with `pbft`: the primary shows as leader, the view as term, the last executed
+/// sequence number as commit index; cutting the primary off, the other three change views and
+/// keep serving, the primary's side serves nothing.
+#[test]
+fn the_toolkit_shows_the_primary_and_a_partition_replaces_it() {
+    let mut cluster = create_cluster("pbft", 4, 5, &ClusterOptions::default()).unwrap();
+    assert_eq!(cluster.wait_for_leader(SECOND).unwrap(), Some(0));
+    cluster.run_for(2 * SECOND).unwrap();
+    let health = cluster.health();
+    assert_eq!((health.leader, health.term), (Some(0), 0));
+    assert!(health.commit_index > 0);
+    cluster.isolate(&[0]).unwrap();
+    let effects = cluster.observe(5 * SECOND).unwrap();
+    let primary_side = &effects.sides[0];
+    let others = &effects.sides[1];
+    assert_eq!(primary_side.nodes, vec![0]);
+    assert!(!primary_side.log_replicated);
+    assert_eq!(primary_side.requests_ok, 0);
+    assert!(others.leader_elected, "{effects:?}");
+    assert!(others.log_replicated);
+    assert!(others.requests_ok > 0);
+    let health = cluster.health();
+    assert!(health.term >= 1);
+    assert_ne!(health.leader, Some(0));
 }
