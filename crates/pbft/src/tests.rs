@@ -425,6 +425,16 @@ fn twins_of_the_primary_cannot_break_safety() {
     }));
     let a = h.request(1, write("x", 1));
     let b = h.request(2, write("x", 2));
+    h.run_for(20 * MILLISECOND);
+    // The twins assigned sequence number 1 to different batches.
+    let first = |entry: usize| {
+        h.node(entry)
+            .log
+            .get(&1)
+            .and_then(|s| s.pre_prepare.as_ref().map(|p| p.digest))
+    };
+    assert!(first(0).is_some() && first(twin).is_some());
+    assert_ne!(first(0), first(twin));
     h.run_for(3 * SECOND);
     h.assert_safe();
     for entry in 1..4 {
