@@ -319,7 +319,10 @@ impl<S: Service> Pbft<S> {
             .iter()
             .filter(|(node, vote)| **node != primary && **vote == (view, digest))
             .count();
-        if matching < needed {
+        // A batch this replica knows committed (in an earlier view) is the only one that can
+        // ever commit here: it vouches for it in the new view at once, so replicas that still
+        // need a commit quorum in this view are not left waiting for prepares it never gets.
+        if matching < needed && slot.committed != Some(digest) {
             return;
         }
         slot.prepared = true;
