@@ -263,6 +263,7 @@ impl<S: Service> Pbft<S> {
             let (Some(digest), Some(pp)) = (slot.committed, &slot.pre_prepare) else {
                 continue;
             };
+
             let Some(&(view, voted)) = slot.commits.get(&self.id) else {
                 continue;
             };

@@ -381,6 +381,8 @@ impl<S: Service> Pbft<S> {
             },
         };
         let slot = self.log.get_mut(&sequence).expect("looked up above");
+        // It vouches for the batch from now on (its commit goes to replicas that lack it).
+        slot.commits.entry(self.id).or_insert(vote);
         if slot
             .pre_prepare
             .as_ref()

@@ -476,8 +476,9 @@ impl<S: Service> Pbft<S> {
                 slot.commits.insert(self.id, (self.view, digest));
             }
         }
+        // Executed ones too: the replica resends them, with its commit, to peers that lack them.
         for (&sequence, &digest) in &storage.committed {
-            if sequence <= self.executed {
+            if sequence <= self.stable.sequence {
                 continue;
             }
             let Some(batch) = self.batches.get(&digest).cloned() else {
@@ -503,6 +504,7 @@ impl<S: Service> Pbft<S> {
                 slot.prepared = false;
             }
             slot.committed = Some(digest);
+            slot.commits.entry(self.id).or_insert((view, digest));
         }
     }
 }
