@@ -12,7 +12,7 @@
 //! | `corrupt-values` | wrong results in replies, wrong state digests in (re-signed) checkpoints, damaged state in state transfers |
 //! | `equivocate` | to some replicas, the null batch where it tells the others a batch: different pre-prepares for one sequence number (as primary), conflicting prepares and commits |
 //! | `silent` | nothing (a silent primary is replaced) |
-//! | `slow` | everything, late: held back and released in bursts |
+//! | `slow` | its pre-prepares, late: held back and released in bursts (a slow primary) |
 //! | `replay` | old messages of its own instead of new ones |
 //! | `forge` | its messages claiming another sender |
 //! | `wrong-digest` | prepares and commits for digests nobody proposed |
@@ -44,6 +44,9 @@ use crate::swarm::FaultKind;
 pub type Pbft = concord_pbft::Pbft<KvStateMachine>;
 
 type Message = concord_pbft::PbftMessage<KvStateMachine>;
+
+/// How many later sends a slow replica's pre-prepare waits for.
+const SLOW_DELAY: u64 = 120;
 
 /// The random stream the adversary is drawn from.
 const ADVERSARY_STREAM: u64 = (1 << 32) + 16;
@@ -183,7 +186,10 @@ pub struct PbftAdversary {
     client_lanes: u64,
     /// The replicas `equivocate` and `byzantine-client` tell the other story.
     victims: BTreeSet<NodeId>,
-    held: VecDeque<(NodeId, Message)>,
+    /// Messages `slow` holds back, with the send count at which each goes out.
+    held: VecDeque<(u64, NodeId, Message)>,
+    /// Messages this replica tried to send so far.
+    sent: u64,
     built_in: Option<BuiltIn<Message>>,
 }
 
@@ -214,6 +220,7 @@ impl PbftAdversary {
             client_lanes: config.client_lanes.max(1),
             victims,
             held: VecDeque::new(),
+            sent: 0,
             built_in,
         }
     }
@@ -393,10 +400,23 @@ impl ByzantineBehavior<Pbft> for PbftAdversary {
                 None => vec![plain(to, message)],
             },
             PbftAttack::Slow => {
-                self.held.push_back((to, message));
+                // Its pre-prepares go out late: each waits until the replica has sent
+                // `SLOW_DELAY` more messages (its status messages alone take well over the
+                // view-change timeout for that). Everything else goes out on time, so the
+                // replica looks alive.
+                self.sent += 1;
                 let mut out = Vec::new();
-                while self.held.len() > 24 || (!self.held.is_empty() && rng.gen_bool(0.05)) {
-                    let (to, message) = self.held.pop_front().expect("not empty");
+                while self
+                    .held
+                    .front()
+                    .is_some_and(|(due, _, _)| *due <= self.sent)
+                {
+                    let (_, to, message) = self.held.pop_front().expect("not empty");
+                    out.push(plain(to, message));
+                }
+                if matches!(message.body, Body::PrePrepare { .. }) {
+                    self.held.push_back((self.sent + SLOW_DELAY, to, message));
+                } else {
                     out.push(plain(to, message));
                 }
                 out

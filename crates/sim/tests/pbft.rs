@@ -239,3 +239,51 @@ fn the_toolkit_shows_the_primary_and_a_partition_replaces_it() {
     assert!(health.term >= 1);
     assert_ne!(health.leader, Some(0));
 }
+
+/// Liveness with a Byzantine primary for good: whatever attack the initial primary keeps up,
+/// requests complete and the correct replicas converge; a silent or slow primary (its
+/// pre-prepares late beyond the view-change timeout) is replaced. (`PBFT_ATTACK_SEEDS=60`
+/// for more seeds per attack.)
+#[test]
+fn every_attack_by_the_primary_for_good_still_lets_requests_complete() {
+    let seeds: u64 = std::env::var("PBFT_ATTACK_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for attack in PbftAttack::ALL {
+        for seed in 0..seeds {
+            let mut sim = simulation(seed, 1);
+            let adversary = PbftAdversary::new(attack, 0, 4, sim.node_config());
+            sim.set_byzantine(0, Some(Box::new(adversary))).unwrap();
+            let workload = WorkloadConfig {
+                operations: 30,
+                ..WorkloadConfig::default()
+            };
+            let rng = concord_core::seeded_rng(seed, 99);
+            sim.attach_workload(Workload::new(workload, 4, rng).unwrap());
+            if let Err(failure) = sim.run_for(30 * SECOND) {
+                panic!("{}: seed {seed}: {failure:?}", attack.name());
+            }
+            let clients = sim.workload().unwrap();
+            assert!(clients.is_done(), "{}: seed {seed}: pending", attack.name());
+            let ok = clients
+                .history()
+                .events
+                .iter()
+                .filter(|e| e.kind == EventType::Ok)
+                .count();
+            assert!(ok >= 15, "{}: seed {seed}: {ok} ok", attack.name());
+            if matches!(attack, PbftAttack::Silent | PbftAttack::Slow) {
+                let view = sim.node(1).unwrap().view();
+                assert!(view >= 1, "{}: seed {seed}: not replaced", attack.name());
+            }
+            let correct: BTreeSet<(u64, Option<u64>)> = (1..4)
+                .map(|n| {
+                    let node = sim.node(n).unwrap();
+                    (node.executed(), concord_core::Node::state_digest(node))
+                })
+                .collect();
+            assert_eq!(correct.len(), 1, "{}: seed {seed}", attack.name());
+        }
+    }
+}
