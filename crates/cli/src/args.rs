@@ -23,7 +23,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// A guided tour: a 5-node Raft cluster, a 2|3 partition, its effects, heal, convergence.
+    /// A guided tour: a 5-node Raft (or Multi-Paxos) cluster, a 2|3 partition, its effects,
+    /// heal, convergence.
     Demo(DemoArgs),
     /// Run one seeded simulation and report health, partition effects and the history's verdict.
     Sim(SimArgs),
@@ -41,6 +42,9 @@ pub enum Command {
 /// Flags of `concord demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    /// The consensus algorithm: raft, or paxos (Multi-Paxos).
+    #[arg(long, short, default_value = "raft")]
+    pub algorithm: String,
     /// The seed (the whole tour is a function of it).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,

@@ -1,8 +1,9 @@
 //! `concord demo`: the guided tour of the README.
 //!
-//! A 5-node Raft cluster elects a leader under client load; a 2|3 partition puts the leader
-//! and one follower on the minority side; each side's behaviour is observed; the partition
-//! heals; the cluster converges; the client history is checked for linearizability.
+//! A 5-node Raft (or, with `--algorithm paxos`, Multi-Paxos) cluster elects a leader under
+//! client load; a 2|3 partition puts the leader and one follower on the minority side; each
+//! side's behaviour is observed; the partition heals; the cluster converges; the client
+//! history is checked for linearizability.
 
 use anyhow::Result;
 use concord_check::linearizability::{Report, Verdict};
@@ -26,6 +27,7 @@ struct Expectation {
 
 #[derive(Serialize)]
 struct Tour {
+    algorithm: String,
     seed: u64,
     initial: ClusterHealth,
     minority: Vec<NodeId>,
@@ -46,11 +48,14 @@ pub fn run(args: &DemoArgs) -> Result<Outcome> {
         Ok(())
     };
     let nodes = 5;
-    let mut cluster = create_cluster("raft", nodes, args.seed, &ClusterOptions::default())?;
+    let algorithm = args.algorithm.as_str();
+    let mut cluster = create_cluster(algorithm, nodes, args.seed, &ClusterOptions::default())?;
     let election_timeout = cluster.election_timeout();
     say(format!(
-        "Concord demo: a {nodes}-node Raft cluster in the deterministic simulator (seed {}), three clients writing, reading and compare-and-setting keys.\n",
-        args.seed
+        "Concord demo: a {nodes}-node {} cluster in the deterministic simulator (seed {}), three clients writing, reading and compare-and-setting keys.\n{}",
+        protocol_name(algorithm),
+        args.seed,
+        protocol_note(algorithm),
     ))?;
 
     let leader = cluster.wait_for_leader(20 * election_timeout)?;
@@ -128,6 +133,7 @@ pub fn run(args: &DemoArgs) -> Result<Outcome> {
     let all_held = expectations.iter().all(|e| e.held);
     if args.json {
         let tour = Tour {
+            algorithm: algorithm.to_string(),
             seed: args.seed,
             initial,
             minority,
@@ -147,8 +153,13 @@ pub fn run(args: &DemoArgs) -> Result<Outcome> {
         for e in &expectations {
             outln!("  [{}] {}", if e.held { "ok" } else { "FAILED" }, e.claim);
         }
+        let flag = if algorithm == "raft" {
+            String::new()
+        } else {
+            format!(" --algorithm {algorithm}")
+        };
         outln!(
-            "\nCAP in one picture: the minority side chose consistency over availability; the majority stayed available.\nNext: concord sim --partition 0,1 --seed 3   |   concord sweep --seeds 100"
+            "\nCAP in one picture: the minority side chose consistency over availability; the majority stayed available.\nNext: concord sim{flag} --partition 0,1 --seed 3   |   concord sweep{flag} --seeds 100"
         );
     }
     Ok(if all_held {
@@ -156,4 +167,21 @@ pub fn run(args: &DemoArgs) -> Result<Outcome> {
     } else {
         Outcome::Violation
     })
+}
+
+/// How the tour names the protocol `algorithm` (a name `create_cluster` accepted).
+fn protocol_name(algorithm: &str) -> &str {
+    match algorithm {
+        "raft" => "Raft",
+        "paxos" => "Multi-Paxos",
+        other => other,
+    }
+}
+
+/// What a reader of the tables needs to know about the protocol `algorithm`.
+fn protocol_note(algorithm: &str) -> &'static str {
+    match algorithm {
+        "paxos" => "Leaders come from ballot leader election (only a node that hears a quorum campaigns); \"term\" below is the round of a node's ballot, \"commit index\" its decided prefix.\n",
+        _ => "",
+    }
 }

@@ -231,6 +231,10 @@ fn bad_input_gets_a_one_line_error() {
         &["sim", "--nemesis", "/no/such/plan.toml"],
         "/no/such/plan.toml",
     );
+    assert_clear_error(
+        &["demo", "--algorithm", "zab"],
+        "unknown algorithm 'zab'; supported: raft, paxos, pbft",
+    );
     assert_clear_error(&["check", "/no/such/history.jsonl"], "cannot open");
     assert_clear_error(&["check", "--model", "queue", "Cargo.toml"], "");
 

@@ -241,6 +241,12 @@ pub trait ClusterInvariant<N: Node>: Debug {
         stepped: NodeId,
         effects: &[EffectOf<N>],
     ) -> Result<(), Violation>;
+
+    /// Called before node `node` handles a client request: lets a property relate what is
+    /// decided to what clients asked for (nontriviality: only proposed values are chosen).
+    fn observe_request(&mut self, node: NodeId, request: &N::Request) {
+        let _ = (node, request);
+    }
 }
 
 /// A node that serves the key-value workload of [`crate::kv`]: the simulator's clients use this

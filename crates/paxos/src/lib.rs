@@ -13,6 +13,7 @@
 
 mod ballot;
 pub mod multi;
+mod proposed;
 pub mod single;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

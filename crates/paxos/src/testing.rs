@@ -209,8 +209,21 @@ impl<N: Node> Harness<N> {
         ));
     }
 
+    /// Tells the checkers that a client asked node `id` for `request` without stepping it: for
+    /// tests that forge the messages such a request would have caused.
+    pub fn note_request(&mut self, id: NodeId, request: &N::Request) {
+        for invariant in &mut self.invariants {
+            invariant.observe_request(id, request);
+        }
+    }
+
     /// Sends a client request to node `id`.
     pub fn request(&mut self, id: NodeId, request_id: RequestId, request: N::Request) {
+        if self.nodes[id as usize].is_some() {
+            for invariant in &mut self.invariants {
+                invariant.observe_request(id, &request);
+            }
+        }
         self.step(
             id,
             Input::Request {

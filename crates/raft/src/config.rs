@@ -38,6 +38,12 @@ pub struct Config {
     pub max_clock_drift: Duration,
     /// Most client requests (proposals and reads) a node keeps waiting at once.
     pub max_pending_requests: usize,
+    /// A leader holds new proposals' AppendEntries back until the driver has handed it every
+    /// request already waiting: it asks for a tick at once (`next_deadline` = now), and any
+    /// input other than a proposal sends them. A burst of proposals then leaves as one message
+    /// per follower instead of one each. A driver that drains its queued inputs before timers
+    /// (as the runtime does) loses no time to it.
+    pub batch_proposals: bool,
 }
 
 impl Default for Config {
@@ -56,6 +62,7 @@ impl Default for Config {
             lease_reads: false,
             max_clock_drift: 50 * MILLISECOND,
             max_pending_requests: 100_000,
+            batch_proposals: true,
         }
     }
 }

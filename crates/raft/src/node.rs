@@ -104,6 +104,8 @@ pub struct RaftNode<S: StateMachine> {
     pub(crate) outbox: Vec<(NodeId, Message<S::Command>)>,
     pub(crate) early_effects: Vec<RaftEffect<S>>,
     pub(crate) needs_broadcast: bool,
+    /// This step is a proposal and `Config::batch_proposals` holds its broadcast back.
+    pub(crate) hold_broadcast: bool,
     pub(crate) needs_round: bool,
     pub(crate) batches: crate::replication::Batches<S::Command>,
     pub(crate) scratch: Vec<u64>,
@@ -203,6 +205,7 @@ impl<S: StateMachine + Default> RaftNode<S> {
             outbox: Vec::new(),
             early_effects: Vec::new(),
             needs_broadcast: false,
+            hold_broadcast: false,
             needs_round: false,
             batches: crate::replication::Batches::new(),
             scratch: Vec::new(),
@@ -501,6 +504,14 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
         effects: &mut Vec<RaftEffect<S>>,
     ) {
         self.now = self.now.max(env.now);
+        self.hold_broadcast = self.config.batch_proposals
+            && matches!(
+                input,
+                Input::Request {
+                    request: Request::Propose(_),
+                    ..
+                }
+            );
         self.handle(input);
         self.flush(env.rng, effects);
     }
@@ -514,6 +525,10 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
                 }
                 if let Some(transfer) = &leader.transfer {
                     deadline = deadline.min(transfer.deadline);
+                }
+                if self.needs_broadcast {
+                    // Proposals held back by `batch_proposals`: send them at the next chance.
+                    deadline = deadline.min(self.now);
                 }
                 deadline
             }

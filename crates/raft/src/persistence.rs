@@ -120,7 +120,8 @@ impl<S: StateMachine> RaftNode<S> {
             self.flush_leader_sends();
         }
         self.needs_round = false;
-        self.needs_broadcast = false;
+        // Held back only while leading: any other role has nothing to broadcast.
+        self.needs_broadcast = leading && self.hold_broadcast && self.needs_broadcast;
         self.batches.clear();
         if self.election_timer_reset {
             self.election_timer_reset = false;
@@ -157,7 +158,7 @@ impl<S: StateMachine> RaftNode<S> {
         if new_round {
             self.broadcast_heartbeat();
         }
-        if self.needs_broadcast {
+        if self.needs_broadcast && !self.hold_broadcast {
             self.broadcast_append();
         }
         // Sending entries changes nothing `confirm_reads` looks at (acknowledged rounds, the

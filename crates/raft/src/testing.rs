@@ -147,6 +147,11 @@ impl Cluster {
         if self.trace {
             eprintln!("t={} node {id} <- {input:?}", self.now);
         }
+        if let (Input::Request { request, .. }, Some(_)) = (&input, &self.nodes[index]) {
+            for invariant in &mut self.invariants {
+                invariant.observe_request(id, request);
+            }
+        }
         {
             let now = self.node_time(id);
             let Some(node) = self.nodes[index].as_mut() else {

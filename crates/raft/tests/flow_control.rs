@@ -21,12 +21,17 @@ fn appends_to(cluster: &Cluster, to: u64) -> Vec<usize> {
 }
 
 /// Thesis §10.2.1: the leader sends new entries before writing them (its messages do not
-/// depend on its own log, and its log writes are no barrier for the driver); proposals arriving
-/// while its write is in flight are sent to the followers at once, and the leader's own write
+/// depend on its own log, and its log writes are no barrier for the driver); without
+/// `batch_proposals`, proposals arriving while its write is in flight are sent to the
+/// followers at once, and the leader's own write
 /// of them is grouped into one Persist once the write in flight is confirmed.
 #[test]
 fn a_leader_groups_entries_proposed_while_a_write_is_in_flight() {
-    let mut cluster = Cluster::new(3, Config::default());
+    let config = Config {
+        batch_proposals: false,
+        ..Config::default()
+    };
+    let mut cluster = Cluster::new(3, config);
     cluster.elect(0);
     cluster.auto_persist = false;
     let first = cluster.step(
@@ -124,4 +129,57 @@ fn batches_are_bounded_by_max_entries_per_message() {
         cluster.deliver_all();
     }
     assert_eq!(cluster.node(2).log().last_index(), 8);
+}
+
+/// `batch_proposals` (the default): a burst of proposals leaves as one AppendEntries per follower, sent by
+/// the next input that is not a proposal (here the tick the leader asks for at once).
+#[test]
+fn batched_proposals_leave_together_at_the_next_input() {
+    let mut cluster = Cluster::new(3, Config::default());
+    assert!(cluster.config.batch_proposals, "the default");
+    cluster.elect(0);
+    cluster.drop_messages();
+    // Write confirmations are inputs too (they would send the batch): hold them.
+    cluster.auto_persist = false;
+    for value in 1..=4 {
+        let effects = cluster.step(
+            0,
+            Input::Request {
+                id: value,
+                request: propose(value as i64),
+            },
+        );
+        assert!(
+            !kinds(&effects).contains(&"send"),
+            "a proposal's broadcast is held back: {effects:?}"
+        );
+    }
+    assert!(cluster.network.is_empty());
+    let now = cluster.node_time(0);
+    assert_eq!(
+        concord_core::Node::next_deadline(cluster.node(0)),
+        Some(now),
+        "the leader asks to be ticked at once"
+    );
+    cluster.tick(0);
+    assert_eq!(
+        appends_to(&cluster, 1),
+        vec![4],
+        "one message, four entries"
+    );
+    assert_eq!(appends_to(&cluster, 2), vec![4]);
+    // Replication and commitment go on as usual.
+    cluster.auto_persist = true;
+    cluster.confirm_persists(0);
+    cluster.confirm_persists(0);
+    cluster.deliver_all();
+    for value in 1..=4 {
+        assert!(
+            cluster
+                .replies
+                .iter()
+                .any(|(node, id, _)| *node == 0 && *id == value),
+            "proposal {value} answered"
+        );
+    }
 }

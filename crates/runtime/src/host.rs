@@ -493,6 +493,9 @@ impl<N: HostedNode> NodeHandle<N> {
 
 const SHUTDOWN: &str = "shut down";
 
+/// A node step at least this long (nanoseconds) is logged as slow.
+const SLOW_STEP: u64 = 50_000_000;
+
 /// Binds `config.listen` and starts the host (see [`start_with_listener`]).
 pub async fn start<N: HostedNode>(config: HostConfig<N>) -> Result<NodeHandle<N>, HostError> {
     let listener = TcpListener::bind(config.listen)
@@ -739,11 +742,23 @@ impl<N: HostedNode> NodeTask<N> {
 
     fn step(&mut self, input: Input<N::Message, N::Request>) {
         let mut effects = std::mem::take(&mut self.effects);
+        let now = self.clock.now();
         let mut env = Env {
-            now: self.clock.now(),
+            now,
             rng: &mut self.rng,
         };
         self.node.step(&mut env, input, &mut effects);
+        // Every input waits while a step runs: a long one (a snapshot of a large state) shows
+        // up as a latency spike, and is worth a warning.
+        let took = self.clock.now().saturating_sub(now);
+        if took >= SLOW_STEP {
+            warn!(
+                node = self.node.id(),
+                millis = took / 1_000_000,
+                effects = effects.len(),
+                "a step of the node took long; requests waited meanwhile"
+            );
+        }
         // Published first, so that whoever gets a reply sees a status at least as new.
         self.publish_status();
         for effect in effects.drain(..) {
@@ -1005,6 +1020,7 @@ impl<N: HostedNode> WalWorker<N> {
         if size <= threshold {
             return Ok(());
         }
+        let stopwatch = Stopwatch::start();
         let base = codec::encode(&RecordRef::<N::Storage, N::Write>::Base(&self.storage)).map_err(
             |e| WalError::Io {
                 context: "encoding the base record".into(),
@@ -1013,11 +1029,22 @@ impl<N: HostedNode> WalWorker<N> {
         )?;
         self.wal.rewrite(&[base])?;
         self.size_after_compaction = self.wal.total_bytes();
-        info!(
-            before = size,
-            after = self.size_after_compaction,
-            "compacted the write-ahead log"
-        );
+        let seconds = stopwatch.elapsed_seconds();
+        if seconds >= 0.05 {
+            warn!(
+                before = size,
+                after = self.size_after_compaction,
+                seconds,
+                "compacted the write-ahead log; durable writes waited meanwhile"
+            );
+        } else {
+            info!(
+                before = size,
+                after = self.size_after_compaction,
+                seconds,
+                "compacted the write-ahead log"
+            );
+        }
         self.metrics.wal_compactions.inc();
         self.metrics.wal_bytes.set(self.wal.total_bytes() as i64);
         self.metrics

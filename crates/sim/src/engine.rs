@@ -481,6 +481,9 @@ impl<N: Node> Simulation<N> {
                     return Ok(());
                 }
                 self.stats.client_requests += 1;
+                for invariant in &mut self.invariants {
+                    invariant.observe_request(node, &request);
+                }
                 self.step_node(node, Input::Request { id, request })
             }
             Event::ResponseArrive {

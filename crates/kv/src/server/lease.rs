@@ -83,7 +83,7 @@ pub(crate) async fn run_lessor(shared: Arc<Shared>) {
         for id in expired {
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
-                match shared.propose(Command::LeaseRevoke { id }).await {
+                match shared.propose_here(Command::LeaseRevoke { id }).await {
                     Ok(Ok(_)) => tracing::debug!(lease = id, "expired lease revoked"),
                     Ok(Err(error)) => tracing::debug!(lease = id, %error, "lease revoke failed"),
                     Err(status) => {
@@ -144,7 +144,7 @@ impl pb::lease_server::Lease for LeaseService {
         if ttl > crate::MAX_LEASE_TTL {
             return Err(status_of(&KvError::LeaseTtlTooLarge));
         }
-        match shared.propose(Command::LeaseGrant { id, ttl }).await? {
+        match shared.propose_here(Command::LeaseGrant { id, ttl }).await? {
             Ok(Output::LeaseGrant(granted)) => {
                 let now = shared.now();
                 shared
@@ -171,7 +171,7 @@ impl pb::lease_server::Lease for LeaseService {
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let shared = &self.0;
         let id = request.get_ref().id;
-        match shared.propose(Command::LeaseRevoke { id }).await? {
+        match shared.propose_here(Command::LeaseRevoke { id }).await? {
             Ok(Output::LeaseRevoke(header)) => {
                 let _ = shared
                     .lessor

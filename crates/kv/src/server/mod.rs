@@ -175,10 +175,28 @@ impl Shared {
         &self,
         command: Command,
     ) -> Result<Result<Output, RaftError>, Status> {
+        self.propose_at(command, true).await
+    }
+
+    /// Proposes `command` at this node only (a follower answers `NotLeader`): for requests
+    /// whose handler also changes the leader's own state (its lessor), and so must run there.
+    pub(crate) async fn propose_here(
+        &self,
+        command: Command,
+    ) -> Result<Result<Output, RaftError>, Status> {
+        self.propose_at(command, false).await
+    }
+
+    async fn propose_at(
+        &self,
+        command: Command,
+        forward: bool,
+    ) -> Result<Result<Output, RaftError>, Status> {
         let request = concord_raft::Request::Propose(command);
         let id = self.config.id;
-        let response = match self.handle.with_status(|status| status.leader) {
-            Some(leader) if leader != id => {
+        let leader = self.handle.with_status(|status| status.leader);
+        let response = match leader {
+            Some(leader) if forward && leader != id => {
                 let response = self
                     .handle
                     .forward(leader, request, self.request_timeout)

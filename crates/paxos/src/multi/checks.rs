@@ -1,7 +1,8 @@
 //! A Multi-Paxos node's local invariants, checked after every step (`Node::check_invariants`):
 //! the learner's order `compacted <= applied <= decided`, the log's shape around the compaction
 //! point, the durable promise never ahead of memory, a leader's ballot being its promise and
-//! never proposing after its stop-sign, and a configuration its quorums can run.
+//! never proposing after its stop-sign, a configuration its quorums can run, and reads and
+//! leases held only by a leader.
 
 use concord_core::{StateMachine, Violation};
 
@@ -66,6 +67,18 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
             return fail(format!(
                 "own ballot {:?} is not the promise {:?}",
                 self.ballot, self.promised
+            ));
+        }
+        if self.phase != Phase::Leader && (self.reads.held() > 0 || self.reads.has_lease()) {
+            return fail(format!(
+                "holds {} reads or a lease without leading",
+                self.reads.held()
+            ));
+        }
+        if self.reads.acked_beyond_round() {
+            return fail(format!(
+                "a follower echoed a read round above the current one, {}",
+                self.reads.round
             ));
         }
         if self.phase == Phase::Leader && self.decided > self.last {

@@ -6,6 +6,10 @@
 //! i.e. `q1 + q2 > n` — the two phases need not both use majorities. A small phase-2 quorum
 //! makes every decision cheaper (fewer acknowledgements); the price is a larger phase-1 quorum,
 //! paid only when leadership changes.
+//!
+//! **Reads** ([`ReadMode`]): through the log, by read index (a quorum round confirms the ballot
+//! still leads), or under a leader lease whose safety rests on [`Config::lease_duration`] and
+//! [`Config::max_clock_drift`] (see the `read` module).
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +39,34 @@ pub struct Config {
     /// The first configuration's members, when not every node the driver starts (the others
     /// wait, idle, to be added by a reconfiguration); `None`: every node.
     pub initial_members: Option<Vec<NodeId>>,
+    /// How a leader serves `Request::Read`.
+    pub read_mode: ReadMode,
+    /// [`ReadMode::Lease`]: how long an acceptor that acknowledged a leader (or restarted)
+    /// refuses to promise a new ballot, by its own clock; the leader serves reads locally for
+    /// this long after a confirmed round began, less `max_clock_drift`. Also delays the first
+    /// election after a leader fails by up to this much.
+    pub lease_duration: Duration,
+    /// [`ReadMode::Lease`]: the most two nodes' clocks may disagree about the length of one
+    /// `lease_duration` (drift rate times the duration, both ways). Leases are unsafe if it is
+    /// exceeded.
+    pub max_clock_drift: Duration,
+}
+
+/// How a leader serves linearizable reads (`Request::Read`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadMode {
+    /// Each read takes a slot ([`super::Entry::Read`]) and is answered when applied, like a
+    /// command: a log write and a round trip to a quorum per read (batched with the others).
+    Log,
+    /// Read index: the leader notes its read index (its decided prefix, and at least the last
+    /// slot it adopted in phase 1), confirms with a round of `Accept`s that a quorum still holds
+    /// its ballot, and answers once it has applied the read index. No log write.
+    #[default]
+    ReadIndex,
+    /// Leader lease: as [`ReadMode::ReadIndex`], but while a lease confirmed by a quorum holds,
+    /// the leader answers without a round. Needs bounded clock drift
+    /// ([`Config::max_clock_drift`]).
+    Lease,
 }
 
 impl Default for Config {
@@ -48,6 +80,9 @@ impl Default for Config {
             phase1_quorum: None,
             phase2_quorum: None,
             initial_members: None,
+            read_mode: ReadMode::ReadIndex,
+            lease_duration: 200 * MILLISECOND,
+            max_clock_drift: 50 * MILLISECOND,
         }
     }
 }
@@ -76,6 +111,14 @@ pub enum ConfigError {
         size: usize,
         /// The cluster size.
         members: usize,
+    },
+    /// Leases whose drift bound swallows the whole lease.
+    #[error("the maximum clock drift {drift} ns must be below the lease duration {lease} ns for lease reads")]
+    DriftSwallowsLease {
+        /// `Config::max_clock_drift`.
+        drift: Duration,
+        /// `Config::lease_duration`.
+        lease: Duration,
     },
     /// Some phase-1 quorum would miss some phase-2 quorum: two values could be chosen.
     #[error("the phase-1 quorum {phase1} and the phase-2 quorum {phase2} must add up to more than the cluster size {members}, or a new leader could miss a decided value")]
@@ -188,6 +231,12 @@ impl Config {
         if let Some((field, _)) = limits.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Zero { field });
         }
+        if self.read_mode == ReadMode::Lease && self.max_clock_drift >= self.lease_duration {
+            return Err(ConfigError::DriftSwallowsLease {
+                drift: self.max_clock_drift,
+                lease: self.lease_duration,
+            });
+        }
         Ok(())
     }
 }
@@ -216,6 +265,34 @@ mod tests {
         );
         assert_eq!(error.to_string(), "'election_round' must be at least 1");
         assert_eq!(Config::default().validate(0), Err(ConfigError::NoMembers));
+    }
+
+    #[test]
+    fn leases_need_a_drift_bound_below_the_lease() {
+        let config = Config {
+            read_mode: ReadMode::Lease,
+            lease_duration: 100 * MILLISECOND,
+            max_clock_drift: 100 * MILLISECOND,
+            ..Config::default()
+        };
+        let error = config.validate(3).unwrap_err();
+        assert!(matches!(error, ConfigError::DriftSwallowsLease { .. }));
+        assert_eq!(
+            error.to_string(),
+            "the maximum clock drift 100000000 ns must be below the lease duration 100000000 ns \
+             for lease reads"
+        );
+        let shorter = Config {
+            max_clock_drift: 20 * MILLISECOND,
+            ..config.clone()
+        };
+        assert_eq!(shorter.validate(3), Ok(()));
+        // Without leases the drift bound is not used.
+        let read_index = Config {
+            read_mode: ReadMode::ReadIndex,
+            ..config
+        };
+        assert_eq!(read_index.validate(3), Ok(()));
     }
 
     #[test]

@@ -23,7 +23,9 @@
 //!    paper's `max(ballots of qc heartbeats)`) becomes the leader; if that is the node's own,
 //!    it campaigns (Paxos phase 1 at that ballot). If the highest ballot is no higher than the
 //!    dead leader's, the node raises its own above it (the paper's `increment`), so that one
-//!    round later the highest quorum-connected node takes over.
+//!    round later the highest quorum-connected node takes over. Under leases
+//!    (`ReadMode::Lease`), a node still bound by a lease it acknowledged waits a round before
+//!    it campaigns (the `read` module).
 //!
 //! Unlike randomized election timeouts, the ballots order the candidates, so duels do not
 //! recur; unlike Raft, the new leader need not have the longest log: Paxos phase 1 brings it
@@ -225,10 +227,13 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
                 .map(|r| r.ballot)
                 .fold(own, Ballot::max);
             if Some(top) > leader {
-                self.election.leader = Some(top);
-                self.election.elected_round = self.election.round;
-                if top == own {
-                    self.campaign(env, effects);
+                // Under a lease this node acknowledged, its own candidacy waits a round.
+                if top != own || !self.lease_guarded(env.now) {
+                    self.election.leader = Some(top);
+                    self.election.elected_round = self.election.round;
+                    if top == own {
+                        self.campaign(env, effects);
+                    }
                 }
             } else {
                 let above = leader

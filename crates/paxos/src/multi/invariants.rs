@@ -2,12 +2,14 @@
 //! incremental: a check costs O(new decisions, new applies) plus O(nodes).
 //!
 //! * [`OneValuePerSlot`] — at most one value is chosen per slot ("Paxos Made Simple" §3: each
-//!   instance is a single-decree Paxos; PMMC invariant R2: "if two replicas decided on slot
-//!   s, they decided the same command"). Checked on every node's decided prefix.
+//!   instance is a single-decree Paxos; PMMC replica invariant R1: no two different commands
+//!   are decided for the same slot). Checked on every node's decided prefix.
 //! * [`DecidedPrefixGrows`] — a node's decided prefix never shrinks while it is up, and never
-//!   restarts below the last decided prefix it made durable (PMMC invariant R1's
-//!   monotonicity of `slot_out`).
+//!   restarts below the last decided prefix it made durable (PMMC invariant R4: `slot_out`
+//!   never decreases).
 //! * [`StateMachineSafety`] — no two nodes apply different commands at one slot (PMMC R3).
+//! * [`OnlyProposedChosen`] — every command decided was proposed by a client (nontriviality,
+//!   "Paxos Made Simple" §2.1).
 //! * [`SnapshotsAgree`] — two snapshots of one slot hold the same state (what R3 implies for
 //!   a deterministic state machine; it covers the slots a node skips by installing a snapshot,
 //!   which [`StateMachineSafety`] never sees applied there).
@@ -35,6 +37,7 @@ where
         Box::new(DecidedPrefixGrows::default()),
         Box::new(StateMachineSafety::<MultiPaxos<S>>::default()),
         Box::new(SnapshotsAgree::default()),
+        Box::new(OnlyProposedChosen::<S::Command>::default()),
     ]
 }
 
@@ -59,6 +62,22 @@ fn chosen<C: Clone, Q>(entry: &Entry<C, Q>) -> Chosen<C> {
 
 fn index(id: NodeId) -> usize {
     usize::try_from(id).unwrap_or(usize::MAX)
+}
+
+/// The slots `node` (node `stepped`) decided since the last call, above its compaction point,
+/// as recorded in `checked` (one entry per node), which moves on to its decided prefix.
+fn newly_decided<S: StateMachine + Default>(
+    checked: &mut Vec<Slot>,
+    stepped: NodeId,
+    node: &MultiPaxos<S>,
+) -> std::ops::RangeInclusive<Slot> {
+    let at = index(stepped);
+    if checked.len() <= at {
+        checked.resize(at + 1, 0);
+    }
+    let from = checked[at].min(node.decided()).max(node.compacted());
+    checked[at] = node.decided();
+    from + 1..=node.decided()
 }
 
 /// The value decided at every slot, and how far each node's decisions were checked.
@@ -91,12 +110,7 @@ impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for OneValuePerS
         let Some(node) = nodes.get(index(stepped)).copied().flatten() else {
             return Ok(());
         };
-        let at = index(stepped);
-        if self.checked.len() <= at {
-            self.checked.resize(at + 1, 0);
-        }
-        let from = self.checked[at].min(node.decided()).max(node.compacted());
-        for slot in from + 1..=node.decided() {
+        for slot in newly_decided(&mut self.checked, stepped, node) {
             let Some(accepted) = node.entry(slot) else {
                 return Err(Violation::on_node(
                     "one-value-per-slot",
@@ -121,7 +135,58 @@ impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for OneValuePerS
                 Some(_) => {}
             }
         }
-        self.checked[at] = node.decided();
+        Ok(())
+    }
+}
+
+/// **Only proposed commands are chosen** ("Paxos Made Simple" §2.1): every command decided at
+/// a slot was the command of some client's `Propose`. No-ops (holes a new leader fills),
+/// reads and stop-signs are the protocol's own entries and are not looked up.
+#[derive(Debug)]
+pub struct OnlyProposedChosen<C> {
+    proposed: crate::proposed::Proposed<C>,
+    checked: Vec<Slot>,
+}
+
+impl<C> Default for OnlyProposedChosen<C> {
+    fn default() -> Self {
+        OnlyProposedChosen {
+            proposed: crate::proposed::Proposed::default(),
+            checked: Vec::new(),
+        }
+    }
+}
+
+impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for OnlyProposedChosen<S::Command> {
+    fn name(&self) -> &'static str {
+        "only-proposed-chosen"
+    }
+
+    fn observe_request(&mut self, _node: NodeId, request: &super::Request<S::Command, S::Query>) {
+        if let super::Request::Propose(command) = request {
+            self.proposed.record(command);
+        }
+    }
+
+    fn check(
+        &mut self,
+        nodes: &[Option<&MultiPaxos<S>>],
+        stepped: NodeId,
+        _effects: &[EffectOf<MultiPaxos<S>>],
+    ) -> Result<(), Violation> {
+        let Some(node) = nodes.get(index(stepped)).copied().flatten() else {
+            return Ok(());
+        };
+        for slot in newly_decided(&mut self.checked, stepped, node) {
+            if let Some(Entry::Command(command)) = node.entry(slot).map(|a| &a.entry) {
+                self.proposed.check(
+                    "only-proposed-chosen",
+                    stepped,
+                    command,
+                    &format!("decided at slot {slot}"),
+                )?;
+            }
+        }
         Ok(())
     }
 }

@@ -75,6 +75,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         self.matched.clear();
         self.next.clear();
         self.acked.clear();
+        self.lead_reads(env.now, last);
         self.heartbeat_deadline = env.now.saturating_add(self.config.heartbeat_interval);
         for to in self.followers() {
             self.matched.insert(to, 0);
@@ -83,9 +84,11 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
     }
 
-    /// Sends every follower the entries it has not been sent, or an empty heartbeat.
+    /// Sends every follower the entries it has not been sent, or an empty heartbeat, in a new
+    /// read round.
     pub(super) fn heartbeat(&mut self, env: &mut Env<'_>, effects: &mut Vec<MultiEffect<S>>) {
         self.heartbeat_deadline = env.now.saturating_add(self.config.heartbeat_interval);
+        self.begin_read_round(env.now);
         for to in self.followers() {
             let matched = self.matched.get(&to).copied().unwrap_or(0);
             // A follower not heard from yet is probed above the compaction point; it answers
@@ -131,6 +134,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
             prev: next - 1,
             entries,
             decided: self.decided,
+            read_round: self.reads.round,
         };
         Self::send(to, message, effects);
     }
@@ -142,11 +146,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         effects: &mut Vec<MultiEffect<S>>,
     ) {
         let Some(ballot) = self.ballot.filter(|_| self.phase == Phase::Leader) else {
-            let leader = self.leader.or(self.elected().map(|b| b.node));
-            effects.push(Effect::Reply {
-                id,
-                response: Response::Failed(PaxosError::NotLeader { leader }),
-            });
+            self.refuse_not_leader(id, effects);
             return;
         };
         let refusal = if self.stopped.is_some() {
@@ -190,6 +190,16 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
     }
 
+    /// Answers a request this node cannot take: not the leader, and who is, as far as it knows.
+    pub(super) fn refuse_not_leader(&self, id: RequestId, effects: &mut Vec<MultiEffect<S>>) {
+        let leader = self.leader.or(self.elected().map(|b| b.node));
+        effects.push(Effect::Reply {
+            id,
+            response: Response::Failed(PaxosError::NotLeader { leader }),
+        });
+    }
+
+    /// Phase 2b at the leader; returns whether it counted (from a follower, at its ballot).
     pub(super) fn on_accepted(
         &mut self,
         from: NodeId,
@@ -197,12 +207,12 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         prefix: Slot,
         gap: bool,
         effects: &mut Vec<MultiEffect<S>>,
-    ) {
+    ) -> bool {
         if self.phase != Phase::Leader || self.ballot != Some(ballot) {
-            return;
+            return false;
         }
         let Some(matched) = self.matched.get_mut(&from) else {
-            return;
+            return false;
         };
         self.acked.insert(from);
         let prefix = prefix.min(self.last);
@@ -212,6 +222,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
         self.send_entries(from, false, effects);
         self.leader_advance(effects);
+        true
     }
 
     /// The leader's decided prefix: the highest slot a quorum holds durably at its ballot.

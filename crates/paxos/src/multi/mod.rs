@@ -17,14 +17,18 @@
 //!    Followers persist accepted entries before acknowledging ([`Message::Accepted`]).
 //! 4. A slot is decided once a quorum holds it at the leader's ballot (the leader counts its
 //!    own entries only once durable). Decided entries are applied in slot order; client
-//!    requests are answered when applied. Reads go through the log as [`Entry::Read`].
+//!    requests are answered when applied.
+//! 5. Reads ([`Request::Read`]) skip the log by default: the leader confirms with a quorum
+//!    round of `Accept`s that its ballot still leads, then answers from its state machine once
+//!    it has applied its read index (`read` module; [`ReadMode`]). They can also go through the
+//!    log as [`Entry::Read`], or be served under a leader lease.
 //!
 //! | message | from → to | meaning |
 //! |---|---|---|
 //! | [`Message::Prepare`] | candidate → all | phase 1a for every slot from `first_slot` on |
 //! | [`Message::Promise`] | acceptor → candidate | phase 1b: the promise and the accepted proposals from `first_slot` |
-//! | [`Message::Accept`] | leader → follower | phase 2a for consecutive slots, plus the decided prefix; a heartbeat when empty |
-//! | [`Message::Accepted`] | follower → leader | phase 2b: every slot up to `prefix` is held at `ballot` (or decided) |
+//! | [`Message::Accept`] | leader → follower | phase 2a for consecutive slots, plus the decided prefix and the read round; a heartbeat when empty |
+//! | [`Message::Accepted`] | follower → leader | phase 2b: every slot up to `prefix` is held at `ballot` (or decided); echoes the read round |
 //! | [`Message::InstallSnapshot`] | leader → follower | catch-up past the leader's compaction point |
 //! | [`Message::Rejected`] | acceptor → proposer | preemption: a higher ballot was promised |
 //! | [`Message::HeartbeatRequest`] | any → all | leader election: one per heartbeat round |
@@ -35,14 +39,15 @@
 //! chosen values unchanged), which is how followers learn decisions without extra messages.
 //!
 //! Around that core: flexible quorums (`config`), snapshots and log compaction (`snapshot`),
-//! and reconfiguration through the log with a stop-sign ([`Entry::StopSign`],
-//! `reconfiguration`).
+//! reconfiguration through the log with a stop-sign ([`Entry::StopSign`],
+//! `reconfiguration`), and reads without log writes (`read`).
 //!
 //! Safety is checked by the [`invariants`]: at most one value per slot is chosen (PMMC
 //! invariant: "for any ballot and slot at most one proposal"; Paxos Made Simple P2), decided
 //! prefixes only grow, no two nodes apply different commands at one slot, and snapshots of one
 //! slot agree.
 
+mod acceptor;
 mod checks;
 mod config;
 mod election;
@@ -52,12 +57,17 @@ pub mod invariants;
 mod kv;
 mod leader;
 mod node;
+mod read;
+#[cfg(test)]
+mod read_tests;
 mod reconfiguration;
 #[cfg(test)]
 mod reconfiguration_tests;
 mod snapshot;
 #[cfg(test)]
 mod snapshot_tests;
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;
 
@@ -69,7 +79,7 @@ use concord_core::NodeId;
 
 use crate::Ballot;
 
-pub use config::{Config, ConfigError, Quorums};
+pub use config::{Config, ConfigError, Quorums, ReadMode};
 pub use invariants::invariants;
 pub use node::MultiPaxos;
 
@@ -156,6 +166,8 @@ pub enum Message<C, Q> {
         entries: Vec<Entry<C, Q>>,
         /// The leader's decided prefix.
         decided: Slot,
+        /// The leader's read round when it sent this (the follower echoes it).
+        read_round: u64,
     },
     /// Phase 2b.
     Accepted {
@@ -165,6 +177,9 @@ pub enum Message<C, Q> {
         prefix: Slot,
         /// The entries received did not follow on from `prefix`: send from `prefix + 1`.
         gap: bool,
+        /// The read round of the `Accept` (or `InstallSnapshot`) answered: the follower held
+        /// `ballot` after that round began.
+        read_round: u64,
     },
     /// Catch-up for a follower whose next slot the leader has compacted: the leader's snapshot
     /// (every slot up to `snapshot.slot` is decided).
@@ -173,6 +188,8 @@ pub enum Message<C, Q> {
         ballot: Ballot,
         /// The snapshot.
         snapshot: Snapshot,
+        /// The leader's read round when it sent this (the follower echoes it).
+        read_round: u64,
     },
     /// The acceptor promised a higher ballot.
     Rejected {
@@ -205,7 +222,7 @@ pub enum Message<C, Q> {
 pub enum Request<C, Q> {
     /// Replicate and apply a command.
     Propose(C),
-    /// A linearizable read, ordered through the log.
+    /// A linearizable read (served as [`Config::read_mode`] says).
     Read(Q),
     /// Change the members to these (a stop-sign through the log). The new configuration must
     /// share at least one member with the current one.
@@ -246,6 +263,14 @@ pub enum Response<O> {
         /// Its slot.
         slot: Slot,
         /// The state machine's output.
+        output: O,
+    },
+    /// A read was served from the state machine with at least every slot up to `slot` (its
+    /// read index) applied, without a slot of its own (`ReadMode::ReadIndex` or `Lease`).
+    Read {
+        /// Its read index.
+        slot: Slot,
+        /// The state machine's answer.
         output: O,
     },
     /// A reconfiguration was applied at `slot`: `configuration` governs every later slot.

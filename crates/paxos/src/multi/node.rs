@@ -8,16 +8,17 @@ use concord_core::{
 };
 
 use super::election::{Heartbeat, LeaderElection};
+use super::read::Reads;
 use super::{
-    Accepted, Config, Configuration, Entry, Message, PaxosError, Quorums, Request, Response, Slot,
-    Snapshot, Storage, Write,
+    Accepted, Config, Configuration, Entry, Message, PaxosError, Quorums, ReadMode, Request,
+    Response, Slot, Snapshot, Storage, Write,
 };
 use crate::Ballot;
 
 pub(super) type Cmd<S> = <S as StateMachine>::Command;
 pub(super) type Qry<S> = <S as StateMachine>::Query;
 type LogWrite<S> = Write<Cmd<S>, Qry<S>>;
-type SlotEntries<S> = Vec<(Slot, Accepted<Cmd<S>, Qry<S>>)>;
+pub(super) type SlotEntries<S> = Vec<(Slot, Accepted<Cmd<S>, Qry<S>>)>;
 pub(super) type MultiEffect<S> = Effect<
     Message<Cmd<S>, Qry<S>>,
     Write<Cmd<S>, Qry<S>>,
@@ -85,6 +86,8 @@ pub struct MultiPaxos<S: StateMachine> {
     pub(super) pending: BTreeMap<Slot, RequestId>,
     /// Leader: the slot of the stop-sign it proposed or adopted; it proposes nothing after.
     pub(super) stopped: Option<Slot>,
+    /// Reads served without the log (leader), and the lease promise (acceptor).
+    pub(super) reads: Reads<Qry<S>>,
 }
 
 impl<S: StateMachine + Default> MultiPaxos<S> {
@@ -205,6 +208,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
                 response: Response::Failed(PaxosError::OutcomeUnknown { slot }),
             });
         }
+        self.fail_reads(effects);
         self.phase = Phase::Follower;
         self.ballot = None;
         self.leader = None;
@@ -251,105 +255,6 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
     }
 
-    fn accepted_from(&self, first_slot: Slot) -> SlotEntries<S> {
-        self.log
-            .range(first_slot..)
-            .map(|(slot, accepted)| (*slot, accepted.clone()))
-            .collect()
-    }
-
-    fn on_prepare(
-        &mut self,
-        from: NodeId,
-        ballot: Ballot,
-        first_slot: Slot,
-        effects: &mut Vec<MultiEffect<S>>,
-    ) {
-        if ballot.node != from {
-            return;
-        }
-        if self.promise(ballot, effects) {
-            self.leader = None;
-            let first_slot = first_slot.max(1);
-            let snapshot = self.snapshot_for(first_slot);
-            let accepted = self.accepted_from(first_slot);
-            let promise = Message::Promise {
-                ballot,
-                snapshot,
-                accepted,
-            };
-            Self::send(from, promise, effects);
-        } else if let Some(promised) = self.promised {
-            Self::send(from, Message::Rejected { ballot, promised }, effects);
-        }
-    }
-
-    fn on_accept(
-        &mut self,
-        from: NodeId,
-        ballot: Ballot,
-        prev: Slot,
-        entries: Vec<Entry<Cmd<S>, Qry<S>>>,
-        leader_decided: Slot,
-        effects: &mut Vec<MultiEffect<S>>,
-    ) {
-        if ballot.node != from || self.ballot == Some(ballot) {
-            return;
-        }
-        if !self.promise(ballot, effects) {
-            if let Some(promised) = self.promised {
-                Self::send(from, Message::Rejected { ballot, promised }, effects);
-            }
-            return;
-        }
-        self.leader = Some(from);
-        let gap = prev > self.prefix;
-        if !gap && !entries.is_empty() {
-            let end = prev.saturating_add(entries.len() as u64);
-            // Skip what is decided (possibly compacted) or already held at this ballot (a
-            // retransmission).
-            let skip = (prev + 1..=end)
-                .take_while(|slot| {
-                    *slot <= self.decided || self.log.get(slot).is_some_and(|a| a.ballot == ballot)
-                })
-                .count();
-            let first = prev + 1 + skip as u64;
-            let fresh: Vec<_> = entries.into_iter().skip(skip).collect();
-            if !fresh.is_empty() {
-                for (slot, entry) in (first..).zip(&fresh) {
-                    self.log.insert(
-                        slot,
-                        Accepted {
-                            ballot,
-                            entry: entry.clone(),
-                        },
-                    );
-                }
-                self.persist(
-                    Write::Accept {
-                        ballot,
-                        first,
-                        entries: fresh,
-                    },
-                    effects,
-                );
-            }
-            self.prefix = self.prefix.max(end);
-        }
-        let learned = leader_decided.min(self.prefix);
-        self.advance_decided(learned, effects);
-        let prefix = self.prefix;
-        Self::send(
-            from,
-            Message::Accepted {
-                ballot,
-                prefix,
-                gap,
-            },
-            effects,
-        );
-    }
-
     pub(super) fn advance_decided(&mut self, slot: Slot, effects: &mut Vec<MultiEffect<S>>) {
         if slot <= self.decided {
             return;
@@ -365,10 +270,11 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
     }
 
-    /// Applies decided entries in slot order, answering the requests waiting for them; then
-    /// maybe takes a snapshot.
+    /// Applies decided entries in slot order, answering the requests (and reads) waiting for
+    /// them; then maybe takes a snapshot.
     fn apply_decided(&mut self, effects: &mut Vec<MultiEffect<S>>) {
         self.apply_decided_entries(effects);
+        self.serve_applied_reads(effects);
         self.maybe_take_snapshot(effects);
     }
 
@@ -449,7 +355,11 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
         match message {
             Message::Prepare { ballot, first_slot } => {
-                self.on_prepare(from, ballot, first_slot, effects);
+                // Under a lease acknowledged to a leader, a new ballot waits (the candidate
+                // asks again every heartbeat round).
+                if self.promised >= Some(ballot) || !self.lease_guarded(env.now) {
+                    self.on_prepare(from, ballot, first_slot, effects);
+                }
             }
             Message::Promise {
                 ballot,
@@ -465,23 +375,24 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
                     }
                 }
             }
-            Message::Accept {
-                ballot,
-                prev,
-                entries,
-                decided,
-            } => {
-                self.on_accept(from, ballot, prev, entries, decided, effects);
-            }
+            Message::Accept { .. } => self.on_accept(env.now, from, message, effects),
             Message::Accepted {
                 ballot,
                 prefix,
                 gap,
+                read_round,
             } => {
-                self.on_accepted(from, ballot, prefix, gap, effects);
+                if self.on_accepted(from, ballot, prefix, gap, effects) {
+                    self.on_read_round_acknowledged(env.now, from, read_round, effects);
+                }
             }
-            Message::InstallSnapshot { ballot, snapshot } => {
-                self.on_install_snapshot(from, ballot, snapshot, effects);
+            Message::InstallSnapshot {
+                ballot,
+                snapshot,
+                read_round,
+            } => {
+                let now = env.now;
+                self.on_install_snapshot(now, from, ballot, snapshot, read_round, effects);
             }
             Message::Rejected { ballot, promised } => {
                 self.max_round = self.max_round.max(promised.round);
@@ -579,6 +490,8 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
             heartbeat_deadline: now,
             pending: BTreeMap::new(),
             stopped: None,
+            // A restarted node may have acknowledged a leader just before it stopped.
+            reads: Reads::new(now.saturating_add(config.lease_duration)),
         }
     }
 
@@ -608,21 +521,20 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
                     self.end_round(env, effects);
                 }
             }
-            Input::Request { id, request } => {
-                let entry = match request {
-                    Request::Propose(command) => Entry::Command(command),
-                    Request::Read(query) => Entry::Read(query),
-                    Request::Reconfigure(members) => match self.next_configuration(&members) {
-                        Ok(next) => Entry::StopSign(next),
-                        Err(error) => {
-                            let response = Response::Failed(error);
-                            effects.push(Effect::Reply { id, response });
-                            return;
-                        }
-                    },
-                };
-                self.on_request(id, entry, effects);
-            }
+            Input::Request { id, request } => match request {
+                Request::Propose(command) => self.on_request(id, Entry::Command(command), effects),
+                Request::Read(query) if self.config.read_mode == ReadMode::Log => {
+                    self.on_request(id, Entry::Read(query), effects);
+                }
+                Request::Read(query) => self.on_read(env.now, id, query, effects),
+                Request::Reconfigure(members) => match self.next_configuration(&members) {
+                    Ok(next) => self.on_request(id, Entry::StopSign(next), effects),
+                    Err(error) => {
+                        let response = Response::Failed(error);
+                        effects.push(Effect::Reply { id, response });
+                    }
+                },
+            },
             Input::Persisted { token } => self.on_persisted(token, effects),
         }
         self.apply_decided(effects);

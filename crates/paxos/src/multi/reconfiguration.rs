@@ -105,6 +105,7 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
                 prev,
                 entries: Vec::new(),
                 decided: self.decided,
+                read_round: self.reads.round,
             };
             Self::send(to, message, effects);
         }

@@ -17,7 +17,7 @@
 //! installs it (it never applies them one by one); the `SnapshotsAgree` checker compares the
 //! snapshots themselves.
 
-use concord_core::{NodeId, StateMachine};
+use concord_core::{NodeId, StateMachine, Time};
 
 use super::node::{MultiEffect, Phase};
 use super::{Message, MultiPaxos, Slot, Snapshot, Write};
@@ -96,16 +96,24 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
             return;
         };
         self.next.insert(to, snapshot.slot + 1);
-        Self::send(to, Message::InstallSnapshot { ballot, snapshot }, effects);
+        let read_round = self.reads.round;
+        let message = Message::InstallSnapshot {
+            ballot,
+            snapshot,
+            read_round,
+        };
+        Self::send(to, message, effects);
     }
 
     /// A follower installs the leader's snapshot (if newer than what it decided) and answers
     /// as for an `Accept`, once the snapshot is durable.
     pub(super) fn on_install_snapshot(
         &mut self,
+        now: Time,
         from: NodeId,
         ballot: Ballot,
         snapshot: Snapshot,
+        read_round: u64,
         effects: &mut Vec<MultiEffect<S>>,
     ) {
         if ballot.node != from || self.ballot == Some(ballot) {
@@ -119,13 +127,13 @@ impl<S: StateMachine + Default> MultiPaxos<S> {
         }
         self.leader = Some(from);
         self.install_snapshot(snapshot, effects);
-        let prefix = self.prefix;
-        let reply = Message::Accepted {
+        let accepted = Message::Accepted {
             ballot,
-            prefix,
+            prefix: self.prefix,
             gap: false,
+            read_round,
         };
-        Self::send(from, reply, effects);
+        self.acknowledge(now, from, accepted, effects);
     }
 
     /// The snapshot a promise carries: the acceptor's, if the candidate needs compacted slots.

@@ -2,13 +2,12 @@
 
 use concord_core::{Input, KvOperation, KvOutcome, KvService, KvStateMachine, Node, Role};
 
+use super::test_support::{leader, settle, Kv};
 use super::{
-    invariants, Config, Configuration, Entry, Message, MultiPaxos, Request, Response, Snapshot,
+    invariants, Config, Configuration, Entry, Message, ReadMode, Request, Response, Snapshot,
 };
 use crate::testing::Harness;
 use crate::Ballot;
-
-type Kv = MultiPaxos<KvStateMachine>;
 
 fn cluster(size: u64, seed: u64) -> Harness<Kv> {
     Harness::new(
@@ -24,15 +23,6 @@ fn write(key: &str, value: i64) -> KvOperation {
         key: key.into(),
         value,
     }
-}
-
-fn leader(harness: &Harness<Kv>) -> Option<u64> {
-    harness
-        .nodes
-        .iter()
-        .flatten()
-        .find(|n| n.is_leader())
-        .map(Node::id)
 }
 
 fn elect(harness: &mut Harness<Kv>) -> u64 {
@@ -98,8 +88,12 @@ fn a_leader_is_elected_and_commands_apply_in_slot_order_everywhere() {
 }
 
 #[test]
-fn reads_go_through_the_log() {
-    let mut harness = cluster(3, 2);
+fn reads_go_through_the_log_in_log_mode() {
+    let config = Config {
+        read_mode: ReadMode::Log,
+        ..Config::default()
+    };
+    let mut harness = Harness::new(3, config, 2, invariants::<KvStateMachine>());
     let chief = elect(&mut harness);
     harness.request(chief, 1, Request::Propose(write("k", 5)));
     harness.request(
@@ -115,6 +109,11 @@ fn reads_go_through_the_log() {
             concord_core::Value::Int(5)
         )))
     );
+    let Response::Applied { slot, .. } = response else {
+        panic!("not applied through the log: {response:?}");
+    };
+    let entry = &harness.node(chief).entry(*slot).unwrap().entry;
+    assert!(matches!(entry, Entry::Read(_)), "{entry:?}");
 }
 
 #[test]
@@ -148,6 +147,7 @@ fn followers_persist_accepted_entries_before_acknowledging() {
                 prev: 0,
                 entries: vec![Entry::Command(write("a", 1))],
                 decided: 0,
+                read_round: 0,
             },
         },
     );
@@ -161,7 +161,8 @@ fn followers_persist_accepted_entries_before_acknowledging() {
         Message::Accepted {
             ballot,
             prefix: 1,
-            gap: false
+            gap: false,
+            read_round: 0
         }
     );
     assert_eq!(harness.storage[1].log.len(), 1);
@@ -185,6 +186,7 @@ fn a_new_leader_adopts_accepted_values_and_fills_holes_with_noops() {
                     Entry::Command(write("old", 0)),
                 ],
                 decided: 0,
+                read_round: 0,
             },
         },
     );
@@ -262,12 +264,14 @@ fn malformed_messages_do_not_panic() {
             prev: u64::MAX,
             entries: vec![Entry::Noop],
             decided: u64::MAX,
+            read_round: u64::MAX,
         },
         Message::Accept {
             ballot: Ballot::new(3, 2),
             prev: 0,
             entries: vec![],
             decided: u64::MAX,
+            read_round: u64::MAX,
         },
         Message::Prepare {
             ballot: Ballot::new(5, 7),
@@ -277,6 +281,7 @@ fn malformed_messages_do_not_panic() {
             ballot: huge,
             prefix: u64::MAX,
             gap: true,
+            read_round: u64::MAX,
         },
         Message::Promise {
             ballot: huge,
@@ -289,6 +294,7 @@ fn malformed_messages_do_not_panic() {
         },
         Message::InstallSnapshot {
             ballot: huge,
+            read_round: 0,
             snapshot: Snapshot {
                 slot: u64::MAX,
                 configuration: Configuration::new(0, &[0, 1, 2]),
@@ -297,6 +303,7 @@ fn malformed_messages_do_not_panic() {
         },
         Message::InstallSnapshot {
             ballot: Ballot::new(7, 2),
+            read_round: 0,
             snapshot: Snapshot {
                 slot: 5,
                 configuration: Configuration::new(0, &[0, 1, 2]),
@@ -327,17 +334,6 @@ fn malformed_messages_do_not_panic() {
         harness.replies.last(),
         Some((0, 1, Response::Failed(_)))
     ));
-}
-
-/// Runs until one node leads; returns it.
-fn settle(harness: &mut Harness<Kv>) -> u64 {
-    for _ in 0..40 {
-        harness.run_for(100 * concord_core::time::MILLISECOND);
-        if let Some(chief) = leader(harness) {
-            return chief;
-        }
-    }
-    panic!("no leader");
 }
 
 /// Proposes at the leader and lets exactly one follower acknowledge; returns whether the slot
@@ -433,4 +429,22 @@ fn promises_to_lead(config: Config) -> usize {
 fn a_phase1_quorum_of_four_needs_four_promises() {
     assert_eq!(promises_to_lead(Config::with_quorums(5, 4, 2).unwrap()), 4);
     assert_eq!(promises_to_lead(Config::default()), 3);
+}
+
+/// The nontriviality checker fails when a command is decided that no client was seen proposing
+/// (here: a request handed to the leader behind the checker's back).
+#[test]
+#[should_panic(expected = "which no client proposed")]
+fn the_checker_catches_a_chosen_command_nobody_proposed() {
+    let mut harness = cluster(3, 9);
+    let chief = elect(&mut harness);
+    harness.request(chief, 1, Request::Propose(write("seen", 1)));
+    harness.step(
+        chief,
+        Input::Request {
+            id: 2,
+            request: Request::Propose(write("unseen", 2)),
+        },
+    );
+    harness.run_random(100_000, |h| h.replies.len() == 2);
 }

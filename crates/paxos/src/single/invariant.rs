@@ -100,3 +100,48 @@ impl<V: Clone + Debug + PartialEq> ClusterInvariant<SinglePaxos<V>> for AtMostOn
 fn node_id(index: usize) -> NodeId {
     NodeId::try_from(index).unwrap_or(NodeId::MAX)
 }
+
+/// **Only a proposed value is chosen** ("Paxos Made Simple" §2.1): every value a node learns
+/// was the value of some client's `Propose`.
+#[derive(Debug)]
+pub struct OnlyProposedChosen<V> {
+    proposed: crate::proposed::Proposed<V>,
+}
+
+impl<V> Default for OnlyProposedChosen<V> {
+    fn default() -> Self {
+        OnlyProposedChosen {
+            proposed: crate::proposed::Proposed::default(),
+        }
+    }
+}
+
+impl<V: Clone + Debug + PartialEq + 'static> ClusterInvariant<SinglePaxos<V>>
+    for OnlyProposedChosen<V>
+{
+    fn name(&self) -> &'static str {
+        "only-proposed-chosen"
+    }
+
+    fn observe_request(&mut self, _node: NodeId, request: &super::Request<V>) {
+        let super::Request::Propose(value) = request;
+        self.proposed.record(value);
+    }
+
+    fn check(
+        &mut self,
+        nodes: &[Option<&SinglePaxos<V>>],
+        stepped: NodeId,
+        _effects: &[EffectOf<SinglePaxos<V>>],
+    ) -> Result<(), Violation> {
+        let Some(node) = nodes.get(stepped as usize).copied().flatten() else {
+            return Ok(());
+        };
+        match node.decided() {
+            Some(value) => self
+                .proposed
+                .check("only-proposed-chosen", stepped, value, "learned"),
+            None => Ok(()),
+        }
+    }
+}

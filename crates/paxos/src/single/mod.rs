@@ -23,7 +23,8 @@
 //! retries with a higher ballot — the usual liveness remedy for duelling proposers (§2.4).
 //!
 //! Safety is checked by [`AtMostOneChosen`] (the paper's safety requirement: "only a single
-//! value is chosen").
+//! value is chosen"; and [`OnlyProposedChosen`]: "only a value that has been proposed may be
+//! chosen").
 
 mod invariant;
 mod node;
@@ -37,7 +38,7 @@ use concord_core::Duration;
 
 use crate::Ballot;
 
-pub use invariant::AtMostOneChosen;
+pub use invariant::{AtMostOneChosen, OnlyProposedChosen};
 pub use node::SinglePaxos;
 
 /// A value proposed at a ballot.

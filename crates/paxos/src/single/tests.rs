@@ -2,19 +2,21 @@
 
 use concord_core::{ClusterInvariant, Effect, Input, Node};
 
-use super::{AtMostOneChosen, Config, Message, Request, Response, SinglePaxos};
+use super::{AtMostOneChosen, Config, Message, OnlyProposedChosen, Request, Response, SinglePaxos};
 use crate::testing::Harness;
 use crate::Ballot;
 
 type Single = SinglePaxos<u64>;
 
 fn cluster(size: u64, seed: u64) -> Harness<Single> {
-    Harness::new(
-        size,
-        Config::default(),
-        seed,
-        vec![Box::new(AtMostOneChosen::<u64>::default())],
-    )
+    Harness::new(size, Config::default(), seed, checkers())
+}
+
+fn checkers() -> Vec<Box<dyn ClusterInvariant<Single>>> {
+    vec![
+        Box::new(AtMostOneChosen::<u64>::default()),
+        Box::new(OnlyProposedChosen::<u64>::default()),
+    ]
 }
 
 fn all_decided(harness: &Harness<Single>) -> bool {
@@ -65,6 +67,84 @@ fn duelling_proposers_eventually_agree_with_backoff() {
         let Response::Decided(second) = harness.replies[1].2;
         assert_eq!(first, second, "seed {seed}");
         assert!(first == 100 || first == 200);
+    }
+}
+
+/// The adversary of §2.4's duel: every write is durable at once, and phase-1 messages, their
+/// answers and due timers always go before phase-2 messages. Runs until a node decides or
+/// `max_steps` steps were taken; returns whether a node decided.
+fn duel(harness: &mut Harness<Single>, max_steps: u64) -> bool {
+    let rank = |message: &Message<u64>| match message {
+        Message::Prepare { .. } => 0,
+        Message::Promise { .. } => 1,
+        Message::Rejected { .. } => 2,
+        Message::Decided { .. } => 3,
+        Message::Accept { .. } => 4,
+        Message::Accepted { .. } => 5,
+    };
+    let decided = |h: &Harness<Single>| h.nodes.iter().flatten().any(|n| n.decided().is_some());
+    while harness.steps < max_steps && !decided(harness) {
+        for id in 0..3 {
+            harness.confirm(id);
+        }
+        let now = harness.now;
+        let due: Vec<u64> = (0..3)
+            .filter(|&id| harness.node(id).next_deadline().is_some_and(|d| d <= now))
+            .collect();
+        if !due.is_empty() {
+            for id in due {
+                harness.step(id, Input::Tick);
+            }
+            continue;
+        }
+        let next = (0..harness.network.len()).min_by_key(|&i| rank(&harness.network[i].message));
+        match next {
+            Some(position) => harness.deliver(position),
+            None => {
+                if !harness.advance() {
+                    break;
+                }
+            }
+        }
+    }
+    decided(harness)
+}
+
+/// §2.4: "two proposers each keep issuing a sequence of proposals with increasing numbers,
+/// none of which are ever chosen". Without backoff a preempted proposer retries at once, and
+/// the duel schedule preempts every proposal before its phase 2 lands: nothing is ever chosen
+/// while the ballots climb. With the randomized backoff, the same adversary cannot keep up: the
+/// preempted proposer waits, the other's phase 2 lands, and a value is chosen.
+#[test]
+fn duelling_proposers_livelock_without_backoff_and_decide_with_it() {
+    let no_backoff = Config {
+        backoff_min: 0,
+        backoff_max: 0,
+        ..Config::default()
+    };
+    let mut harness = Harness::new(3, no_backoff, 7, checkers());
+    harness.request(0, 1, Request::Propose(100));
+    harness.request(1, 2, Request::Propose(200));
+    assert!(
+        !duel(&mut harness, 20_000),
+        "a value was chosen despite the duel"
+    );
+    let promised = harness.node(2).promised().expect("promised a ballot");
+    assert!(
+        promised.round > 100,
+        "the ballots kept climbing: round {}",
+        promised.round
+    );
+    assert!(harness.replies.is_empty());
+
+    for seed in 0..10 {
+        let mut harness = cluster(3, seed);
+        harness.request(0, 1, Request::Propose(100));
+        harness.request(1, 2, Request::Propose(200));
+        assert!(
+            duel(&mut harness, 20_000),
+            "seed {seed}: no decision with backoff"
+        );
     }
 }
 
@@ -141,6 +221,8 @@ fn a_restarted_proposer_never_reuses_a_ballot() {
 #[test]
 fn a_proposer_adopts_the_highest_accepted_value() {
     let mut harness = cluster(3, 5);
+    // Node 2's client proposed 42; its Accept is forged below.
+    harness.note_request(2, &Request::Propose(42));
     let old = super::Proposal {
         ballot: Ballot::new(1, 2),
         value: 42,
@@ -176,9 +258,26 @@ fn the_checker_catches_two_chosen_values() {
     assert!(violation.is_err());
 }
 
+/// A value learned that no client proposed is caught (a forged `Decided` message, here).
+#[test]
+#[should_panic(expected = "which no client proposed")]
+fn the_checker_catches_a_learned_value_nobody_proposed() {
+    let mut harness = cluster(3, 8);
+    harness.request(0, 1, Request::Propose(5));
+    harness.step(
+        2,
+        Input::Message {
+            from: 1,
+            message: Message::Decided { value: 6 },
+        },
+    );
+}
+
 #[test]
 fn malformed_messages_do_not_panic() {
     let mut harness = cluster(3, 6);
+    // The forged `Decided` below carries 3: as if some client had proposed it.
+    harness.note_request(1, &Request::Propose(3));
     let odd = [
         Message::Promise {
             ballot: Ballot::new(u64::MAX, 9),

@@ -1,22 +1,76 @@
-//! A cluster of real Raft hosts on 127.0.0.1 for the integration tests.
+//! Clusters of real hosts on 127.0.0.1 for the integration tests: Raft ([`Cluster`]) and
+//! Multi-Paxos ([`PaxosCluster`]), both replicating the key-value state machine.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use concord_core::time::MILLISECOND;
-use concord_core::{KvOperation, KvResult, KvStateMachine, NodeId, Role, StateMachine, Value};
-use concord_raft::{Config, RaftError, RaftNode, Request, Response};
-use concord_runtime::{start_with_listener, HostConfig, NodeHandle, SyncGate, TransportOptions};
+use concord_core::{
+    KvOperation, KvOutcome, KvResult, KvService, KvStateMachine, NodeId, Role, StateMachine, Value,
+};
+use concord_paxos::multi::MultiPaxos;
+use concord_raft::{Config, RaftNode};
+use concord_runtime::{
+    start_with_listener, HostConfig, HostedNode, NodeHandle, SyncGate, TransportOptions,
+};
 use tokio::net::TcpListener;
 
-/// The node type under test.
+/// The Raft node type under test.
 pub type Kv = RaftNode<KvStateMachine>;
+
+/// The Multi-Paxos node type under test.
+pub type Paxos = MultiPaxos<KvStateMachine>;
+
+/// Three (or n) Raft hosts.
+pub type Cluster = TestCluster<Kv>;
+
+/// Three (or n) Multi-Paxos hosts.
+pub type PaxosCluster = TestCluster<Paxos>;
 
 /// Generous: the machine is shared, and tests never assert on speed.
 pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// What the harness needs of a protocol: hosted, serving the key-value workload, and able to
+/// show its replicated state.
+pub trait TestNode:
+    HostedNode<Config: Clone, Request: Clone + Debug, Response: Debug> + KvService
+{
+    /// The replicated key-value state machine (as far as this node applied it).
+    fn kv(&self) -> &KvStateMachine;
+
+    /// The log index (Raft) or slot (Paxos) a successful write was applied at.
+    fn applied_at(response: &Self::Response) -> Option<u64>;
+}
+
+impl TestNode for Kv {
+    fn kv(&self) -> &KvStateMachine {
+        self.state_machine()
+    }
+
+    fn applied_at(response: &Self::Response) -> Option<u64> {
+        match response {
+            concord_raft::Response::Applied { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+}
+
+impl TestNode for Paxos {
+    fn kv(&self) -> &KvStateMachine {
+        self.state()
+    }
+
+    fn applied_at(response: &Self::Response) -> Option<u64> {
+        match response {
+            concord_paxos::multi::Response::Applied { slot, .. } => Some(*slot),
+            _ => None,
+        }
+    }
+}
 
 /// Small Raft timeouts keep the tests fast.
 pub fn raft_config() -> Config {
@@ -28,29 +82,35 @@ pub fn raft_config() -> Config {
     }
 }
 
-/// Hosts 0..n, their data directories, addresses and sync gates.
-pub struct Cluster {
-    pub root: tempfile::TempDir,
-    pub addresses: BTreeMap<NodeId, SocketAddr>,
-    pub nodes: Vec<Option<NodeHandle<Kv>>>,
-    pub gates: Vec<SyncGate>,
-    pub raft: Config,
-    /// Which forwarded requests each host takes (`HostConfig::accept_forward`).
-    pub accept_forward: fn(&Kv, NodeId) -> bool,
+/// Multi-Paxos with the default timing (heartbeat rounds of 100 ms).
+pub fn paxos_config() -> concord_paxos::multi::Config {
+    concord_paxos::multi::Config::default()
 }
 
-impl Cluster {
+/// Hosts 0..n, their data directories, addresses and sync gates.
+pub struct TestCluster<N: TestNode> {
+    pub root: tempfile::TempDir,
+    pub addresses: BTreeMap<NodeId, SocketAddr>,
+    pub nodes: Vec<Option<NodeHandle<N>>>,
+    pub gates: Vec<SyncGate>,
+    /// The protocol's configuration, the same on every node.
+    pub node_config: N::Config,
+    /// Which forwarded requests each host takes (`HostConfig::accept_forward`).
+    pub accept_forward: fn(&N, NodeId) -> bool,
+}
+
+impl<N: TestNode> TestCluster<N> {
     /// Binds every listener first (ports chosen by the system), then starts every host.
-    pub async fn start(n: u64, raft: Config) -> Cluster {
-        Cluster::start_with(n, raft, |_, _| true).await
+    pub async fn start(n: u64, node_config: N::Config) -> Self {
+        Self::start_with(n, node_config, |_, _| true).await
     }
 
-    /// [`Cluster::start`], with a filter on forwarded requests.
+    /// [`TestCluster::start`], with a filter on forwarded requests.
     pub async fn start_with(
         n: u64,
-        raft: Config,
-        accept_forward: fn(&Kv, NodeId) -> bool,
-    ) -> Cluster {
+        node_config: N::Config,
+        accept_forward: fn(&N, NodeId) -> bool,
+    ) -> Self {
         let mut listeners = Vec::new();
         let mut addresses = BTreeMap::new();
         for id in 0..n {
@@ -58,12 +118,12 @@ impl Cluster {
             addresses.insert(id, listener.local_addr().unwrap());
             listeners.push(listener);
         }
-        let mut cluster = Cluster {
+        let mut cluster = TestCluster {
             root: tempfile::tempdir().unwrap(),
             addresses,
             nodes: (0..n).map(|_| None).collect(),
             gates: (0..n).map(|_| SyncGate::new()).collect(),
-            raft,
+            node_config,
             accept_forward,
         };
         for (id, listener) in listeners.into_iter().enumerate() {
@@ -72,13 +132,13 @@ impl Cluster {
         cluster
     }
 
-    fn config(&self, id: NodeId) -> HostConfig<Kv> {
+    fn config(&self, id: NodeId) -> HostConfig<N> {
         let mut config = HostConfig::new(
             id,
             self.addresses.keys().copied().collect(),
             self.addresses[&id],
             self.data_dir(id),
-            self.raft.clone(),
+            self.node_config.clone(),
         );
         config.peers = self.addresses.clone();
         config.seed = 7;
@@ -130,11 +190,11 @@ impl Cluster {
         handle.shutdown().await.expect("clean shutdown");
     }
 
-    pub fn node(&self, id: NodeId) -> &NodeHandle<Kv> {
+    pub fn node(&self, id: NodeId) -> &NodeHandle<N> {
         self.nodes[id as usize].as_ref().expect("node is running")
     }
 
-    pub fn running(&self) -> impl Iterator<Item = &NodeHandle<Kv>> {
+    pub fn running(&self) -> impl Iterator<Item = &NodeHandle<N>> {
         self.nodes.iter().flatten()
     }
 
@@ -161,7 +221,7 @@ impl Cluster {
     }
 
     /// Sends a request to the leader, retrying on another leader until it is answered.
-    pub async fn request(&self, request: Request<KvOperation, KvOperation>) -> Response<KvResult> {
+    pub async fn request(&self, request: N::Request) -> N::Response {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let leader = self.leader().await;
@@ -170,56 +230,51 @@ impl Cluster {
                 self.node(leader).request(request.clone()),
             )
             .await;
+            let retry = match &answer {
+                Ok(Ok(response)) => matches!(
+                    N::kv_outcome(response),
+                    KvOutcome::NotLeader { .. } | KvOutcome::Unknown
+                ),
+                Ok(Err(_)) | Err(_) => true,
+            };
             match answer {
-                Ok(Ok(Response::Failed(
-                    RaftError::NotLeader { .. } | RaftError::OutcomeUnknown { .. },
-                )))
-                | Ok(Err(_))
-                | Err(_) => {
+                Ok(Ok(response)) if !retry => return response,
+                _ => {
                     assert!(
                         tokio::time::Instant::now() < deadline,
                         "request {request:?} never answered"
                     );
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Ok(Ok(response)) => return response,
             }
         }
     }
 
     /// Writes `key = value` (idempotent, so retries are harmless); returns its log index.
     pub async fn write(&self, key: &str, value: i64) -> u64 {
-        let response = self
-            .request(Request::Propose(KvOperation::Write {
-                key: key.into(),
-                value,
-            }))
-            .await;
-        match response {
-            Response::Applied {
-                index,
-                output: KvResult::Written,
-            } => index,
-            other => panic!("write {key}: {other:?}"),
+        let operation = KvOperation::Write {
+            key: key.into(),
+            value,
+        };
+        let response = self.request(N::kv_request(&operation)).await;
+        match (N::kv_outcome(&response), N::applied_at(&response)) {
+            (KvOutcome::Ok(KvResult::Written), Some(index)) => index,
+            _ => panic!("write {key}: {response:?}"),
         }
     }
 
     /// A linearizable read at the leader.
     pub async fn read(&self, key: &str) -> Option<Value> {
-        match self
-            .request(Request::Read(KvOperation::Read { key: key.into() }))
-            .await
-        {
-            Response::Read {
-                output: KvResult::Read(value),
-                ..
-            } => value,
-            other => panic!("read {key}: {other:?}"),
+        let operation = KvOperation::Read { key: key.into() };
+        let response = self.request(N::kv_request(&operation)).await;
+        match N::kv_outcome(&response) {
+            KvOutcome::Ok(KvResult::Read(value)) => value,
+            _ => panic!("read {key}: {response:?}"),
         }
     }
 }
 
-impl Drop for Cluster {
+impl<N: TestNode> Drop for TestCluster<N> {
     /// A failed assertion must not leave a WAL thread waiting at a closed gate: the runtime
     /// would wait for it forever.
     fn drop(&mut self) {
@@ -229,7 +284,7 @@ impl Drop for Cluster {
     }
 }
 
-/// Opens a gate when dropped (see `Cluster`'s `Drop`).
+/// Opens a gate when dropped (see `TestCluster`'s `Drop`).
 pub struct OpenOnDrop(pub SyncGate);
 
 impl Drop for OpenOnDrop {
@@ -239,10 +294,10 @@ impl Drop for OpenOnDrop {
 }
 
 /// Reads `key` from node `id`'s own state machine (no consensus).
-pub async fn local_read(node: &NodeHandle<Kv>, key: &str) -> Option<Value> {
+pub async fn local_read<N: TestNode>(node: &NodeHandle<N>, key: &str) -> Option<Value> {
     let query = KvOperation::Read { key: key.into() };
     match node
-        .inspect(move |raft: &Kv| raft.state_machine().query(&query))
+        .inspect(move |node: &N| node.kv().query(&query))
         .await
         .unwrap()
     {
@@ -252,7 +307,7 @@ pub async fn local_read(node: &NodeHandle<Kv>, key: &str) -> Option<Value> {
 }
 
 /// Waits until `node` has applied at least `index`.
-pub async fn wait_applied(node: &NodeHandle<Kv>, index: u64) {
+pub async fn wait_applied<N: TestNode>(node: &NodeHandle<N>, index: u64) {
     let mut applied = node.watch_applied();
     tokio::time::timeout(PATIENCE, applied.wait_for(|&a| a >= index))
         .await
