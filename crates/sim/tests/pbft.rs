@@ -313,8 +313,10 @@ fn replica_simulation(seed: u64, attacks: &[(u64, PbftAttack)]) -> Simulation<Re
 
 /// Twins, the only attack: two correct instances of one replica (the primary, then a backup)
 /// share its identity and keys; the node's clients talk to the first, so the twins of the
-/// primary order different batches at one sequence number. Every step's checkers hold, every
-/// request completes, the history is linearizable, and the correct replicas converge.
+/// primary order different batches (the second's lose and it falls behind). Every step's
+/// checkers hold, every request completes, the history is linearizable, and the correct
+/// replicas converge. (Twins of a backup get the same inputs and keep in step: the
+/// simulator does not route peers to one twin or the other; the crate's harness does.)
 #[test]
 fn twins_in_the_simulator_cannot_break_safety_and_requests_complete() {
     let mut diverged = 0;
@@ -345,10 +347,13 @@ fn twins_in_the_simulator_cannot_break_safety_and_requests_complete() {
             let node = sim.node(twin).unwrap();
             let second = node.second().expect("still twins");
             let first = node.first();
-            let differ = (1..=first.executed().min(second.executed()))
-                .any(|n| first.committed(n).is_some() && first.committed(n) != second.committed(n));
-            if differ || first.executed() != second.executed() || first.view() != second.view() {
-                diverged += 1;
+            if twin == 0 {
+                // Both instances acted as primary; the second, without the node's own clients'
+                // requests, ordered batches that lost to the first's and fell behind.
+                assert!(second.last_assigned() > 0, "seed {seed}");
+                if second.executed() < first.executed() {
+                    diverged += 1;
+                }
             }
             let correct: BTreeSet<(u64, Option<u64>)> = (0..4)
                 .filter(|&n| n != twin)
@@ -360,5 +365,5 @@ fn twins_in_the_simulator_cannot_break_safety_and_requests_complete() {
             assert_eq!(correct.len(), 1, "twins at {twin}: seed {seed}");
         }
     }
-    eprintln!("twins diverged on {diverged} of 8 runs");
+    assert!(diverged > 0, "the twins of the primary never diverged");
 }
