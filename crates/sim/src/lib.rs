@@ -27,6 +27,7 @@ mod inspect;
 pub mod nemesis;
 pub mod network;
 pub mod pbft;
+pub mod pbft_twins;
 pub mod report;
 pub mod runner;
 mod slot;

@@ -18,9 +18,11 @@
 //! | `wrong-digest` | prepares and commits for digests nobody proposed |
 //! | `lying-view-change` | view changes claiming batches prepared that never were (re-signed); as new primary, new views whose pre-prepares do not follow from their view changes |
 //! | `byzantine-client` | its clients' requests with a different operation for half the replicas, under one timestamp, each validly authenticated |
+//! | `twins` | what two correct instances sharing its identity and keys send, each on its own (see [`crate::pbft_twins`]) |
 //!
-//! Twins (two instances with one identity) need two nodes in one slot, which the simulator
-//! does not have: `concord_pbft`'s harness tests them.
+//! Swarm runs ([`run`]) simulate [`Replica`] nodes: a replica, or twins of one. The rewriting
+//! attacks above are [`PbftAdversary`]; `twins` is a node configured with a second instance
+//! ([`ReplicaConfig`]) and kept so by its [`TwinsSwitch`] behaviour.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -36,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::byzantine::{BuiltIn, ByzantineBehavior, ByzantineKind, Corruptor, Outgoing};
 use crate::engine::Simulation;
 use crate::error::SimError;
+pub use crate::pbft_twins::{Replica, ReplicaConfig, TwinsSwitch};
 use crate::report::RunReport;
 use crate::runner::{run_protocol_with, SimOptions};
 use crate::swarm::FaultKind;
@@ -60,31 +63,62 @@ pub fn config(seed: u64) -> Config {
 }
 
 /// Runs PBFT with `options`: the simulator's faults, and with `byzantine` among them (swarm
-/// mode), up to `f` replicas attacking for the whole faulty part of the run.
+/// mode), up to `f` replicas attacking for the whole faulty part of the run (twins among
+/// them: the nodes are [`Replica`]s).
 pub fn run(options: &SimOptions, config: Config) -> Result<RunReport, SimError> {
     let byzantine = options.nemesis.is_none()
         && options.partition.is_none()
         && options.faults.kinds().contains(&FaultKind::Byzantine);
-    let seed = options.seed;
-    run_protocol_with::<Pbft>(options, config.clone(), concord_pbft::invariants(), |sim| {
-        sim.set_corruptor(corruptor());
-        if byzantine {
-            install_adversaries(sim, seed, &config)?;
-        }
-        Ok(())
-    })
+    let attacks = if byzantine {
+        adversaries(
+            options.seed,
+            options.nodes,
+            options.nodes.saturating_sub(1) / 3,
+        )
+    } else {
+        Vec::new()
+    };
+    let replica_config = replica_config(config, &attacks);
+    run_protocol_with::<Replica>(
+        options,
+        replica_config,
+        crate::pbft_twins::invariants(),
+        |sim| {
+            sim.set_corruptor(corruptor());
+            install_attacks(sim, &attacks)
+        },
+    )
 }
 
-/// Makes the replicas `adversaries` picks for `seed` Byzantine.
-pub fn install_adversaries(
-    sim: &mut Simulation<Pbft>,
-    seed: u64,
-    config: &Config,
+/// The nodes' settings for `attacks`: `config` for every instance, a second instance at the
+/// nodes whose attack is `twins`.
+pub fn replica_config(config: Config, attacks: &[(NodeId, PbftAttack)]) -> ReplicaConfig {
+    let twins = attacks
+        .iter()
+        .filter(|(_, attack)| *attack == PbftAttack::Twins)
+        .map(|(node, _)| *node);
+    ReplicaConfig::new(config, twins)
+}
+
+/// Makes the nodes of `attacks` Byzantine: a [`PbftAdversary`] for a rewriting attack, the
+/// [`TwinsSwitch`] for `twins` (the simulation's config must have made them twins:
+/// [`replica_config`]). Each counts against the simulation's Byzantine budget.
+pub fn install_attacks(
+    sim: &mut Simulation<Replica>,
+    attacks: &[(NodeId, PbftAttack)],
 ) -> Result<(), SimError> {
-    let budget = sim.config().max_byzantine;
-    for (node, attack) in adversaries(seed, sim.nodes(), budget) {
-        let adversary = PbftAdversary::new(attack, node, sim.nodes(), config);
-        sim.set_byzantine(node, Some(Box::new(adversary)))?;
+    let config = sim.node_config().clone();
+    for &(node, attack) in attacks {
+        let behavior: Box<dyn ByzantineBehavior<Replica>> = match attack {
+            PbftAttack::Twins => {
+                Box::new(config.switch(node).ok_or_else(|| SimError::InvalidOption {
+                    name: "twins",
+                    message: format!("node {node} is not configured as twins"),
+                })?)
+            }
+            _ => Box::new(PbftAdversary::new(attack, node, sim.nodes(), &config.pbft)),
+        };
+        sim.set_byzantine(node, Some(behavior))?;
     }
     Ok(())
 }
@@ -122,11 +156,27 @@ pub enum PbftAttack {
     LyingViewChange,
     /// Its clients send different requests to different replicas.
     ByzantineClient,
+    /// Two correct instances share its identity (`crate::pbft_twins`).
+    Twins,
 }
 
 impl PbftAttack {
     /// Every attack.
-    pub const ALL: [PbftAttack; 9] = [
+    pub const ALL: [PbftAttack; 10] = [
+        PbftAttack::CorruptValues,
+        PbftAttack::Equivocate,
+        PbftAttack::Silent,
+        PbftAttack::Slow,
+        PbftAttack::Replay,
+        PbftAttack::Forge,
+        PbftAttack::WrongDigest,
+        PbftAttack::LyingViewChange,
+        PbftAttack::ByzantineClient,
+        PbftAttack::Twins,
+    ];
+
+    /// The attacks that rewrite what a node sends ([`PbftAdversary`]): all but `twins`.
+    pub const REWRITING: [PbftAttack; 9] = [
         PbftAttack::CorruptValues,
         PbftAttack::Equivocate,
         PbftAttack::Silent,
@@ -150,6 +200,7 @@ impl PbftAttack {
             PbftAttack::WrongDigest => "wrong-digest",
             PbftAttack::LyingViewChange => "lying-view-change",
             PbftAttack::ByzantineClient => "byzantine-client",
+            PbftAttack::Twins => "twins",
         }
     }
 }
@@ -204,7 +255,8 @@ impl std::fmt::Debug for PbftAdversary {
 
 impl PbftAdversary {
     /// Replica `node` of `replicas` (its keys from `config`'s cluster secret) carrying out
-    /// `attack`.
+    /// `attack`. For `twins`, which needs a second instance rather than rewriting, it sends
+    /// everything unchanged ([`install_attacks`] installs twins).
     pub fn new(attack: PbftAttack, node: NodeId, replicas: usize, config: &Config) -> Self {
         let others: Vec<NodeId> = (0..replicas as NodeId).filter(|&n| n != node).collect();
         let victims = others.iter().copied().skip(others.len() / 2).collect();
@@ -373,7 +425,7 @@ impl PbftAdversary {
     }
 }
 
-impl ByzantineBehavior<Pbft> for PbftAdversary {
+impl<N: concord_core::Node<Message = Message>> ByzantineBehavior<N> for PbftAdversary {
     fn name(&self) -> &'static str {
         self.attack.name()
     }
