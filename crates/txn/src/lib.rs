@@ -20,6 +20,7 @@
 
 mod atomicity;
 pub mod scenario;
+pub mod threepc;
 pub mod twopc;
 mod types;
 
