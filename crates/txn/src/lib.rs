@@ -17,8 +17,11 @@
 //! `Effect::Persist` barriers, so a vote, a decision or a saga step is durable before the
 //! message that depends on it is sent.
 #![deny(missing_docs)]
+// A simulator `Failure` is the terminal outcome of a run, carried once: its size does not matter.
+#![allow(clippy::result_large_err)]
 
 mod atomicity;
+pub mod saga;
 pub mod scenario;
 pub mod threepc;
 pub mod twopc;
@@ -29,6 +32,7 @@ use std::collections::BTreeMap;
 use concord_core::Node;
 
 pub use atomicity::Atomicity;
+pub use saga::SagaOutcomes;
 pub use types::{Account, Change, Ledger, Outcome, Refusal, TxnId};
 
 /// A node of an atomic commitment protocol, as the checkers see it.

@@ -88,7 +88,8 @@ impl Faults {
         Ok(faults)
     }
 
-    fn describe(self) -> String {
+    /// The faults' names, comma-separated, or `none`.
+    pub fn describe(self) -> String {
         let names: Vec<&str> = [
             (self.crash, "crash"),
             (self.partition, "partition"),
@@ -231,11 +232,11 @@ impl ScenarioReport {
 }
 
 /// How long the faults last in a random scenario.
-const ACTIVE: Duration = 2 * SECOND;
+pub(crate) const ACTIVE: Duration = 2 * SECOND;
 /// How long a named scenario holds its fault.
 const HOLD: Duration = 5 * SECOND;
 /// How long the run goes on after the settling heal and restarts.
-const SETTLE: Duration = 10 * SECOND;
+pub(crate) const SETTLE: Duration = 10 * SECOND;
 /// Accounts per participant the workload touches (few, so transactions contend).
 const ACCOUNTS: u64 = 4;
 
@@ -290,15 +291,114 @@ pub fn run<N: CommitProtocol>(options: &ScenarioOptions) -> Result<ScenarioRepor
     Ok(run.report)
 }
 
-/// A fault or a submission at a time.
+/// A fault at a time.
 #[derive(Clone, Debug)]
-enum Action {
-    Submit(BTreeMap<NodeId, Vec<Change>>),
+pub(crate) enum Fault {
     Crash(NodeId),
     Restart(NodeId),
     Split(Vec<NodeId>),
     Heal,
     Loss(f64),
+}
+
+/// A fault or a submission at a time.
+#[derive(Clone, Debug)]
+enum Action {
+    Submit(BTreeMap<NodeId, Vec<Change>>),
+    Fault(Fault),
+}
+
+/// Injects `fault` into `sim`, noting it (with the time) in `log` when it changes anything.
+pub(crate) fn apply_fault<N: concord_core::Node>(
+    sim: &mut Simulation<N>,
+    fault: Fault,
+    log: &mut Vec<String>,
+) {
+    let at = sim.now() as f64 / MILLISECOND as f64;
+    let nodes = sim.nodes() as NodeId;
+    let text = match fault {
+        Fault::Crash(node) => {
+            if !sim.is_up(node) {
+                return;
+            }
+            let _ = sim.crash(node);
+            format!("crash n{node}")
+        }
+        Fault::Restart(node) => {
+            if sim.is_up(node) {
+                return;
+            }
+            let _ = sim.restart(node);
+            format!("restart n{node}")
+        }
+        Fault::Split(side) => {
+            for a in 0..nodes {
+                for b in 0..nodes {
+                    if side.contains(&a) != side.contains(&b) {
+                        sim.network_mut().set_connected(a, b, false);
+                    }
+                }
+            }
+            format!("partition {side:?} | rest")
+        }
+        Fault::Heal => {
+            sim.network_mut().heal();
+            "heal".into()
+        }
+        Fault::Loss(probability) => {
+            // A lossy network also duplicates and delays: a late copy of a message can arrive
+            // long after its sender gave up on it (a saga's hanging action).
+            sim.network_mut().update_links(|link| {
+                link.drop_probability = probability;
+                link.duplicate_probability = probability / 2.0;
+                link.reorder_probability = probability / 2.0;
+                link.reorder_delay_max = 800 * MILLISECOND;
+            });
+            format!("loss {probability:.2} (with duplicates and delays)")
+        }
+    };
+    log.push(format!("{at:.1}ms {text}"));
+}
+
+/// The faults a random scenario of `nodes` nodes draws from `rng` within `ACTIVE`.
+pub(crate) fn fault_plan(
+    rng: &mut concord_core::Rng,
+    faults: Faults,
+    nodes: usize,
+) -> Vec<(Time, Fault)> {
+    let mut plan = Vec::new();
+    if faults.crash {
+        for _ in 0..rng.gen_range(1..=3) {
+            let node = rng.gen_range(0..nodes as NodeId);
+            let at = rng.gen_range(0..ACTIVE);
+            let down = rng.gen_range(5 * MILLISECOND..600 * MILLISECOND);
+            plan.push((at, Fault::Crash(node)));
+            plan.push((at + down, Fault::Restart(node)));
+        }
+    }
+    if faults.partition {
+        for _ in 0..rng.gen_range(1..=2) {
+            let side: Vec<NodeId> = (0..nodes as NodeId).filter(|_| rng.gen_bool(0.5)).collect();
+            let at = rng.gen_range(0..ACTIVE);
+            let held = rng.gen_range(20 * MILLISECOND..800 * MILLISECOND);
+            plan.push((at, Fault::Split(side)));
+            plan.push((at + held, Fault::Heal));
+        }
+    }
+    if faults.loss {
+        let probability = rng.gen_range(0.02..0.25);
+        plan.push((0, Fault::Loss(probability)));
+    }
+    plan
+}
+
+/// Heals the network, stops the loss and restarts every crashed node.
+pub(crate) fn settle_faults<N: concord_core::Node>(sim: &mut Simulation<N>, log: &mut Vec<String>) {
+    apply_fault(sim, Fault::Heal, log);
+    apply_fault(sim, Fault::Loss(0.0), log);
+    for node in 0..sim.nodes() as NodeId {
+        apply_fault(sim, Fault::Restart(node), log);
+    }
 }
 
 struct Run<N: CommitProtocol> {
@@ -308,10 +408,6 @@ struct Run<N: CommitProtocol> {
 }
 
 impl<N: CommitProtocol> Run<N> {
-    fn nodes(&self) -> Vec<NodeId> {
-        (0..=self.options.participants as NodeId).collect()
-    }
-
     fn advance(&mut self, until: Time) -> Result<(), ViolationReport> {
         self.sim
             .run_until(until)
@@ -323,49 +419,13 @@ impl<N: CommitProtocol> Run<N> {
             })
     }
 
-    fn note(&mut self, text: String) {
-        let at = self.sim.now() as f64 / MILLISECOND as f64;
-        self.report.faults.push(format!("{at:.1}ms {text}"));
-    }
-
     fn apply(&mut self, action: Action) {
         match action {
             Action::Submit(changes) => {
                 self.report.submitted += 1;
                 let _ = self.sim.submit(0, N::transaction(changes));
             }
-            Action::Crash(node) => {
-                if self.sim.is_up(node) {
-                    self.note(format!("crash n{node}"));
-                    let _ = self.sim.crash(node);
-                }
-            }
-            Action::Restart(node) => {
-                if !self.sim.is_up(node) {
-                    self.note(format!("restart n{node}"));
-                    let _ = self.sim.restart(node);
-                }
-            }
-            Action::Split(side) => {
-                self.note(format!("partition {side:?} | rest"));
-                for a in self.nodes() {
-                    for b in self.nodes() {
-                        if side.contains(&a) != side.contains(&b) {
-                            self.sim.network_mut().set_connected(a, b, false);
-                        }
-                    }
-                }
-            }
-            Action::Heal => {
-                self.note("heal".into());
-                self.sim.network_mut().heal();
-            }
-            Action::Loss(probability) => {
-                self.note(format!("loss {probability:.2}"));
-                self.sim
-                    .network_mut()
-                    .update_links(|link| link.drop_probability = probability);
-            }
+            Action::Fault(fault) => apply_fault(&mut self.sim, fault, &mut self.report.faults),
         }
     }
 
@@ -414,32 +474,9 @@ impl<N: CommitProtocol> Run<N> {
                 Action::Submit(Self::random_transfer(&mut rng, participants)),
             ));
         }
-        if faults.crash {
-            for _ in 0..rng.gen_range(1..=3) {
-                let node = rng.gen_range(0..=participants as NodeId);
-                let at = rng.gen_range(0..ACTIVE);
-                let down = rng.gen_range(5 * MILLISECOND..600 * MILLISECOND);
-                plan.push((at, Action::Crash(node)));
-                plan.push((at + down, Action::Restart(node)));
-            }
-        }
-        if faults.partition {
-            for _ in 0..rng.gen_range(1..=2) {
-                let side: Vec<NodeId> = self
-                    .nodes()
-                    .into_iter()
-                    .filter(|_| rng.gen_bool(0.5))
-                    .collect();
-                let at = rng.gen_range(0..ACTIVE);
-                let held = rng.gen_range(20 * MILLISECOND..800 * MILLISECOND);
-                plan.push((at, Action::Split(side)));
-                plan.push((at + held, Action::Heal));
-            }
-        }
-        if faults.loss {
-            let probability = rng.gen_range(0.02..0.25);
-            plan.push((0, Action::Loss(probability)));
-        }
+        let nodes = participants + 1;
+        let faults = fault_plan(&mut rng, faults, nodes);
+        plan.extend(faults.into_iter().map(|(at, f)| (at, Action::Fault(f))));
         // Stable: equal times keep their order of drawing.
         plan.sort_by_key(|(at, _)| *at);
         for (at, action) in plan {
@@ -493,7 +530,7 @@ impl<N: CommitProtocol> Run<N> {
         self.apply(Action::Submit(self.single_transfer()));
         self.report.triggered =
             self.run_until_trigger(|run| run.stages(txn).iter().all(|&s| s >= Stage::Voted))?;
-        self.apply(Action::Crash(0));
+        self.apply(Action::Fault(Fault::Crash(0)));
         let end = self.sim.now() + HOLD;
         self.advance(end)?;
         self.settle()
@@ -517,7 +554,7 @@ impl<N: CommitProtocol> Run<N> {
                         .map(|(index, _)| index as NodeId + 1),
                 )
                 .collect();
-            self.apply(Action::Split(side));
+            self.apply(Action::Fault(Fault::Split(side)));
         }
         let end = self.sim.now() + HOLD;
         self.advance(end)?;
@@ -527,11 +564,7 @@ impl<N: CommitProtocol> Run<N> {
     /// Records who is blocked, heals, restarts every crashed node and runs on.
     fn settle(&mut self) -> Result<(), ViolationReport> {
         self.report.blocked = self.in_doubt();
-        self.apply(Action::Heal);
-        self.apply(Action::Loss(0.0));
-        for node in self.nodes() {
-            self.apply(Action::Restart(node));
-        }
+        settle_faults(&mut self.sim, &mut self.report.faults);
         let end = self.sim.now() + SETTLE;
         self.advance(end)
     }

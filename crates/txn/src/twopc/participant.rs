@@ -237,7 +237,11 @@ impl Participant {
     /// contradicting one is recorded for `check_invariants`.
     fn decide(&mut self, txn: TxnId, outcome: Outcome, effects: &mut Vec<TwoPcEffect>) {
         if let Some(&previous) = self.decided.get(&txn) {
-            if previous != outcome && self.overturned.is_none() {
+            // A coordinator that forgot a transaction after every acknowledgement answers a
+            // late duplicate vote or query about it with abort (presumed abort): only a
+            // participant that already committed can hear that, and it ignores it.
+            let stale_presumption = previous == Outcome::Commit && outcome == Outcome::Abort;
+            if previous != outcome && !stale_presumption && self.overturned.is_none() {
                 self.overturned = Some((txn, outcome));
             }
             return;

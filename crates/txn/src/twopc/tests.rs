@@ -330,3 +330,27 @@ fn every_node_recovers_from_a_crash_after_every_step() {
     }
     assert!(runs > 2_000, "only {runs} crash points");
 }
+
+/// Regression: a late duplicate vote reached the coordinator after it had forgotten a
+/// committed transaction; its presumed-abort answer reached a participant that had committed,
+/// which took it for an overturned decision.
+#[test]
+fn a_committed_participant_ignores_the_presumed_abort_of_a_forgotten_transaction() {
+    let mut h = harness(8);
+    h.request(COORDINATOR, 1, transfer(1, 2, 7, 300));
+    h.run_for(SECOND);
+    assert!(h.storage[0].commits.is_empty(), "forgotten after every ack");
+    h.step(
+        COORDINATOR,
+        concord_core::Input::Message {
+            from: 1,
+            message: Message::Vote {
+                txn: first_txn(),
+                vote: Ok(()),
+            },
+        },
+    );
+    h.run_for(SECOND);
+    assert_eq!(decisions(&h, first_txn())[..2], [Some(Outcome::Commit); 2]);
+    assert_settled(&h);
+}
