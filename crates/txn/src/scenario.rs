@@ -210,6 +210,8 @@ pub struct ScenarioReport {
     pub decided_commit: u64,
     /// Transactions whose participants decided abort.
     pub decided_abort: u64,
+    /// Transactions some participants committed and others aborted (atomicity broken).
+    pub decided_split: u64,
     /// Whether a named scenario's trigger fired (always true for random ones).
     pub triggered: bool,
     /// The faults injected, with their times.
@@ -271,6 +273,7 @@ pub fn run<N: CommitProtocol>(options: &ScenarioOptions) -> Result<ScenarioRepor
             replied_abort: 0,
             decided_commit: 0,
             decided_abort: 0,
+            decided_split: 0,
             triggered: true,
             faults: Vec::new(),
             blocked: Vec::new(),
@@ -354,7 +357,11 @@ pub(crate) fn apply_fault<N: concord_core::Node>(
                 link.reorder_probability = probability / 2.0;
                 link.reorder_delay_max = 800 * MILLISECOND;
             });
-            format!("loss {probability:.2} (with duplicates and delays)")
+            if probability == 0.0 {
+                "network reliable again".into()
+            } else {
+                format!("loss {probability:.2} (with duplicates and delays)")
+            }
         }
     };
     log.push(format!("{at:.1}ms {text}"));
@@ -590,7 +597,7 @@ impl<N: CommitProtocol> Run<N> {
                 _ => self.report.replied_abort += 1,
             }
         }
-        let mut outcomes: BTreeMap<TxnId, Outcome> = BTreeMap::new();
+        let mut outcomes: BTreeMap<TxnId, (bool, bool)> = BTreeMap::new();
         let mut net = 0;
         for node in 1..=self.options.participants as NodeId {
             let Some(n) = self.sim.node(node) else {
@@ -598,15 +605,22 @@ impl<N: CommitProtocol> Run<N> {
             };
             if let Some(decided) = n.decided() {
                 for (&txn, &outcome) in decided {
-                    outcomes.entry(txn).or_insert(outcome);
+                    let seen = outcomes.entry(txn).or_default();
+                    match outcome {
+                        Outcome::Commit => seen.0 = true,
+                        Outcome::Abort => seen.1 = true,
+                    }
                 }
             }
             net += n.ledger().map_or(0, |l| l.net_change());
         }
-        self.report.decided_commit =
-            outcomes.values().filter(|&&o| o == Outcome::Commit).count() as u64;
-        self.report.decided_abort =
-            outcomes.values().filter(|&&o| o == Outcome::Abort).count() as u64;
+        for &(commit, abort) in outcomes.values() {
+            match (commit, abort) {
+                (true, true) => self.report.decided_split += 1,
+                (true, false) => self.report.decided_commit += 1,
+                _ => self.report.decided_abort += 1,
+            }
+        }
         self.report.net_money = net;
         self.report.in_doubt = self.in_doubt();
     }
