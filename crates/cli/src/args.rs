@@ -59,7 +59,7 @@ pub struct DemoArgs {
 /// Flags shared by `sim`, `replay` and `sweep`.
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
-    /// The consensus algorithm: raft, or paxos (Multi-Paxos; pbft is coming).
+    /// The consensus algorithm: raft, paxos (Multi-Paxos) or pbft (Byzantine fault tolerant).
     #[arg(long, short, default_value = "raft")]
     pub algorithm: String,
     /// Cluster size.

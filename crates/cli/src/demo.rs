@@ -1,9 +1,10 @@
 //! `concord demo`: the guided tour of the README.
 //!
 //! A 5-node Raft (or, with `--algorithm paxos`, Multi-Paxos) cluster elects a leader under
-//! client load; a 2|3 partition puts the leader and one follower on the minority side; each
-//! side's behaviour is observed; the partition heals; the cluster converges; the client
-//! history is checked for linearizability.
+//! client load; a 2|3 partition puts the leader and one follower on the minority side (with
+//! `--algorithm pbft`: four replicas, the primary cut off alone); each side's behaviour is
+//! observed; the partition heals; the cluster converges; the client history is checked for
+//! linearizability.
 
 use anyhow::Result;
 use concord_check::linearizability::{Report, Verdict};
@@ -47,8 +48,14 @@ pub fn run(args: &DemoArgs) -> Result<Outcome> {
         }
         Ok(())
     };
-    let nodes = 5;
     let algorithm = args.algorithm.as_str();
+    // Crash-fault protocols: five nodes, the leader cut off with one follower (a minority of
+    // two). PBFT: 3f + 1 = 4 replicas tolerating f = 1; the primary cut off alone leaves a
+    // quorum of 2f + 1 = 3 on the other side.
+    let (nodes, cut_with_leader) = match algorithm {
+        "pbft" => (4, 0),
+        _ => (5, 1),
+    };
     let mut cluster = create_cluster(algorithm, nodes, args.seed, &ClusterOptions::default())?;
     let election_timeout = cluster.election_timeout();
     say(format!(
@@ -67,15 +74,26 @@ pub fn run(args: &DemoArgs) -> Result<Outcome> {
     ))?;
 
     let leader = leader.or(initial.leader).unwrap_or(0);
-    let other = (0..nodes as NodeId).find(|&n| n != leader).unwrap_or(0);
-    let minority = vec![leader.min(other), leader.max(other)];
+    let mut minority: Vec<NodeId> = std::iter::once(leader)
+        .chain(
+            (0..nodes as NodeId)
+                .filter(|&n| n != leader)
+                .take(cut_with_leader),
+        )
+        .collect();
+    minority.sort_unstable();
     let majority: Vec<NodeId> = (0..nodes as NodeId)
         .filter(|n| !minority.contains(n))
         .collect();
     cluster.partition(&[minority.clone(), majority.clone()])?;
-    say(format!(
-        "2. Partition: the leader (node {leader}) and node {other} are cut off from nodes {majority:?}.\n"
-    ))?;
+    let others: Vec<NodeId> = minority.iter().copied().filter(|&n| n != leader).collect();
+    say(if others.is_empty() {
+        format!("2. Partition: the leader (node {leader}) is cut off from nodes {majority:?}.\n")
+    } else {
+        format!(
+            "2. Partition: the leader (node {leader}) and node(s) {others:?} are cut off from nodes {majority:?}.\n"
+        )
+    })?;
     cluster.run_for(100 * MILLISECOND)?;
     let effects = cluster.observe(default_window(election_timeout))?;
     say(render::partition_effects(&effects))?;
@@ -158,8 +176,9 @@ pub fn run(args: &DemoArgs) -> Result<Outcome> {
         } else {
             format!(" --algorithm {algorithm}")
         };
+        let cut = if algorithm == "pbft" { "0" } else { "0,1" };
         outln!(
-            "\nCAP in one picture: the minority side chose consistency over availability; the majority stayed available.\nNext: concord sim{flag} --partition 0,1 --seed 3   |   concord sweep{flag} --seeds 100"
+            "\nCAP in one picture: the minority side chose consistency over availability; the majority stayed available.\nNext: concord sim{flag} --partition {cut} --seed 3   |   concord sweep{flag} --seeds 100"
         );
     }
     Ok(if all_held {
@@ -174,6 +193,7 @@ fn protocol_name(algorithm: &str) -> &str {
     match algorithm {
         "raft" => "Raft",
         "paxos" => "Multi-Paxos",
+        "pbft" => "PBFT",
         other => other,
     }
 }
@@ -182,6 +202,7 @@ fn protocol_name(algorithm: &str) -> &str {
 fn protocol_note(algorithm: &str) -> &'static str {
     match algorithm {
         "paxos" => "Leaders come from ballot leader election (only a node that hears a quorum campaigns); \"term\" below is the round of a node's ballot, \"commit index\" its decided prefix.\n",
+        "pbft" => "Byzantine fault tolerant: 3f + 1 = 4 replicas tolerate f = 1 faulty one. \"leader\" below is the primary, \"term\" the view, \"log length\" the last assigned sequence number, \"commit index\" the last executed.\n",
         _ => "",
     }
 }

@@ -220,11 +220,7 @@ fn assert_clear_error(args: &[&str], needle: &str) {
 fn bad_input_gets_a_one_line_error() {
     assert_clear_error(
         &["sim", "--algorithm", "zab"],
-        "unknown algorithm 'zab'; supported: raft, paxos",
-    );
-    assert_clear_error(
-        &["sim", "--algorithm", "pbft"],
-        "not supported yet; supported: raft, paxos",
+        "unknown algorithm 'zab'; supported: raft, paxos, pbft",
     );
     assert_clear_error(&["sim", "--nodes", "0"], "at least one node");
     assert_clear_error(&["sim", "--partition", "0,9"], "node 9");
@@ -235,10 +231,9 @@ fn bad_input_gets_a_one_line_error() {
         &["sim", "--nemesis", "/no/such/plan.toml"],
         "/no/such/plan.toml",
     );
-    assert_clear_error(&["sweep", "--algorithm", "pbft"], "not supported yet");
     assert_clear_error(
         &["demo", "--algorithm", "zab"],
-        "unknown algorithm 'zab'; supported: raft, paxos",
+        "unknown algorithm 'zab'; supported: raft, paxos, pbft",
     );
     assert_clear_error(&["check", "/no/such/history.jsonl"], "cannot open");
     assert_clear_error(&["check", "--model", "queue", "Cargo.toml"], "");

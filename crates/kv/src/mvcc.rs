@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::KvError;
 use crate::request::{RangeRequest, RangeResponse, SortOrder, SortTarget};
+use crate::snapshot::EncodedRecords;
 use crate::types::{KeyRange, KeyValue, LeaseId, ResponseHeader, Revision, SubRevision};
 
 /// What a write did to its key.
@@ -63,12 +64,19 @@ pub(crate) struct Mvcc {
     compact_revision: Revision,
     /// How many keys are live (not deleted) at the current revision.
     live_keys: u64,
+    /// The log as a snapshot encodes it, kept up to date ([`EncodedRecords`]).
+    encoded: EncodedRecords,
 }
 
 impl Mvcc {
     /// The current revision.
     pub(crate) fn revision(&self) -> Revision {
         self.revision
+    }
+
+    /// The log as a snapshot encodes it.
+    pub(crate) fn encoded(&self) -> &EncodedRecords {
+        &self.encoded
     }
 
     /// The last compaction's revision.
@@ -87,6 +95,7 @@ impl Mvcc {
     }
 
     /// Every retained write in revision order (for snapshots).
+    #[cfg(test)]
     pub(crate) fn records(&self) -> impl Iterator<Item = (&SubRevision, &Record)> {
         self.log.iter()
     }
@@ -101,12 +110,14 @@ impl Mvcc {
         for (at, record) in &records {
             index.entry(record.kv.key.clone()).or_default().push(*at);
         }
+        let encoded = EncodedRecords::of(records.iter());
         let mut store = Self {
             index,
             log: records,
             revision,
             compact_revision,
             live_keys: 0,
+            encoded,
         };
         store.live_keys = store
             .index
@@ -334,6 +345,7 @@ impl Mvcc {
             self.compact_key(&key, revision);
         }
         self.compact_revision = revision;
+        self.encoded = EncodedRecords::of(self.log.iter());
         Ok(())
     }
 
@@ -480,6 +492,7 @@ impl WriteTxn<'_> {
                 self.store.index.insert(record.kv.key.clone(), vec![at]);
             }
         }
+        self.store.encoded.push(&at, &record);
         self.store.log.insert(at, record);
     }
 

@@ -55,32 +55,67 @@ struct SnapshotData {
     members: Vec<MemberAttrs>,
 }
 
-/// [`SnapshotData`] borrowed from a store, for encoding.
+/// A record as the snapshot encodes it (a `SnapshotRecord`), borrowed.
 #[derive(Serialize)]
-struct SnapshotDataRef<'a> {
-    revision: Revision,
-    compact_revision: Revision,
-    records: RecordsRef<'a>,
-    leases: Vec<SnapshotLease>,
-    members: Vec<&'a MemberAttrs>,
+struct SnapshotRecordRef<'a> {
+    sub: i64,
+    kind: EventKind,
+    kv: &'a KeyValue,
 }
 
-/// Encodes as `Vec<SnapshotRecord>`.
-struct RecordsRef<'a>(&'a Mvcc);
+/// The records of a store's log encoded as its snapshot encodes them — the elements of
+/// `SnapshotData::records`, in revision order — kept up to date write by write, so that a
+/// snapshot copies these bytes instead of encoding every record while the node waits. Writes
+/// only append to the log; a compaction (which removes records) re-encodes it. It costs a second
+/// copy of the log's contents in memory.
+#[derive(Clone, Default)]
+pub(crate) struct EncodedRecords {
+    bytes: Vec<u8>,
+    count: usize,
+}
 
-impl Serialize for RecordsRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct SnapshotRecordRef<'a> {
-            sub: i64,
-            kind: EventKind,
-            kv: &'a KeyValue,
+impl EncodedRecords {
+    /// Encodes every record of `records` (in revision order).
+    pub(crate) fn of<'a>(records: impl Iterator<Item = (&'a SubRevision, &'a Record)>) -> Self {
+        let mut encoded = EncodedRecords::default();
+        for (at, record) in records {
+            encoded.push(at, record);
         }
-        serializer.collect_seq(self.0.records().map(|(at, record)| SnapshotRecordRef {
+        encoded
+    }
+
+    /// Appends one record (written after every record already here).
+    pub(crate) fn push(&mut self, at: &SubRevision, record: &Record) {
+        let value = SnapshotRecordRef {
             sub: at.sub,
             kind: record.kind,
             kv: &record.kv,
-        }))
+        };
+        // Encoding plain data into a Vec cannot fail.
+        if let Ok(bytes) = postcard::to_extend(&value, std::mem::take(&mut self.bytes)) {
+            self.bytes = bytes;
+            self.count += 1;
+        }
+    }
+}
+
+/// Derived data: equal stores may have grown their copies differently.
+impl PartialEq for EncodedRecords {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for EncodedRecords {}
+
+impl std::fmt::Debug for EncodedRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "EncodedRecords({} records, {} bytes)",
+            self.count,
+            self.bytes.len()
+        )
     }
 }
 
@@ -91,25 +126,31 @@ fn inconsistent(message: String) -> SnapshotError {
 impl KvStore {
     /// The whole state as bytes (what [`concord_core::StateMachine::snapshot`] returns).
     pub fn encode(&self) -> Vec<u8> {
-        // Encoded straight from the store (the same bytes as `SnapshotData`): no copy of the
-        // records is made, which keeps a snapshot of a large store short.
-        let data = SnapshotDataRef {
-            revision: self.mvcc.revision(),
-            compact_revision: self.mvcc.compact_revision(),
-            records: RecordsRef(&self.mvcc),
-            leases: self
-                .leases
-                .iter()
-                .map(|(id, lease)| SnapshotLease {
-                    id: *id,
-                    ttl: lease.ttl,
-                    remaining_ttl: lease.remaining_ttl,
-                })
-                .collect(),
-            members: self.members.values().collect(),
-        };
+        // The same bytes as `SnapshotData` (postcard encodes a struct as its fields in order, a
+        // vector as its length then its elements), with the records copied from the store's
+        // running encoding of its log.
+        let records = self.mvcc.encoded();
+        let leases: Vec<SnapshotLease> = self
+            .leases
+            .iter()
+            .map(|(id, lease)| SnapshotLease {
+                id: *id,
+                ttl: lease.ttl,
+                remaining_ttl: lease.remaining_ttl,
+            })
+            .collect();
+        let members: Vec<&MemberAttrs> = self.members.values().collect();
+        let mut bytes = Vec::with_capacity(MAGIC.len() + 32 + records.bytes.len());
+        bytes.extend_from_slice(MAGIC);
+        let head = (
+            self.mvcc.revision(),
+            self.mvcc.compact_revision(),
+            records.count,
+        );
         // Encoding plain data into a Vec cannot fail.
-        postcard::to_extend(&data, MAGIC.to_vec()).unwrap_or_else(|_| MAGIC.to_vec())
+        bytes = postcard::to_extend(&head, bytes).unwrap_or_default();
+        bytes.extend_from_slice(&records.bytes);
+        postcard::to_extend(&(leases, members), bytes).unwrap_or_default()
     }
 
     /// Rebuilds a store from [`KvStore::encode`]'s bytes, checking them.
@@ -232,4 +273,86 @@ fn check_record(record: &SnapshotRecord, revision: Revision) -> Result<(), Snaps
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use concord_core::StateMachine;
+
+    use super::*;
+    use crate::{Command, CompactRequest, DeleteRangeRequest, PutRequest};
+
+    /// The snapshot encoded from scratch, record by record.
+    fn encode_whole(store: &KvStore) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Whole<'a> {
+            revision: Revision,
+            compact_revision: Revision,
+            records: Vec<SnapshotRecordRef<'a>>,
+            leases: Vec<SnapshotLease>,
+            members: Vec<&'a MemberAttrs>,
+        }
+        let whole = Whole {
+            revision: store.mvcc.revision(),
+            compact_revision: store.mvcc.compact_revision(),
+            records: store
+                .mvcc
+                .records()
+                .map(|(at, record)| SnapshotRecordRef {
+                    sub: at.sub,
+                    kind: record.kind,
+                    kv: &record.kv,
+                })
+                .collect(),
+            leases: store
+                .leases
+                .iter()
+                .map(|(id, lease)| SnapshotLease {
+                    id: *id,
+                    ttl: lease.ttl,
+                    remaining_ttl: lease.remaining_ttl,
+                })
+                .collect(),
+            members: store.members.values().collect(),
+        };
+        postcard::to_extend(&whole, MAGIC.to_vec()).unwrap()
+    }
+
+    fn put(store: &mut KvStore, key: &str, value: &str) {
+        store.apply(&Command::Put(PutRequest::new(key, value)));
+    }
+
+    #[test]
+    fn the_running_encoding_gives_the_same_bytes_as_encoding_everything() {
+        let mut store = KvStore::default();
+        assert_eq!(store.encode(), encode_whole(&store));
+        store.apply(&Command::LeaseGrant { id: 7, ttl: 30 });
+        for i in 0..200 {
+            put(&mut store, &format!("k{}", i % 17), &format!("v{i}"));
+        }
+        store.apply(&Command::DeleteRange(DeleteRangeRequest::new("k1", "k3")));
+        store.apply(&Command::SetMember(MemberAttrs {
+            id: 2,
+            ..MemberAttrs::default()
+        }));
+        assert_eq!(store.encode(), encode_whole(&store), "after writes");
+        store.apply(&Command::Compact(CompactRequest {
+            revision: 150,
+            physical: true,
+        }));
+        assert_eq!(store.encode(), encode_whole(&store), "after a compaction");
+        for i in 0..50 {
+            put(&mut store, &format!("n{i}"), "x");
+        }
+        assert_eq!(store.encode(), encode_whole(&store), "writes after it");
+        let restored = KvStore::decode(&store.encode()).unwrap();
+        assert_eq!(restored, store);
+        let mut restored = restored;
+        put(&mut restored, "after", "restore");
+        assert_eq!(
+            restored.encode(),
+            encode_whole(&restored),
+            "writes after a restore"
+        );
+    }
 }

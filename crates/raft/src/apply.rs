@@ -84,6 +84,6 @@ impl<S: StateMachine> RaftNode<S> {
             }),
             data: Arc::from(self.state_machine.snapshot()),
         };
-        self.compact_log(snapshot);
+        self.compact_log(snapshot, true);
     }
 }

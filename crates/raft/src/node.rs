@@ -571,7 +571,7 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
             Write::Append {
                 by_leader: true,
                 ..
-            }
+            } | Write::Compact(_)
         )
     }
 

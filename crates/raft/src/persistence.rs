@@ -73,12 +73,18 @@ impl<S: StateMachine> RaftNode<S> {
 
     /// Makes `snapshot` the node's snapshot: compacts the log through it (§7) and queues its
     /// write — after any log write made earlier in this step, which must reach storage first.
-    pub(crate) fn compact_log(&mut self, snapshot: Snapshot) {
+    /// Stores `snapshot` and compacts the log through it: `own` for a snapshot of this node's
+    /// applied state (no barrier, [`Write::Compact`]), else one installed from the leader.
+    pub(crate) fn compact_log(&mut self, snapshot: Snapshot, own: bool) {
         self.flush_log_write();
         let meta = &snapshot.meta;
         self.log
             .compact(meta.last_index, meta.last_term, meta.membership.clone());
-        self.queued_writes.push(Write::Snapshot(snapshot.clone()));
+        self.queued_writes.push(if own {
+            Write::Compact(snapshot.clone())
+        } else {
+            Write::Snapshot(snapshot.clone())
+        });
         self.snapshot = Some(snapshot);
     }
 
@@ -208,7 +214,7 @@ impl<S: StateMachine> RaftNode<S> {
         let durable_index = match &write {
             Write::HardState(_) => 0,
             Write::Append { entries, .. } => entries.last().map_or(0, |e| e.index),
-            Write::Snapshot(snapshot) => snapshot.meta.last_index,
+            Write::Snapshot(snapshot) | Write::Compact(snapshot) => snapshot.meta.last_index,
         };
         self.written_index = self.written_index.max(durable_index);
         self.pending_writes.push_back(PendingWrite {

@@ -193,10 +193,13 @@ impl<S: StateMachine> RaftNode<S> {
         }
         self.commit_index = index;
         self.last_applied = index;
-        self.compact_log(Snapshot {
-            meta,
-            data: Arc::from(bytes),
-        });
+        self.compact_log(
+            Snapshot {
+                meta,
+                data: Arc::from(bytes),
+            },
+            false,
+        );
         self.serve_applied_reads();
         true
     }

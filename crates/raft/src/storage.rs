@@ -60,6 +60,12 @@ pub enum Write<C> {
     /// snapshot's last entry (same index and term), the entries after it are kept; otherwise the
     /// whole log is discarded (paper §7).
     Snapshot(Snapshot),
+    /// A snapshot this node took of its own applied state: stored and the log compacted as for
+    /// [`Write::Snapshot`], but no barrier — it covers only entries already durable and applied,
+    /// so nothing this node says depends on it (if it is lost in a crash, the log still holds
+    /// those entries). Its write, the size of the whole state, no longer holds back every
+    /// message and reply emitted after it.
+    Compact(Snapshot),
 }
 
 /// What all confirmed writes add up to.
@@ -100,7 +106,7 @@ impl<C: Clone> Storage<C> {
         match write {
             Write::HardState(hard_state) => self.hard_state = hard_state.clone(),
             Write::Append { entries, .. } => self.append(entries),
-            Write::Snapshot(snapshot) => self.install(snapshot),
+            Write::Snapshot(snapshot) | Write::Compact(snapshot) => self.install(snapshot),
         }
     }
 

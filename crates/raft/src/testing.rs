@@ -247,6 +247,13 @@ impl Cluster {
         !self.pending_writes[id as usize].is_empty()
     }
 
+    /// Node `id`'s writes not confirmed yet, oldest first.
+    pub fn pending_writes(&self, id: NodeId) -> impl Iterator<Item = &Write<KvCommand>> {
+        self.pending_writes[id as usize]
+            .iter()
+            .map(|(_, write)| write)
+    }
+
     /// Delivers the oldest message in flight; returns false when there is none.
     pub fn deliver_one(&mut self) -> bool {
         let Some(envelope) = self.network.pop_front() else {

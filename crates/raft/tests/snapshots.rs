@@ -106,3 +106,43 @@ fn a_node_restarts_from_its_snapshot() {
     );
     assert_eq!(cluster.node(1).state_machine().applied_commands(), 8);
 }
+
+/// A snapshot a node takes of its own state is no barrier (`Write::Compact`): it covers only
+/// entries already durable and applied, so the messages and replies emitted after it need not
+/// wait for the write of the whole state. One installed from the leader stays a barrier.
+#[test]
+fn an_own_snapshot_is_no_barrier_an_installed_one_is() {
+    let (mut cluster, leader) = settled(snapshot_config());
+    cluster.auto_persist = false;
+    let mut own_snapshots = 0;
+    for value in 0..8 {
+        cluster.propose(leader, "x", value);
+        loop {
+            for id in 0..3 {
+                own_snapshots += cluster
+                    .pending_writes(id)
+                    .filter(|w| matches!(w, concord_raft::Write::Compact(_)))
+                    .count();
+                assert!(
+                    !cluster
+                        .pending_writes(id)
+                        .any(|w| matches!(w, concord_raft::Write::Snapshot(_))),
+                    "node {id}: a snapshot of its own state written as an installed one"
+                );
+                cluster.confirm_persists(id);
+            }
+            if !cluster.deliver_one() {
+                break;
+            }
+        }
+    }
+    assert!(
+        own_snapshots >= 3,
+        "every node snapshotted: {own_snapshots}"
+    );
+    let snapshot = cluster.storage[leader as usize].snapshot.clone().unwrap();
+    let own = concord_raft::Write::<concord_core::KvCommand>::Compact(snapshot.clone());
+    let installed = concord_raft::Write::<concord_core::KvCommand>::Snapshot(snapshot);
+    assert!(!concord_raft::testing::KvNode::is_barrier(&own));
+    assert!(concord_raft::testing::KvNode::is_barrier(&installed));
+}

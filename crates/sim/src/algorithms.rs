@@ -8,10 +8,10 @@ use crate::workload::WorkloadConfig;
 use crate::SimConfig;
 
 /// Algorithms that can be simulated.
-pub(crate) const SUPPORTED: &[&str] = &["raft", "paxos"];
+pub(crate) const SUPPORTED: &[&str] = &["raft", "paxos", "pbft"];
 
 /// Algorithms Concord plans but does not implement yet.
-const PLANNED: &[&str] = &["pbft"];
+const PLANNED: &[&str] = &[];
 
 /// Checks that `name` is an algorithm that can be simulated.
 pub(crate) fn check(name: &str) -> Result<(), ToolkitError> {
@@ -96,6 +96,32 @@ mod paxos {
     }
 }
 
+mod pbft {
+    use super::*;
+    use crate::toolkit::SimCluster;
+
+    /// `pbft` is Castro and Liskov's PBFT (`concord_pbft`); its keys come from the seed, and
+    /// with `byzantine` faults up to `f` replicas run the PBFT adversaries of `crate::pbft`.
+    pub(super) fn cluster(
+        config: SimConfig,
+        workload: WorkloadConfig,
+    ) -> Result<Box<dyn Cluster>, ToolkitError> {
+        let node_config = crate::pbft::config(config.seed);
+        let cluster = SimCluster::<crate::pbft::Pbft>::new(
+            "pbft",
+            config,
+            node_config,
+            workload,
+            concord_pbft::invariants(),
+        )?;
+        Ok(Box::new(cluster))
+    }
+
+    pub(super) fn run(options: &SimOptions) -> Result<RunReport, SimError> {
+        crate::pbft::run(options, crate::pbft::config(options.seed))
+    }
+}
+
 /// Builds a cluster of `name`.
 pub(crate) fn cluster(
     name: &str,
@@ -106,6 +132,7 @@ pub(crate) fn cluster(
     match name {
         "raft" => raft::cluster(config, workload),
         "paxos" => paxos::cluster(config, workload),
+        "pbft" => pbft::cluster(config, workload),
         _ => Err(ToolkitError::NotSupportedYet {
             name: name.to_string(),
             supported: SUPPORTED.join(", "),
@@ -119,6 +146,7 @@ pub(crate) fn run(options: &SimOptions) -> Result<RunReport, SimError> {
     match options.algorithm.as_str() {
         "raft" => raft::run(options),
         "paxos" => paxos::run(options),
+        "pbft" => pbft::run(options),
         name => Err(ToolkitError::NotSupportedYet {
             name: name.to_string(),
             supported: SUPPORTED.join(", "),

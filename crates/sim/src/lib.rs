@@ -26,6 +26,7 @@ mod faults;
 mod inspect;
 pub mod nemesis;
 pub mod network;
+pub mod pbft;
 pub mod report;
 pub mod runner;
 mod slot;
@@ -41,7 +42,10 @@ pub use error::SimError;
 pub use nemesis::{ActionError, NemesisAction, NemesisError, NemesisPlan, NemesisStep};
 pub use network::{LinkConfig, LinkError, Network, NetworkCounters, Route};
 pub use report::{Failure, HistorySummary, RunReport, Stats, SweepFailure, SweepReport};
-pub use runner::{run, run_protocol, sweep, sweep_runs, SimOptions, SweepProgress, MAX_DURATION};
+pub use runner::{
+    run, run_protocol, run_protocol_with, sweep, sweep_runs, SimOptions, SweepProgress,
+    MAX_DURATION,
+};
 pub use swarm::{swarm_plan, FaultKind, FaultSelection, SwarmProfile, UnknownFault};
 pub use toolkit::{
     create_cluster, supported_algorithms, Cluster, ClusterHealth, ClusterOptions, LeaderSeen,

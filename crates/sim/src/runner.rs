@@ -197,6 +197,17 @@ pub fn run_protocol<N: KvService>(
     node_config: N::Config,
     invariants: Vec<Box<dyn ClusterInvariant<N>>>,
 ) -> Result<RunReport, SimError> {
+    run_protocol_with(options, node_config, invariants, |_| Ok(()))
+}
+
+/// [`run_protocol`], with `setup` run on the simulation before it starts (a protocol's own
+/// Byzantine behaviours, its corruptor).
+pub fn run_protocol_with<N: KvService>(
+    options: &SimOptions,
+    node_config: N::Config,
+    invariants: Vec<Box<dyn ClusterInvariant<N>>>,
+    setup: impl FnOnce(&mut Simulation<N>) -> Result<(), SimError>,
+) -> Result<RunReport, SimError> {
     options.validate()?;
     let election_timeout = N::election_timeout(&node_config).max(MILLISECOND);
     let duration = options.duration;
@@ -239,6 +250,7 @@ pub fn run_protocol<N: KvService>(
             (plan, names)
         }
     };
+    setup(&mut simulation)?;
     simulation.install_plan(&plan)?;
 
     let mut failure = simulation.run_until(warmup).err();

@@ -98,6 +98,11 @@ impl FromStr for FaultSelection {
         }
         let mut kinds = BTreeSet::new();
         for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "all" {
+                // `all,byzantine`: every crash fault and the Byzantine ones.
+                kinds.extend(FaultKind::ALL);
+                continue;
+            }
             let kind = [FaultKind::Byzantine]
                 .into_iter()
                 .chain(FaultKind::ALL)

@@ -1,11 +1,16 @@
 //! The simulator driving Raft (`concord-raft`): elections, partitions, determinism, and a seed
-//! sweep under every crash fault.
+//! sweep under every crash fault. The toolkit cases (a leader elected, a minority cut off, a
+//! crashed leader replaced, the same report for the same seed, a requested partition) run for
+//! every crash-fault algorithm of the registry: Raft and Multi-Paxos.
 
 use concord_check::{check_linearizability, RegisterModel, Verdict};
 use concord_core::time::{MILLISECOND, SECOND};
 use concord_sim::{
     create_cluster, run, sweep, ClusterOptions, FaultSelection, SimOptions, WorkloadConfig,
 };
+
+/// The algorithms the toolkit cases run for.
+const ALGORITHMS: [&str; 2] = ["raft", "paxos"];
 
 fn options() -> ClusterOptions {
     ClusterOptions {
@@ -20,9 +25,9 @@ fn options() -> ClusterOptions {
 
 #[test]
 fn a_five_node_cluster_elects_one_leader() {
-    for seed in 0..5 {
-        let mut cluster = create_cluster("raft", 5, seed, &options()).unwrap();
-        assert_eq!(cluster.algorithm(), "raft");
+    for (algorithm, seed) in ALGORITHMS.iter().flat_map(|a| (0..5).map(move |s| (*a, s))) {
+        let mut cluster = create_cluster(algorithm, 5, seed, &options()).unwrap();
+        assert_eq!(cluster.algorithm(), algorithm);
         let leader = cluster.wait_for_leader(10 * SECOND).unwrap();
         assert!(leader.is_some(), "seed {seed}: no leader");
         let health = cluster.health();
@@ -34,14 +39,15 @@ fn a_five_node_cluster_elects_one_leader() {
 
 #[test]
 fn a_minority_partition_elects_nobody_and_serves_nothing_the_majority_does_both() {
-    for seed in 0..3 {
-        let mut cluster = create_cluster("raft", 5, seed, &options()).unwrap();
+    for (algorithm, seed) in ALGORITHMS.iter().flat_map(|a| (0..3).map(move |s| (*a, s))) {
+        let mut cluster = create_cluster(algorithm, 5, seed, &options()).unwrap();
         let old = cluster.wait_for_leader(10 * SECOND).unwrap().unwrap();
         cluster.run_for(SECOND).unwrap();
         let buddy = (old + 1) % 5;
         cluster.isolate(&[old, buddy]).unwrap();
         // Let what was already replicated on a quorum before the cut finish committing (a few
-        // ms); the majority cannot elect anyone this fast (election timeouts are >= 500 ms).
+        // ms); the majority cannot elect anyone this fast (Raft's election timeouts are
+        // >= 500 ms; Multi-Paxos needs heartbeat rounds of 100 ms to notice).
         cluster.run_for(100 * MILLISECOND).unwrap();
         let effects = cluster.observe(10 * SECOND).unwrap();
         let minority = effects
@@ -55,23 +61,69 @@ fn a_minority_partition_elects_nobody_and_serves_nothing_the_majority_does_both(
             .find(|s| !s.nodes.contains(&old))
             .unwrap();
         assert_eq!(minority.nodes.len(), 2);
-        assert!(!minority.leader_elected, "seed {seed}: {minority:?}");
-        assert!(!minority.log_replicated, "seed {seed}: {minority:?}");
-        assert_eq!(minority.requests_ok, 0, "seed {seed}: {minority:?}");
-        assert!(majority.leader_elected, "seed {seed}: {majority:?}");
-        assert!(majority.log_replicated, "seed {seed}: {majority:?}");
-        assert!(majority.requests_ok > 0, "seed {seed}: {majority:?}");
+        assert!(
+            !minority.leader_elected,
+            "{algorithm} seed {seed}: {minority:?}"
+        );
+        assert!(
+            !minority.log_replicated,
+            "{algorithm} seed {seed}: {minority:?}"
+        );
+        assert_eq!(
+            minority.requests_ok, 0,
+            "{algorithm} seed {seed}: {minority:?}"
+        );
+        assert!(
+            majority.leader_elected,
+            "{algorithm} seed {seed}: {majority:?}"
+        );
+        assert!(
+            majority.log_replicated,
+            "{algorithm} seed {seed}: {majority:?}"
+        );
+        assert!(
+            majority.requests_ok > 0,
+            "{algorithm} seed {seed}: {majority:?}"
+        );
         cluster.heal();
         cluster.stop_clients();
         cluster.run_for(10 * SECOND).unwrap();
         let health = cluster.health();
         assert!(health.leader.is_some());
-        assert!(cluster.converged(), "seed {seed}: {health:?}");
+        assert!(cluster.converged(), "{algorithm} seed {seed}: {health:?}");
+    }
+}
+
+#[test]
+fn a_crashed_leader_is_replaced_and_catches_up_after_restart() {
+    for (algorithm, seed) in ALGORITHMS.iter().flat_map(|a| (0..3).map(move |s| (*a, s))) {
+        let mut cluster = create_cluster(algorithm, 5, seed, &options()).unwrap();
+        let old = cluster.wait_for_leader(10 * SECOND).unwrap().unwrap();
+        cluster.run_for(SECOND).unwrap();
+        cluster.crash(old).unwrap();
+        let health = cluster.health();
+        assert_eq!(health.nodes_up, 4, "{algorithm} seed {seed}: {health:?}");
+        cluster.run_for(5 * SECOND).unwrap();
+        let health = cluster.health();
+        let new = health.leader.expect("a new leader among the four");
+        assert_ne!(new, old, "{algorithm} seed {seed}");
+        let committed_while_down = health.commit_index;
+        cluster.restart(old).unwrap();
+        cluster.stop_clients();
+        cluster.run_for(5 * SECOND).unwrap();
+        let health = cluster.health();
+        assert_eq!(health.nodes_up, 5);
+        assert!(
+            health.nodes[old as usize].commit_index >= committed_while_down,
+            "{algorithm} seed {seed}: {health:?}"
+        );
+        assert!(cluster.converged(), "{algorithm} seed {seed}: {health:?}");
     }
 }
 
 fn run_options(seed: u64) -> SimOptions {
     SimOptions {
+        algorithm: "raft".into(),
         seed,
         duration: 6 * SECOND,
         ops: 100,
@@ -87,14 +139,18 @@ fn the_same_seed_gives_the_same_report() {
         "crash,pause",
         "loss,duplicate,reorder,drift",
     ] {
-        for seed in [3, 14, 15] {
+        for (algorithm, seed) in ALGORITHMS
+            .iter()
+            .flat_map(|a| [3, 14, 15].map(move |s| (*a, s)))
+        {
             let options = SimOptions {
+                algorithm: algorithm.into(),
                 faults: faults.parse().unwrap(),
                 ..run_options(seed)
             };
             let first = serde_json::to_string(&run(&options).unwrap()).unwrap();
             let second = serde_json::to_string(&run(&options).unwrap()).unwrap();
-            assert_eq!(first, second, "seed {seed} faults {faults}");
+            assert_eq!(first, second, "{algorithm} seed {seed} faults {faults}");
         }
     }
 }
@@ -133,20 +189,23 @@ fn a_sweep_reports_failures_with_replay_commands() {
 
 #[test]
 fn a_requested_partition_is_observed_and_healed() {
-    let options = SimOptions {
-        partition: Some(vec![0, 1]),
-        faults: FaultSelection::None,
-        ..run_options(5)
-    };
-    let report = run(&options).unwrap();
-    assert!(report.failure.is_none());
-    let effects = report.partition.unwrap();
-    assert_eq!(effects.sides.len(), 2);
-    assert_eq!(effects.sides[0].nodes, vec![0, 1]);
-    assert!(!effects.sides[0].leader_elected);
-    assert_eq!(effects.sides[0].requests_ok, 0);
-    assert!(effects.sides[1].log_replicated);
-    assert!(report.converged);
+    for algorithm in ALGORITHMS {
+        let options = SimOptions {
+            algorithm: algorithm.into(),
+            partition: Some(vec![0, 1]),
+            faults: FaultSelection::None,
+            ..run_options(5)
+        };
+        let report = run(&options).unwrap();
+        assert!(report.failure.is_none(), "{algorithm}");
+        let effects = report.partition.unwrap();
+        assert_eq!(effects.sides.len(), 2);
+        assert_eq!(effects.sides[0].nodes, vec![0, 1]);
+        assert!(!effects.sides[0].leader_elected, "{algorithm}");
+        assert_eq!(effects.sides[0].requests_ok, 0, "{algorithm}");
+        assert!(effects.sides[1].log_replicated, "{algorithm}");
+        assert!(report.converged, "{algorithm}");
+    }
 }
 
 #[test]

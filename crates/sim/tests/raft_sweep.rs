@@ -8,7 +8,11 @@
 
 use concord_check::{check_linearizability, RegisterModel, Verdict};
 use concord_core::time::SECOND;
-use concord_sim::{run, FaultSelection, SimOptions};
+use std::sync::{Arc, Mutex};
+
+use concord_core::{ClusterInvariant, Effect, EffectOf, KvStateMachine, NodeId, Violation};
+use concord_raft::RaftNode;
+use concord_sim::{run, run_protocol, FaultSelection, SimOptions};
 
 const SEEDS: u64 = 1000;
 
@@ -67,4 +71,84 @@ fn a_thousand_seeds_with_all_faults_have_no_violation() {
         operations_ok > SEEDS * 20,
         "only {operations_ok} operations succeeded"
     );
+}
+
+/// Snapshots under every fault: the same sweep with a snapshot every 8 applied entries (sent
+/// in 64-byte chunks), so compaction, InstallSnapshot to lagging or restarted followers, and
+/// restarts from a snapshot happen under partitions, crashes, loss and the rest.
+#[test]
+fn snapshots_under_all_faults_keep_every_invariant() {
+    let config = concord_raft::Config {
+        snapshot_threshold: 8,
+        snapshot_chunk_size: 64,
+        ..concord_raft::Config::default()
+    };
+    let activity = Arc::new(Mutex::new((0u64, 0u64)));
+    for seed in 0..300 {
+        let options = SimOptions {
+            seed,
+            duration: 8 * SECOND,
+            ops: 150,
+            faults: FaultSelection::All,
+            ..SimOptions::default()
+        };
+        let mut checkers = concord_raft::invariants::<KvStateMachine>();
+        checkers.push(Box::new(SnapshotActivity(Arc::clone(&activity))));
+        let report =
+            run_protocol::<RaftNode<KvStateMachine>>(&options, config.clone(), checkers).unwrap();
+        if let Some(failure) = &report.failure {
+            panic!(
+                "seed {seed}: invariant '{}' violated at step {}: {}",
+                failure.invariant, failure.step, failure.detail
+            );
+        }
+        assert!(report.converged, "seed {seed} did not converge");
+        let verdict = check_linearizability(&report.history, &RegisterModel, None).unwrap();
+        assert!(
+            verdict.verdict == Verdict::Linearizable,
+            "seed {seed}: history not linearizable: {:?}",
+            verdict.verdict
+        );
+    }
+    let (compactions, installs) = *activity.lock().unwrap();
+    eprintln!("{compactions} snapshots taken, {installs} InstallSnapshot messages");
+    assert!(compactions > 1000, "only {compactions} snapshots taken");
+    assert!(
+        installs > 10,
+        "only {installs} InstallSnapshot messages sent"
+    );
+}
+
+/// Not a safety property: counts snapshots taken (`Write::Compact`) and InstallSnapshot
+/// messages sent, so the sweep shows it exercised them.
+#[derive(Debug)]
+struct SnapshotActivity(Arc<Mutex<(u64, u64)>>);
+
+impl ClusterInvariant<RaftNode<KvStateMachine>> for SnapshotActivity {
+    fn name(&self) -> &'static str {
+        "snapshot-activity"
+    }
+
+    fn check(
+        &mut self,
+        _nodes: &[Option<&RaftNode<KvStateMachine>>],
+        _stepped: NodeId,
+        effects: &[EffectOf<RaftNode<KvStateMachine>>],
+    ) -> Result<(), Violation> {
+        let mut counts = self.0.lock().unwrap();
+        for effect in effects {
+            match effect {
+                Effect::Persist {
+                    write: concord_raft::Write::Compact(_),
+                    ..
+                } => counts.0 += 1,
+                Effect::Send {
+                    message: concord_raft::Message::InstallSnapshot { .. },
+                    ..
+                } => counts.1 += 1,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }

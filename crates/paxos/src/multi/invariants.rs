@@ -64,6 +64,22 @@ fn index(id: NodeId) -> usize {
     usize::try_from(id).unwrap_or(usize::MAX)
 }
 
+/// The slots `node` (node `stepped`) decided since the last call, above its compaction point,
+/// as recorded in `checked` (one entry per node), which moves on to its decided prefix.
+fn newly_decided<S: StateMachine + Default>(
+    checked: &mut Vec<Slot>,
+    stepped: NodeId,
+    node: &MultiPaxos<S>,
+) -> std::ops::RangeInclusive<Slot> {
+    let at = index(stepped);
+    if checked.len() <= at {
+        checked.resize(at + 1, 0);
+    }
+    let from = checked[at].min(node.decided()).max(node.compacted());
+    checked[at] = node.decided();
+    from + 1..=node.decided()
+}
+
 /// The value decided at every slot, and how far each node's decisions were checked.
 #[derive(Debug)]
 pub struct OneValuePerSlot<C> {
@@ -94,12 +110,7 @@ impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for OneValuePerS
         let Some(node) = nodes.get(index(stepped)).copied().flatten() else {
             return Ok(());
         };
-        let at = index(stepped);
-        if self.checked.len() <= at {
-            self.checked.resize(at + 1, 0);
-        }
-        let from = self.checked[at].min(node.decided()).max(node.compacted());
-        for slot in from + 1..=node.decided() {
+        for slot in newly_decided(&mut self.checked, stepped, node) {
             let Some(accepted) = node.entry(slot) else {
                 return Err(Violation::on_node(
                     "one-value-per-slot",
@@ -124,7 +135,6 @@ impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for OneValuePerS
                 Some(_) => {}
             }
         }
-        self.checked[at] = node.decided();
         Ok(())
     }
 }
@@ -167,12 +177,7 @@ impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for OnlyProposed
         let Some(node) = nodes.get(index(stepped)).copied().flatten() else {
             return Ok(());
         };
-        let at = index(stepped);
-        if self.checked.len() <= at {
-            self.checked.resize(at + 1, 0);
-        }
-        let from = self.checked[at].min(node.decided()).max(node.compacted());
-        for slot in from + 1..=node.decided() {
+        for slot in newly_decided(&mut self.checked, stepped, node) {
             if let Some(Entry::Command(command)) = node.entry(slot).map(|a| &a.entry) {
                 self.proposed.check(
                     "only-proposed-chosen",
@@ -182,7 +187,6 @@ impl<S: StateMachine + Default> ClusterInvariant<MultiPaxos<S>> for OnlyProposed
                 )?;
             }
         }
-        self.checked[at] = node.decided();
         Ok(())
     }
 }

@@ -67,6 +67,8 @@ mod snapshot;
 #[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;

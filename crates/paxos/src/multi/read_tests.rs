@@ -3,15 +3,13 @@
 use concord_core::time::MILLISECOND;
 use concord_core::{Input, KvOperation, KvResult, KvStateMachine, Node, NodeId, RequestId, Value};
 
+use super::test_support::{leader, settle, Kv};
 use super::tests::campaign;
 use super::{
-    invariants, Accepted, Config, Entry, Message, MultiPaxos, PaxosError, ReadMode, Request,
-    Response,
+    invariants, Accepted, Config, Entry, Message, PaxosError, ReadMode, Request, Response,
 };
 use crate::testing::Harness;
 use crate::Ballot;
-
-type Kv = MultiPaxos<KvStateMachine>;
 
 fn cluster(size: u64, config: Config, seed: u64) -> Harness<Kv> {
     Harness::new(size, config, seed, invariants::<KvStateMachine>())
@@ -33,26 +31,6 @@ fn write(key: &str, value: i64) -> Request<KvOperation, KvOperation> {
 
 fn read(key: &str) -> Request<KvOperation, KvOperation> {
     Request::Read(KvOperation::Read { key: key.into() })
-}
-
-fn leader(harness: &Harness<Kv>) -> Option<NodeId> {
-    harness
-        .nodes
-        .iter()
-        .flatten()
-        .find(|n| n.is_leader())
-        .map(Node::id)
-}
-
-/// Runs until one node leads, with the network quiet; returns it.
-fn settle(harness: &mut Harness<Kv>) -> NodeId {
-    for _ in 0..40 {
-        harness.run_for(100 * MILLISECOND);
-        if let Some(chief) = leader(harness) {
-            return chief;
-        }
-    }
-    panic!("no leader");
 }
 
 /// Delivers every message (those over cut links are lost) and confirms every write, without

@@ -2,16 +2,14 @@
 //! refusals, a new leader keeping to an adopted stop-sign, restarts, and random faults.
 
 use concord_core::time::MILLISECOND;
-use concord_core::{Input, KvOperation, KvStateMachine, Node, NodeId, StateMachine};
+use concord_core::{Input, KvOperation, KvStateMachine, NodeId, StateMachine};
 
+use super::test_support::{leader, settle, Kv};
 use super::{
-    invariants, Accepted, Config, Configuration, Entry, Message, MultiPaxos, PaxosError, Request,
-    Response,
+    invariants, Accepted, Config, Configuration, Entry, Message, PaxosError, Request, Response,
 };
 use crate::testing::Harness;
 use crate::Ballot;
-
-type Kv = MultiPaxos<KvStateMachine>;
 
 /// Four nodes started, the first configuration `{0, 1, 2}`: node 3 waits, idle.
 fn cluster(seed: u64, snapshot_threshold: u64) -> Harness<Kv> {
@@ -29,25 +27,6 @@ fn write(value: i64) -> Request<KvOperation, KvOperation> {
         key: format!("k{}", value % 5),
         value,
     })
-}
-
-fn leader(harness: &Harness<Kv>) -> Option<NodeId> {
-    harness
-        .nodes
-        .iter()
-        .flatten()
-        .find(|n| n.is_leader())
-        .map(Node::id)
-}
-
-fn settle(harness: &mut Harness<Kv>) -> NodeId {
-    for _ in 0..60 {
-        harness.run_for(100 * MILLISECOND);
-        if let Some(chief) = leader(harness) {
-            return chief;
-        }
-    }
-    panic!("no leader");
 }
 
 /// Proposes `values` at whoever leads, waiting for each reply (retrying on refusals).

@@ -2,15 +2,12 @@
 //! a candidate behind the compaction point, and restart from snapshot plus log.
 
 use concord_core::time::MILLISECOND;
-use concord_core::{Input, KvOperation, KvStateMachine, Node, NodeId, StateMachine};
+use concord_core::{Input, KvOperation, KvStateMachine, StateMachine};
 
-use super::{
-    invariants, Accepted, Config, Configuration, Entry, Message, MultiPaxos, Request, Snapshot,
-};
+use super::test_support::{leader, settle, Kv};
+use super::{invariants, Accepted, Config, Configuration, Entry, Message, Request, Snapshot};
 use crate::testing::Harness;
 use crate::Ballot;
-
-type Kv = MultiPaxos<KvStateMachine>;
 
 const THRESHOLD: u64 = 20;
 
@@ -27,25 +24,6 @@ fn write(value: i64) -> KvOperation {
         key: format!("k{}", value % 7),
         value,
     }
-}
-
-fn leader(harness: &Harness<Kv>) -> Option<NodeId> {
-    harness
-        .nodes
-        .iter()
-        .flatten()
-        .find(|n| n.is_leader())
-        .map(Node::id)
-}
-
-fn settle(harness: &mut Harness<Kv>) -> NodeId {
-    for _ in 0..40 {
-        harness.run_for(100 * MILLISECOND);
-        if let Some(chief) = leader(harness) {
-            return chief;
-        }
-    }
-    panic!("no leader");
 }
 
 /// Proposes `count` writes at the leader, a few at a time, running between batches; calls

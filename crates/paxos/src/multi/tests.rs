@@ -2,14 +2,12 @@
 
 use concord_core::{Input, KvOperation, KvOutcome, KvService, KvStateMachine, Node, Role};
 
+use super::test_support::{leader, settle, Kv};
 use super::{
-    invariants, Config, Configuration, Entry, Message, MultiPaxos, ReadMode, Request, Response,
-    Snapshot,
+    invariants, Config, Configuration, Entry, Message, ReadMode, Request, Response, Snapshot,
 };
 use crate::testing::Harness;
 use crate::Ballot;
-
-type Kv = MultiPaxos<KvStateMachine>;
 
 fn cluster(size: u64, seed: u64) -> Harness<Kv> {
     Harness::new(
@@ -25,15 +23,6 @@ fn write(key: &str, value: i64) -> KvOperation {
         key: key.into(),
         value,
     }
-}
-
-fn leader(harness: &Harness<Kv>) -> Option<u64> {
-    harness
-        .nodes
-        .iter()
-        .flatten()
-        .find(|n| n.is_leader())
-        .map(Node::id)
 }
 
 fn elect(harness: &mut Harness<Kv>) -> u64 {
@@ -345,17 +334,6 @@ fn malformed_messages_do_not_panic() {
         harness.replies.last(),
         Some((0, 1, Response::Failed(_)))
     ));
-}
-
-/// Runs until one node leads; returns it.
-fn settle(harness: &mut Harness<Kv>) -> u64 {
-    for _ in 0..40 {
-        harness.run_for(100 * concord_core::time::MILLISECOND);
-        if let Some(chief) = leader(harness) {
-            return chief;
-        }
-    }
-    panic!("no leader");
 }
 
 /// Proposes at the leader and lets exactly one follower acknowledge; returns whether the slot

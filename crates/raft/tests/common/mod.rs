@@ -78,6 +78,10 @@ pub fn kinds(effects: &[KvEffect]) -> Vec<&'static str> {
                 write: Write::Snapshot(_),
                 ..
             } => "persist-snapshot",
+            Effect::Persist {
+                write: Write::Compact(_),
+                ..
+            } => "persist-compact",
             Effect::Apply { .. } => "apply",
             Effect::Reply { .. } => "reply",
         })

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod scenarios;
+
 use std::fmt::Debug;
 
 use concord_core::time::MILLISECOND;
@@ -44,6 +46,18 @@ pub trait LabNode: Node<Command = KvOperation> + 'static {
     fn command_at(&self, index: LogIndex) -> Option<Option<KvOperation>>;
     /// The newest index holding `command`.
     fn index_of(&self, command: &KvOperation) -> Option<LogIndex>;
+    /// Where a proposal's reply says it was applied, if it does.
+    fn applied_at(response: &Self::Response) -> Option<LogIndex>;
+    /// Entries the node still keeps in memory (its snapshot replaced the rest).
+    fn retained(&self) -> usize;
+    /// The index its latest snapshot covers (0 without one).
+    fn compacted(&self) -> LogIndex;
+    /// The index the durable snapshot covers.
+    fn durable_compacted(storage: &Self::Storage) -> LogIndex;
+    /// The last index durably held.
+    fn durable_last(storage: &Self::Storage) -> LogIndex;
+    /// The state machine.
+    fn lab_state(&self) -> &KvStateMachine;
 }
 
 impl LabNode for Kv {
@@ -84,6 +98,33 @@ impl LabNode for Kv {
             .rev()
             .find(|e| e.command() == Some(command))
             .map(|e| e.index)
+    }
+
+    fn applied_at(response: &Self::Response) -> Option<LogIndex> {
+        match response {
+            concord_raft::Response::Applied { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+
+    fn retained(&self) -> usize {
+        self.log().entries().len()
+    }
+
+    fn compacted(&self) -> LogIndex {
+        self.log().snapshot_index()
+    }
+
+    fn durable_compacted(storage: &Self::Storage) -> LogIndex {
+        storage.snapshot_index()
+    }
+
+    fn durable_last(storage: &Self::Storage) -> LogIndex {
+        storage.last_index()
+    }
+
+    fn lab_state(&self) -> &KvStateMachine {
+        self.state_machine()
     }
 }
 
@@ -127,6 +168,33 @@ impl LabNode for PaxosKv {
             self.entry(slot)
                 .is_some_and(|a| a.entry == Entry::Command(command.clone()))
         })
+    }
+
+    fn applied_at(response: &Self::Response) -> Option<LogIndex> {
+        match response {
+            concord_paxos::multi::Response::Applied { slot, .. } => Some(*slot),
+            _ => None,
+        }
+    }
+
+    fn retained(&self) -> usize {
+        self.log_len()
+    }
+
+    fn compacted(&self) -> LogIndex {
+        MultiPaxos::compacted(self)
+    }
+
+    fn durable_compacted(storage: &Self::Storage) -> LogIndex {
+        storage.compacted()
+    }
+
+    fn durable_last(storage: &Self::Storage) -> LogIndex {
+        storage.decided
+    }
+
+    fn lab_state(&self) -> &KvStateMachine {
+        self.state()
     }
 }
 
@@ -195,7 +263,7 @@ impl Lab<PaxosKv> {
 }
 
 /// The command that writes `value`.
-fn command(value: i64) -> KvOperation {
+pub fn command(value: i64) -> KvOperation {
     KvOperation::Write {
         key: KEY.into(),
         value,
