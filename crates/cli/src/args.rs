@@ -37,6 +37,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Concord DB: a replicated key-value database that etcd clients can talk to.
     Db(crate::db::DbArgs),
+    /// Distributed transactions (2PC, 3PC, sagas) in the simulator under faults, with the
+    /// atomicity and saga checkers' verdict.
+    Txn(crate::txn::TxnArgs),
 }
 
 /// Flags of `concord demo`.

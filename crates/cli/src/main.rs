@@ -30,6 +30,7 @@ mod demo;
 mod render;
 mod simulate;
 mod sweep;
+mod txn;
 
 use std::process::ExitCode;
 
@@ -72,6 +73,7 @@ fn main() -> ExitCode {
         Command::Sweep(args) => sweep::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Db(args) => db::run(&args),
+        Command::Txn(args) => txn::run(&args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
