@@ -33,7 +33,9 @@ pub fn check_history(history: &History) -> Result<Report> {
 /// What a run and its verdict mean for the exit code.
 pub fn outcome(report: &RunReport, verdict: &Report) -> Outcome {
     match (&report.failure, &verdict.verdict) {
-        (Some(_), _) | (_, Verdict::NotLinearizable(_)) => Outcome::Violation,
+        (Some(_), _) => Outcome::Violation,
+        (None, Verdict::NotLinearizable(_)) if report.history_checkable() => Outcome::Violation,
+        (None, Verdict::NotLinearizable(_)) => Outcome::Success,
         (None, Verdict::Unknown { .. }) => Outcome::Undecided,
         (None, Verdict::Linearizable) => Outcome::Success,
     }
@@ -121,7 +123,21 @@ pub fn summary(report: &RunReport, linearizability: &Report) -> String {
         "converged after quiescence: {}\n",
         if report.converged { "yes" } else { "no" }
     ));
-    out.push_str(&format!("history: {}\n", render::verdict(linearizability)));
+    if !report.history_checkable() {
+        out.push_str(&format!(
+            "Byzantine nodes: {}\nhistory (a Byzantine client wrote too, so its verdict is no violation): {}\n",
+            report.byzantine.join(", "),
+            render::verdict(linearizability)
+        ));
+    } else {
+        if !report.byzantine.is_empty() {
+            out.push_str(&format!(
+                "Byzantine nodes: {}\n",
+                report.byzantine.join(", ")
+            ));
+        }
+        out.push_str(&format!("history: {}\n", render::verdict(linearizability)));
+    }
     match &report.failure {
         Some(failure) => out.push_str(&format!("{}\n", render::failure(failure))),
         None => out.push_str("safety: no invariant violated\n"),

@@ -40,8 +40,11 @@ pub fn run(args: &SweepArgs) -> Result<Outcome> {
     let started = Instant::now();
     let mut history_failures = Vec::new();
     let mut undecided = 0u64;
+    let mut not_checkable = 0u64;
     let report = concord_sim::sweep_runs(&template, args.first_seed..end, |progress, run| {
-        if args.check {
+        if args.check && !run.history_checkable() {
+            not_checkable += 1;
+        } else if args.check {
             let failure = match check_history(&run.history) {
                 Ok(report) => match report.verdict {
                     Verdict::Linearizable => None,
@@ -76,11 +79,13 @@ pub fn run(args: &SweepArgs) -> Result<Outcome> {
             sweep: &'a SweepReport,
             history_failures: &'a [HistoryFailure],
             histories_undecided: u64,
+            histories_not_checkable: u64,
         }
         let output = Output {
             sweep: &report,
             history_failures: &history_failures,
             histories_undecided: undecided,
+            histories_not_checkable: not_checkable,
         };
         outln!("{}", serde_json::to_string_pretty(&output)?);
     } else {
@@ -107,7 +112,18 @@ pub fn run(args: &SweepArgs) -> Result<Outcome> {
             elapsed.as_secs_f64(),
             report.failures.len(),
             if args.check {
-                format!(", {} non-linearizable histories, {} undecided", history_failures.len(), undecided)
+                format!(
+                    ", {} non-linearizable histories, {} undecided{}",
+                    history_failures.len(),
+                    undecided,
+                    if not_checkable > 0 {
+                        format!(
+                            ", {not_checkable} not checked (a Byzantine client wrote too: safety only)"
+                        )
+                    } else {
+                        String::new()
+                    }
+                )
             } else {
                 String::new()
             },

@@ -79,7 +79,7 @@ pub fn run(options: &SimOptions, config: Config) -> Result<RunReport, SimError> 
         Vec::new()
     };
     let replica_config = replica_config(config, &attacks);
-    run_protocol_with::<Replica>(
+    let mut report = run_protocol_with::<Replica>(
         options,
         replica_config,
         crate::pbft_twins::invariants(),
@@ -87,7 +87,12 @@ pub fn run(options: &SimOptions, config: Config) -> Result<RunReport, SimError> 
             sim.set_corruptor(corruptor());
             install_attacks(sim, &attacks)
         },
-    )
+    )?;
+    report.byzantine = attacks
+        .iter()
+        .map(|(node, attack)| format!("n{node}: {}", attack.name()))
+        .collect();
+    Ok(report)
 }
 
 /// The nodes' settings for `attacks`: `config` for every instance, a second instance at the
@@ -199,7 +204,7 @@ impl PbftAttack {
             PbftAttack::Forge => "forge",
             PbftAttack::WrongDigest => "wrong-digest",
             PbftAttack::LyingViewChange => "lying-view-change",
-            PbftAttack::ByzantineClient => "byzantine-client",
+            PbftAttack::ByzantineClient => crate::report::BYZANTINE_CLIENT,
             PbftAttack::Twins => "twins",
         }
     }

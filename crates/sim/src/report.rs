@@ -101,6 +101,11 @@ impl HistorySummary {
     }
 }
 
+/// The attack whose run's client history cannot be checked for linearizability: a Byzantine
+/// client's own requests — executed, but not in the recorded history — may be what later reads
+/// return.
+pub const BYZANTINE_CLIENT: &str = "byzantine-client";
+
 /// Everything one run produced.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RunReport {
@@ -134,9 +139,24 @@ pub struct RunReport {
     pub failure: Option<Failure>,
     /// The command that replays this run.
     pub replay: String,
+    /// The Byzantine nodes of the run and their attacks (`"n0: equivocate"`), when a protocol
+    /// that tolerates them ran with `byzantine` among the faults.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub byzantine: Vec<String>,
     /// Trace lines, when asked for.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trace: Vec<String>,
+}
+
+impl RunReport {
+    /// Whether the client history is the whole story: false when a Byzantine client also wrote
+    /// ([`BYZANTINE_CLIENT`]), so the run is checked for safety only, not for linearizability.
+    pub fn history_checkable(&self) -> bool {
+        !self
+            .byzantine
+            .iter()
+            .any(|attack| attack.ends_with(BYZANTINE_CLIENT))
+    }
 }
 
 /// One failing seed of a sweep.

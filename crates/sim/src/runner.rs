@@ -311,6 +311,7 @@ pub fn run_protocol_with<N: KvService>(
         converged: converged && failure.is_none(),
         failure,
         replay: options.replay_command(),
+        byzantine: Vec::new(),
         trace: simulation.trace(),
     })
 }
