@@ -91,6 +91,18 @@ impl Ledger {
         }
     }
 
+    /// A ledger where every account starts at `initial`, then moved by the net `committed`
+    /// change of each account (what a participant's durable storage keeps).
+    pub fn with_committed(initial: i64, committed: &BTreeMap<Account, i64>) -> Self {
+        let mut ledger = Ledger::new(initial);
+        let changes: Vec<Change> = committed
+            .iter()
+            .map(|(&account, &delta)| Change { account, delta })
+            .collect();
+        ledger.apply(&changes);
+        ledger
+    }
+
     /// The balance of `account`.
     pub fn balance(&self, account: Account) -> i64 {
         self.balances.get(&account).copied().unwrap_or(self.initial)

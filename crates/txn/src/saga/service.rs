@@ -26,13 +26,7 @@ pub struct Service {
 
 impl Service {
     pub(super) fn restore(id: NodeId, config: &Config, storage: &Storage) -> Self {
-        let mut ledger = Ledger::new(config.initial_balance);
-        let committed: Vec<Change> = storage
-            .committed
-            .iter()
-            .map(|(&account, &delta)| Change { account, delta })
-            .collect();
-        ledger.apply(&committed);
+        let ledger = Ledger::with_committed(config.initial_balance, &storage.committed);
         Service {
             id,
             orchestrator: config.orchestrator,

@@ -80,13 +80,7 @@ pub struct Participant {
 
 impl Participant {
     pub(super) fn restore(id: NodeId, config: &Config, storage: &Storage, now: Time) -> Self {
-        let mut ledger = Ledger::new(config.initial_balance);
-        let committed: Vec<Change> = storage
-            .committed
-            .iter()
-            .map(|(&account, &delta)| Change { account, delta })
-            .collect();
-        ledger.apply(&committed);
+        let ledger = Ledger::with_committed(config.initial_balance, &storage.committed);
         let mut locks = BTreeMap::new();
         let mut pending = BTreeMap::new();
         for (&txn, prepared) in &storage.prepared {
