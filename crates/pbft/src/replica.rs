@@ -449,8 +449,15 @@ impl<S: Service> Pbft<S> {
         self.client_tick(now, out);
     }
 
+    /// Rebuilds the log from durable state, within the watermarks of the recovered stable
+    /// checkpoint: a replica may have accepted (and even executed) sequence numbers under a
+    /// later checkpoint that became stable without being made durable here. Those above the
+    /// window stay out of the log (executed ones were re-executed from storage; the others come
+    /// back from peers or a view change), and no sequence number accepted in the current view is
+    /// assigned again ([`Replica::restore`] starts `next_sequence` above them).
     fn restore_log(&mut self, storage: &Storage<S::Command, S::Query>) {
-        for (&sequence, digests) in &storage.pre_prepared {
+        let high = self.high_watermark();
+        for (&sequence, digests) in storage.pre_prepared.range(..=high) {
             let current = digests
                 .iter()
                 .filter(|(_, &view)| view == self.view)
@@ -477,7 +484,7 @@ impl<S: Service> Pbft<S> {
             }
         }
         // Executed ones too: the replica resends them, with its commit, to peers that lack them.
-        for (&sequence, &digest) in &storage.committed {
+        for (&sequence, &digest) in storage.committed.range(..=high) {
             if sequence <= self.stable.sequence {
                 continue;
             }
@@ -606,7 +613,14 @@ impl<S: Service> Node for Pbft<S> {
             replica.executed += 1;
         }
         replica.restore_log(storage);
-        replica.next_sequence = replica.last_assigned() + 1;
+        let accepted_in_view = storage
+            .pre_prepared
+            .iter()
+            .filter(|(_, digests)| digests.values().any(|&view| view == replica.view))
+            .map(|(&sequence, _)| sequence)
+            .next_back()
+            .unwrap_or(0);
+        replica.next_sequence = replica.last_assigned().max(accepted_in_view) + 1;
         if !replica.active {
             // Its view change, rebuilt from the durable P and Q sets, goes out again with its
             // status; the timer starts once a quorum is in this view change.

@@ -367,3 +367,30 @@ fn twins_in_the_simulator_cannot_break_safety_and_requests_complete() {
     }
     assert!(diverged > 0, "the twins of the primary never diverged");
 }
+
+/// Seeds the 100 000-seed CLI sweep found breaking `pbft-watermarks`: a replica restarted with
+/// an older durable stable checkpoint than the sequence numbers it had accepted (and executed)
+/// put them back in its log, above its high watermark. The log is now rebuilt within the
+/// watermarks, and the next sequence number stays above everything accepted in the view.
+#[test]
+fn a_replica_restarted_behind_its_own_log_keeps_to_its_watermarks() {
+    for seed in [12125, 12240, 20168, 75534, 98686] {
+        let options = SimOptions {
+            algorithm: "pbft".into(),
+            seed,
+            nodes: 5,
+            duration: 10 * SECOND,
+            ops: 200,
+            clients: 3,
+            faults: "all,byzantine".parse().unwrap(),
+            ..SimOptions::default()
+        };
+        let report = concord_sim::run(&options).unwrap();
+        assert!(
+            report.failure.is_none(),
+            "seed {seed}: {:?}\nreplay: {}",
+            report.failure,
+            report.replay
+        );
+    }
+}
