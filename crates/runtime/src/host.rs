@@ -11,7 +11,9 @@
 //!
 //! The WAL thread does group commit: it takes every write waiting, appends them, syncs once,
 //! folds them into its copy of the node's `Storage`, and confirms the last one. When the log has
-//! grown past the compaction threshold it rewrites it as one base record holding that `Storage`.
+//! grown past the compaction threshold it rewrites it as one base record holding that `Storage`:
+//! it encodes the record, and a thread of its own writes, syncs and renames it into place while
+//! durable writes go on.
 //! A WAL failure (corruption at start, a failed write or fsync later) stops the host with the
 //! error; it never retries and continues.
 //!
@@ -42,7 +44,7 @@ use crate::clock::{Clock, Stopwatch};
 use crate::codec;
 use crate::metrics::HostMetrics;
 use crate::transport::{Identity, Transport, TransportOptions};
-use crate::wal::{Wal, WalError, WalOptions};
+use crate::wal::{Wal, WalError, WalOptions, WrittenRewrite};
 
 /// A node the host can run: its messages, writes and storage are serializable, and everything
 /// crosses threads.
@@ -585,6 +587,7 @@ pub async fn start_with_listener<N: HostedNode>(
         size_after_compaction: 0,
         metrics: metrics.clone(),
         gate: config.sync_gate.clone(),
+        compacting: None,
     };
     let wal_task =
         tokio::task::spawn_blocking(move || wal_worker.run(wal_receiver, wal_events_sender));
@@ -931,6 +934,15 @@ struct WalWorker<N: HostedNode> {
     size_after_compaction: u64,
     metrics: HostMetrics,
     gate: Option<SyncGate>,
+    /// The compaction whose base is being written on a thread of its own, if any.
+    compacting: Option<Compacting>,
+}
+
+/// A compaction under way: its thread writes the base segment while durable writes go on.
+struct Compacting {
+    thread: std::thread::JoinHandle<Result<WrittenRewrite, WalError>>,
+    started: Stopwatch,
+    size_before: u64,
 }
 
 /// Most writes made durable by one fsync.
@@ -969,6 +981,13 @@ impl<N: HostedNode> WalWorker<N> {
                     "write-ahead log compaction failed, the node must stop: {error}"
                 )));
                 return;
+            }
+        }
+        // Shutting down: a base being written is finished (or abandoned, on failure) before
+        // the log is dropped, so no thread touches the directory once the host is gone.
+        if let Some(compacting) = self.compacting.take() {
+            if let Err(error) = self.finish_compaction(compacting) {
+                warn!(%error, "write-ahead log compaction failed while shutting down");
             }
         }
     }
@@ -1011,7 +1030,18 @@ impl<N: HostedNode> WalWorker<N> {
         Ok(last)
     }
 
+    /// Finishes a compaction whose base is written, or starts one once the log has grown
+    /// past the threshold. The base (the `Storage` every confirmed write adds up to) is
+    /// encoded here, and written, synced and renamed into place on a thread of its own, so
+    /// that durable writes wait only for the encoding.
     fn maybe_compact(&mut self) -> Result<(), WalError> {
+        if let Some(compacting) = self.compacting.take() {
+            if !compacting.thread.is_finished() {
+                self.compacting = Some(compacting);
+                return Ok(());
+            }
+            self.finish_compaction(compacting)?;
+        }
         let size = self.wal.total_bytes();
         let threshold = self.compaction.min_bytes.max(
             self.size_after_compaction
@@ -1020,31 +1050,53 @@ impl<N: HostedNode> WalWorker<N> {
         if size <= threshold {
             return Ok(());
         }
-        let stopwatch = Stopwatch::start();
+        let started = Stopwatch::start();
         let base = codec::encode(&RecordRef::<N::Storage, N::Write>::Base(&self.storage)).map_err(
             |e| WalError::Io {
                 context: "encoding the base record".into(),
                 source: std::io::Error::other(e.to_string()),
             },
         )?;
-        self.wal.rewrite(&[base])?;
-        self.size_after_compaction = self.wal.total_bytes();
-        let seconds = stopwatch.elapsed_seconds();
-        if seconds >= 0.05 {
+        let encoded = started.elapsed_seconds();
+        if encoded >= 0.05 {
             warn!(
-                before = size,
-                after = self.size_after_compaction,
-                seconds,
-                "compacted the write-ahead log; durable writes waited meanwhile"
-            );
-        } else {
-            info!(
-                before = size,
-                after = self.size_after_compaction,
-                seconds,
-                "compacted the write-ahead log"
+                seconds = encoded,
+                bytes = base.len(),
+                "encoding the write-ahead log's base record held durable writes back"
             );
         }
+        let rewrite = self.wal.begin_rewrite()?;
+        let thread = std::thread::Builder::new()
+            .name("wal-compaction".into())
+            .spawn(move || rewrite.write(&[base]))
+            .map_err(|source| WalError::Io {
+                context: "starting the compaction thread".into(),
+                source,
+            })?;
+        self.compacting = Some(Compacting {
+            thread,
+            started,
+            size_before: size,
+        });
+        Ok(())
+    }
+
+    /// Waits for the base to be in place and deletes the segments it replaced.
+    fn finish_compaction(&mut self, compacting: Compacting) -> Result<(), WalError> {
+        let written = compacting.thread.join().unwrap_or_else(|_| {
+            Err(WalError::Io {
+                context: "writing the base segment".into(),
+                source: std::io::Error::other("the compaction thread panicked"),
+            })
+        })?;
+        self.wal.finish_rewrite(written)?;
+        self.size_after_compaction = self.wal.total_bytes();
+        info!(
+            before = compacting.size_before,
+            after = self.size_after_compaction,
+            seconds = compacting.started.elapsed_seconds(),
+            "compacted the write-ahead log"
+        );
         self.metrics.wal_compactions.inc();
         self.metrics.wal_bytes.set(self.wal.total_bytes() as i64);
         self.metrics

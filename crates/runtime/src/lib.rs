@@ -33,4 +33,4 @@ pub use host::{
 };
 pub use metrics::HostMetrics;
 pub use transport::TransportOptions;
-pub use wal::{RecoveryReport, Wal, WalError, WalOptions};
+pub use wal::{RecoveryReport, Rewrite, Wal, WalError, WalOptions, WrittenRewrite};

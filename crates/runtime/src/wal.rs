@@ -22,10 +22,14 @@
 //!   [`WalError::Poisoned`]. The host stops the node; it never retries and continues, because
 //!   after a failed fsync the kernel may have dropped the dirty pages.
 //!
-//! **Compaction.** [`Wal::rewrite`] writes the given base records into a new segment flagged
-//! *base* (as a `.log.tmp` file, fsynced, then renamed and the directory fsynced), then deletes
-//! every older segment. Recovery starts at the newest base segment and deletes anything older
-//! and any leftover `.tmp` file, so a crash at any point leaves either the old log or the new one.
+//! **Compaction.** [`Wal::rewrite`] seals the current segment (appends go on in a new one),
+//! writes the given base records as a segment flagged *base* (a `.log.tmp` file, fsynced), and
+//! renames it over the sealed segment, taking its number — one atomic step from the old log to
+//! the new — then fsyncs the directory and deletes every older segment. Recovery starts at the
+//! newest base segment and deletes anything older and any leftover `.tmp` file, so a crash at
+//! any point leaves either the old log or the new one. The three steps are also separate
+//! ([`Wal::begin_rewrite`], [`Rewrite::write`], [`Wal::finish_rewrite`]): the host writes the
+//! base on a thread of its own while durable writes go on.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -328,10 +332,67 @@ impl Wal {
 
     /// Compaction: replaces the whole log by `base` (records that stand for everything written
     /// so far). A crash at any point leaves either the old log or the new one (module docs).
+    /// [`Wal::begin_rewrite`], [`Rewrite::write`] and [`Wal::finish_rewrite`] do the same in
+    /// three steps, so that appends can go on while the base is written elsewhere.
     pub fn rewrite(&mut self, base: &[Vec<u8>]) -> Result<(), WalError> {
         self.check_poisoned()?;
         let result = self.rewrite_inner(base, None);
         self.poison_on_error(result)
+    }
+
+    /// Starts a compaction: seals the current segment and starts the next one, so that what
+    /// is appended from now on lands after the base. The returned [`Rewrite`] writes the base
+    /// records (which must stand for everything appended before this call) — on another
+    /// thread if the caller likes — and [`Wal::finish_rewrite`] then deletes what it replaced.
+    /// One compaction at a time.
+    pub fn begin_rewrite(&mut self) -> Result<Rewrite, WalError> {
+        self.check_poisoned()?;
+        let result = self.roll();
+        self.poison_on_error(result)?;
+        let sealed = self.segments[self.segments.len() - 2].sequence;
+        let older = self.segments[..self.segments.len() - 2]
+            .iter()
+            .map(|s| s.sequence)
+            .collect();
+        Ok(Rewrite {
+            dir: self.dir.clone(),
+            sequence: sealed,
+            older,
+            max_record_bytes: self.options.max_record_bytes,
+        })
+    }
+
+    /// Ends a compaction whose base is written: deletes the segments the base replaced. A
+    /// failed [`Rewrite::write`] must not be finished; the node stops instead.
+    pub fn finish_rewrite(&mut self, written: WrittenRewrite) -> Result<(), WalError> {
+        self.check_poisoned()?;
+        let result = self.finish_inner(written, None);
+        self.poison_on_error(result)
+    }
+
+    fn finish_inner(
+        &mut self,
+        written: WrittenRewrite,
+        stop: Option<RewriteStep>,
+    ) -> Result<(), WalError> {
+        for (position, old_sequence) in written.older.iter().enumerate() {
+            let old_path = segment_path(&self.dir, *old_sequence);
+            fs::remove_file(&old_path)
+                .map_err(io_error(format!("removing {}", old_path.display())))?;
+            if position == 0 && stop == Some(RewriteStep::DeletedOne) {
+                return Ok(());
+            }
+        }
+        sync_dir(&self.dir)?;
+        self.segments.retain(|s| s.sequence > written.sequence);
+        self.segments.insert(
+            0,
+            Segment {
+                sequence: written.sequence,
+                bytes: written.bytes,
+            },
+        );
+        Ok(())
     }
 
     /// Total bytes in the live segments (including appended records not yet written).
@@ -411,24 +472,62 @@ impl Wal {
         base: &[Vec<u8>],
         stop: Option<RewriteStep>,
     ) -> Result<(), WalError> {
+        let rewrite = self.begin_rewrite()?;
+        match rewrite.write_inner(base, stop)? {
+            Some(written) => self.finish_inner(written, stop),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A compaction under way (see [`Wal::begin_rewrite`]): the base records replace the sealed
+/// segment `sequence` and every older one.
+#[derive(Debug)]
+pub struct Rewrite {
+    dir: PathBuf,
+    /// The newest segment the base replaces; the base segment takes its place and number.
+    sequence: u64,
+    /// The older segments, deleted once the base is in place.
+    older: Vec<u64>,
+    max_record_bytes: u32,
+}
+
+/// A base segment in place, its older segments still to delete ([`Wal::finish_rewrite`]).
+#[derive(Debug)]
+pub struct WrittenRewrite {
+    sequence: u64,
+    older: Vec<u64>,
+    bytes: u64,
+}
+
+impl Rewrite {
+    /// Writes the base segment as a temporary file, syncs it, and renames it over the sealed
+    /// segment it replaces — one atomic step from the old log to the new one — then syncs the
+    /// directory. Touches no segment the log still appends to, so it may run on another thread.
+    pub fn write(self, base: &[Vec<u8>]) -> Result<WrittenRewrite, WalError> {
+        Ok(self
+            .write_inner(base, None)?
+            .expect("a rewrite not stopped on purpose completes"))
+    }
+
+    fn write_inner(
+        self,
+        base: &[Vec<u8>],
+        stop: Option<RewriteStep>,
+    ) -> Result<Option<WrittenRewrite>, WalError> {
         let stop_at = |step: RewriteStep| stop == Some(step);
-        self.write_buffer()?;
-        self.file
-            .sync_data()
-            .map_err(io_error("syncing before compaction"))?;
-        let sequence = self.segments.last().map_or(0, |s| s.sequence) + 1;
-        let temp = temp_path(&self.dir, sequence);
+        let temp = temp_path(&self.dir, self.sequence);
         let mut body = Vec::new();
         for record in base {
-            if record.is_empty() || record.len() > self.options.max_record_bytes as usize {
+            if record.is_empty() || record.len() > self.max_record_bytes as usize {
                 return Err(WalError::RecordTooLarge {
                     len: record.len(),
-                    max: self.options.max_record_bytes,
+                    max: self.max_record_bytes,
                 });
             }
             encode_record(&mut body, record);
         }
-        let header = encode_header(sequence, FLAG_BASE);
+        let header = encode_header(self.sequence, FLAG_BASE);
         let mut file =
             File::create(&temp).map_err(io_error(format!("creating {}", temp.display())))?;
         if stop_at(RewriteStep::TempPartial) {
@@ -436,16 +535,16 @@ impl Wal {
             partial.extend_from_slice(&body[..body.len() / 2]);
             file.write_all(&partial)
                 .map_err(io_error(format!("writing {}", temp.display())))?;
-            return Ok(());
+            return Ok(None);
         }
         file.write_all(&header)
             .and_then(|()| file.write_all(&body))
             .and_then(|()| file.sync_all())
             .map_err(io_error(format!("writing {}", temp.display())))?;
         if stop_at(RewriteStep::TempSynced) {
-            return Ok(());
+            return Ok(None);
         }
-        let path = segment_path(&self.dir, sequence);
+        let path = segment_path(&self.dir, self.sequence);
         fs::rename(&temp, &path).map_err(io_error(format!(
             "renaming {} to {}",
             temp.display(),
@@ -453,28 +552,13 @@ impl Wal {
         )))?;
         sync_dir(&self.dir)?;
         if stop_at(RewriteStep::Renamed) {
-            return Ok(());
+            return Ok(None);
         }
-        let old: Vec<u64> = self.segments.iter().map(|s| s.sequence).collect();
-        for (position, old_sequence) in old.into_iter().enumerate() {
-            let old_path = segment_path(&self.dir, old_sequence);
-            fs::remove_file(&old_path)
-                .map_err(io_error(format!("removing {}", old_path.display())))?;
-            if position == 0 && stop_at(RewriteStep::DeletedOne) {
-                return Ok(());
-            }
-        }
-        sync_dir(&self.dir)?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io_error(format!("opening {}", path.display())))?;
-        self.segments = vec![Segment {
-            sequence,
+        Ok(Some(WrittenRewrite {
+            sequence: self.sequence,
+            older: self.older,
             bytes: SEGMENT_HEADER_BYTES + body.len() as u64,
-        }];
-        self.records_in_segment = base.len() as u64;
-        Ok(())
+        }))
     }
 }
 

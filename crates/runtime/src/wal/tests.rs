@@ -258,7 +258,8 @@ fn rewrite_replaces_the_log_with_its_base() {
     let (mut wal, _, _) = Wal::open(dir.path(), small_segments()).unwrap();
     let base = vec![b"base-1".to_vec(), b"base-2".to_vec()];
     wal.rewrite(&base).unwrap();
-    assert_eq!(wal.segment_count(), 1);
+    // The base segment, and the one appended to.
+    assert_eq!(wal.segment_count(), 2);
     wal.append(&record(100)).unwrap();
     wal.sync().unwrap();
     drop(wal);
@@ -267,7 +268,51 @@ fn rewrite_replaces_the_log_with_its_base() {
     expected.push(record(100));
     assert_eq!(recovered, expected);
     assert!(report.removed.is_empty());
-    assert_eq!(segment_files(dir.path()).len(), 1);
+    assert_eq!(segment_files(dir.path()).len(), 2);
+}
+
+#[test]
+fn appends_go_on_while_the_base_is_written_and_land_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), small_segments(), &records(40));
+    let (mut wal, _, _) = Wal::open(dir.path(), small_segments()).unwrap();
+    let base = vec![b"base-1".to_vec(), vec![9; 300]];
+    let rewrite = wal.begin_rewrite().unwrap();
+    // Appends (enough to roll over several segments) and syncs while the base is written on
+    // another thread.
+    let writer = std::thread::spawn({
+        let base = base.clone();
+        move || rewrite.write(&base)
+    });
+    for i in 40..80 {
+        wal.append(&record(i)).unwrap();
+        wal.sync().unwrap();
+    }
+    let written = writer.join().unwrap().unwrap();
+    // Before the old segments are deleted, a crash recovers the base and what followed it.
+    {
+        let copy = tempfile::tempdir().unwrap();
+        for file in segment_files(dir.path()) {
+            fs::copy(&file, copy.path().join(file.file_name().unwrap())).unwrap();
+        }
+        let (_, recovered, report) = Wal::open(copy.path(), small_segments()).unwrap();
+        let mut expected = base.clone();
+        expected.extend(records(80).split_off(40));
+        assert_eq!(recovered, expected);
+        assert!(!report.removed.is_empty(), "the replaced segments go");
+    }
+    wal.finish_rewrite(written).unwrap();
+    wal.append(&record(100)).unwrap();
+    wal.sync().unwrap();
+    let segments = wal.segment_count();
+    drop(wal);
+    assert_eq!(segment_files(dir.path()).len(), segments);
+    let (_, recovered, report) = Wal::open(dir.path(), small_segments()).unwrap();
+    let mut expected = base;
+    expected.extend(records(80).split_off(40));
+    expected.push(record(100));
+    assert_eq!(recovered, expected);
+    assert!(report.removed.is_empty(), "{report:?}");
 }
 
 #[test]
@@ -289,7 +334,8 @@ fn a_crash_at_any_point_of_a_rewrite_leaves_the_old_log_or_the_new_one() {
         let new_log = step >= RewriteStep::Renamed;
         if new_log {
             assert_eq!(recovered, base, "{step:?}");
-            assert_eq!(wal.segment_count(), 1, "{step:?}");
+            // The base segment, and the (empty) one appended to.
+            assert_eq!(wal.segment_count(), 2, "{step:?}");
         } else {
             assert_eq!(recovered, records(40), "{step:?}");
         }
