@@ -1,5 +1,6 @@
 //! Membership changes on a live Concord DB cluster: a learner joins, catches up from a snapshot
-//! (the log is compacted), is promoted once in sync, and a member is removed.
+//! (the log is compacted), is promoted once in sync, and a member is removed; a member removed
+//! while it was down stops when it comes back, and its ID is never reused.
 // Real processes on a real clock: waiting for them needs wall-clock deadlines.
 #![allow(clippy::disallowed_methods)]
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use concord_kv::pb::etcdserverpb::kv_client::KvClient;
 use concord_kv::pb::etcdserverpb::PutRequest;
-use db::{etcdctl, etcdctl_ok, wait_until, DbCluster};
+use db::{etcdctl, etcdctl_ok, free_port, wait_until, DbCluster};
 
 const KEYS: usize = 200;
 
@@ -190,10 +191,14 @@ fn a_learner_joins_by_snapshot_is_promoted_and_a_member_is_removed() {
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             );
-            // It learns of its removal only if it applied it; otherwise it is left without a
-            // leader (the others ignore it). Either way it must not serve.
+            // If it applied its removal it refuses with etcd's message; if it did not (it
+            // learned only of the joint configuration), its old peers tell it when it next
+            // talks to them, and it stops, as etcd's removed members do.
             !output.status.success()
-                && (last.borrow().contains("removed") || last.borrow().contains("no leader"))
+                && (last.borrow().contains("removed")
+                    || cluster
+                        .log(removed)
+                        .contains("permanently removed from the cluster"))
         },
         || {
             format!(
@@ -210,4 +215,64 @@ fn a_learner_joins_by_snapshot_is_promoted_and_a_member_is_removed() {
         absent.trim().is_empty(),
         "a write through the removed node: {absent}"
     );
+}
+
+#[test]
+fn a_member_removed_while_down_stops_when_it_comes_back_and_its_id_is_never_reused() {
+    let mut cluster = DbCluster::start(3, &[]);
+    cluster.wait_for_leader(Duration::from_secs(20));
+    let all = cluster.endpoints();
+    assert_eq!(etcdctl_ok(&all, &["put", "before", "1"]).trim(), "OK");
+
+    // Node 3 goes down (if it led, the other two elect a leader) and is removed meanwhile.
+    cluster.stop(3);
+    let remaining = cluster.endpoints_of(&[1, 2]);
+    let last = std::cell::RefCell::new(String::new());
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            let output = etcdctl(&remaining, &["member", "remove", "3"]);
+            *last.borrow_mut() = String::from_utf8_lossy(&output.stderr).into_owned();
+            output.status.success()
+        },
+        || format!("member remove keeps failing: {}", last.borrow()),
+    );
+    assert_eq!(etcdctl_ok(&remaining, &["put", "after", "2"]).trim(), "OK");
+
+    // Back up, it does not serve stale data or wait for a leader forever: its old peers tell
+    // it that it was removed, and it stops with etcd's message.
+    cluster.spawn(3);
+    let status = cluster
+        .wait_exit(3, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("the removed node keeps running:\n{}", cluster.logs()));
+    assert!(!status.success(), "it stops with an error: {status}");
+    let log = cluster.log(3);
+    assert!(
+        log.contains("this member has been permanently removed from the cluster"),
+        "{log}"
+    );
+
+    // The two go on, and a new member gets a fresh ID rather than the removed one's.
+    assert_eq!(etcdctl_ok(&remaining, &["put", "later", "3"]).trim(), "OK");
+    let added = etcdctl_ok(
+        &remaining,
+        &[
+            "member",
+            "add",
+            "newcomer",
+            &format!("--peer-urls=http://127.0.0.1:{}", free_port()),
+            "--learner",
+        ],
+    );
+    assert!(added.contains(" 4 added to cluster"), "member add: {added}");
+    let list = etcdctl_ok(&remaining, &["member", "list", "-w", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let mut ids: Vec<u64> = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["ID"].as_u64())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2, 4]);
 }

@@ -66,4 +66,8 @@ pub enum KvError {
     /// A member with ID 0, which etcd never assigns (`codes.InvalidArgument`).
     #[error("etcdserver: member ID must not be 0")]
     MemberIdZero,
+    /// The member ID belonged to a member that was removed; IDs are never reused
+    /// (`codes.FailedPrecondition`).
+    #[error("etcdserver: ID removed")]
+    MemberIdRemoved,
 }

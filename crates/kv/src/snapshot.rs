@@ -1,5 +1,5 @@
-//! The snapshot format: a magic tag, then the retained writes, leases and members encoded with
-//! postcard. The index and the lease key sets are rebuilt on restore, and every record is
+//! The snapshot format: a magic tag, then the retained writes, leases, members and the IDs of
+//! removed members encoded with postcard. The index and the lease key sets are rebuilt on restore, and every record is
 //! checked, so a corrupt or hostile snapshot is refused instead of breaking an invariant.
 //!
 //! Encoding is deterministic (ordered maps only), so equal stores give equal bytes and
@@ -15,7 +15,7 @@ use crate::store::{KvStore, Lease};
 use crate::types::{KeyValue, LeaseId, Revision, SubRevision, NO_LEASE};
 
 /// The first bytes of every snapshot: format name and version.
-const MAGIC: &[u8; 8] = b"CNCDKV01";
+const MAGIC: &[u8; 8] = b"CNCDKV02";
 
 /// Why a snapshot could not be restored.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +53,7 @@ struct SnapshotData {
     records: Vec<SnapshotRecord>,
     leases: Vec<SnapshotLease>,
     members: Vec<MemberAttrs>,
+    removed: Vec<u64>,
 }
 
 /// A record as the snapshot encodes it (a `SnapshotRecord`), borrowed.
@@ -150,7 +151,8 @@ impl KvStore {
         // Encoding plain data into a Vec cannot fail.
         bytes = postcard::to_extend(&head, bytes).unwrap_or_default();
         bytes.extend_from_slice(&records.bytes);
-        postcard::to_extend(&(leases, members), bytes).unwrap_or_default()
+        let removed: Vec<u64> = self.removed.iter().copied().collect();
+        postcard::to_extend(&(leases, members, removed), bytes).unwrap_or_default()
     }
 
     /// Rebuilds a store from [`KvStore::encode`]'s bytes, checking them.
@@ -211,6 +213,11 @@ impl KvStore {
         for member in data.members {
             if member.id == 0 || store.members.insert(member.id, member).is_some() {
                 return Err(inconsistent("member ID repeated or 0".into()));
+            }
+        }
+        for id in data.removed {
+            if !store.removed.insert(id) {
+                return Err(inconsistent(format!("removed member ID {id} repeated")));
             }
         }
         attach_leases(&mut store)?;
@@ -291,6 +298,7 @@ mod tests {
             records: Vec<SnapshotRecordRef<'a>>,
             leases: Vec<SnapshotLease>,
             members: Vec<&'a MemberAttrs>,
+            removed: Vec<u64>,
         }
         let whole = Whole {
             revision: store.mvcc.revision(),
@@ -314,6 +322,7 @@ mod tests {
                 })
                 .collect(),
             members: store.members.values().collect(),
+            removed: store.removed.iter().copied().collect(),
         };
         postcard::to_extend(&whole, MAGIC.to_vec()).unwrap()
     }
@@ -335,7 +344,14 @@ mod tests {
             id: 2,
             ..MemberAttrs::default()
         }));
+        store.apply(&Command::SetMember(MemberAttrs {
+            id: 3,
+            ..MemberAttrs::default()
+        }));
+        store.apply(&Command::RemoveMember { id: 3 });
+        assert!(store.is_removed(3));
         assert_eq!(store.encode(), encode_whole(&store), "after writes");
+        assert_eq!(KvStore::decode(&store.encode()).unwrap(), store);
         store.apply(&Command::Compact(CompactRequest {
             revision: 150,
             physical: true,

@@ -180,6 +180,9 @@ pub struct KvStore {
     pub(crate) mvcc: Mvcc,
     pub(crate) leases: Leases,
     pub(crate) members: BTreeMap<u64, MemberAttrs>,
+    /// The IDs of members removed from the cluster: never reused, and a removed member that
+    /// comes back is told it was removed.
+    pub(crate) removed: BTreeSet<u64>,
 }
 
 /// The branch each transaction takes, decided before any of its writes: `succeeded` for this
@@ -260,6 +263,18 @@ impl KvStore {
         self.members.values().cloned().collect()
     }
 
+    /// Whether `id` is the ID of a member that was removed.
+    pub fn is_removed(&self, id: u64) -> bool {
+        self.removed.contains(&id)
+    }
+
+    /// The highest member ID ever used, removed members included (0 if none).
+    pub fn highest_member_id(&self) -> u64 {
+        let present = self.members.keys().next_back().copied().unwrap_or(0);
+        let removed = self.removed.last().copied().unwrap_or(0);
+        present.max(removed)
+    }
+
     /// Store figures.
     pub fn status(&self) -> StoreStatus {
         StoreStatus {
@@ -282,6 +297,9 @@ impl KvStore {
     /// key with lease `L` is in `L`'s key set, and every key in a lease's set is live with it).
     pub fn check_invariants(&self) -> Result<(), String> {
         self.mvcc.check_invariants()?;
+        if let Some(id) = self.removed.iter().find(|id| self.members.contains_key(id)) {
+            return Err(format!("member {id} is both present and removed"));
+        }
         for (id, lease) in &self.leases {
             for key in &lease.keys {
                 if self.get(key).map(|kv| kv.lease) != Some(*id) {
@@ -390,12 +408,19 @@ impl KvStore {
         if member.id == 0 {
             return Err(KvError::MemberIdZero);
         }
+        if self.removed.contains(&member.id) {
+            return Err(KvError::MemberIdRemoved);
+        }
         self.members.insert(member.id, member.clone());
         Ok(self.members())
     }
 
     fn remove_member(&mut self, id: u64) -> Result<Vec<MemberAttrs>, KvError> {
-        self.members.remove(&id).ok_or(KvError::MemberNotFound)?;
+        // The cluster's membership already dropped `id` (the API layer changes it first), so
+        // the ID is retired even if the member never published its attributes.
+        let present = self.members.remove(&id);
+        self.removed.insert(id);
+        present.ok_or(KvError::MemberNotFound)?;
         Ok(self.members())
     }
 

@@ -129,6 +129,10 @@ pub struct HostConfig<N: Node> {
     /// ([`NodeHandle::forward`]); a refused one fails at the sender with
     /// [`HostError::ForwardRefused`]. By default every peer is accepted.
     pub accept_forward: fn(&N, NodeId) -> bool,
+    /// Whether the node knows `peer` was removed from the cluster for good. Such a peer's
+    /// messages are dropped and it is told it was removed, at which its host stops (a member
+    /// removed while it was down learns it so when it comes back). By default no peer is.
+    pub removed_peer: fn(&N, NodeId) -> bool,
 }
 
 impl<N: Node> HostConfig<N> {
@@ -156,6 +160,7 @@ impl<N: Node> HostConfig<N> {
             transport: TransportOptions::default(),
             sync_gate: None,
             accept_forward: |_, _| true,
+            removed_peer: |_, _| false,
         }
     }
 }
@@ -280,8 +285,16 @@ enum WalEvent {
 #[derive(Serialize)]
 enum FrameRef<'a, M, Q, R> {
     Message(&'a M),
-    Forward { id: u64, request: &'a Q },
-    Answer { id: u64, response: Option<&'a R> },
+    Forward {
+        id: u64,
+        request: &'a Q,
+    },
+    Answer {
+        id: u64,
+        response: Option<&'a R>,
+    },
+    /// The receiver was removed from the sender's cluster.
+    Removed,
 }
 
 type FrameOf<'a, N> =
@@ -293,6 +306,7 @@ enum Frame<M, Q, R> {
     Message(M),
     Forward { id: u64, request: Q },
     Answer { id: u64, response: Option<R> },
+    Removed,
 }
 
 /// Who waits for a request's reply: a local caller, or a peer that forwarded it.
@@ -495,6 +509,10 @@ impl<N: HostedNode> NodeHandle<N> {
 
 const SHUTDOWN: &str = "shut down";
 
+/// Why a host told by a peer that it was removed from the cluster stops (the start of the
+/// reason; [`HostConfig::removed_peer`]).
+pub const REMOVED: &str = "this member has been permanently removed from the cluster";
+
 /// A node step at least this long (nanoseconds) is logged as slow.
 const SLOW_STEP: u64 = 50_000_000;
 
@@ -622,6 +640,7 @@ pub async fn start_with_listener<N: HostedNode>(
         forwards: BTreeMap::new(),
         next_forward: 0,
         accept_forward: config.accept_forward,
+        removed_peer: config.removed_peer,
         effects: Vec::new(),
         status_sender,
         applied_sender,
@@ -675,6 +694,7 @@ struct NodeTask<N: HostedNode> {
     forwards: BTreeMap<u64, oneshot::Sender<Result<N::Response, HostError>>>,
     next_forward: u64,
     accept_forward: fn(&N, NodeId) -> bool,
+    removed_peer: fn(&N, NodeId) -> bool,
     effects: Vec<concord_core::EffectOf<N>>,
     status_sender: watch::Sender<NodeStatus>,
     applied_sender: watch::Sender<u64>,
@@ -721,7 +741,12 @@ impl<N: HostedNode> NodeTask<N> {
                     Some(Command::SetPeer(id, address)) => self.transport.set_peer(id, address),
                     Some(Command::Shutdown) | None => break Arc::from(SHUTDOWN),
                 },
-                Some((from, frame)) = inbound.recv() => self.on_frame(from, &frame),
+                Some((from, frame)) = inbound.recv() => {
+                    if let Some(reason) = self.on_frame(from, &frame) {
+                        error!(node = self.node.id(), "stopping: {reason}");
+                        break reason;
+                    }
+                }
                 () = tokio::time::sleep_until(wake) => {
                     // Forwards whose caller gave up waiting are forgotten.
                     self.forwards.retain(|_, reply| !reply.is_closed());
@@ -800,16 +825,25 @@ impl<N: HostedNode> NodeTask<N> {
         }
     }
 
-    fn on_frame(&mut self, from: NodeId, frame: &[u8]) {
+    /// Handles one peer frame; returns why the host must stop, if it must.
+    fn on_frame(&mut self, from: NodeId, frame: &[u8]) -> Option<Arc<str>> {
         let frame = match codec::decode::<Frame<N::Message, N::Request, N::Response>>(frame) {
             Ok(frame) => frame,
             Err(error) => {
                 warn!(node = self.node.id(), peer = from, %error, "dropping an undecodable frame");
                 self.metrics.dropped(from);
-                return;
+                return None;
             }
         };
         match frame {
+            Frame::Message(_) if (self.removed_peer)(&self.node, from) => {
+                warn!(
+                    node = self.node.id(),
+                    peer = from,
+                    "dropping a message from a removed member, and telling it so"
+                );
+                self.send_frame(from, &FrameOf::<N>::Removed);
+            }
             Frame::Message(message) => self.step(Input::Message { from, message }),
             Frame::Forward { id, request } => {
                 if (self.accept_forward)(&self.node, from) {
@@ -832,7 +866,11 @@ impl<N: HostedNode> NodeTask<N> {
                     let _ = reply.send(response.ok_or(HostError::ForwardRefused { to: from }));
                 }
             }
+            Frame::Removed => {
+                return Some(Arc::from(format!("{REMOVED} (node {from} says so)")));
+            }
         }
+        None
     }
 
     fn transmit(&self, to: NodeId, message: &N::Message) {

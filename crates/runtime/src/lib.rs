@@ -29,7 +29,7 @@ pub mod wal;
 
 pub use host::{
     start, start_with_listener, CompactionPolicy, HostConfig, HostError, HostedNode, NodeHandle,
-    SyncGate,
+    SyncGate, REMOVED,
 };
 pub use metrics::HostMetrics;
 pub use transport::TransportOptions;

@@ -35,7 +35,7 @@ use crate::metrics::{peer_labels, HostMetrics};
 /// The first bytes of a peer connection.
 pub const PEER_MAGIC: [u8; 8] = *b"CNCDPEER";
 /// The peer protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 const HELLO_BYTES: usize = 28;
 const ACCEPTED: u8 = 0;
 const BAD_MAGIC: u8 = 1;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{raft_config, Cluster};
 use concord_core::{KvOperation, KvResult, Value};
 use concord_raft::{RaftError, Request, Response};
-use concord_runtime::HostError;
+use concord_runtime::{HostError, REMOVED};
 
 fn write(key: &str, value: i64) -> Request<KvOperation, KvOperation> {
     Request::Propose(KvOperation::Write {
@@ -94,4 +94,30 @@ async fn a_host_refuses_forwards_its_filter_rejects() {
         assert!(matches!(answer, Response::Applied { .. }), "{answer:?}");
     }
     assert_ne!(cluster.read("k").await, Some(Value::Int(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_while_it_was_down_is_told_so_and_stops() {
+    let mut cluster = Cluster::start(3, raft_config()).await;
+    cluster.leader().await;
+    cluster.write("before", 1).await;
+    // Node 0 goes down; the others learn (here: are configured) that it was removed.
+    cluster.stop(0).await;
+    cluster.removed_peer = |_, from| from == 0;
+    for id in [1, 2] {
+        cluster.stop(id).await;
+        cluster.restart(id).await;
+    }
+    cluster.leader().await;
+    // Back up, node 0 talks to its old peers; they drop its messages and tell it why.
+    cluster.restart(0).await;
+    let reason = tokio::time::timeout(Duration::from_secs(30), cluster.node(0).wait_stopped())
+        .await
+        .expect("the removed node stops");
+    assert!(reason.to_string().contains(REMOVED), "{reason}");
+    let stopped = cluster.nodes[0].take().expect("node 0's handle");
+    assert!(stopped.shutdown().await.is_err(), "it stopped on its own");
+    // The others go on without it.
+    cluster.write("after", 2).await;
+    assert_eq!(cluster.read("after").await, Some(Value::Int(2)));
 }

@@ -234,13 +234,14 @@ impl pb::cluster_server::Cluster for ClusterService {
                 "etcdserver: Peer URLs already exists",
             ));
         }
-        let attrs_ids = shared.with_store(|store| store.members()).await?;
+        // IDs are never reused: a removed member that comes back must not pass for a new one.
+        let highest = shared.with_store(|store| store.highest_member_id()).await?;
         let id = existing
             .iter()
             .map(|m| m.id)
-            .chain(attrs_ids.iter().map(|m| m.id))
             .max()
             .unwrap_or(0)
+            .max(highest)
             + 1;
         let attrs = MemberAttrs {
             id,

@@ -49,7 +49,7 @@ pub fn status_of(error: &KvError) -> Status {
         | KvError::TxnHasWrites => Code::InvalidArgument,
         KvError::KeyNotFound => Code::InvalidArgument,
         KvError::LeaseNotFound | KvError::MemberNotFound => Code::NotFound,
-        KvError::LeaseExists => Code::FailedPrecondition,
+        KvError::LeaseExists | KvError::MemberIdRemoved => Code::FailedPrecondition,
         KvError::NotPrimaryLessor => Code::FailedPrecondition,
     };
     let message = error.to_string();

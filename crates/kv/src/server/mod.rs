@@ -551,6 +551,8 @@ impl Server {
         host.max_in_flight_requests = config.max_inflight.max(1);
         // A removed member must not keep serving writes through the leader.
         host.accept_forward = |node: &DbNode, from| node.membership().contains(from);
+        // A member removed while it was down learns it from its old peers, and stops.
+        host.removed_peer = |node: &DbNode, from| node.state_machine().is_removed(from);
         let handle = concord_runtime::start::<DbNode>(host)
             .await
             .with_context(|| format!("starting node {}", config.id))?;

@@ -97,6 +97,9 @@ pub struct TestCluster<N: TestNode> {
     pub node_config: N::Config,
     /// Which forwarded requests each host takes (`HostConfig::accept_forward`).
     pub accept_forward: fn(&N, NodeId) -> bool,
+    /// Which peers each host (re)started from now on knows to be removed
+    /// (`HostConfig::removed_peer`).
+    pub removed_peer: fn(&N, NodeId) -> bool,
 }
 
 impl<N: TestNode> TestCluster<N> {
@@ -125,6 +128,7 @@ impl<N: TestNode> TestCluster<N> {
             gates: (0..n).map(|_| SyncGate::new()).collect(),
             node_config,
             accept_forward,
+            removed_peer: |_, _| false,
         };
         for (id, listener) in listeners.into_iter().enumerate() {
             cluster.launch(id as NodeId, listener).await;
@@ -151,6 +155,7 @@ impl<N: TestNode> TestCluster<N> {
         };
         config.sync_gate = Some(self.gates[id as usize].clone());
         config.accept_forward = self.accept_forward;
+        config.removed_peer = self.removed_peer;
         config
     }
 
