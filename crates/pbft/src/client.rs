@@ -5,7 +5,8 @@
 //! A PBFT client has one request outstanding at a time; the proxy runs
 //! `Config::client_lanes` client identities (`host × lanes + lane`) so several operations can
 //! be under way at once. Timestamps are the host's clock, made strictly increasing per
-//! identity, so they keep increasing across a restart.
+//! identity, so they keep increasing across a restart as long as the host's clock does (the
+//! simulator's does; the real runtime's with `TimeOrigin::UnixEpoch`).
 
 use std::collections::{BTreeMap, VecDeque};
 

@@ -237,6 +237,11 @@ impl<S: Service> Pbft<S> {
         &self.state
     }
 
+    /// The last request of `client` this replica executed, and its result (the reply cache).
+    pub fn last_reply(&self, client: ClientId) -> Option<&LastReply<S::Output>> {
+        self.replies.get(&client)
+    }
+
     /// What this replica refused, and view changes it started.
     pub fn counters(&self) -> Counters {
         self.counters

@@ -1,31 +1,56 @@
 //! The one place the runtime reads the clock.
 //!
 //! Nodes never read a clock (`clippy.toml` forbids it): the host passes them [`Time`], the
-//! nanoseconds since the host started, measured on tokio's monotonic clock.
+//! nanoseconds since an origin ([`TimeOrigin`]: the host's start, or the UNIX epoch), measured
+//! on tokio's monotonic clock.
 
 use concord_core::Time;
 use tokio::time::Instant;
+
+/// What a host's [`Time`] counts from (`HostConfig::time_origin`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimeOrigin {
+    /// Time 0 is when the host started: a restarted host counts from 0 again. Enough for
+    /// nodes that only measure durations (Raft, Multi-Paxos).
+    #[default]
+    HostStart,
+    /// Time 0 is the UNIX epoch: the system clock is read once, when the host starts, and time
+    /// then advances on the monotonic clock. Time keeps increasing across restarts (unless the
+    /// system clock is set back by more than the host was down), for nodes whose times outlive
+    /// a restart: PBFT's client proxies stamp requests with them, and replicas ignore a
+    /// client's request stamped no later than one they executed.
+    UnixEpoch,
+}
 
 /// The host's monotonic clock.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Clock {
     start: Instant,
+    /// The time at `start`.
+    origin: Time,
 }
 
 impl Clock {
-    /// A clock whose time 0 is now.
-    pub(crate) fn start() -> Self {
-        Clock { start: now() }
+    /// A clock that reads, now, the time since `origin`.
+    pub(crate) fn start(origin: TimeOrigin) -> Self {
+        let origin = match origin {
+            TimeOrigin::HostStart => 0,
+            TimeOrigin::UnixEpoch => since_unix_epoch(),
+        };
+        Clock {
+            start: now(),
+            origin,
+        }
     }
 
-    /// Nanoseconds since the clock started.
+    /// Nanoseconds since the clock's origin.
     pub(crate) fn now(&self) -> Time {
-        now().saturating_duration_since(self.start).as_nanos() as Time
+        self.origin + now().saturating_duration_since(self.start).as_nanos() as Time
     }
 
-    /// The instant at which this clock reads `time`.
+    /// The instant at which this clock reads `time` (now, for a time before the clock started).
     pub(crate) fn instant_at(&self, time: Time) -> Instant {
-        self.start + std::time::Duration::from_nanos(time)
+        self.start + std::time::Duration::from_nanos(time.saturating_sub(self.origin))
     }
 }
 
@@ -47,4 +72,31 @@ impl Stopwatch {
 #[allow(clippy::disallowed_methods)]
 fn now() -> Instant {
     Instant::now()
+}
+
+/// Nanoseconds since the UNIX epoch on the system clock (0 if it reads earlier).
+#[allow(clippy::disallowed_methods)]
+fn since_unix_epoch() -> Time {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as Time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_start_counts_from_zero_and_unix_epoch_from_the_system_clock() {
+        let from_start = Clock::start(TimeOrigin::HostStart);
+        assert!(from_start.now() < 60 * concord_core::time::SECOND);
+        let before = since_unix_epoch();
+        let from_epoch = Clock::start(TimeOrigin::UnixEpoch);
+        let now = from_epoch.now();
+        assert!(now >= before && now <= since_unix_epoch() + concord_core::time::SECOND);
+        // A deadline maps back to the instant the clock reads it.
+        let later = from_epoch.instant_at(now + 5 * concord_core::time::MILLISECOND);
+        assert!(later >= from_epoch.start + std::time::Duration::from_millis(5));
+        assert_eq!(from_epoch.instant_at(0), from_epoch.start);
+    }
 }

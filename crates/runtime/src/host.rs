@@ -2,7 +2,8 @@
 //!
 //! One tokio task owns the node and serializes every input: peer messages, client requests,
 //! timer ticks (it sleeps until `next_deadline()`, read on a monotonic clock as nanoseconds since
-//! the host started) and persist confirmations. It performs the node's effects in order:
+//! the host started, or since the UNIX epoch: [`HostConfig::time_origin`]) and persist
+//! confirmations. It performs the node's effects in order:
 //!
 //! * `Persist` goes to the WAL thread, numbered in emission order;
 //! * `Send` and `Reply` are released at once if every write emitted before them is durable, or
@@ -40,7 +41,7 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::clock::{Clock, Stopwatch};
+use crate::clock::{Clock, Stopwatch, TimeOrigin};
 use crate::codec;
 use crate::metrics::HostMetrics;
 use crate::transport::{Identity, Transport, TransportOptions};
@@ -115,6 +116,9 @@ pub struct HostConfig<N: Node> {
     pub compaction: CompactionPolicy,
     /// Seeds the node's random generator (with the node id as the stream).
     pub seed: u64,
+    /// What the node's time counts from: the host's start (the default), or the UNIX epoch for
+    /// nodes whose times must keep increasing across restarts.
+    pub time_origin: TimeOrigin,
     /// Peers of other clusters are refused at the handshake.
     pub cluster_id: u64,
     /// The node is ticked at least this often, whatever its deadline.
@@ -154,6 +158,7 @@ impl<N: Node> HostConfig<N> {
             wal: WalOptions::default(),
             compaction: CompactionPolicy::default(),
             seed: 0,
+            time_origin: TimeOrigin::default(),
             cluster_id: 0,
             tick_interval: Duration::from_millis(100),
             max_in_flight_requests: 10_000,
@@ -580,7 +585,7 @@ pub async fn start_with_listener<N: HostedNode>(
     let metrics = HostMetrics::default();
     metrics.wal_bytes.set(wal.total_bytes() as i64);
     metrics.wal_segments.set(wal.segment_count() as i64);
-    let clock = Clock::start();
+    let clock = Clock::start(config.time_origin);
     let mut rng = seeded_rng(config.seed, config.id);
     let node = N::restore(
         config.id,

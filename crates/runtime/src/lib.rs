@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod transport;
 pub mod wal;
 
+pub use clock::TimeOrigin;
 pub use host::{
     start, start_with_listener, CompactionPolicy, HostConfig, HostError, HostedNode, NodeHandle,
     SyncGate, REMOVED,

@@ -1,5 +1,6 @@
-//! Clusters of real hosts on 127.0.0.1 for the integration tests: Raft ([`Cluster`]) and
-//! Multi-Paxos ([`PaxosCluster`]), both replicating the key-value state machine.
+//! Clusters of real hosts on 127.0.0.1 for the integration tests: Raft ([`Cluster`]),
+//! Multi-Paxos ([`PaxosCluster`]) and PBFT ([`PbftCluster`]), all replicating the key-value
+//! state machine.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use concord_core::{
 use concord_paxos::multi::MultiPaxos;
 use concord_raft::{Config, RaftNode};
 use concord_runtime::{
-    start_with_listener, HostConfig, HostedNode, NodeHandle, SyncGate, TransportOptions,
+    start_with_listener, HostConfig, HostedNode, NodeHandle, SyncGate, TimeOrigin, TransportOptions,
 };
 use tokio::net::TcpListener;
 
@@ -31,6 +32,12 @@ pub type Cluster = TestCluster<Kv>;
 /// Three (or n) Multi-Paxos hosts.
 pub type PaxosCluster = TestCluster<Paxos>;
 
+/// The PBFT replica type under test (each hosts a client proxy).
+pub type Pbft = concord_pbft::Pbft<KvStateMachine>;
+
+/// Four (`3f + 1`, or n) PBFT hosts.
+pub type PbftCluster = TestCluster<Pbft>;
+
 /// Generous: the machine is shared, and tests never assert on speed.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -42,8 +49,14 @@ pub trait TestNode:
     /// The replicated key-value state machine (as far as this node applied it).
     fn kv(&self) -> &KvStateMachine;
 
-    /// The log index (Raft) or slot (Paxos) a successful write was applied at.
+    /// The log index (Raft) or slot (Paxos) a successful write was applied at; `None` when
+    /// the reply does not say (PBFT's names the client's timestamp, not a sequence number).
     fn applied_at(response: &Self::Response) -> Option<u64>;
+
+    /// What the node's time counts from on its host.
+    fn time_origin() -> TimeOrigin {
+        TimeOrigin::HostStart
+    }
 }
 
 impl TestNode for Kv {
@@ -72,6 +85,23 @@ impl TestNode for Paxos {
     }
 }
 
+impl TestNode for Pbft {
+    fn kv(&self) -> &KvStateMachine {
+        self.state()
+    }
+
+    fn applied_at(_: &Self::Response) -> Option<u64> {
+        None
+    }
+
+    /// A client proxy stamps its requests with the node's time, and replicas ignore a client's
+    /// request stamped no later than the last they executed: time must go on increasing
+    /// across a restart.
+    fn time_origin() -> TimeOrigin {
+        TimeOrigin::UnixEpoch
+    }
+}
+
 /// Small Raft timeouts keep the tests fast.
 pub fn raft_config() -> Config {
     Config {
@@ -85,6 +115,23 @@ pub fn raft_config() -> Config {
 /// Multi-Paxos with the default timing (heartbeat rounds of 100 ms).
 pub fn paxos_config() -> concord_paxos::multi::Config {
     concord_paxos::multi::Config::default()
+}
+
+/// PBFT for real time on a shared machine: a checkpoint every 4 sequence numbers (a window of
+/// 8), so checkpoints, garbage collection and state transfer happen within a test's few dozen
+/// requests; a view-change timeout of 1 s, long enough that a loaded machine does not start
+/// view changes for requests merely slow, short enough that a stopped primary is replaced
+/// within seconds; client proxies that never give up within a test.
+pub fn pbft_config() -> concord_pbft::Config {
+    concord_pbft::Config {
+        checkpoint_interval: 4,
+        log_window: 8,
+        view_change_timeout: 1_000 * MILLISECOND,
+        max_view_change_timeout: 8_000 * MILLISECOND,
+        client_give_up: 300_000 * MILLISECOND,
+        key_seed: 0x5eed,
+        ..concord_pbft::Config::default()
+    }
 }
 
 /// Hosts 0..n, their data directories, addresses and sync gates.
@@ -146,6 +193,7 @@ impl<N: TestNode> TestCluster<N> {
         );
         config.peers = self.addresses.clone();
         config.seed = 7;
+        config.time_origin = N::time_origin();
         config.cluster_id = 42;
         config.tick_interval = Duration::from_millis(10);
         config.transport = TransportOptions {
