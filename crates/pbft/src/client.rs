@@ -244,7 +244,17 @@ impl<S: Service> Pbft<S> {
                 continue;
             };
             if now >= outstanding.give_up_at {
+                let id = outstanding.id;
+                let (client, timestamp) = (
+                    outstanding.request.request.client,
+                    outstanding.request.request.timestamp,
+                );
                 self.client.lanes[lane].current = None;
+                // The caller learns that the outcome is unknown instead of waiting forever.
+                out.push(Effect::Reply {
+                    id,
+                    response: Response::Unknown { client, timestamp },
+                });
                 self.next_queued(now, lane, out);
                 continue;
             }

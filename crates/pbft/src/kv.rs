@@ -19,6 +19,7 @@ impl KvService for Pbft<KvStateMachine> {
         match response {
             Response::Done { result, .. } => KvOutcome::Ok(result.clone()),
             Response::Failed(PbftError::Overloaded) => KvOutcome::Rejected("overloaded".into()),
+            Response::Unknown { .. } => KvOutcome::Unknown,
         }
     }
 }

@@ -276,6 +276,14 @@ pub enum Response<O> {
     },
     /// The request was refused before it was sent.
     Failed(PbftError),
+    /// The proxy stopped waiting for `f + 1` matching replies ([`crate::Config::client_give_up`]):
+    /// the request may or may not execute.
+    Unknown {
+        /// The client identity the proxy used.
+        client: ClientId,
+        /// The request's timestamp.
+        timestamp: Timestamp,
+    },
 }
 
 /// A durable mutation.

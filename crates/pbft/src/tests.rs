@@ -29,7 +29,7 @@ fn read(key: &str) -> Request<KvOperation, KvOperation> {
 fn done(harness: &Harness<Kv>, id: u64) -> Option<KvResult> {
     harness.replies_to(id).into_iter().find_map(|r| match r {
         Response::Done { result, .. } => Some(result.clone()),
-        Response::Failed(_) => None,
+        Response::Failed(_) | Response::Unknown { .. } => None,
     })
 }
 
@@ -309,6 +309,34 @@ fn a_lone_replica_does_not_run_through_views() {
     assert_eq!(node.counters().view_changes_started, 1);
     assert_eq!(node.view(), 1);
     assert!(!node.is_active());
+    h.assert_safe();
+}
+
+/// A proxy that gives up waiting tells its caller the outcome is unknown, rather than leaving
+/// the request unanswered; a request queued behind it is then sent.
+#[test]
+fn a_request_the_proxy_gives_up_on_is_answered_unknown() {
+    let config = Config {
+        client_lanes: 1,
+        ..Config::default()
+    };
+    let give_up = config.client_give_up;
+    let mut h = cluster(4, config, 17);
+    h.isolate(1);
+    let first = h.request(1, write("x", 1));
+    let queued = h.request(1, write("x", 2));
+    h.run_for(give_up + SECOND);
+    match h.replies_to(first).as_slice() {
+        [Response::Unknown { .. }] => {}
+        other => panic!("expected one Unknown answer, got {other:?}"),
+    }
+    // The queued request took the lane when the first was given up; back in touch, it completes.
+    h.heal();
+    h.run_for(give_up);
+    match h.replies_to(queued).as_slice() {
+        [Response::Done { result, .. }] => assert_eq!(*result, KvResult::Written),
+        other => panic!("expected the queued request done, got {other:?}"),
+    }
     h.assert_safe();
 }
 
