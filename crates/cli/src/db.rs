@@ -34,6 +34,26 @@ pub enum DbCommand {
     Status(StatusArgs),
     /// Drive endpoints that speak the etcd v3 API (Concord DB or etcd) with a load.
     Bench(BenchArgs),
+    /// Seed a new node's data directory from a backup (`etcdctl snapshot save FILE` against a
+    /// running node); restore every node of the new cluster from the same file.
+    Restore(RestoreArgs),
+}
+
+/// Flags of `concord db restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    pub backup: PathBuf,
+    /// This node's id in the new cluster.
+    #[arg(long)]
+    pub id: u64,
+    /// The data directory to create (it must not hold a node's state yet).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The new cluster: `1=10.0.0.1:2380,2=10.0.0.2:2380,3=10.0.0.3:2380` (peer addresses), as
+    /// `concord db serve --initial-cluster` will be given.
+    #[arg(long)]
+    pub initial_cluster: String,
 }
 
 /// Flags of `concord db up`.
@@ -160,7 +180,28 @@ pub fn run(args: &DbArgs) -> Result<Outcome> {
         DbCommand::Serve(serve) => run_serve(serve),
         DbCommand::Status(status) => runtime()?.block_on(run_status(status)),
         DbCommand::Bench(bench) => runtime()?.block_on(run_bench(bench)),
+        DbCommand::Restore(restore) => run_restore(restore),
     }
+}
+
+fn run_restore(args: &RestoreArgs) -> Result<Outcome> {
+    let initial_cluster = parse_cluster(&args.initial_cluster)?;
+    let bytes = std::fs::read(&args.backup)
+        .with_context(|| format!("reading {}", args.backup.display()))?;
+    let restored =
+        concord_kv::server::backup::restore(&bytes, &args.data_dir, args.id, &initial_cluster)
+            .with_context(|| format!("restoring {}", args.backup.display()))?;
+    println!(
+        "restored {} keys at revision {} into {} for node {}; start it with `concord db serve --id {} --data-dir {} --initial-cluster {}`",
+        restored.keys,
+        restored.revision,
+        args.data_dir.display(),
+        args.id,
+        args.id,
+        args.data_dir.display(),
+        args.initial_cluster
+    );
+    Ok(Outcome::Success)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -532,6 +532,34 @@ pub async fn start<N: HostedNode>(config: HostConfig<N>) -> Result<NodeHandle<N>
     start_with_listener(config, listener).await
 }
 
+/// Seeds an empty data directory with `storage` as the node's whole durable state (one base
+/// record, synced), so that a host started on it restores from there: how a node is restored
+/// from a backup. Refuses a directory whose write-ahead log already holds records.
+pub fn seed_storage<N: HostedNode>(
+    data_dir: &std::path::Path,
+    storage: &N::Storage,
+    options: WalOptions,
+) -> Result<(), HostError> {
+    let recovery = |error: WalError| HostError::Recovery(Arc::new(error));
+    let (mut wal, records, _) = Wal::open(&data_dir.join("wal"), options).map_err(recovery)?;
+    if !records.is_empty() {
+        return Err(HostError::Stopped {
+            reason: Arc::from(format!(
+                "{} already holds a node's state; seed an empty directory",
+                data_dir.display()
+            )),
+        });
+    }
+    let base = codec::encode(&RecordRef::<N::Storage, N::Write>::Base(storage)).map_err(|e| {
+        HostError::Stopped {
+            reason: Arc::from(format!("encoding the seeded state: {e}")),
+        }
+    })?;
+    wal.append(&base).map_err(recovery)?;
+    wal.sync().map_err(recovery)?;
+    Ok(())
+}
+
 /// Starts the host on a bound listener (bind every node's listener first when ports are
 /// chosen by the system): recovers the WAL, restores the node, and spawns its tasks.
 pub async fn start_with_listener<N: HostedNode>(

@@ -29,8 +29,8 @@ pub mod wal;
 
 pub use clock::TimeOrigin;
 pub use host::{
-    start, start_with_listener, CompactionPolicy, HostConfig, HostError, HostedNode, NodeHandle,
-    SyncGate, REMOVED,
+    seed_storage, start, start_with_listener, CompactionPolicy, HostConfig, HostError, HostedNode,
+    NodeHandle, SyncGate, REMOVED,
 };
 pub use metrics::HostMetrics;
 pub use transport::TransportOptions;

@@ -74,6 +74,17 @@ impl DbCluster {
     /// Starts `n` nodes with short timeouts (fast tests) plus `extra` flags, and waits for a
     /// leader.
     pub fn start(n: u64, extra: &[&str]) -> DbCluster {
+        let mut cluster = DbCluster::prepare(n, extra);
+        for id in 1..=n {
+            cluster.spawn(id);
+        }
+        cluster.wait_for_leader(Duration::from_secs(20));
+        cluster.wait_all_serving(Duration::from_secs(20));
+        cluster
+    }
+
+    /// `n` nodes' ports, data directories and flags, none started yet.
+    pub fn prepare(n: u64, extra: &[&str]) -> DbCluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut nodes = Vec::new();
         for id in 1..=n {
@@ -92,17 +103,11 @@ impl DbCluster {
             .map(|node| format!("{}={}", node.id, node.peer))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = DbCluster {
+        DbCluster {
             nodes,
             dir,
             initial_cluster,
-        };
-        for id in 1..=n {
-            cluster.spawn(id);
         }
-        cluster.wait_for_leader(Duration::from_secs(20));
-        cluster.wait_all_serving(Duration::from_secs(20));
-        cluster
     }
 
     /// Waits until every running node answers a status request, or panics with the logs.

@@ -15,6 +15,7 @@
 //! carried out by a `LeaseRevoke` proposal, so every replica deletes the same keys at the same
 //! revision.
 
+pub mod backup;
 mod cluster;
 pub mod convert;
 mod kv;
