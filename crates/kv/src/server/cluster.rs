@@ -505,7 +505,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             .map(|(index, chunk)| {
                 let sent = (index * SNAPSHOT_CHUNK_BYTES + chunk.len()) as u64;
                 Ok(pb::SnapshotResponse {
-                    header: header.clone(),
+                    header,
                     remaining_bytes: total as u64 - sent,
                     blob: chunk.to_vec(),
                 })
