@@ -363,7 +363,7 @@ fn raw_tcp(address: &str, bytes: &[u8]) -> Vec<u8> {
 }
 
 /// The peer protocol version the nodes speak (`concord_runtime::PROTOCOL_VERSION`).
-const PEER_VERSION: u32 = 2;
+const PEER_VERSION: u32 = 3;
 
 /// A peer handshake: magic, protocol version, cluster id and sender id.
 fn hello(version: u32, cluster_id: u64, sender: u64) -> Vec<u8> {

@@ -134,8 +134,9 @@ pub struct HostConfig<N: Node> {
     /// [`HostError::ForwardRefused`]. By default every peer is accepted.
     pub accept_forward: fn(&N, NodeId) -> bool,
     /// Whether the node knows `peer` was removed from the cluster for good. Such a peer's
-    /// messages are dropped and it is told it was removed, at which its host stops (a member
-    /// removed while it was down learns it so when it comes back). By default no peer is.
+    /// messages are dropped and it is told it was removed ([`NodeHandle::removed_by`]): a
+    /// member removed while it was down learns it so when it comes back. By default no peer
+    /// is.
     pub removed_peer: fn(&N, NodeId) -> bool,
 }
 
@@ -341,6 +342,7 @@ pub struct NodeHandle<N: HostedNode> {
     status: watch::Receiver<NodeStatus>,
     applied: watch::Receiver<u64>,
     stopped: watch::Receiver<Option<Arc<str>>>,
+    removed_by: watch::Receiver<Option<NodeId>>,
     metrics: HostMetrics,
     local_addr: SocketAddr,
     task: Arc<tokio::sync::Mutex<Option<JoinHandle<()>>>>,
@@ -356,6 +358,7 @@ impl<N: HostedNode> Clone for NodeHandle<N> {
             status: self.status.clone(),
             applied: self.applied.clone(),
             stopped: self.stopped.clone(),
+            removed_by: self.removed_by.clone(),
             metrics: self.metrics.clone(),
             local_addr: self.local_addr,
             task: self.task.clone(),
@@ -468,6 +471,13 @@ impl<N: HostedNode> NodeHandle<N> {
         &self.metrics
     }
 
+    /// The peer that said this node was removed from the cluster (see
+    /// [`HostConfig::removed_peer`]), if one did. The host keeps running: the application
+    /// decides what a removed member still answers.
+    pub fn removed_by(&self) -> Option<NodeId> {
+        *self.removed_by.borrow()
+    }
+
     /// Why the host stopped, once it has.
     pub fn stopped(&self) -> Option<Arc<str>> {
         self.stopped.borrow().clone()
@@ -514,8 +524,8 @@ impl<N: HostedNode> NodeHandle<N> {
 
 const SHUTDOWN: &str = "shut down";
 
-/// Why a host told by a peer that it was removed from the cluster stops (the start of the
-/// reason; [`HostConfig::removed_peer`]).
+/// What a host told by a peer that it was removed from the cluster logs
+/// ([`HostConfig::removed_peer`]).
 pub const REMOVED: &str = "this member has been permanently removed from the cluster";
 
 /// A node step at least this long (nanoseconds) is logged as slow.
@@ -628,6 +638,7 @@ pub async fn start_with_listener<N: HostedNode>(
     let (status_sender, status) = watch::channel(initial_status.clone());
     let (applied_sender, applied) = watch::channel(initial_status.applied_index);
     let (stopped_sender, stopped) = watch::channel(None);
+    let (removed_sender, removed_by) = watch::channel(None);
 
     let (wal_commands, wal_receiver) = mpsc::unbounded_channel();
     let (wal_events_sender, wal_events) = mpsc::unbounded_channel();
@@ -678,6 +689,7 @@ pub async fn start_with_listener<N: HostedNode>(
         status_sender,
         applied_sender,
         stopped_sender,
+        removed_sender,
         metrics: metrics.clone(),
         last_status: initial_status,
     };
@@ -691,6 +703,7 @@ pub async fn start_with_listener<N: HostedNode>(
         status,
         applied,
         stopped,
+        removed_by,
         metrics,
         local_addr,
         task: Arc::new(tokio::sync::Mutex::new(Some(task))),
@@ -732,6 +745,7 @@ struct NodeTask<N: HostedNode> {
     status_sender: watch::Sender<NodeStatus>,
     applied_sender: watch::Sender<u64>,
     stopped_sender: watch::Sender<Option<Arc<str>>>,
+    removed_sender: watch::Sender<Option<NodeId>>,
     metrics: HostMetrics,
     last_status: NodeStatus,
 }
@@ -774,12 +788,7 @@ impl<N: HostedNode> NodeTask<N> {
                     Some(Command::SetPeer(id, address)) => self.transport.set_peer(id, address),
                     Some(Command::Shutdown) | None => break Arc::from(SHUTDOWN),
                 },
-                Some((from, frame)) = inbound.recv() => {
-                    if let Some(reason) = self.on_frame(from, &frame) {
-                        error!(node = self.node.id(), "stopping: {reason}");
-                        break reason;
-                    }
-                }
+                Some((from, frame)) = inbound.recv() => self.on_frame(from, &frame),
                 () = tokio::time::sleep_until(wake) => {
                     // Forwards whose caller gave up waiting are forgotten.
                     self.forwards.retain(|_, reply| !reply.is_closed());
@@ -858,14 +867,13 @@ impl<N: HostedNode> NodeTask<N> {
         }
     }
 
-    /// Handles one peer frame; returns why the host must stop, if it must.
-    fn on_frame(&mut self, from: NodeId, frame: &[u8]) -> Option<Arc<str>> {
+    fn on_frame(&mut self, from: NodeId, frame: &[u8]) {
         let frame = match codec::decode::<Frame<N::Message, N::Request, N::Response>>(frame) {
             Ok(frame) => frame,
             Err(error) => {
                 warn!(node = self.node.id(), peer = from, %error, "dropping an undecodable frame");
                 self.metrics.dropped(from);
-                return None;
+                return;
             }
         };
         match frame {
@@ -900,10 +908,16 @@ impl<N: HostedNode> NodeTask<N> {
                 }
             }
             Frame::Removed => {
-                return Some(Arc::from(format!("{REMOVED} (node {from} says so)")));
+                if self.removed_sender.borrow().is_none() {
+                    warn!(
+                        node = self.node.id(),
+                        peer = from,
+                        "{REMOVED} (the peer says so)"
+                    );
+                    self.removed_sender.send_replace(Some(from));
+                }
             }
         }
-        None
     }
 
     fn transmit(&self, to: NodeId, message: &N::Message) {

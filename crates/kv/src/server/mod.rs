@@ -257,7 +257,7 @@ impl Shared {
             })
             .await
             .map_err(host_status)?;
-        membership_status(member, applied)?;
+        self.membership_status(member, applied)?;
         output.ok_or_else(|| Status::internal("a member's local read gave no answer"))
     }
 
@@ -321,7 +321,7 @@ impl Shared {
                 })
                 .await
                 .map_err(host_status)?;
-            membership_status(member, applied)?;
+            self.membership_status(member, applied)?;
             if url.is_some() || Instant::now() >= deadline {
                 break url;
             }
@@ -358,7 +358,14 @@ impl Shared {
             .inspect(move |node: &DbNode| (is_member(node, id), node.applied_index()))
             .await
             .map_err(host_status)?;
-        membership_status(member, applied)
+        self.membership_status(member, applied)
+    }
+
+    /// [`membership_status`], also counting this node out once a peer said it was removed (a
+    /// member removed while it was down never applies its own removal).
+    fn membership_status(&self, member: bool, applied: u64) -> Result<(), Status> {
+        let removed = self.handle.removed_by().is_some();
+        membership_status(member && !removed, applied.max(u64::from(removed)))
     }
 }
 
