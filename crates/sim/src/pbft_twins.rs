@@ -3,12 +3,16 @@
 //!
 //! The simulator has one slot per node, so the twins live inside one node, [`Replica`]:
 //!
-//! - **Inputs.** Every message and tick addressed to the node goes to both instances, the
-//!   first, then the second. Client requests go to the first instance only: the node's
-//!   clients live there, so every history the simulator checks is a correct client's, and the
-//!   twins diverge because only the first one's primary (and client proxy) knows its own
-//!   clients' requests before they are retransmitted. (A message a replica sends to itself
-//!   stays inside that instance: the twins never hear each other directly.)
+//! - **Inputs.** The twins sit on the two sides of a network split, as in the Twins
+//!   methodology (Bano et al. 2022): when the node restores as twins it draws (from the run's
+//!   seed) a nonempty proper subset of its peers that only the second instance hears; every
+//!   other peer is heard only by the first. Ticks go to both, the first, then the second.
+//!   Client requests go to the first instance only: the node's clients live there, so every
+//!   history the simulator checks is a correct client's. The twins diverge because each sees
+//!   a different part of the cluster — backups' twins prepare and commit different things —
+//!   and, for a primary, because only the first knows its own clients' requests before they
+//!   are retransmitted. (A message a replica sends to itself stays inside that instance: the
+//!   twins never hear each other directly.)
 //! - **Outputs.** Both instances' sends leave under the shared identity, through the node's
 //!   Byzantine hook like any other node's. The second instance's `Apply` and `Reply` effects
 //!   are dropped (it has no requests of its own; what it executes is a Byzantine node's
@@ -27,7 +31,7 @@
 //! restarts every node — the second instance is dropped and the node is a correct replica
 //! again from its first instance's storage.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -35,6 +39,7 @@ use concord_core::{
     ClusterInvariant, Duration, Effect, EffectOf, Env, Input, KvOperation, KvOutcome, KvService,
     Node, NodeId, NodeStatus, Rng, Time, Violation,
 };
+use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
 use crate::byzantine::{ByzantineBehavior, Outgoing};
@@ -167,6 +172,8 @@ impl ByzantineBehavior<Replica> for TwinsSwitch {
 pub struct Replica {
     first: Pbft,
     second: Option<Pbft>,
+    /// The peers only the second instance hears (while it runs); the first hears the others.
+    second_hears: BTreeSet<NodeId>,
     /// While set, the second instance runs.
     switch: Option<Arc<AtomicBool>>,
     scratch: Vec<EffectOf<Pbft>>,
@@ -188,6 +195,11 @@ impl Replica {
         self.second.is_some()
     }
 
+    /// The peers only the second instance hears, while the node runs twins.
+    pub fn second_hears(&self) -> &BTreeSet<NodeId> {
+        &self.second_hears
+    }
+
     fn retire_if_switched_off(&mut self) {
         if self
             .switch
@@ -196,6 +208,7 @@ impl Replica {
         {
             self.second = None;
             self.switch = None;
+            self.second_hears.clear();
         }
     }
 }
@@ -230,9 +243,21 @@ impl Node for Replica {
         let second = switch
             .as_ref()
             .map(|_| Pbft::restore(id, members, &config.pbft, &storage.second, now, rng));
+        let mut second_hears = BTreeSet::new();
+        if second.is_some() {
+            let mut peers: Vec<NodeId> = members.iter().copied().filter(|&p| p != id).collect();
+            if peers.len() >= 2 {
+                let count = rng.gen_range(1..peers.len());
+                for _ in 0..count {
+                    let pick = rng.gen_range(0..peers.len());
+                    second_hears.insert(peers.swap_remove(pick));
+                }
+            }
+        }
         Replica {
             first,
             second,
+            second_hears,
             switch,
             scratch: Vec::new(),
         }
@@ -263,7 +288,9 @@ impl Node for Replica {
             }
             Input::Persisted { token } => (None, Some(Input::Persisted { token: token / 2 })),
             Input::Request { .. } => (Some(input), None),
-            Input::Message { .. } | Input::Tick => (Some(input.clone()), Some(input)),
+            Input::Message { from, .. } if self.second_hears.contains(&from) => (None, Some(input)),
+            Input::Message { .. } => (Some(input), None),
+            Input::Tick => (Some(input.clone()), Some(input)),
         };
         let mut scratch = std::mem::take(&mut self.scratch);
         if let Some(input) = to_first {
