@@ -18,6 +18,7 @@ pub mod linearizability;
 pub mod model;
 pub mod picture;
 pub mod readers;
+mod registers;
 pub mod sequential;
 pub mod session;
 pub mod txn;
