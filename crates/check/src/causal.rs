@@ -175,6 +175,12 @@ pub struct Report {
 /// "No node".
 const NONE: u32 = u32::MAX;
 
+/// An edge `(from, to, kind, read)` between nodes; `read` is a `cf` edge's read, or [`NONE`].
+type Arrow = (u32, u32, Edge, u32);
+
+/// A chain's writes of one key: the chain, and its writes' `(position, node)` in order.
+type ChainWrites = (u32, Vec<(u32, u32)>);
+
 /// What a node of the graph is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -205,7 +211,7 @@ struct Adjacency {
 }
 
 impl Adjacency {
-    fn new(nodes: usize, edges: &[(u32, u32, Edge, u32)]) -> Adjacency {
+    fn new(nodes: usize, edges: &[Arrow]) -> Adjacency {
         let mut start = vec![0usize; nodes + 1];
         for &(from, ..) in edges {
             start[from as usize + 1] += 1;
@@ -298,7 +304,7 @@ struct Graph<'a> {
     chains: usize,
     clocks: Vec<u32>,
     /// Per key: for each chain with writes of the key, its writes' `(position, node)` in order.
-    writes: Vec<Vec<(u32, Vec<(u32, u32)>)>>,
+    writes: Vec<Vec<ChainWrites>>,
 }
 
 impl Graph<'_> {
@@ -415,7 +421,7 @@ fn shortest_cycle(
     graph: &Graph,
     adjacency: &Adjacency,
     in_component: &dyn Fn(u32) -> bool,
-    marked: &[(u32, u32, Edge, u32)],
+    marked: &[Arrow],
 ) -> Vec<Step> {
     let n = graph.nodes.len();
     let mut by_target: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
@@ -540,7 +546,7 @@ fn graph<'a>(index: &'a Index, observed: &[Option<Version>]) -> Graph<'a> {
         }
     }
     let chains = chains as usize;
-    let mut edges: Vec<(u32, u32, Edge, u32)> = Vec::with_capacity(nodes.len() * 2);
+    let mut edges: Vec<Arrow> = Vec::with_capacity(nodes.len() * 2);
     for (v, node) in nodes.iter().enumerate() {
         if po[v] != NONE {
             edges.push((po[v], v as u32, Edge::ProgramOrder, NONE));
@@ -581,16 +587,27 @@ fn clocks(graph: &Graph) -> Vec<u32> {
     let n = graph.nodes.len();
     let chains = graph.chains;
     let (component, count) = components(&graph.causal, n);
-    let mut members: Vec<Vec<u32>> = vec![Vec::new(); count];
-    for v in 0..n as u32 {
-        members[component[v as usize] as usize].push(v);
+    // The nodes grouped by component: those of component `k` are `order[start[k]..start[k + 1]]`.
+    let mut start = vec![0usize; count + 1];
+    for &k in &component {
+        start[k as usize + 1] += 1;
+    }
+    for k in 0..count {
+        start[k + 1] += start[k];
+    }
+    let mut fill = start.clone();
+    let mut order = vec![0u32; n];
+    for (v, &k) in component.iter().enumerate() {
+        order[fill[k as usize]] = v as u32;
+        fill[k as usize] += 1;
     }
     let mut clocks = vec![0u32; n * chains];
     let mut clock = vec![0u32; chains];
     // Higher component numbers come first in topological order.
     for k in (0..count).rev() {
+        let members = &order[start[k]..start[k + 1]];
         clock.fill(0);
-        for &v in &members[k] {
+        for &v in members {
             for (u, _) in graph.predecessors(v) {
                 if component[u as usize] as usize == k {
                     continue;
@@ -604,14 +621,14 @@ fn clocks(graph: &Graph) -> Vec<u32> {
                 *c = (*c).max(node.position);
             }
         }
-        if members[k].len() > 1 {
-            for &v in &members[k] {
+        if members.len() > 1 {
+            for &v in members {
                 let node = &graph.nodes[v as usize];
                 let c = &mut clock[node.chain as usize];
                 *c = (*c).max(node.position);
             }
         }
-        for &v in &members[k] {
+        for &v in members {
             clocks[v as usize * chains..][..chains].copy_from_slice(&clock);
         }
     }
@@ -729,12 +746,12 @@ fn cyclic_co(graph: &Graph, found: &mut Found) {
 fn cycles(
     graph: &Graph,
     adjacency: &Adjacency,
-    marked: &[(u32, u32, Edge, u32)],
+    marked: &[Arrow],
     pattern: Pattern,
     found: &mut Found,
 ) {
     let (component, _) = components(adjacency, graph.nodes.len());
-    let mut inside: BTreeMap<u32, Vec<(u32, u32, Edge, u32)>> = BTreeMap::new();
+    let mut inside: BTreeMap<u32, Vec<Arrow>> = BTreeMap::new();
     for &edge in marked {
         let (from, to, ..) = edge;
         if component[from as usize] == component[to as usize] {
@@ -745,7 +762,7 @@ fn cycles(
         }
     }
     // In order of the first operation involved, for a stable report.
-    let mut cyclic: Vec<(u32, Vec<(u32, u32, Edge, u32)>)> = inside.into_iter().collect();
+    let mut cyclic: Vec<(u32, Vec<Arrow>)> = inside.into_iter().collect();
     cyclic.sort_by_key(|(_, edges)| edges.iter().map(|e| e.0.min(e.1)).min());
     for (k, edges) in cyclic {
         found.add(pattern, || {
@@ -835,7 +852,7 @@ fn overwritten_read(graph: &Graph, w1: u32, r: u32) -> Violation {
 /// this reports the cycles of `co ∪ cf` that causal consistency allows and causal convergence
 /// does not; the convergence verdict is the same either way.
 fn cyclic_cf(graph: &Graph, found: &mut Found) {
-    let mut conflicts: Vec<(u32, u32, Edge, u32)> = Vec::new();
+    let mut conflicts: Vec<Arrow> = Vec::new();
     for (r, node) in graph.nodes.iter().enumerate() {
         let Kind::ReadFrom(w2) = node.kind else {
             continue;
@@ -854,7 +871,7 @@ fn cyclic_cf(graph: &Graph, found: &mut Found) {
     }
     conflicts.sort_unstable_by_key(|&(w1, w2, ..)| (w1, w2));
     conflicts.dedup_by_key(|&mut (w1, w2, ..)| (w1, w2));
-    let mut edges: Vec<(u32, u32, Edge, u32)> = Vec::new();
+    let mut edges: Vec<Arrow> = Vec::new();
     for v in 0..graph.nodes.len() as u32 {
         edges.extend(graph.causal.of(v).iter().map(|&(w, e, r)| (v, w, e, r)));
     }

@@ -911,9 +911,9 @@ fn bad_patterns(history: &History) -> (BTreeMap<causal::Pattern, usize>, bool) {
     };
     let with = |edges: &dyn Fn(usize, usize) -> bool| {
         let mut relation = co.clone();
-        for a in 0..n {
-            for b in 0..n {
-                relation[a][b] |= edges(a, b);
+        for (a, row) in relation.iter_mut().enumerate() {
+            for (b, related) in row.iter_mut().enumerate() {
+                *related |= edges(a, b);
             }
         }
         close(&mut relation);
