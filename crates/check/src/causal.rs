@@ -1256,6 +1256,31 @@ mod tests {
                 report.reads_checked
             );
         }
+        // Every fifth read changed to the initial value: thousands of violations, 16 witnesses.
+        let mut history = unique_register_history(&RegisterWorkload {
+            operations: 10_000,
+            keys: 100,
+            processes: 16,
+            values: 0,
+            seed: 1,
+        });
+        let reads: Vec<usize> = (0..history.events.len())
+            .filter(|&i| history.events[i].kind == EventType::Ok && history.events[i].f == "read")
+            .collect();
+        for (n, &i) in reads.iter().enumerate() {
+            if n % 5 == 0 {
+                history.events[i].value = Json::Null;
+            }
+        }
+        let started = std::time::Instant::now();
+        let report = check(&history).unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(report.verdict, Verdict::Violated);
+        println!(
+            "10000 operations, every fifth read changed to the initial value: {:.3} s ({:?})",
+            elapsed.as_secs_f64(),
+            report.counts
+        );
     }
 
     #[test]
