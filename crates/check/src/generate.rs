@@ -4,6 +4,7 @@
 //! (`read`, `write`, `cas`, the [`RegisterModel`](crate::model::RegisterModel) operations): every
 //! operation takes effect at one instant between its invocation and its completion, so the
 //! history is linearizable by construction. One seed always gives the same history.
+//! [`unique_register_history`] does the same with every written value new.
 
 use std::collections::BTreeMap;
 
@@ -62,6 +63,19 @@ enum Phase {
 /// operations, writes 30 %, cas 20 %; a cas whose expected value does not match completes
 /// `fail`. Times are 1, 2, 3, … (one per step).
 pub fn register_history(workload: &RegisterWorkload) -> History {
+    run(workload, false)
+}
+
+/// Like [`register_history`], but every written value is new: a `write` writes the number of
+/// operations invoked before it plus one, and a `cas` sets that number from the key's value at
+/// invocation (half the time; otherwise from a random earlier number, so it most likely fails).
+/// `workload.values` is not used. Such histories suit the checks that need unique values
+/// ([`crate::session`], [`crate::causal`]).
+pub fn unique_register_history(workload: &RegisterWorkload) -> History {
+    run(workload, true)
+}
+
+fn run(workload: &RegisterWorkload, unique: bool) -> History {
     let mut random = SplitMix(workload.seed);
     let keys: Vec<String> = (0..workload.keys).map(|k| k.to_string()).collect();
     let values = workload.values.max(1);
@@ -78,9 +92,21 @@ pub fn register_history(workload: &RegisterWorkload) -> History {
         phases[process] = match std::mem::replace(&mut phases[process], Phase::Idle) {
             Phase::Idle if invoked < workload.operations => {
                 let key = (!keys.is_empty()).then(|| random.below(keys.len() as u64) as usize);
+                let fresh = invoked as u64 + 1;
                 let (f, value) = match random.below(10) {
                     0..=4 => ("read", Json::Null),
+                    5..=7 if unique => ("write", json!(fresh)),
                     5..=7 => ("write", json!(random.below(values))),
+                    _ if unique => {
+                        let from = match random.below(2) {
+                            0 => registers
+                                .get(&key.unwrap_or(0))
+                                .cloned()
+                                .unwrap_or(Json::Null),
+                            _ => json!(random.below(fresh)),
+                        };
+                        ("cas", json!([from, fresh]))
+                    }
                     _ => ("cas", json!([random.below(values), random.below(values)])),
                 };
                 invoked += 1;
@@ -158,5 +184,37 @@ mod tests {
         let report = check(&history, &RegisterModel, None).unwrap();
         assert_eq!(report.verdict, Verdict::Linearizable);
         assert_eq!(report.parts, 20);
+    }
+
+    #[test]
+    fn unique_histories_write_every_value_once_and_are_causally_consistent() {
+        let workload = RegisterWorkload {
+            operations: 3_000,
+            keys: 10,
+            processes: 12,
+            values: 0,
+            seed: 5,
+        };
+        let history = unique_register_history(&workload);
+        let report = check(&history, &RegisterModel, None).unwrap();
+        assert_eq!(report.verdict, Verdict::Linearizable);
+        let mut written = std::collections::HashSet::new();
+        let mut cas_ok = 0;
+        for event in history.events.iter().filter(|e| e.kind == EventType::Ok) {
+            match event.f.as_str() {
+                "write" => assert!(written.insert(event.value.clone())),
+                "cas" => {
+                    cas_ok += 1;
+                    assert!(written.insert(event.value[1].clone()));
+                }
+                _ => {}
+            }
+        }
+        assert!(cas_ok > 50, "{cas_ok} cas succeeded");
+        let causal = crate::causal::check(&history).unwrap();
+        assert_eq!(causal.verdict, crate::causal::Verdict::Consistent);
+        assert_eq!(causal.convergence, crate::causal::Verdict::Consistent);
+        assert_eq!(causal.reads_ambiguous, 0);
+        assert!(causal.reads_checked > 1_000);
     }
 }

@@ -16,13 +16,13 @@
 //! only violations that hold whatever order the store chose for them. The exact rules and their
 //! limits are in `docs/checkers.md`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
-use serde_json::Value as Json;
 
 use crate::history::History;
 use crate::linearizability::{operations, MalformedHistory, Operation};
+use crate::registers::{Index, Observed, Role, Version};
 
 /// One of the four session guarantees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -103,41 +103,6 @@ pub struct Report {
     pub operations: usize,
 }
 
-/// A version of a key: its initial value or the value of one write (an operation index).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Version {
-    Initial,
-    Write(usize),
-}
-
-/// What a read observed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Observed {
-    Version(Version),
-    Ambiguous,
-    Unwritten,
-}
-
-/// How an operation takes part in the check.
-#[derive(Clone, Debug, PartialEq)]
-enum Role {
-    Write(Json),
-    Read(Json),
-    Ignored,
-}
-
-fn role(op: &Operation) -> Role {
-    match (op.f.as_str(), &op.output) {
-        ("write" | "put", _) => Role::Write(op.input.clone()),
-        ("cas", _) => match op.input.as_array().map(Vec::as_slice) {
-            Some([_, to]) => Role::Write(to.clone()),
-            _ => Role::Ignored,
-        },
-        ("read" | "get", Some(value)) => Role::Read(value.clone()),
-        _ => Role::Ignored,
-    }
-}
-
 /// A lower bound on what a process may read of a key, and why.
 #[derive(Clone, Debug)]
 struct Floor {
@@ -146,62 +111,11 @@ struct Floor {
     because: Vec<usize>,
 }
 
-/// The history indexed for the check.
-struct Index {
-    ops: Vec<Operation>,
-    roles: Vec<Role>,
-    /// (key, value text) -> the one write of that value, or `None` if written more than once.
-    writers: HashMap<(Option<String>, String), Option<usize>>,
-    /// Keys some operation other than a read, write or cas touches.
-    unsupported: HashSet<Option<String>>,
-}
-
-impl Index {
-    fn new(ops: Vec<Operation>) -> Index {
-        let roles: Vec<Role> = ops.iter().map(role).collect();
-        let mut writers: HashMap<(Option<String>, String), Option<usize>> = HashMap::new();
-        for (i, role) in roles.iter().enumerate() {
-            if let Role::Write(value) = role {
-                // A write of `null` or `""` cannot be told from the initial value.
-                let unique = !(value.is_null() || value == "");
-                writers
-                    .entry((ops[i].key.clone(), value.to_string()))
-                    .and_modify(|w| *w = None)
-                    .or_insert(unique.then_some(i));
-            }
-        }
-        let unsupported = ops
-            .iter()
-            .zip(&roles)
-            .filter(|(op, role)| {
-                **role == Role::Ignored && !matches!(op.f.as_str(), "read" | "get")
-            })
-            .map(|(op, _)| op.key.clone())
-            .collect();
-        Index {
-            ops,
-            roles,
-            writers,
-            unsupported,
-        }
-    }
-
-    fn observed(&self, read: usize, value: &Json) -> Observed {
-        let key = (self.ops[read].key.clone(), value.to_string());
-        match self.writers.get(&key) {
-            Some(Some(write)) => Observed::Version(Version::Write(*write)),
-            Some(None) => Observed::Ambiguous,
-            None if value.is_null() || value == "" => Observed::Version(Version::Initial),
-            None => Observed::Unwritten,
-        }
-    }
-
-    /// Is `version` known to be older than the write `write` of the same key?
-    fn older(&self, version: Version, write: usize) -> bool {
-        match version {
-            Version::Initial => true,
-            Version::Write(other) => self.ops[other].ret < self.ops[write].call,
-        }
+/// Is `version` known to be older than the write `write` of the same key?
+fn older(index: &Index, version: Version, write: usize) -> bool {
+    match version {
+        Version::Initial => true,
+        Version::Write(other) => index.ops[other].ret < index.ops[write].call,
     }
 }
 
@@ -210,12 +124,12 @@ impl Index {
 fn raise(floors: &mut Vec<Floor>, floor: Floor, index: &Index) {
     if floors.iter().any(|f| {
         f.guarantee == floor.guarantee
-            && (f.write == floor.write || index.older(Version::Write(floor.write), f.write))
+            && (f.write == floor.write || older(index, Version::Write(floor.write), f.write))
     }) {
         return;
     }
     floors.retain(|f| {
-        f.guarantee != floor.guarantee || !index.older(Version::Write(f.write), floor.write)
+        f.guarantee != floor.guarantee || !older(index, Version::Write(f.write), floor.write)
     });
     floors.push(floor);
 }
@@ -271,7 +185,7 @@ pub fn check(history: &History) -> Result<Report, MalformedHistory> {
         reads_checked: 0,
         reads_ambiguous: 0,
         reads_unsupported: 0,
-        operations_ignored: index.roles.iter().filter(|r| **r == Role::Ignored).count(),
+        operations_ignored: index.ignored(),
         operations: index.ops.len(),
     };
     for (&process, ops) in &by_process {
@@ -287,12 +201,13 @@ pub fn check(history: &History) -> Result<Report, MalformedHistory> {
                     };
                     raise(floors.entry(key).or_default(), floor, &index);
                 }
-                Role::Read(_) if index.unsupported.contains(&key) => {
-                    report.reads_unsupported += 1;
-                }
                 Role::Read(value) => {
                     let version = match index.observed(i, value) {
                         Observed::Version(version) => version,
+                        Observed::Unsupported => {
+                            report.reads_unsupported += 1;
+                            continue;
+                        }
                         Observed::Ambiguous => {
                             report.reads_ambiguous += 1;
                             continue;
@@ -330,7 +245,7 @@ fn check_read(
     };
     let mut reported: Vec<Guarantee> = Vec::new();
     for floor in floors {
-        if reported.contains(&floor.guarantee) || !index.older(version, floor.write) {
+        if reported.contains(&floor.guarantee) || !older(index, version, floor.write) {
             continue;
         }
         reported.push(floor.guarantee);
@@ -392,7 +307,7 @@ fn observe(
 mod tests {
     use super::*;
     use crate::history::{EventType, Op};
-    use serde_json::json;
+    use serde_json::{json, Value as Json};
 
     use EventType::{Info, Invoke, Ok as Done};
 

@@ -32,8 +32,8 @@ pub enum Command {
     Replay(SimArgs),
     /// Run many seeds with faults drawn from each seed; report every violation.
     Sweep(SweepArgs),
-    /// Check a recorded history: linearizable, sequentially consistent, session guarantees, or
-    /// transactional anomalies (--txn).
+    /// Check a recorded history: linearizable, sequentially consistent, session guarantees,
+    /// causally consistent, or transactional anomalies (--txn).
     Check(CheckArgs),
     /// Concord DB: a replicated key-value database that etcd clients can talk to.
     Db(crate::db::DbArgs),
@@ -145,7 +145,9 @@ pub struct CheckArgs {
     pub format: Option<String>,
     /// The consistency model to decide: linearizable (real-time order, per key), sequential
     /// (each process's order, the whole history as one object), session (the four session
-    /// guarantees of causal consistency; register and string-kv histories with unique writes)
+    /// guarantees of causal consistency; register and string-kv histories with unique writes),
+    /// causal (causal consistency by the bad patterns of Bouajjani et al.; the same histories),
+    /// causal-convergence (causal consistency with one arbitration order of concurrent writes)
     /// or eventual (FILE holds replicas' final states, which must all be equal).
     #[arg(long, default_value = "linearizable")]
     pub consistency: String,

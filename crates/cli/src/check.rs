@@ -1,5 +1,6 @@
 //! `concord check`: is a recorded history linearizable, sequentially consistent, does it keep
-//! the session guarantees, or, for transactions, which anomalies does it show?
+//! the session guarantees, is it causally consistent, or, for transactions, which anomalies does
+//! it show?
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use concord_check::{
-    check_linearizability, check_txn, convergence, linearizability, picture, read_edn,
+    causal, check_linearizability, check_txn, convergence, linearizability, picture, read_edn,
     read_jepsen_log, sequential, session, txn, CounterModel, History, Model, QueueModel,
     RegisterModel, SetModel, StringKvModel,
 };
@@ -30,6 +31,10 @@ enum Consistency {
     Linearizable,
     Sequential,
     Session,
+    /// Causal consistency (Bouajjani et al.'s CC).
+    Causal,
+    /// Causal convergence (their CCv): causal consistency and one arbitration order.
+    CausalConvergence,
     /// Convergence of replicas' final states: the input is states, not a history.
     Eventual,
 }
@@ -40,9 +45,11 @@ impl Consistency {
             "linearizable" => Consistency::Linearizable,
             "sequential" => Consistency::Sequential,
             "session" => Consistency::Session,
+            "causal" => Consistency::Causal,
+            "causal-convergence" => Consistency::CausalConvergence,
             "eventual" => Consistency::Eventual,
             other => bail!(
-                "--consistency: unknown consistency '{other}' (linearizable, sequential, session, eventual)"
+                "--consistency: unknown consistency '{other}' (linearizable, sequential, session, causal, causal-convergence, eventual)"
             ),
         })
     }
@@ -52,6 +59,8 @@ impl Consistency {
             Consistency::Linearizable => "linearizable",
             Consistency::Sequential => "sequential",
             Consistency::Session => "session",
+            Consistency::Causal => "causal",
+            Consistency::CausalConvergence => "causal-convergence",
             Consistency::Eventual => "eventual",
         }
     }
@@ -63,6 +72,7 @@ enum Checked {
     Linearizable(linearizability::Report, Option<String>),
     Sequential(sequential::Report, Option<String>),
     Session(session::Report),
+    Causal(causal::Report),
 }
 
 fn guess_format(first_line: &str) -> Format {
@@ -128,6 +138,9 @@ fn search<M: Model>(
             Checked::Sequential(report, page)
         }
         Consistency::Session => Checked::Session(session::check(history)?),
+        Consistency::Causal | Consistency::CausalConvergence => {
+            Checked::Causal(causal::check(history)?)
+        }
         Consistency::Eventual => bail!("the eventual check reads replica states, not a history"),
     })
 }
@@ -139,10 +152,22 @@ fn validate(args: &CheckArgs) -> Result<Consistency> {
     if !MODELS.contains(&model) {
         return Err(unknown_model(model));
     }
-    if consistency == Consistency::Session && !matches!(model, "register" | "string-kv") {
+    let registers_only = matches!(
+        consistency,
+        Consistency::Session | Consistency::Causal | Consistency::CausalConvergence
+    );
+    if registers_only && !matches!(model, "register" | "string-kv") {
         bail!(
-            "--model: the session check works on register and string-kv histories, not '{model}'"
+            "--model: the {} check works on register and string-kv histories, not '{model}'",
+            consistency.name()
         );
+    }
+    if matches!(
+        consistency,
+        Consistency::Causal | Consistency::CausalConvergence
+    ) && args.html.is_some()
+    {
+        bail!("--html: the {} check draws no picture", consistency.name());
     }
     Ok(consistency)
 }
@@ -288,6 +313,22 @@ pub fn run(args: &CheckArgs) -> Result<Outcome> {
             match report.verdict {
                 session::Verdict::Consistent => Outcome::Success,
                 session::Verdict::Violated => Outcome::Violation,
+            }
+        }
+        Checked::Causal(report) => {
+            let convergence = checks == Consistency::CausalConvergence;
+            if args.json {
+                outln!("{}", json(consistency, report)?);
+            } else {
+                outln!("{file}: {}", render::causal(report, convergence));
+            }
+            let verdict = match convergence {
+                true => report.convergence,
+                false => report.verdict,
+            };
+            match verdict {
+                causal::Verdict::Consistent => Outcome::Success,
+                causal::Verdict::Violated => Outcome::Violation,
             }
         }
     };

@@ -2,7 +2,8 @@
 //! happens, and check what clients saw.
 //!
 //! Exit codes: 0 success; 1 a safety violation, a history that breaks the consistency checked
-//! (not linearizable, not sequentially consistent, a broken session guarantee) or a failed
+//! (not linearizable, not sequentially consistent, a broken session guarantee, a bad pattern of
+//! causal consistency) or a failed
 //! expectation; 2 undecided: the checker could not decide within its budget; 3 bad input
 //! (usage errors, unreadable files, invalid options).
 

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use concord_check::linearizability::{Operation, Report, Verdict};
-use concord_check::{convergence, sequential, session, txn};
+use concord_check::{causal, convergence, sequential, session, txn};
 use concord_core::time::format_duration;
 use concord_sim::report::Failure;
 use concord_sim::toolkit::{ClusterHealth, PartitionEffects};
@@ -211,6 +211,78 @@ pub fn session(report: &session::Report) -> String {
     }
     for op in &report.unwritten_reads {
         let _ = write!(out, "\n  never written: {}", operation(op, true));
+    }
+    out
+}
+
+/// The causal consistency verdict (or, with `convergence`, the causal convergence verdict
+/// first), the counts, and one paragraph per violation: its pattern, then its witness one edge
+/// a line.
+pub fn causal(report: &causal::Report, convergence: bool) -> String {
+    let counts = |cc: bool| -> String {
+        let found: Vec<String> = report
+            .counts
+            .iter()
+            .filter(|(p, _)| !cc || p.breaks_causal_consistency())
+            .map(|(p, n)| format!("{} ({n})", p.name()))
+            .collect();
+        found.join(", ")
+    };
+    let cc = match report.verdict {
+        causal::Verdict::Consistent => "causally consistent".to_string(),
+        causal::Verdict::Violated => format!("causal consistency VIOLATED: {}", counts(true)),
+    };
+    let ccv = match report.convergence {
+        causal::Verdict::Consistent => "causal convergence holds".to_string(),
+        causal::Verdict::Violated if report.verdict == causal::Verdict::Violated => {
+            "causal convergence VIOLATED".to_string()
+        }
+        causal::Verdict::Violated => format!("causal convergence VIOLATED: {}", counts(false)),
+    };
+    let mut out = match convergence {
+        true => format!("{ccv}; {cc}"),
+        false => format!("{cc}; {ccv}"),
+    };
+    let _ = write!(
+        out,
+        " ({} reads checked, {} ambiguous, {} on keys with other operations, {} unknown writes read, {} unknown writes nobody read, {} operations ignored)",
+        report.reads_checked,
+        report.reads_ambiguous,
+        report.reads_unsupported,
+        report.unknown_writes_read,
+        report.unknown_writes_dropped,
+        report.operations_ignored
+    );
+    for violation in &report.violations {
+        let _ = write!(out, "\n  {}:", violation.pattern.name());
+        for step in &violation.witness {
+            let edge = step
+                .via
+                .map_or("  ".to_string(), |e| format!("{} ", e.name()));
+            let _ = write!(out, "\n    {edge}{}", operation(&step.operation, true));
+            if let Some(read) = &step.read {
+                let _ = write!(
+                    out,
+                    "\n         (the previous write is in the causal past of {}, which read this one)",
+                    operation(read, true)
+                );
+            }
+        }
+    }
+    for (pattern, count) in &report.counts {
+        let shown = report
+            .violations
+            .iter()
+            .filter(|v| v.pattern == *pattern)
+            .count();
+        if shown < *count {
+            let _ = write!(
+                out,
+                "\n  ({} more {} not shown)",
+                count - shown,
+                pattern.name()
+            );
+        }
     }
     out
 }

@@ -513,6 +513,154 @@ fn check_session_passes_a_stale_read_by_another_process() {
 }
 
 #[test]
+fn check_causal_accepts_what_sequential_consistency_rejects_and_gives_exit_code_0() {
+    // Dekker: each process misses the other's write.
+    let path = history_file(
+        "causal-dekker.jsonl",
+        &[
+            (0, "write", "x", json!(1), 0),
+            (1, "write", "y", json!(1), 10),
+            (0, "read", "y", serde_json::Value::Null, 20),
+            (1, "read", "x", serde_json::Value::Null, 30),
+        ],
+    );
+    let file = path.to_str().unwrap();
+    let sequential = concord(&["check", file, "--consistency", "sequential"]);
+    assert_eq!(sequential.status.code(), Some(1), "{}", stdout(&sequential));
+    let output = concord(&["check", file, "--consistency", "causal"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("causally consistent; causal convergence holds (2 reads checked"),
+        "{text}"
+    );
+    let (code, document) = check_json(&["check", file, "--consistency", "causal", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(document["consistency"], "causal");
+    assert_eq!(document["verdict"], "consistent");
+    assert_eq!(document["convergence"], "consistent");
+    assert_eq!(document["reads_checked"], 2);
+    assert!(document["violations"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn check_causal_names_the_bad_pattern_and_its_chain_with_exit_code_1() {
+    // x = 1 reaches P3 through three processes; P3 then reads x's initial value. The session
+    // check carries causality one hop and lets it pass.
+    let null = serde_json::Value::Null;
+    let path = history_file(
+        "causal-three-hops.jsonl",
+        &[
+            (0, "write", "x", json!(1), 0),
+            (1, "read", "x", json!(1), 10),
+            (1, "write", "y", json!(1), 20),
+            (2, "read", "y", json!(1), 30),
+            (2, "write", "z", json!(1), 40),
+            (3, "read", "z", json!(1), 50),
+            (3, "read", "x", null, 60),
+        ],
+    );
+    let file = path.to_str().unwrap();
+    let session = concord(&["check", file, "--consistency", "session"]);
+    assert_eq!(session.status.code(), Some(0), "{}", stdout(&session));
+    let output = concord(&["check", file, "--consistency", "causal"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let text = stdout(&output);
+    for needle in [
+        "causal consistency VIOLATED: WriteCOInitRead (1); causal convergence VIOLATED",
+        "\n  WriteCOInitRead:\n      process 0 write x 1 -> 1",
+        "\n    rf process 1 read x null -> 1",
+        "\n    po process 3 read x null -> null",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    let (code, document) = check_json(&["check", file, "--consistency", "causal", "--json"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(document["verdict"], "violated");
+    assert_eq!(document["counts"]["WriteCOInitRead"], 1);
+    let violation = &document["violations"][0];
+    assert_eq!(violation["pattern"], "WriteCOInitRead");
+    let edges: Vec<&str> = violation["witness"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["via"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(edges, ["-", "rf", "po", "rf", "po", "rf", "po"]);
+}
+
+#[test]
+fn check_causal_convergence_rejects_writes_each_process_sees_in_its_own_order() {
+    let path = history_file(
+        "causal-divergent.jsonl",
+        &[
+            (0, "write", "x", json!(1), 0),
+            (1, "write", "x", json!(2), 10),
+            (0, "read", "x", json!(2), 20),
+            (1, "read", "x", json!(1), 30),
+        ],
+    );
+    let file = path.to_str().unwrap();
+    let output = concord(&["check", file, "--consistency", "causal"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("causally consistent; causal convergence VIOLATED: CyclicCF (1)")
+    );
+    let output = concord(&["check", file, "--consistency", "causal-convergence"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(
+        text.starts_with(&format!(
+            "{file}: causal convergence VIOLATED: CyclicCF (1); causally consistent"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\n    cf process 1 write x 2 -> 2"), "{text}");
+    let (code, document) = check_json(&[
+        "check",
+        file,
+        "--consistency",
+        "causal-convergence",
+        "--json",
+    ]);
+    assert_eq!(code, Some(1));
+    assert_eq!(document["consistency"], "causal-convergence");
+    assert_eq!(document["verdict"], "consistent");
+    assert_eq!(document["convergence"], "violated");
+    assert_eq!(document["violations"][0]["pattern"], "CyclicCF");
+}
+
+#[test]
+fn check_causal_bad_input_gets_exit_code_3() {
+    let path = history_file("causal-any.jsonl", &[(0, "write", "x", json!(1), 0)]);
+    let file = path.to_str().unwrap();
+    assert_clear_error(
+        &["check", file, "--consistency", "causal", "--model", "set"],
+        "--model: the causal check works on register and string-kv histories, not 'set'",
+    );
+    assert_clear_error(
+        &["check", file, "--consistency", "causal", "--html", "x.html"],
+        "--html: the causal check draws no picture",
+    );
+    let malformed = scratch("causal-malformed.jsonl");
+    std::fs::write(
+        &malformed,
+        "{\"process\":0,\"type\":\"invoke\",\"f\":\"write\",\"key\":\"x\",\"value\":1,\"time\":0}\n\
+         {\"process\":0,\"type\":\"invoke\",\"f\":\"read\",\"key\":\"x\",\"value\":null,\"time\":1}\n",
+    )
+    .unwrap();
+    assert_clear_error(
+        &[
+            "check",
+            malformed.to_str().unwrap(),
+            "--consistency",
+            "causal",
+        ],
+        "still open",
+    );
+}
+
+#[test]
 fn check_reads_set_queue_and_counter_histories() {
     let cases: [(&str, Vec<Step>, i32); 6] = [
         (
@@ -582,8 +730,8 @@ fn check_rejects_unknown_consistency_and_models_the_session_check_cannot_read() 
     let path = history_file("any.jsonl", &[(0, "write", "x", json!(1), 0)]);
     let file = path.to_str().unwrap();
     assert_clear_error(
-        &["check", file, "--consistency", "causal"],
-        "--consistency: unknown consistency 'causal'",
+        &["check", file, "--consistency", "causal-plus"],
+        "--consistency: unknown consistency 'causal-plus'",
     );
     assert_clear_error(
         &["check", file, "--model", "stack"],
@@ -611,7 +759,7 @@ fn simulated_histories_pass_every_consistency_check() {
         let file = path.to_str().unwrap();
         let output = concord(&["sim", "--seed", seed, "--history", file]);
         assert!(output.status.success(), "seed {seed}: {}", stderr(&output));
-        for consistency in ["linearizable", "sequential", "session"] {
+        for consistency in ["linearizable", "sequential", "session", "causal"] {
             let output = concord(&["check", file, "--consistency", consistency]);
             assert_eq!(
                 output.status.code(),
