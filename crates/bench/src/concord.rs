@@ -10,6 +10,14 @@ impl Replica for RaftNode<KvStateMachine> {
     fn is_leader(&self) -> bool {
         RaftNode::is_leader(self)
     }
+
+    fn proposal(id: u64) -> Self::Request {
+        driver::kv_proposal::<Self>(id)
+    }
+
+    fn completed(response: &Self::Response) -> bool {
+        driver::kv_completed::<Self>(response)
+    }
 }
 
 /// The configuration a workload runs with.

@@ -1,8 +1,9 @@
-//! The in-process driver for Concord's cores: any [`Replica`] (a `concord-core` [`Node`](concord_core::Node) that
-//! serves the key-value workload) runs under exactly the same discipline, so Concord's Raft
-//! and Multi-Paxos are measured by one harness.
+//! The in-process driver for Concord's cores: any [`Replica`] (a `concord-core`
+//! [`Node`](concord_core::Node) that says how a proposal is made and when it completed) runs
+//! under exactly the same discipline, so Concord's Raft, Multi-Paxos and PBFT are measured by
+//! one harness.
 //!
-//! Three nodes, in-memory storage, no network: sends go to one FIFO queue and are delivered in
+//! `n` nodes, in-memory storage, no network: sends go to one FIFO queue and are delivered in
 //! order; sends and replies a node emits while any of its writes is unconfirmed wait until the
 //! driver confirms it (stricter than the `Node` contract, which lets a write that is no
 //! barrier go unwaited: the same for every core); every node's writes are confirmed at once
@@ -13,23 +14,40 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use concord_core::{
-    seeded_rng, Effect, EffectOf, Env, Input, KvOperation, KvOutcome, KvService, NodeId,
+    seeded_rng, Effect, EffectOf, Env, Input, KvOperation, KvOutcome, KvService, Node, NodeId,
     PersistToken, Rng,
 };
 
 use crate::{Throughput, Workload};
 
 /// A core the driver can measure.
-pub trait Replica: KvService {
-    /// Whether this node leads (and so takes proposals).
+pub trait Replica: Node {
+    /// Whether this node leads (Raft's leader, Paxos's distinguished proposer, PBFT's primary).
     fn is_leader(&self) -> bool;
+
+    /// The `id`th proposal.
+    fn proposal(id: u64) -> Self::Request;
+
+    /// Whether `response` completes a proposal; the driver stops on anything else.
+    fn completed(response: &Self::Response) -> bool;
+}
+
+/// A key-value write, `k{id % 64} = id`: the proposal of the cores that serve the key-value
+/// workload.
+pub fn kv_proposal<N: KvService>(id: u64) -> N::Request {
+    N::kv_request(&KvOperation::Write {
+        key: format!("k{}", id % 64),
+        value: id as i64,
+    })
+}
+
+/// Whether a key-value response says the write was applied.
+pub fn kv_completed<N: KvService>(response: &N::Response) -> bool {
+    matches!(N::kv_outcome(response), KvOutcome::Ok(_))
 }
 
 /// What a node is handed: a message, a request, a tick or a confirmation.
 type InputOf<N> = Input<<N as concord_core::Node>::Message, <N as concord_core::Node>::Request>;
-
-/// The members of the measured cluster.
-const MEMBERS: [NodeId; 3] = [0, 1, 2];
 
 /// The most timer firings the driver waits for a leader.
 const MAX_ELECTION_TICKS: usize = 1000;
@@ -52,29 +70,30 @@ struct Driver<N: Replica> {
 }
 
 impl<N: Replica> Driver<N> {
-    fn new(config: &N::Config) -> Driver<N> {
-        let mut rngs: Vec<Rng> = MEMBERS.iter().map(|&id| seeded_rng(1, id)).collect();
-        let nodes = MEMBERS
+    fn new(config: &N::Config, replicas: u64) -> Driver<N> {
+        let members: Vec<NodeId> = (0..replicas).collect();
+        let mut rngs: Vec<Rng> = members.iter().map(|&id| seeded_rng(1, id)).collect();
+        let nodes = members
             .iter()
             .map(|&id| {
                 N::restore(
                     id,
-                    &MEMBERS,
+                    &members,
                     config,
                     &N::Storage::default(),
-                    0,
+                    1,
                     &mut rngs[id as usize],
                 )
             })
             .collect();
         Driver {
             nodes,
-            storage: vec![N::Storage::default(); MEMBERS.len()],
+            storage: vec![N::Storage::default(); members.len()],
             rngs,
-            unconfirmed: vec![None; MEMBERS.len()],
-            held: MEMBERS.iter().map(|_| Vec::new()).collect(),
+            unconfirmed: vec![None; members.len()],
+            held: members.iter().map(|_| Vec::new()).collect(),
             queue: VecDeque::new(),
-            now: 0,
+            now: 1,
             committed: 0,
             target: u64::MAX,
             next_request: 0,
@@ -115,27 +134,24 @@ impl<N: Replica> Driver<N> {
                     message,
                 },
             )),
-            Effect::Reply { response, .. } => match N::kv_outcome(&response) {
-                KvOutcome::Ok(_) => {
-                    self.committed += 1;
-                    self.propose(node);
-                }
-                failed => panic!("node {node} failed a proposal: {failed:?}"),
-            },
+            Effect::Reply { response, .. } => {
+                assert!(
+                    N::completed(&response),
+                    "node {node} failed a proposal: {response:?}"
+                );
+                self.committed += 1;
+                self.propose(node);
+            }
             Effect::Apply { .. } | Effect::Persist { .. } => {}
         }
     }
 
-    fn propose(&mut self, leader: NodeId) {
+    /// Submits the next proposal at `node` (a proposer stays with the node that answers it).
+    fn propose(&mut self, node: NodeId) {
         let id = self.next_request;
         self.next_request += 1;
-        let command = KvOperation::Write {
-            key: format!("k{}", id % 64),
-            value: id as i64,
-        };
-        let request = N::kv_request(&command);
-        self.queue
-            .push_back((leader, Input::Request { id, request }));
+        let request = N::proposal(id);
+        self.queue.push_back((node, Input::Request { id, request }));
     }
 
     /// Delivers messages until none are left, then makes every write durable (group commit).
@@ -181,15 +197,26 @@ impl<N: Replica> Driver<N> {
     }
 }
 
-/// Elects a leader, then measures how fast `workload.proposers` closed-loop proposers get
-/// `workload.proposals` writes committed and applied.
+/// Three nodes: elects a leader, then measures how fast `workload.proposers` closed-loop
+/// proposers, all at the leader, get `workload.proposals` writes committed and applied.
 pub fn run<N: Replica>(config: &N::Config, workload: &Workload) -> Throughput {
-    let mut driver = Driver::<N>::new(config);
+    run_with::<N>(config, workload, 3, |_, leader| leader)
+}
+
+/// [`run`] with `replicas` nodes, proposer `p` submitting at `entry(p, leader)` (PBFT's
+/// clients sit at every replica; Raft's and Paxos's send to the leader).
+pub fn run_with<N: Replica>(
+    config: &N::Config,
+    workload: &Workload,
+    replicas: u64,
+    entry: impl Fn(u64, NodeId) -> NodeId,
+) -> Throughput {
+    let mut driver = Driver::<N>::new(config, replicas);
     let leader = driver.elect();
     driver.target = workload.proposals;
     let started = Instant::now();
-    for _ in 0..workload.proposers {
-        driver.propose(leader);
+    for proposer in 0..workload.proposers as u64 {
+        driver.propose(entry(proposer, leader));
     }
     while driver.committed < workload.proposals {
         driver.drain();

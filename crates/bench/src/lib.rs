@@ -4,16 +4,18 @@
 //! messages (group commit). `K` closed-loop proposers each keep one proposal in flight and
 //! submit the next as soon as the previous is applied.
 //!
-//! Concord's Raft ([`concord`]) and Multi-Paxos ([`multipaxos`]) run under one generic driver
-//! ([`driver`]); raft-rs has its own ([`raftrs`]) with the same discipline.
-//! `benches/raft_throughput.rs` measures committed proposals per second of Concord's Raft and
-//! raft-rs; `benches/paxos_throughput.rs` of Concord's Multi-Paxos and Raft.
+//! Concord's Raft ([`concord`]), Multi-Paxos ([`multipaxos`]) and PBFT ([`null`], with null
+//! operations, four replicas) run under one generic driver ([`driver`]); raft-rs has its own
+//! ([`raftrs`]) with the same discipline. `benches/raft_throughput.rs` measures committed
+//! proposals per second of Concord's Raft and raft-rs; `benches/paxos_throughput.rs` of
+//! Concord's Multi-Paxos and Raft; `benches/pbft_throughput.rs` of PBFT and Raft.
 #![deny(missing_docs)]
 #![allow(clippy::disallowed_methods)] // a benchmark reads the wall clock
 
 pub mod concord;
 pub mod driver;
 pub mod multipaxos;
+pub mod null;
 pub mod raftrs;
 
 /// What one measurement produced.
@@ -60,6 +62,8 @@ mod tests {
                 ("concord-raft", concord::run as fn(&Workload) -> Throughput),
                 ("concord multi-paxos", multipaxos::run),
                 ("raft-rs", raftrs::run),
+                ("concord-pbft, null operations", null::run_pbft),
+                ("concord-raft, null operations, 4 nodes", null::run_raft),
             ] {
                 let throughput = run(&workload);
                 assert!(

@@ -12,6 +12,14 @@ impl Replica for MultiPaxos<KvStateMachine> {
     fn is_leader(&self) -> bool {
         MultiPaxos::is_leader(self)
     }
+
+    fn proposal(id: u64) -> Self::Request {
+        driver::kv_proposal::<Self>(id)
+    }
+
+    fn completed(response: &Self::Response) -> bool {
+        driver::kv_completed::<Self>(response)
+    }
 }
 
 /// The configuration a workload runs with. Multi-Paxos has no in-flight window per follower
