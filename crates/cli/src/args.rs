@@ -11,7 +11,7 @@ use concord_sim::workload::OperationMix;
 use concord_sim::NemesisPlan;
 
 /// Concord: consensus protocols in a deterministic simulator — partitions, crashes, message
-/// loss — and checkers for what clients saw.
+/// loss — and as real processes, and checkers for what clients saw.
 #[derive(Debug, Parser)]
 #[command(name = "concord", version, about, long_about = None)]
 pub struct Cli {
