@@ -11,7 +11,7 @@ use concord_sim::workload::OperationMix;
 use concord_sim::NemesisPlan;
 
 /// Concord: consensus protocols in a deterministic simulator — partitions, crashes, message
-/// loss — and checkers for what clients saw.
+/// loss — and as real processes, and checkers for what clients saw.
 #[derive(Debug, Parser)]
 #[command(name = "concord", version, about, long_about = None)]
 pub struct Cli {
@@ -37,6 +37,12 @@ pub enum Command {
     Check(CheckArgs),
     /// Concord DB: a replicated key-value database that etcd clients can talk to.
     Db(crate::db::DbArgs),
+    /// One node of a Raft, Multi-Paxos or PBFT cluster as a real process, with an HTTP/JSON
+    /// key-value API.
+    Node(crate::node::NodeArgs),
+    /// A local cluster of `concord node serve` processes: start it, show its health, partition
+    /// it, read and write keys.
+    Cluster(crate::cluster::ClusterArgs),
     /// Distributed transactions (2PC, 3PC, sagas) in the simulator under faults, with the
     /// atomicity and saga checkers' verdict.
     Txn(crate::txn::TxnArgs),

@@ -1,5 +1,6 @@
 //! `concord`: create consensus clusters in the deterministic simulator, break them, watch what
-//! happens, and check what clients saw.
+//! happens, and check what clients saw; run the same protocols as real processes (`concord node
+//! serve`, `concord cluster …`).
 //!
 //! Exit codes: 0 success; 1 a safety violation, a history that breaks the consistency checked
 //! (not linearizable, not sequentially consistent, a broken session guarantee, a bad pattern of
@@ -26,8 +27,10 @@ macro_rules! outln {
 
 mod args;
 mod check;
+mod cluster;
 mod db;
 mod demo;
+mod node;
 mod render;
 mod simulate;
 mod sweep;
@@ -74,6 +77,8 @@ fn main() -> ExitCode {
         Command::Sweep(args) => sweep::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Db(args) => db::run(&args),
+        Command::Node(args) => node::run(&args),
+        Command::Cluster(args) => cluster::run(&args),
         Command::Txn(args) => txn::run(&args),
     };
     match result {

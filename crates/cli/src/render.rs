@@ -8,14 +8,27 @@ use concord_core::time::format_duration;
 use concord_sim::report::Failure;
 use concord_sim::toolkit::{ClusterHealth, PartitionEffects};
 
-/// The health summary and one row per node.
+/// The health summary and one row per node, at a simulated time.
 pub fn health(title: &str, health: &ClusterHealth) -> String {
+    health_table(
+        &format!("{title} (t = {})", format_duration(health.time)),
+        health,
+    )
+}
+
+/// The health summary and one row per node of a cluster of real processes (no simulated
+/// time).
+pub fn live_health(title: &str, health: &ClusterHealth) -> String {
+    health_table(title, health)
+}
+
+fn health_table(title: &str, health: &ClusterHealth) -> String {
     let mut out = String::new();
     let leader = health
         .leader
         .map_or("none".to_string(), |l| format!("node {l}"));
     let followers: Vec<String> = health.followers.iter().map(|f| f.to_string()).collect();
-    let _ = writeln!(out, "{title} (t = {})", format_duration(health.time));
+    let _ = writeln!(out, "{title}");
     let _ = writeln!(
         out,
         "  leader: {leader}   followers: [{}]   term: {}   log length: {}   commit index: {}   up: {}/{}",

@@ -44,7 +44,7 @@ use tracing::{error, info, warn};
 use crate::clock::{Clock, Stopwatch, TimeOrigin};
 use crate::codec;
 use crate::metrics::HostMetrics;
-use crate::transport::{Identity, Transport, TransportOptions};
+use crate::transport::{BlockedPeers, Identity, Transport, TransportOptions};
 use crate::wal::{Wal, WalError, WalOptions, WrittenRewrite};
 
 /// A node the host can run: its messages, writes and storage are serializable, and everything
@@ -345,6 +345,7 @@ pub struct NodeHandle<N: HostedNode> {
     removed_by: watch::Receiver<Option<NodeId>>,
     metrics: HostMetrics,
     local_addr: SocketAddr,
+    blocked: BlockedPeers,
     task: Arc<tokio::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
@@ -361,6 +362,7 @@ impl<N: HostedNode> Clone for NodeHandle<N> {
             removed_by: self.removed_by.clone(),
             metrics: self.metrics.clone(),
             local_addr: self.local_addr,
+            blocked: self.blocked.clone(),
             task: self.task.clone(),
         }
     }
@@ -464,6 +466,19 @@ impl<N: HostedNode> NodeHandle<N> {
     /// Sets or changes a peer's address (e.g. for a node added by a membership change).
     pub fn set_peer(&self, id: NodeId, address: SocketAddr) -> Result<(), HostError> {
         self.send(Command::SetPeer(id, address))
+    }
+
+    /// Drops every frame to and from `peers` from now on (protocol messages, forwarded requests
+    /// and their answers alike), in both directions, until called again; an empty set heals.
+    /// A fault-injection hook: the node is cut off from those peers as by a network partition,
+    /// while connections stay up.
+    pub fn set_blocked_peers(&self, peers: impl IntoIterator<Item = NodeId>) {
+        self.blocked.set(peers);
+    }
+
+    /// The peers whose traffic is dropped now ([`NodeHandle::set_blocked_peers`]).
+    pub fn blocked_peers(&self) -> std::collections::BTreeSet<NodeId> {
+        self.blocked.get()
     }
 
     /// The host's metrics.
@@ -666,6 +681,7 @@ pub async fn start_with_listener<N: HostedNode>(
         inbound_sender,
         metrics.clone(),
     );
+    let blocked = transport.blocked_peers().clone();
     let (commands, command_receiver) = mpsc::unbounded_channel();
     let host = NodeTask::<N> {
         node,
@@ -706,6 +722,7 @@ pub async fn start_with_listener<N: HostedNode>(
         removed_by,
         metrics,
         local_addr,
+        blocked,
         task: Arc::new(tokio::sync::Mutex::new(Some(task))),
     })
 }

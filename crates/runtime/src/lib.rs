@@ -33,5 +33,5 @@ pub use host::{
     NodeHandle, SyncGate, REMOVED,
 };
 pub use metrics::HostMetrics;
-pub use transport::TransportOptions;
+pub use transport::{BlockedPeers, TransportOptions};
 pub use wal::{RecoveryReport, Rewrite, Wal, WalError, WalOptions, WrittenRewrite};

@@ -32,7 +32,7 @@ pub struct HostMetrics {
     pub messages_sent: Family<PeerLabels, Counter>,
     /// Messages received from a peer.
     pub messages_received: Family<PeerLabels, Counter>,
-    /// Messages to a peer dropped (queue full, disconnected, undecodable on receipt).
+    /// Messages to a peer dropped (queue full, disconnected, undecodable on receipt, blocked).
     pub messages_dropped: Family<PeerLabels, Counter>,
     /// Requests refused because too many were in flight.
     pub requests_overloaded: Counter,
@@ -109,7 +109,7 @@ impl HostMetrics {
         );
         registry.register(
             "messages_dropped",
-            "Messages dropped per peer (queue full, disconnected, undecodable)",
+            "Messages dropped per peer (queue full, disconnected, undecodable, blocked)",
             self.messages_dropped.clone(),
         );
         registry.register(

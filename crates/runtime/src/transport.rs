@@ -17,9 +17,15 @@
 //! and drops what is queued while the peer is unreachable (consensus tolerates loss; the drops
 //! are counted in [`HostMetrics::messages_dropped`]). Peer addresses can change at run time
 //! ([`Transport::set_peer`]), e.g. when a membership change adds a node.
+//!
+//! Fault injection: frames to and from the peers in [`Transport::blocked_peers`] are dropped
+//! (and counted) both when sending and when receiving, whatever they carry, while connections
+//! stay up: a network partition as the protocols see it, healed by emptying the set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -81,6 +87,40 @@ pub struct Identity {
     pub cluster_id: u64,
 }
 
+/// Peers whose traffic is dropped both ways: a fault-injection hook shared by a transport and
+/// whoever controls it ([`Transport::blocked_peers`], `NodeHandle::set_blocked_peers`). Cheap
+/// to clone; every clone is the same set.
+#[derive(Clone, Debug, Default)]
+pub struct BlockedPeers {
+    /// Whether the set is non-empty: the per-frame check takes no lock in the common case.
+    any: Arc<AtomicBool>,
+    peers: Arc<RwLock<BTreeSet<NodeId>>>,
+}
+
+impl BlockedPeers {
+    /// Replaces the set (an empty one heals).
+    pub fn set(&self, peers: impl IntoIterator<Item = NodeId>) {
+        let mut current = self.peers.write().unwrap_or_else(|e| e.into_inner());
+        *current = peers.into_iter().collect();
+        self.any.store(!current.is_empty(), Ordering::Release);
+    }
+
+    /// The peers blocked now.
+    pub fn get(&self) -> BTreeSet<NodeId> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether traffic with `peer` is dropped.
+    pub fn contains(&self, peer: NodeId) -> bool {
+        self.any.load(Ordering::Acquire)
+            && self
+                .peers
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&peer)
+    }
+}
+
 struct Peer {
     queue: mpsc::Sender<Bytes>,
     address: watch::Sender<SocketAddr>,
@@ -93,6 +133,7 @@ pub struct Transport {
     options: TransportOptions,
     metrics: HostMetrics,
     peers: BTreeMap<NodeId, Peer>,
+    blocked: BlockedPeers,
     accept: JoinHandle<()>,
 }
 
@@ -116,18 +157,21 @@ impl Transport {
         inbound: mpsc::Sender<(NodeId, Bytes)>,
         metrics: HostMetrics,
     ) -> Transport {
+        let blocked = BlockedPeers::default();
         let accept = tokio::spawn(accept_loop(
             listener,
             identity,
             options.max_frame_bytes,
             inbound,
             metrics.clone(),
+            blocked.clone(),
         ));
         let mut transport = Transport {
             identity,
             options,
             metrics,
             peers: BTreeMap::new(),
+            blocked,
             accept,
         };
         for (&id, &address) in peers {
@@ -136,9 +180,19 @@ impl Transport {
         transport
     }
 
-    /// Queues `frame` for peer `to`; drops it (and counts the drop) when the queue is full or
-    /// the peer has no address.
+    /// The peers whose frames are dropped both ways (initially none). Changing the set takes
+    /// effect at the next frame sent or received.
+    pub fn blocked_peers(&self) -> &BlockedPeers {
+        &self.blocked
+    }
+
+    /// Queues `frame` for peer `to`; drops it (and counts the drop) when the queue is full, the
+    /// peer has no address, or it is blocked ([`Transport::blocked_peers`]).
     pub fn send(&self, to: NodeId, frame: Bytes) {
+        if self.blocked.contains(to) {
+            self.metrics.dropped(to);
+            return;
+        }
         if frame.len() > self.options.max_frame_bytes as usize {
             warn!(
                 peer = to,
@@ -256,6 +310,7 @@ async fn accept_loop(
     max_frame_bytes: u32,
     inbound: mpsc::Sender<(NodeId, Bytes)>,
     metrics: HostMetrics,
+    blocked: BlockedPeers,
 ) {
     // Dropping the set (when this task is aborted) aborts every connection task.
     let mut connections = JoinSet::new();
@@ -270,6 +325,7 @@ async fn accept_loop(
                         max_frame_bytes,
                         inbound.clone(),
                         metrics.clone(),
+                        blocked.clone(),
                     ));
                 }
                 Err(error) => {
@@ -289,6 +345,7 @@ async fn serve_connection(
     max_frame_bytes: u32,
     inbound: mpsc::Sender<(NodeId, Bytes)>,
     metrics: HostMetrics,
+    blocked: BlockedPeers,
 ) {
     let mut hello = [0u8; HELLO_BYTES];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut hello)).await {
@@ -339,6 +396,10 @@ async fn serve_connection(
             return;
         }
         received.inc();
+        if blocked.contains(from) {
+            metrics.dropped(from);
+            continue;
+        }
         if inbound.send((from, Bytes::from(payload))).await.is_err() {
             return;
         }
@@ -620,6 +681,68 @@ mod tests {
                 .get()
                 > 0
         );
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+
+    /// Sends `frame` from `from` until one arrives at `received` within a second, or gives up.
+    async fn arrives(
+        from: &Transport,
+        to: NodeId,
+        received: &mut mpsc::Receiver<(NodeId, Bytes)>,
+        frame: &'static [u8],
+    ) -> bool {
+        for _ in 0..20 {
+            from.send(to, Bytes::from_static(frame));
+            if let Ok(Some((_, got))) =
+                tokio::time::timeout(Duration::from_millis(50), received.recv()).await
+            {
+                if got == frame {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn blocked_peers_lose_frames_both_ways_until_healed() {
+        let (listener_a, address_a) = listener().await;
+        let (listener_b, address_b) = listener().await;
+        let (inbound_a, mut received_a) = mpsc::channel(64);
+        let (inbound_b, mut received_b) = mpsc::channel(64);
+        let identity = |id| Identity { id, cluster_id: 7 };
+        let a = Transport::start(
+            identity(1),
+            fast(),
+            listener_a,
+            &BTreeMap::from([(2, address_b)]),
+            inbound_a,
+            HostMetrics::default(),
+        );
+        let b = Transport::start(
+            identity(2),
+            fast(),
+            listener_b,
+            &BTreeMap::from([(1, address_a)]),
+            inbound_b,
+            HostMetrics::default(),
+        );
+        assert!(arrives(&a, 2, &mut received_b, b"before").await);
+        assert!(arrives(&b, 1, &mut received_a, b"before").await);
+
+        // Node 1 blocks node 2: neither its own sends nor what node 2 sends get through.
+        a.blocked_peers().set([2]);
+        assert_eq!(a.blocked_peers().get(), BTreeSet::from([2]));
+        while received_a.try_recv().is_ok() {}
+        while received_b.try_recv().is_ok() {}
+        assert!(!arrives(&a, 2, &mut received_b, b"outgoing").await);
+        assert!(!arrives(&b, 1, &mut received_a, b"incoming").await);
+
+        // Healed: both directions work again.
+        a.blocked_peers().set([]);
+        assert!(arrives(&a, 2, &mut received_b, b"after").await);
+        assert!(arrives(&b, 1, &mut received_a, b"after").await);
         a.shutdown().await;
         b.shutdown().await;
     }
