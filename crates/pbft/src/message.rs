@@ -296,6 +296,9 @@ pub enum Write<C, Q> {
         view: View,
         /// Whether the new view was entered.
         active: bool,
+        /// The NEW-VIEW it was entered by (none for a view change started), kept so that a
+        /// restarted replica can still bring a peer left in an older view along.
+        new_view: Option<Box<SignedNewView<C, Q>>>,
     },
     /// Accepted a pre-prepare (or, as primary, assigned a sequence number). A barrier for the
     /// PREPARE (or PRE-PREPARE) that follows, so a restart never accepts another batch there.
@@ -354,6 +357,8 @@ pub struct Storage<C, Q> {
     pub prepared: BTreeMap<Sequence, (View, Digest)>,
     /// Committed digests by sequence number, above the checkpoint.
     pub committed: BTreeMap<Sequence, Digest>,
+    /// The NEW-VIEW that entered `view`, if `view` was entered by one.
+    pub new_view: Option<Box<SignedNewView<C, Q>>>,
 }
 
 impl<C, Q> Default for Storage<C, Q> {
@@ -366,6 +371,7 @@ impl<C, Q> Default for Storage<C, Q> {
             pre_prepared: BTreeMap::new(),
             prepared: BTreeMap::new(),
             committed: BTreeMap::new(),
+            new_view: None,
         }
     }
 }
@@ -381,10 +387,15 @@ impl<C: Clone, Q: Clone> Storage<C, Q> {
     /// Adds one confirmed write.
     pub fn apply(&mut self, write: &Write<C, Q>) {
         match write {
-            Write::View { view, active } => {
+            Write::View {
+                view,
+                active,
+                new_view,
+            } => {
                 if (*view, *active) > (self.view, self.active) {
                     self.view = *view;
                     self.active = *active;
+                    self.new_view = new_view.clone();
                 }
             }
             Write::PrePrepared {

@@ -591,7 +591,11 @@ impl<S: Service> Node for Pbft<S> {
             view_changes: BTreeMap::new(),
             view_change_deadline: None,
             view_change_attempts: 0,
-            last_new_view: None,
+            last_new_view: storage
+                .new_view
+                .as_deref()
+                .filter(|nv| storage.active && nv.new_view.view == storage.view)
+                .cloned(),
             conflict: None,
             status_deadline: now + config.status_interval,
             client: ClientProxy::new(id, config),

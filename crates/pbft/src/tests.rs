@@ -215,6 +215,33 @@ fn a_crashed_primary_is_replaced_by_a_view_change() {
     h.assert_safe();
 }
 
+/// A replica that missed a view change is brought into the new view by its peers even after
+/// every replica restarted: the NEW-VIEW is kept with the view, so restarted peers can still
+/// answer its STATUS with it.
+#[test]
+fn a_replica_that_missed_a_view_change_catches_up_after_every_replica_restarts() {
+    let mut h = cluster(4, Config::default(), 18);
+    h.isolate(0);
+    let request = h.request(2, write("x", 1));
+    h.run_for(3 * SECOND);
+    assert_eq!(done(&h, request), Some(KvResult::Written));
+    for entry in 1..4 {
+        assert_eq!((h.node(entry).view(), h.node(entry).is_active()), (1, true));
+    }
+    assert_eq!(h.node(0).view(), 0, "the isolated primary missed it");
+    for entry in 0..4 {
+        h.crash(entry);
+        h.restart(entry);
+    }
+    h.heal();
+    h.run_for(3 * SECOND);
+    let old = h.node(0);
+    assert_eq!((old.view(), old.is_active()), (1, true));
+    assert!(!old.is_primary());
+    assert_eq!(old.executed(), h.node(1).executed());
+    h.assert_safe();
+}
+
 /// §4.4: a primary that goes silent is replaced too: what it ordered before commits without
 /// it, and a request it then ignores is ordered by the next primary (which knew it waiting).
 #[test]

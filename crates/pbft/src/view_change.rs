@@ -33,6 +33,7 @@ impl<S: Service> Pbft<S> {
             Write::View {
                 view: target,
                 active: false,
+                new_view: None,
             },
             out,
         );
@@ -275,7 +276,14 @@ impl<S: Service> Pbft<S> {
         self.view = view;
         self.active = true;
         self.view_change_deadline = None;
-        self.persist(Write::View { view, active: true }, out);
+        self.persist(
+            Write::View {
+                view,
+                active: true,
+                new_view: Some(Box::new(signed.clone())),
+            },
+            out,
+        );
         self.last_new_view = Some(signed);
         self.view_changes.retain(|_, vc| vc.view_change.view > view);
         if decision.checkpoint.sequence > self.stable.sequence {
