@@ -429,19 +429,21 @@ fn check_part<M: Model>(
                     stack.push((entry, state));
                     state = next;
                     events.lift(entry);
-                    if stack.len() > longest.len() {
-                        longest = stack
-                            .iter()
-                            .map(|(e, _)| events.entries[*e].operation)
-                            .collect();
-                    }
                     entry = events.head;
                     continue;
                 }
             }
             entry = current.next;
         } else {
-            // A return reached with its call not linearized: backtrack.
+            // A return reached with its call not linearized: backtrack. The stack is longest
+            // just before its first pop after growing, so the longest prefix is taken here
+            // (taking it at every push made linearizable parts quadratic).
+            if stack.len() > longest.len() {
+                longest = stack
+                    .iter()
+                    .map(|(e, _)| events.entries[*e].operation)
+                    .collect();
+            }
             let Some((call, previous_state)) = stack.pop() else {
                 let counterexample = counterexample(key, ops, &longest);
                 return (Verdict::NotLinearizable(counterexample), Vec::new());
