@@ -993,6 +993,18 @@ impl<N: HostedNode> NodeTask<N> {
     fn publish_status(&mut self) {
         let status = self.node.status();
         if status != self.last_status {
+            let before = &self.last_status;
+            if (status.role, status.term, status.leader)
+                != (before.role, before.term, before.leader)
+            {
+                info!(
+                    node = status.id,
+                    role = ?status.role,
+                    term = status.term,
+                    leader = ?status.leader,
+                    "role, term or leader changed"
+                );
+            }
             self.metrics.observe_status(&status);
             self.applied_sender.send_if_modified(|applied| {
                 std::mem::replace(applied, status.applied_index) != status.applied_index
