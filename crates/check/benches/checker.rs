@@ -10,7 +10,9 @@
 //! * a generated linearizable history of 100,000 operations on 1,000 keys by 64 processes;
 //! * a generated 1,000-operation single-key register history by 10 processes, with a 5 s budget
 //!   (the line says whether it finished or came back unknown), as is and with one read
-//!   corrupted near its end.
+//!   corrupted near its end;
+//! * the causal-consistency check on generated unique-value histories of 10,000 and 100,000
+//!   operations, and on the smaller one with every fifth read changed to the initial value.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -243,8 +245,50 @@ fn headline() {
     }
 }
 
+/// The causal check on generated unique-value histories (first pass lines).
+fn causal_lines() {
+    use concord_check::generate::unique_register_history;
+    let generated = |operations, keys, processes| {
+        unique_register_history(&RegisterWorkload {
+            operations,
+            keys,
+            processes,
+            values: 0,
+            seed: 1,
+        })
+    };
+    for (operations, keys, processes) in [(10_000, 100, 16), (100_000, 1_000, 64)] {
+        let history = generated(operations, keys, processes);
+        let (time, report) = best_of(3, || concord_check::check_causal(&history).unwrap());
+        assert_eq!(report.verdict, concord_check::causal::Verdict::Consistent);
+        println!(
+            "causal: {operations} operations, {keys} keys, {processes} processes: {} (consistent, {} reads checked)",
+            seconds(time),
+            report.reads_checked
+        );
+    }
+    // Every fifth read changed to the initial value: thousands of violations.
+    let mut history = generated(10_000, 100, 16);
+    let reads: Vec<usize> = (0..history.events.len())
+        .filter(|&i| history.events[i].kind == EventType::Ok && history.events[i].f == "read")
+        .collect();
+    for (n, &i) in reads.iter().enumerate() {
+        if n % 5 == 0 {
+            history.events[i].value = Json::Null;
+        }
+    }
+    let (time, report) = best_of(3, || concord_check::check_causal(&history).unwrap());
+    assert_eq!(report.verdict, concord_check::causal::Verdict::Violated);
+    println!(
+        "causal: 10,000 operations, every fifth read changed to the initial value: {} ({:?})",
+        seconds(time),
+        report.counts
+    );
+}
+
 fn checker(c: &mut Criterion) {
     headline();
+    causal_lines();
     let dir = data_dir();
     let cases = verdicts(&dir);
     let mut group = c.benchmark_group("linearizability");

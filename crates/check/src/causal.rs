@@ -1231,58 +1231,6 @@ mod tests {
         assert!(violation["witness"][0]["via"].is_null());
     }
 
-    /// `cargo test --release -p concord-check --lib causal::tests::timing -- --ignored --nocapture`
-    #[test]
-    #[ignore = "a timing, for release builds"]
-    #[allow(clippy::disallowed_methods)] // a timing reads the clock
-    fn timing_of_large_generated_histories() {
-        use crate::generate::{unique_register_history, RegisterWorkload};
-        for (operations, keys, processes) in [(10_000, 100, 16), (100_000, 1_000, 64)] {
-            let history = unique_register_history(&RegisterWorkload {
-                operations,
-                keys,
-                processes,
-                values: 0,
-                seed: 1,
-            });
-            let started = std::time::Instant::now();
-            let report = check(&history).unwrap();
-            let elapsed = started.elapsed();
-            assert_eq!(report.verdict, Verdict::Consistent);
-            assert_eq!(report.convergence, Verdict::Consistent);
-            println!(
-                "{operations} operations, {keys} keys, {processes} processes: {:.3} s ({} reads checked)",
-                elapsed.as_secs_f64(),
-                report.reads_checked
-            );
-        }
-        // Every fifth read changed to the initial value: thousands of violations, 16 witnesses.
-        let mut history = unique_register_history(&RegisterWorkload {
-            operations: 10_000,
-            keys: 100,
-            processes: 16,
-            values: 0,
-            seed: 1,
-        });
-        let reads: Vec<usize> = (0..history.events.len())
-            .filter(|&i| history.events[i].kind == EventType::Ok && history.events[i].f == "read")
-            .collect();
-        for (n, &i) in reads.iter().enumerate() {
-            if n % 5 == 0 {
-                history.events[i].value = Json::Null;
-            }
-        }
-        let started = std::time::Instant::now();
-        let report = check(&history).unwrap();
-        let elapsed = started.elapsed();
-        assert_eq!(report.verdict, Verdict::Violated);
-        println!(
-            "10000 operations, every fifth read changed to the initial value: {:.3} s ({:?})",
-            elapsed.as_secs_f64(),
-            report.counts
-        );
-    }
-
     #[test]
     fn only_the_first_examples_of_a_pattern_are_kept_and_all_are_counted() {
         let mut steps = vec![w(0, "x", 1)];
