@@ -12,7 +12,9 @@
 //!   (the line says whether it finished or came back unknown), as is and with one read
 //!   corrupted near its end;
 //! * the causal-consistency check on generated unique-value histories of 10,000 and 100,000
-//!   operations, and on the smaller one with every fifth read changed to the initial value.
+//!   operations, and on the smaller one with every fifth read changed to the initial value;
+//! * the transactional (Elle-style) check on 100,000 generated serial transactions of each
+//!   workload.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -286,9 +288,24 @@ fn causal_lines() {
     );
 }
 
+/// The transactional check on generated serial histories (first pass lines).
+fn txn_lines() {
+    use concord_check::txn::{Verdict, Workload};
+    for workload in [Workload::ListAppend, Workload::RwRegister] {
+        let history = concord_check::generate::serial_txn_history(workload, 11, 100_000);
+        let (time, report) = best_of(3, || concord_check::check_txn(&history, workload).unwrap());
+        assert_eq!(report.verdict, Verdict::Valid);
+        println!(
+            "txn: 100,000 serial transactions, {workload:?}: {} (valid)",
+            seconds(time)
+        );
+    }
+}
+
 fn checker(c: &mut Criterion) {
     headline();
     causal_lines();
+    txn_lines();
     let dir = data_dir();
     let cases = verdicts(&dir);
     let mut group = c.benchmark_group("linearizability");

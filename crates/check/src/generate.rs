@@ -5,12 +5,14 @@
 //! operation takes effect at one instant between its invocation and its completion, so the
 //! history is linearizable by construction. One seed always gives the same history.
 //! [`unique_register_history`] does the same with every written value new.
+//! [`serial_txn_history`] runs transactions one at a time against a list or register store.
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value as Json};
 
 use crate::history::{EventType, History, Op};
+use crate::txn::Workload;
 
 /// The shape of a generated register history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +157,122 @@ fn run(workload: &RegisterWorkload, unique: bool) -> History {
         };
     }
     history
+}
+
+/// A random serial execution of `txns` transactions of `workload` against a real store: each
+/// transaction runs alone, so a transactional check must report no anomaly. Some transactions
+/// fail (and change nothing) and some end unknown (and may or may not have taken effect).
+/// Keys rotate as in Jepsen's workloads. One seed always gives the same history.
+pub fn serial_txn_history(workload: Workload, seed: u64, txns: usize) -> History {
+    let mut rng = SplitMix(seed);
+    let mut lists: Vec<Vec<i64>> = vec![Vec::new(); 6];
+    let mut registers: Vec<Option<i64>> = vec![None; 6];
+    let mut next = 1i64;
+    let mut next_process = 8u64;
+    let mut h = TxnBuilder::default();
+    for index in 0..txns {
+        // Keys rotate as in Jepsen's workloads: each is used by about 60 transactions.
+        if index % 10 == 9 {
+            lists.push(Vec::new());
+            registers.push(None);
+        }
+        // The transaction's writes, applied to the store only if it commits.
+        let mut writes: Vec<(usize, i64)> = Vec::new();
+        let ops: Vec<Json> = (0..1 + rng.below(4))
+            .map(|_| {
+                let key = lists.len() - 6 + rng.below(6) as usize;
+                let mut own = writes.iter().filter(|(k, _)| *k == key).map(|(_, v)| *v);
+                if rng.below(2) == 0 {
+                    next += 1;
+                    writes.push((key, next));
+                    match workload {
+                        Workload::ListAppend => json!(["append", key, next]),
+                        Workload::RwRegister => json!(["w", key, next]),
+                    }
+                } else {
+                    match workload {
+                        Workload::ListAppend => {
+                            let list: Vec<i64> = lists[key].iter().copied().chain(own).collect();
+                            json!(["r", key, list])
+                        }
+                        Workload::RwRegister => {
+                            json!(["r", key, own.next_back().or(registers[key])])
+                        }
+                    }
+                }
+            })
+            .collect();
+        let ops = Json::Array(ops);
+        let process = rng.below(4);
+        let fate = rng.below(100);
+        let commit = if fate < 10 {
+            h.invoke(process, ops.clone()).fail(process, ops);
+            false
+        } else if fate < 15 {
+            // unknown outcome: a fresh process, as Jepsen's clients do
+            next_process += 1;
+            h.invoke(next_process, ops.clone())
+                .event(next_process, EventType::Info, ops);
+            rng.below(2) == 0
+        } else {
+            h.txn(process, ops);
+            true
+        };
+        if commit {
+            for (key, value) in writes {
+                lists[key].push(value);
+                registers[key] = Some(value);
+            }
+        }
+    }
+    h.history
+}
+
+/// Builds transactional histories, an event at a time.
+#[derive(Default)]
+struct TxnBuilder {
+    history: History,
+}
+
+impl TxnBuilder {
+    fn event(&mut self, process: u64, kind: EventType, value: Json) -> &mut Self {
+        let time = self.history.events.len() as u64 + 1;
+        self.history.push(Op {
+            process,
+            kind,
+            f: "txn".into(),
+            key: None,
+            value,
+            time,
+        });
+        self
+    }
+
+    /// The invocation of `ops`: the same micro-operations with reads blanked.
+    fn invoke(&mut self, process: u64, ops: Json) -> &mut Self {
+        let blank: Vec<Json> = ops
+            .as_array()
+            .map(|ops| {
+                ops.iter()
+                    .map(|op| match op.as_array().map(Vec::as_slice) {
+                        Some([f, k, _]) if f == "r" => json!([f, k, null]),
+                        _ => op.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.event(process, EventType::Invoke, Json::Array(blank))
+    }
+
+    fn fail(&mut self, process: u64, ops: Json) -> &mut Self {
+        self.event(process, EventType::Fail, ops)
+    }
+
+    /// A whole transaction that commits, invoked and completed at once.
+    fn txn(&mut self, process: u64, ops: Json) -> &mut Self {
+        self.invoke(process, ops.clone())
+            .event(process, EventType::Ok, ops)
+    }
 }
 
 #[cfg(test)]

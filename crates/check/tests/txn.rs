@@ -2,13 +2,12 @@
 //! asserting the anomaly and the isolation levels it rules out; random serial executions
 //! against a real store report nothing.
 
+use concord_check::generate::serial_txn_history;
 use concord_check::history::{EventType, History, Op};
 use concord_check::txn::anomaly::{AnomalyName, IsolationLevel};
 use concord_check::txn::graph::EdgeKind;
 use concord_check::txn::{check, Report, Verdict, Workload};
 use concord_check::{check_txn, read_edn};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value as Json};
 
 use IsolationLevel::*;
@@ -453,72 +452,9 @@ fn edn_transactions_are_read_as_jepsen_writes_them() {
     assert_eq!(names(&report), [AnomalyName::G1c]);
 }
 
-/// A random serial execution against a real store: each transaction runs alone, so nothing
-/// may be reported. Some transactions fail (and change nothing) and some end unknown (and
-/// may or may not have taken effect).
+/// A random serial execution against a real store ([`serial_txn_history`]).
 fn serial_history(workload: Workload, seed: u64, txns: usize) -> History {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut lists: Vec<Vec<i64>> = vec![Vec::new(); 6];
-    let mut registers: Vec<Option<i64>> = vec![None; 6];
-    let mut next = 1i64;
-    let mut next_process = 8u64;
-    let mut h = Builder::default();
-    for index in 0..txns {
-        // Keys rotate as in Jepsen's workloads: each is used by about 60 transactions.
-        if index % 10 == 9 {
-            lists.push(Vec::new());
-            registers.push(None);
-        }
-        // The transaction's writes, applied to the store only if it commits.
-        let mut writes: Vec<(usize, i64)> = Vec::new();
-        let ops: Vec<Json> = (0..rng.gen_range(1..5))
-            .map(|_| {
-                let key = lists.len() - 6 + rng.gen_range(0..6);
-                let mut own = writes.iter().filter(|(k, _)| *k == key).map(|(_, v)| *v);
-                if rng.gen_bool(0.5) {
-                    next += 1;
-                    writes.push((key, next));
-                    match workload {
-                        Workload::ListAppend => json!(["append", key, next]),
-                        Workload::RwRegister => json!(["w", key, next]),
-                    }
-                } else {
-                    match workload {
-                        Workload::ListAppend => {
-                            let list: Vec<i64> = lists[key].iter().copied().chain(own).collect();
-                            json!(["r", key, list])
-                        }
-                        Workload::RwRegister => {
-                            json!(["r", key, own.next_back().or(registers[key])])
-                        }
-                    }
-                }
-            })
-            .collect();
-        let ops = Json::Array(ops);
-        let process = rng.gen_range(0..4);
-        let fate: f64 = rng.gen();
-        let commit = if fate < 0.1 {
-            h.invoke(process, ops.clone()).fail(process, ops);
-            false
-        } else if fate < 0.15 {
-            // unknown outcome: a fresh process, as Jepsen's clients do
-            next_process += 1;
-            h.invoke(next_process, ops.clone())
-                .event(next_process, EventType::Info, ops);
-            rng.gen_bool(0.5)
-        } else {
-            h.txn(process, ops);
-            true
-        };
-        if commit {
-            for (key, value) in writes {
-                lists[key].push(value);
-                registers[key] = Some(value);
-            }
-        }
-    }
-    h.history
+    serial_txn_history(workload, seed, txns)
 }
 
 #[test]
@@ -565,20 +501,4 @@ fn duplicate_appends_and_malformed_transactions_are_errors() {
         error.to_string(),
         "history event 1: micro-operation 1: unknown function 'append' for rw-register (w, r)"
     );
-}
-
-/// The performance target: 100,000 transactions in seconds (run with `--release --ignored`).
-#[test]
-#[ignore]
-fn a_hundred_thousand_transactions_are_checked_in_seconds() {
-    for workload in [Workload::ListAppend, Workload::RwRegister] {
-        let history = serial_history(workload, 11, 100_000);
-        #[allow(clippy::disallowed_methods)] // measuring wall time is the point
-        let start = std::time::Instant::now();
-        let report = check(&history, workload).unwrap();
-        let elapsed = start.elapsed();
-        assert_eq!(report.verdict, Verdict::Valid);
-        assert!(elapsed.as_secs() < 10, "{workload:?} took {elapsed:?}");
-        println!("{workload:?}: {elapsed:?}, edges {:?}", report.edges);
-    }
 }
