@@ -228,14 +228,16 @@ pub fn serial_txn_history(workload: Workload, seed: u64, txns: usize) -> History
     h.history
 }
 
-/// Builds transactional histories, an event at a time.
-#[derive(Default)]
-struct TxnBuilder {
-    history: History,
+/// Builds transactional histories (`f` = `txn`), an event at a time, each at the next instant.
+#[derive(Debug, Default)]
+pub struct TxnBuilder {
+    /// The history built so far.
+    pub history: History,
 }
 
 impl TxnBuilder {
-    fn event(&mut self, process: u64, kind: EventType, value: Json) -> &mut Self {
+    /// Appends an event of `process` with `value` (its micro-operations).
+    pub fn event(&mut self, process: u64, kind: EventType, value: Json) -> &mut Self {
         let time = self.history.events.len() as u64 + 1;
         self.history.push(Op {
             process,
@@ -249,7 +251,7 @@ impl TxnBuilder {
     }
 
     /// The invocation of `ops`: the same micro-operations with reads blanked.
-    fn invoke(&mut self, process: u64, ops: Json) -> &mut Self {
+    pub fn invoke(&mut self, process: u64, ops: Json) -> &mut Self {
         let blank: Vec<Json> = ops
             .as_array()
             .map(|ops| {
@@ -264,14 +266,19 @@ impl TxnBuilder {
         self.event(process, EventType::Invoke, Json::Array(blank))
     }
 
-    fn fail(&mut self, process: u64, ops: Json) -> &mut Self {
+    /// A completion: `ops` with what the reads returned.
+    pub fn ok(&mut self, process: u64, ops: Json) -> &mut Self {
+        self.event(process, EventType::Ok, ops)
+    }
+
+    /// A failed completion: the transaction did not happen.
+    pub fn fail(&mut self, process: u64, ops: Json) -> &mut Self {
         self.event(process, EventType::Fail, ops)
     }
 
     /// A whole transaction that commits, invoked and completed at once.
-    fn txn(&mut self, process: u64, ops: Json) -> &mut Self {
-        self.invoke(process, ops.clone())
-            .event(process, EventType::Ok, ops)
+    pub fn txn(&mut self, process: u64, ops: Json) -> &mut Self {
+        self.invoke(process, ops.clone()).ok(process, ops)
     }
 }
 

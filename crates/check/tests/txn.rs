@@ -2,8 +2,8 @@
 //! asserting the anomaly and the isolation levels it rules out; random serial executions
 //! against a real store report nothing.
 
-use concord_check::generate::serial_txn_history;
-use concord_check::history::{EventType, History, Op};
+use concord_check::generate::{serial_txn_history, TxnBuilder};
+use concord_check::history::History;
 use concord_check::txn::anomaly::{AnomalyName, IsolationLevel};
 use concord_check::txn::graph::EdgeKind;
 use concord_check::txn::{check, Report, Verdict, Workload};
@@ -12,53 +12,14 @@ use serde_json::{json, Value as Json};
 
 use IsolationLevel::*;
 
-/// Builds histories one event at a time; time is the event's position.
-#[derive(Default)]
-struct Builder {
-    history: History,
+type Builder = TxnBuilder;
+
+/// The report on a built history.
+trait CheckBuilt {
+    fn check(&self, workload: Workload) -> Report;
 }
 
-impl Builder {
-    fn event(&mut self, process: u64, kind: EventType, value: Json) -> &mut Self {
-        let time = self.history.events.len() as u64 + 1;
-        self.history.push(Op {
-            process,
-            kind,
-            f: "txn".into(),
-            key: None,
-            value,
-            time,
-        });
-        self
-    }
-
-    /// The invocation of `ops`: the same micro-operations with reads blanked.
-    fn invoke(&mut self, process: u64, ops: Json) -> &mut Self {
-        let blank: Vec<Json> = ops
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|op| match op.as_array().unwrap().as_slice() {
-                [f, k, _] if f == "r" => json!([f, k, null]),
-                _ => op.clone(),
-            })
-            .collect();
-        self.event(process, EventType::Invoke, Json::Array(blank))
-    }
-
-    fn ok(&mut self, process: u64, ops: Json) -> &mut Self {
-        self.event(process, EventType::Ok, ops)
-    }
-
-    fn fail(&mut self, process: u64, ops: Json) -> &mut Self {
-        self.event(process, EventType::Fail, ops)
-    }
-
-    /// A whole transaction that commits, invoked and completed at once.
-    fn txn(&mut self, process: u64, ops: Json) -> &mut Self {
-        self.invoke(process, ops.clone()).ok(process, ops)
-    }
-
+impl CheckBuilt for TxnBuilder {
     fn check(&self, workload: Workload) -> Report {
         check(&self.history, workload).unwrap()
     }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration as StdDuration;
 
 use anyhow::{bail, Context, Result};
@@ -18,6 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value as Json};
 
+use crate::children::Children;
 use crate::node::{check_key, Algorithm, StatusReport};
 use crate::{render, Outcome};
 
@@ -450,48 +451,6 @@ async fn run_get(args: &GetArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// Children killed (after a grace period) when the launcher exits, however it exits.
-struct Children(Vec<(NodeId, Child)>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        // On Ctrl-C the terminal interrupted the children too; otherwise ask them to stop
-        // (SIGTERM), and let them shut down gracefully.
-        for (_, child) in &mut self.0 {
-            if child.try_wait().ok().flatten().is_none() {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &child.id().to_string()])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-        for _ in 0..30 {
-            if self
-                .0
-                .iter_mut()
-                .all(|(_, child)| child.try_wait().ok().flatten().is_some())
-            {
-                return;
-            }
-            std::thread::sleep(StdDuration::from_millis(100));
-        }
-        for (_, child) in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Reports a node that exited on its own.
-fn exited(children: &mut Children) -> Result<Option<String>> {
-    for (id, child) in &mut children.0 {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(format!("node {id} exited ({status}); see its log")));
-        }
-    }
-    Ok(None)
-}
-
 /// `count` ports nobody listens on now, on 127.0.0.1.
 fn free_ports(count: usize) -> Result<Vec<u16>> {
     // Held together, so that no two are the same.
@@ -563,7 +522,7 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
     // Wait until the nodes agree on a leader (primary).
     let mut elected = None;
     for _ in 0..300 {
-        if let Some(report) = exited(&mut children)? {
+        if let Some(report) = children.exited()? {
             bail!("{report}");
         }
         let reports = rt.block_on(collect_status(&endpoints));
@@ -606,22 +565,7 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
         "Ctrl-C stops the cluster (data stays in {}).",
         args.dir.display()
     );
-    rt.block_on(async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("installing the SIGTERM handler")?;
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => break Ok::<_, anyhow::Error>(()),
-                _ = terminate.recv() => break Ok(()),
-                () = tokio::time::sleep(StdDuration::from_millis(500)) => {
-                    if let Some(report) = exited(&mut children)? {
-                        anyhow::bail!("{report}");
-                    }
-                }
-            }
-        }
-    })?;
+    children.wait_for_stop(&rt)?;
     outln!("stopping");
     Ok(Outcome::Success)
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration as StdDuration;
 
 use anyhow::{bail, Context, Result};
@@ -13,6 +13,7 @@ use concord_core::time::parse_duration;
 use concord_kv::loadgen::{LoadConfig, LoadOp, LoadReport};
 use concord_kv::server::{NodeStatusReport, ServerConfig};
 
+use crate::children::Children;
 use crate::Outcome;
 
 /// Flags of `concord db`.
@@ -301,18 +302,6 @@ fn node_ports(args: &UpArgs, index: u64) -> Result<(u16, u16)> {
     Ok((client, peer))
 }
 
-/// Children that are killed when the launcher exits, however it exits.
-struct Children(Vec<(u64, Child)>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 fn run_up(args: &UpArgs) -> Result<Outcome> {
     if args.nodes == 0 || args.nodes > 9 {
         bail!("--nodes must be between 1 and 9");
@@ -365,7 +354,7 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
     // Wait for a leader, then show the cluster as `concord db status` does.
     let mut elected = false;
     for _ in 0..100 {
-        if let Some(reports) = exited(&mut children)? {
+        if let Some(reports) = children.exited()? {
             bail!("{reports}");
         }
         let reports = rt.block_on(collect_status(&endpoints));
@@ -398,34 +387,9 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
         "Ctrl-C stops the cluster (data stays in {}).",
         args.dir.display()
     );
-    rt.block_on(async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("installing the SIGTERM handler")?;
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => break Ok::<_, anyhow::Error>(()),
-                _ = terminate.recv() => break Ok(()),
-                () = tokio::time::sleep(StdDuration::from_millis(500)) => {
-                    if let Some(report) = exited(&mut children)? {
-                        anyhow::bail!("{report}");
-                    }
-                }
-            }
-        }
-    })?;
+    children.wait_for_stop(&rt)?;
     outln!("stopping");
     Ok(Outcome::Success)
-}
-
-/// Reports a node that exited on its own.
-fn exited(children: &mut Children) -> Result<Option<String>> {
-    for (index, child) in &mut children.0 {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(format!("node {index} exited ({status}); see its log")));
-        }
-    }
-    Ok(None)
 }
 
 async fn collect_status(endpoints: &[String]) -> Vec<Result<NodeStatusReport>> {

@@ -27,6 +27,7 @@ macro_rules! outln {
 
 mod args;
 mod check;
+mod children;
 mod cluster;
 mod db;
 mod demo;

@@ -1,0 +1,72 @@
+//! Node processes a launcher (`concord db up`, `concord cluster up`) started and owns.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+/// Children stopped when the launcher exits, however it exits: asked to stop (SIGTERM), and
+/// killed if they have not after 3 seconds.
+pub(crate) struct Children(pub(crate) Vec<(u64, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        // On Ctrl-C the terminal interrupted the children too; otherwise ask them to stop
+        // (SIGTERM), and let them shut down gracefully.
+        for (_, child) in &mut self.0 {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        for _ in 0..30 {
+            if self
+                .0
+                .iter_mut()
+                .all(|(_, child)| child.try_wait().ok().flatten().is_some())
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Children {
+    /// Reports a node that exited on its own.
+    pub(crate) fn exited(&mut self) -> Result<Option<String>> {
+        for (id, child) in &mut self.0 {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(format!("node {id} exited ({status}); see its log")));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits in the foreground until Ctrl-C or SIGTERM (`Ok`), or until a node exits on its
+    /// own (an error that says which).
+    pub(crate) fn wait_for_stop(&mut self, rt: &tokio::runtime::Runtime) -> Result<()> {
+        rt.block_on(async {
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("installing the SIGTERM handler")?;
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                    _ = terminate.recv() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {
+                        if let Some(report) = self.exited()? {
+                            anyhow::bail!("{report}");
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
