@@ -361,11 +361,13 @@ impl Shared {
         self.membership_status(member, applied)
     }
 
-    /// [`membership_status`], also counting this node out once a peer said it was removed (a
-    /// member removed while it was down never applies its own removal).
+    /// [`membership_status`], unless a peer already said this node was removed (a member
+    /// removed while it was down never applies its own removal).
     fn membership_status(&self, member: bool, applied: u64) -> Result<(), Status> {
-        let removed = self.handle.removed_by().is_some();
-        membership_status(member && !removed, applied.max(u64::from(removed)))
+        if self.handle.removed_by().is_some() {
+            return Err(removed_status());
+        }
+        membership_status(member, applied)
     }
 }
 
@@ -386,10 +388,15 @@ fn membership_status(member: bool, applied: u64) -> Result<(), Status> {
             "etcdserver: this member has not joined the cluster yet",
         ))
     } else {
-        Err(Status::failed_precondition(
-            "etcdserver: the member has been permanently removed from the cluster",
-        ))
+        Err(removed_status())
     }
+}
+
+/// etcd's answer on a member removed from the cluster.
+fn removed_status() -> Status {
+    Status::failed_precondition(
+        "etcdserver: the member has been permanently removed from the cluster",
+    )
 }
 
 /// A forwarded request carries the marker.
@@ -432,9 +439,7 @@ pub(crate) fn host_status(error: HostError) -> Status {
         HostError::Stopped { reason } => {
             Status::unavailable(format!("etcdserver: server stopped: {reason}"))
         }
-        HostError::ForwardRefused { .. } => Status::failed_precondition(
-            "etcdserver: the member has been permanently removed from the cluster",
-        ),
+        HostError::ForwardRefused { .. } => removed_status(),
         HostError::ForwardTimedOut { .. } => Status::unavailable("etcdserver: request timed out"),
         other => Status::internal(other.to_string()),
     }
