@@ -590,29 +590,33 @@ mod tests {
         }
     }
 
+    /// Node `id` of cluster `cluster_id` on `listener`, dialing `peers`; with what it receives.
+    fn start(
+        id: NodeId,
+        cluster_id: u64,
+        listener: TcpListener,
+        peers: &[(NodeId, SocketAddr)],
+        metrics: HostMetrics,
+    ) -> (Transport, mpsc::Receiver<(NodeId, Bytes)>) {
+        let (inbound, received) = mpsc::channel(64);
+        let peers = peers.iter().copied().collect();
+        let transport = Transport::start(
+            Identity { id, cluster_id },
+            fast(),
+            listener,
+            &peers,
+            inbound,
+            metrics,
+        );
+        (transport, received)
+    }
+
     #[tokio::test]
     async fn frames_arrive_in_order_with_the_sender_id() {
         let (listener_a, _) = listener().await;
         let (listener_b, address_b) = listener().await;
-        let (inbound_a, _keep_a) = mpsc::channel(16);
-        let (inbound_b, mut received_b) = mpsc::channel(16);
-        let identity = |id| Identity { id, cluster_id: 7 };
-        let a = Transport::start(
-            identity(1),
-            fast(),
-            listener_a,
-            &BTreeMap::from([(2, address_b)]),
-            inbound_a,
-            HostMetrics::default(),
-        );
-        let b = Transport::start(
-            identity(2),
-            fast(),
-            listener_b,
-            &BTreeMap::new(),
-            inbound_b,
-            HostMetrics::default(),
-        );
+        let (a, _received_a) = start(1, 7, listener_a, &[(2, address_b)], HostMetrics::default());
+        let (b, mut received_b) = start(2, 7, listener_b, &[], HostMetrics::default());
         // Messages sent before the connection is up may be dropped: resend until one arrives.
         let first = loop {
             a.send(2, Bytes::from_static(b"hello"));
@@ -644,31 +648,9 @@ mod tests {
     async fn a_peer_of_another_cluster_is_refused() {
         let (listener_a, _) = listener().await;
         let (listener_b, address_b) = listener().await;
-        let (inbound_a, _keep_a) = mpsc::channel(16);
-        let (inbound_b, mut received_b) = mpsc::channel(16);
         let metrics = HostMetrics::default();
-        let a = Transport::start(
-            Identity {
-                id: 1,
-                cluster_id: 7,
-            },
-            fast(),
-            listener_a,
-            &BTreeMap::from([(2, address_b)]),
-            inbound_a,
-            metrics.clone(),
-        );
-        let b = Transport::start(
-            Identity {
-                id: 2,
-                cluster_id: 8,
-            },
-            fast(),
-            listener_b,
-            &BTreeMap::new(),
-            inbound_b,
-            HostMetrics::default(),
-        );
+        let (a, _received_a) = start(1, 7, listener_a, &[(2, address_b)], metrics.clone());
+        let (b, mut received_b) = start(2, 8, listener_b, &[], HostMetrics::default());
         for _ in 0..20 {
             a.send(2, Bytes::from_static(b"x"));
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -709,25 +691,10 @@ mod tests {
     async fn blocked_peers_lose_frames_both_ways_until_healed() {
         let (listener_a, address_a) = listener().await;
         let (listener_b, address_b) = listener().await;
-        let (inbound_a, mut received_a) = mpsc::channel(64);
-        let (inbound_b, mut received_b) = mpsc::channel(64);
-        let identity = |id| Identity { id, cluster_id: 7 };
-        let a = Transport::start(
-            identity(1),
-            fast(),
-            listener_a,
-            &BTreeMap::from([(2, address_b)]),
-            inbound_a,
-            HostMetrics::default(),
-        );
-        let b = Transport::start(
-            identity(2),
-            fast(),
-            listener_b,
-            &BTreeMap::from([(1, address_a)]),
-            inbound_b,
-            HostMetrics::default(),
-        );
+        let (a, mut received_a) =
+            start(1, 7, listener_a, &[(2, address_b)], HostMetrics::default());
+        let (b, mut received_b) =
+            start(2, 7, listener_b, &[(1, address_a)], HostMetrics::default());
         assert!(arrives(&a, 2, &mut received_b, b"before").await);
         assert!(arrives(&b, 1, &mut received_a, b"before").await);
 
