@@ -589,7 +589,9 @@ async fn submit<N: ServedNode>(
         }
         Ok(Err(e)) => {
             let code = match e {
-                HostError::ForwardTimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
+                HostError::ForwardTimedOut { .. } | HostError::ForwardConnectionLost { .. } => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             };
             return Err(error(code, e.to_string()));

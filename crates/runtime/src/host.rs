@@ -239,6 +239,20 @@ pub enum HostError {
         /// How long the sender waited.
         timeout: Duration,
     },
+    /// The request was not forwarded: this node has no connection to the node it would go to
+    /// (it is down, restarting, or cut off). It took no effect.
+    #[error("node {to} is unreachable: the request was not forwarded")]
+    PeerUnreachable {
+        /// The node it would have gone to.
+        to: NodeId,
+    },
+    /// The connection to the node a request was forwarded to failed before its answer came:
+    /// it may or may not have taken effect.
+    #[error("the connection to node {to} failed before it answered a forwarded request")]
+    ForwardConnectionLost {
+        /// The node it was forwarded to.
+        to: NodeId,
+    },
     /// The node a request was forwarded to refused it (see [`HostConfig::accept_forward`]).
     #[error("node {to} refused a request forwarded by this node")]
     ForwardRefused {
@@ -670,6 +684,7 @@ pub async fn start_with_listener<N: HostedNode>(
         tokio::task::spawn_blocking(move || wal_worker.run(wal_receiver, wal_events_sender));
 
     let (inbound_sender, inbound) = mpsc::channel(config.transport.queue_capacity.max(1));
+    let (lost_sender, lost) = mpsc::unbounded_channel();
     let transport = Transport::start(
         Identity {
             id: config.id,
@@ -679,6 +694,7 @@ pub async fn start_with_listener<N: HostedNode>(
         listener,
         &config.peers,
         inbound_sender,
+        lost_sender,
         metrics.clone(),
     );
     let blocked = transport.blocked_peers().clone();
@@ -709,7 +725,7 @@ pub async fn start_with_listener<N: HostedNode>(
         metrics: metrics.clone(),
         last_status: initial_status,
     };
-    let task = tokio::spawn(host.run(command_receiver, inbound, wal_events));
+    let task = tokio::spawn(host.run(command_receiver, inbound, wal_events, lost));
     let limit = config.max_in_flight_requests.max(1);
     Ok(NodeHandle {
         id: config.id,
@@ -726,6 +742,9 @@ pub async fn start_with_listener<N: HostedNode>(
         task: Arc::new(tokio::sync::Mutex::new(Some(task))),
     })
 }
+
+/// Where the answer to a forwarded request goes.
+type ForwardReply<R> = oneshot::Sender<Result<R, HostError>>;
 
 /// A `Send` or `Reply` waiting for the write emitted before it.
 enum Held<N: Node> {
@@ -753,8 +772,9 @@ struct NodeTask<N: HostedNode> {
     held: VecDeque<(u64, Held<N>)>,
     next_request: u64,
     pending: BTreeMap<u64, Waiter<N::Response>>,
-    /// Requests this node forwarded, by forward id, until answered or abandoned.
-    forwards: BTreeMap<u64, oneshot::Sender<Result<N::Response, HostError>>>,
+    /// Requests this node forwarded, by forward id, with the node they went to, until answered
+    /// or abandoned (or the connection to that node fails).
+    forwards: BTreeMap<u64, (NodeId, ForwardReply<N::Response>)>,
     next_forward: u64,
     accept_forward: fn(&N, NodeId) -> bool,
     removed_peer: fn(&N, NodeId) -> bool,
@@ -773,6 +793,7 @@ impl<N: HostedNode> NodeTask<N> {
         mut commands: mpsc::UnboundedReceiver<Command<N>>,
         mut inbound: mpsc::Receiver<(NodeId, Bytes)>,
         mut wal_events: mpsc::UnboundedReceiver<WalEvent>,
+        mut lost: mpsc::UnboundedReceiver<NodeId>,
     ) {
         let reason: Arc<str> = loop {
             let wake = self.next_wake();
@@ -794,11 +815,17 @@ impl<N: HostedNode> NodeTask<N> {
                         self.step(Input::Request { id, request });
                     }
                     Some(Command::Forward { to, request, reply }) => {
+                        // Fail at once rather than after the caller's timeout: with the
+                        // leader down, its client retries elsewhere while the rest elect.
+                        if !self.transport.is_connected(to) {
+                            let _ = reply.send(Err(HostError::PeerUnreachable { to }));
+                            continue;
+                        }
                         let id = self.next_forward;
                         self.next_forward += 1;
                         let frame = FrameOf::<N>::Forward { id, request: &request };
                         if self.send_frame(to, &frame) {
-                            self.forwards.insert(id, reply);
+                            self.forwards.insert(id, (to, reply));
                         }
                     }
                     Some(Command::Inspect(f)) => f(&self.node),
@@ -806,9 +833,10 @@ impl<N: HostedNode> NodeTask<N> {
                     Some(Command::Shutdown) | None => break Arc::from(SHUTDOWN),
                 },
                 Some((from, frame)) = inbound.recv() => self.on_frame(from, &frame),
+                Some(peer) = lost.recv() => self.on_connection_lost(peer),
                 () = tokio::time::sleep_until(wake) => {
                     // Forwards whose caller gave up waiting are forgotten.
-                    self.forwards.retain(|_, reply| !reply.is_closed());
+                    self.forwards.retain(|_, (_, reply)| !reply.is_closed());
                     self.step(Input::Tick);
                 }
             }
@@ -920,7 +948,7 @@ impl<N: HostedNode> NodeTask<N> {
                 }
             }
             Frame::Answer { id, response } => {
-                if let Some(reply) = self.forwards.remove(&id) {
+                if let Some((_, reply)) = self.forwards.remove(&id) {
                     let _ = reply.send(response.ok_or(HostError::ForwardRefused { to: from }));
                 }
             }
@@ -933,6 +961,21 @@ impl<N: HostedNode> NodeTask<N> {
                     );
                     self.removed_sender.send_replace(Some(from));
                 }
+            }
+        }
+    }
+
+    /// The connection to `peer` failed: requests forwarded to it will get no answer on it.
+    fn on_connection_lost(&mut self, peer: NodeId) {
+        let lost: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(_, (to, _))| *to == peer)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in lost {
+            if let Some((to, reply)) = self.forwards.remove(&id) {
+                let _ = reply.send(Err(HostError::ForwardConnectionLost { to }));
             }
         }
     }

@@ -124,6 +124,8 @@ impl BlockedPeers {
 struct Peer {
     queue: mpsc::Sender<Bytes>,
     address: watch::Sender<SocketAddr>,
+    /// Whether the connection to the peer is up (set by its dialing task).
+    connected: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -134,6 +136,8 @@ pub struct Transport {
     metrics: HostMetrics,
     peers: BTreeMap<NodeId, Peer>,
     blocked: BlockedPeers,
+    /// Told the peer's id each time an established connection to it fails.
+    lost: mpsc::UnboundedSender<NodeId>,
     accept: JoinHandle<()>,
 }
 
@@ -148,13 +152,16 @@ impl std::fmt::Debug for Transport {
 
 impl Transport {
     /// Starts accepting on `listener` (frames go to `inbound` as `(sender, payload)`) and
-    /// dialing `peers`. Must run inside a tokio runtime.
+    /// dialing `peers`; each time an established connection to a peer fails (the peer crashed,
+    /// closed it, or the network broke it), the peer's id goes to `lost`. Must run inside a
+    /// tokio runtime.
     pub fn start(
         identity: Identity,
         options: TransportOptions,
         listener: TcpListener,
         peers: &BTreeMap<NodeId, SocketAddr>,
         inbound: mpsc::Sender<(NodeId, Bytes)>,
+        lost: mpsc::UnboundedSender<NodeId>,
         metrics: HostMetrics,
     ) -> Transport {
         let blocked = BlockedPeers::default();
@@ -172,6 +179,7 @@ impl Transport {
             metrics,
             peers: BTreeMap::new(),
             blocked,
+            lost,
             accept,
         };
         for (&id, &address) in peers {
@@ -231,22 +239,37 @@ impl Transport {
         }
         let (queue, receiver) = mpsc::channel(self.options.queue_capacity.max(1));
         let (address_sender, address_receiver) = watch::channel(address);
+        let connected = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(dial_loop(
-            self.identity,
-            id,
+            Dialer {
+                identity: self.identity,
+                peer: id,
+                options: self.options.clone(),
+                metrics: self.metrics.clone(),
+                connected: Arc::clone(&connected),
+                lost: self.lost.clone(),
+            },
             address_receiver,
             receiver,
-            self.options.clone(),
-            self.metrics.clone(),
         ));
         self.peers.insert(
             id,
             Peer {
                 queue,
                 address: address_sender,
+                connected,
                 task,
             },
         );
+    }
+
+    /// Whether the connection to `peer` is up: a frame sent now goes out on it (unless it
+    /// fails meanwhile). False before the first connection, and while reconnecting.
+    pub fn is_connected(&self, peer: NodeId) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.connected.load(Ordering::Acquire))
+            && !self.blocked.contains(peer)
     }
 
     /// The peers this transport dials, with their addresses.
@@ -414,14 +437,29 @@ enum Ended {
     Failed(std::io::Error),
 }
 
-async fn dial_loop(
+/// What the dialing task of one peer works with.
+struct Dialer {
     identity: Identity,
     peer: NodeId,
-    mut address: watch::Receiver<SocketAddr>,
-    mut queue: mpsc::Receiver<Bytes>,
     options: TransportOptions,
     metrics: HostMetrics,
+    connected: Arc<AtomicBool>,
+    lost: mpsc::UnboundedSender<NodeId>,
+}
+
+async fn dial_loop(
+    dialer: Dialer,
+    mut address: watch::Receiver<SocketAddr>,
+    mut queue: mpsc::Receiver<Bytes>,
 ) {
+    let Dialer {
+        identity,
+        peer,
+        options,
+        metrics,
+        connected,
+        lost,
+    } = dialer;
     let mut backoff = options.backoff_min;
     let mut connected_before = false;
     loop {
@@ -435,10 +473,14 @@ async fn dial_loop(
                 info!(peer, address = %target, "connected to peer");
                 connected_before = true;
                 backoff = options.backoff_min;
-                match pump(stream, &mut queue, peer, &metrics).await {
+                connected.store(true, Ordering::Release);
+                let ended = pump(stream, &mut queue, peer, &metrics).await;
+                connected.store(false, Ordering::Release);
+                match ended {
                     Ended::Closed => return,
                     Ended::Failed(error) => {
                         info!(peer, address = %target, %error, "peer connection lost");
+                        let _ = lost.send(peer);
                     }
                 }
             }
@@ -600,12 +642,14 @@ mod tests {
     ) -> (Transport, mpsc::Receiver<(NodeId, Bytes)>) {
         let (inbound, received) = mpsc::channel(64);
         let peers = peers.iter().copied().collect();
+        let (lost, _) = mpsc::unbounded_channel();
         let transport = Transport::start(
             Identity { id, cluster_id },
             fast(),
             listener,
             &peers,
             inbound,
+            lost,
             metrics,
         );
         (transport, received)

@@ -18,7 +18,7 @@ fn write(key: &str, value: i64) -> Request<KvOperation, KvOperation> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_forwards_to_the_leader_and_gets_its_answer() {
-    let mut cluster = Cluster::start(3, raft_config()).await;
+    let cluster = Cluster::start(3, raft_config()).await;
     let leader = cluster.leader().await;
     let mut followers = (0..3).filter(|&id| id != leader);
     let (follower, other) = (followers.next().unwrap(), followers.next().unwrap());
@@ -54,19 +54,65 @@ async fn a_follower_forwards_to_the_leader_and_gets_its_answer() {
         })
     );
 
-    // Nobody answers for a stopped node: the outcome is unknown once the wait is over.
-    cluster.stop(other).await;
+    // A node that is alive but never answers: the outcome is unknown once the wait is over.
+    cluster.node(other).set_blocked_peers([follower]);
     let timeout = Duration::from_millis(300);
     let error = cluster
         .node(follower)
         .forward(other, write("k", 9), timeout)
         .await
-        .expect_err("a stopped node cannot answer");
+        .expect_err("a node that drops the request cannot answer");
     assert!(
         matches!(error, HostError::ForwardTimedOut { to, .. } if to == other),
         "{error:?}"
     );
     assert_eq!(cluster.read("k").await, Some(Value::Int(7)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_fails_at_once_when_the_connection_to_its_target_fails() {
+    let mut cluster = Cluster::start(3, raft_config()).await;
+    let leader = cluster.leader().await;
+    let follower = (0..3).find(|&id| id != leader).unwrap();
+    // The leader drops what the follower sends, over a connection that stays up: a forward
+    // gets no answer.
+    cluster.node(leader).set_blocked_peers([follower]);
+    let patient = Duration::from_secs(600);
+    let pending = tokio::spawn({
+        let node = cluster.node(follower).clone();
+        async move { node.forward(leader, write("k", 1), patient).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!pending.is_finished(), "answered: {pending:?}");
+
+    // The leader crashes. The answer will never come, and the caller hears so as soon as the
+    // connection fails, not at the end of its wait: the outcome is unknown.
+    cluster.stop(leader).await;
+    let error = tokio::time::timeout(patient / 2, pending)
+        .await
+        .expect("the forward fails with the connection")
+        .unwrap()
+        .expect_err("no answer");
+    assert!(
+        matches!(error, HostError::ForwardConnectionLost { to } if to == leader),
+        "{error:?}"
+    );
+
+    // With the connection down, a forward is not sent at all: it fails at once, having taken
+    // no effect, and the caller can retry elsewhere.
+    let error = tokio::time::timeout(
+        patient / 2,
+        cluster
+            .node(follower)
+            .forward(leader, write("k", 2), patient),
+    )
+    .await
+    .expect("an unreachable node fails the forward at once")
+    .expect_err("no connection");
+    assert!(
+        matches!(error, HostError::PeerUnreachable { to } if to == leader),
+        "{error:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -441,6 +441,13 @@ pub(crate) fn host_status(error: HostError) -> Status {
         }
         HostError::ForwardRefused { .. } => removed_status(),
         HostError::ForwardTimedOut { .. } => Status::unavailable("etcdserver: request timed out"),
+        // etcd's own words for an outcome lost with the connection to the leader.
+        HostError::ForwardConnectionLost { .. } => {
+            Status::unavailable("etcdserver: request timed out, possibly due to connection lost")
+        }
+        HostError::PeerUnreachable { .. } => {
+            Status::unavailable("etcdserver: the leader is unreachable from this member")
+        }
         other => Status::internal(other.to_string()),
     }
 }
