@@ -11,9 +11,26 @@ fn records(n: usize) -> Vec<Vec<u8>> {
     (0..n).map(record).collect()
 }
 
+/// Without preallocation: a segment file holds exactly its records, which the damage tests
+/// below rely on. Preallocation has tests of its own at the end.
+fn plain() -> WalOptions {
+    WalOptions {
+        preallocate_bytes: 0,
+        ..WalOptions::default()
+    }
+}
+
 fn small_segments() -> WalOptions {
     WalOptions {
         max_segment_bytes: 256,
+        ..plain()
+    }
+}
+
+/// Preallocating in chunks of 4 KiB.
+fn preallocating() -> WalOptions {
+    WalOptions {
+        preallocate_bytes: 4096,
         ..WalOptions::default()
     }
 }
@@ -52,29 +69,29 @@ fn record_offsets(data: &[u8]) -> Vec<usize> {
 #[test]
 fn records_survive_a_reopen_and_appends_continue() {
     let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path(), WalOptions::default(), &records(10));
-    let (mut wal, recovered, report) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    write_log(dir.path(), plain(), &records(10));
+    let (mut wal, recovered, report) = Wal::open(dir.path(), plain()).unwrap();
     assert_eq!(recovered, records(10));
     assert_eq!(report.records, 10);
     assert_eq!(report.torn_tail, None);
     wal.append(&record(10)).unwrap();
     wal.sync().unwrap();
     drop(wal);
-    let (_, recovered, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    let (_, recovered, _) = Wal::open(dir.path(), plain()).unwrap();
     assert_eq!(recovered, records(11));
 }
 
 #[test]
 fn truncation_at_every_byte_of_the_last_record_recovers_exactly_the_earlier_records() {
     let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path(), WalOptions::default(), &records(5));
+    write_log(dir.path(), plain(), &records(5));
     let path = segment_path(dir.path(), 1);
     let full = fs::read(&path).unwrap();
     let last = *record_offsets(&full).last().unwrap();
     for cut in last..full.len() {
         fs::write(&path, &full[..cut]).unwrap();
-        let (mut wal, recovered, report) = Wal::open(dir.path(), WalOptions::default())
-            .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let (mut wal, recovered, report) =
+            Wal::open(dir.path(), plain()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         assert_eq!(recovered, records(4), "cut at {cut}");
         if cut > last {
             let torn = report.torn_tail.expect("a torn tail is reported");
@@ -86,7 +103,7 @@ fn truncation_at_every_byte_of_the_last_record_recovers_exactly_the_earlier_reco
         wal.append(&record(99)).unwrap();
         wal.sync().unwrap();
         drop(wal);
-        let (_, recovered, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        let (_, recovered, _) = Wal::open(dir.path(), plain()).unwrap();
         let mut expected = records(4);
         expected.push(record(99));
         assert_eq!(recovered, expected, "cut at {cut}");
@@ -96,7 +113,7 @@ fn truncation_at_every_byte_of_the_last_record_recovers_exactly_the_earlier_reco
 #[test]
 fn a_bit_flip_in_the_last_record_is_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path(), WalOptions::default(), &records(5));
+    write_log(dir.path(), plain(), &records(5));
     let path = segment_path(dir.path(), 1);
     let full = fs::read(&path).unwrap();
     let last = *record_offsets(&full).last().unwrap();
@@ -104,8 +121,8 @@ fn a_bit_flip_in_the_last_record_is_a_torn_tail() {
         let mut damaged = full.clone();
         damaged[byte] ^= 1 << (byte % 8);
         fs::write(&path, &damaged).unwrap();
-        let (_, recovered, report) = Wal::open(dir.path(), WalOptions::default())
-            .unwrap_or_else(|e| panic!("flip at {byte}: {e}"));
+        let (_, recovered, report) =
+            Wal::open(dir.path(), plain()).unwrap_or_else(|e| panic!("flip at {byte}: {e}"));
         assert_eq!(recovered, records(4), "flip at {byte}");
         assert_eq!(report.torn_tail.unwrap().offset, last as u64);
     }
@@ -114,7 +131,7 @@ fn a_bit_flip_in_the_last_record_is_a_torn_tail() {
 #[test]
 fn a_bit_flip_in_any_earlier_record_is_corruption_naming_segment_and_offset() {
     let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path(), WalOptions::default(), &records(5));
+    write_log(dir.path(), plain(), &records(5));
     let path = segment_path(dir.path(), 1);
     let full = fs::read(&path).unwrap();
     let offsets = record_offsets(&full);
@@ -124,7 +141,7 @@ fn a_bit_flip_in_any_earlier_record_is_corruption_naming_segment_and_offset() {
         let mut damaged = full.clone();
         damaged[byte] ^= 1 << (byte % 8);
         fs::write(&path, &damaged).unwrap();
-        match Wal::open(dir.path(), WalOptions::default()) {
+        match Wal::open(dir.path(), plain()) {
             Err(WalError::Corrupt {
                 segment, offset, ..
             }) => {
@@ -140,9 +157,7 @@ fn a_bit_flip_in_any_earlier_record_is_corruption_naming_segment_and_offset() {
         let mut damaged = full.clone();
         damaged[offsets[1] + 9] ^= 0x10;
         fs::write(&path, &damaged).unwrap();
-        Wal::open(dir.path(), WalOptions::default())
-            .unwrap_err()
-            .to_string()
+        Wal::open(dir.path(), plain()).unwrap_err().to_string()
     };
     assert!(message.contains("00000000000000000001.log"), "{message}");
     assert!(
@@ -156,18 +171,23 @@ fn a_bit_flip_in_any_earlier_record_is_corruption_naming_segment_and_offset() {
 }
 
 #[test]
-fn a_zero_filled_tail_is_torn() {
+fn a_zero_filled_tail_is_the_clean_end() {
+    // As preallocated space looks, or a crash after the file grew and before its data landed
+    // (nothing there was ever synced, so nothing acknowledged is lost).
     let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path(), WalOptions::default(), &records(3));
+    write_log(dir.path(), plain(), &records(3));
     let path = segment_path(dir.path(), 1);
     let mut data = fs::read(&path).unwrap();
-    let length = data.len();
     data.extend_from_slice(&[0u8; 4096]);
     fs::write(&path, &data).unwrap();
-    let (_, recovered, report) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    let (mut wal, recovered, report) = Wal::open(dir.path(), plain()).unwrap();
     assert_eq!(recovered, records(3));
-    assert_eq!(report.torn_tail.unwrap().bytes_dropped, 4096);
-    assert_eq!(fs::metadata(&path).unwrap().len(), length as u64);
+    assert_eq!(report.torn_tail, None);
+    wal.append(&record(3)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, recovered, _) = Wal::open(dir.path(), plain()).unwrap();
+    assert_eq!(recovered, records(4), "the next record overwrote the zeros");
 }
 
 #[test]
@@ -239,12 +259,12 @@ fn a_torn_header_of_the_newest_segment_is_removed() {
 #[test]
 fn a_damaged_header_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path(), WalOptions::default(), &records(3));
+    write_log(dir.path(), plain(), &records(3));
     let path = segment_path(dir.path(), 1);
     let mut data = fs::read(&path).unwrap();
     data[3] ^= 0x01;
     fs::write(&path, &data).unwrap();
-    let error = Wal::open(dir.path(), WalOptions::default()).unwrap_err();
+    let error = Wal::open(dir.path(), plain()).unwrap_err();
     assert!(
         matches!(error, WalError::Corrupt { offset: 0, .. }),
         "{error}"
@@ -387,7 +407,7 @@ fn oversized_and_empty_records_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let options = WalOptions {
         max_record_bytes: 16,
-        ..WalOptions::default()
+        ..plain()
     };
     let (mut wal, _, _) = Wal::open(dir.path(), options).unwrap();
     assert!(matches!(
@@ -396,4 +416,133 @@ fn oversized_and_empty_records_are_refused() {
     ));
     assert!(wal.append(&[]).is_err());
     wal.append(&[1; 16]).unwrap();
+}
+
+#[test]
+fn preallocated_space_is_the_clean_end_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segment_path(dir.path(), 1);
+    let (mut wal, _, _) = Wal::open(dir.path(), preallocating()).unwrap();
+    for i in 0..10 {
+        wal.append(&record(i)).unwrap();
+    }
+    wal.sync().unwrap();
+    let logical = wal.total_bytes();
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        4096,
+        "one chunk allocated"
+    );
+    assert!(logical < 4096);
+    drop(wal);
+    let (mut wal, recovered, report) = Wal::open(dir.path(), preallocating()).unwrap();
+    assert_eq!(recovered, records(10));
+    assert_eq!(
+        report.torn_tail, None,
+        "zeros after the records are no torn tail"
+    );
+    assert_eq!(wal.total_bytes(), logical);
+    assert_eq!(fs::metadata(&path).unwrap().len(), 4096, "nothing cut");
+    // Appends land right after the records, and past the first chunk the next is allocated.
+    let big: Vec<Vec<u8>> = (0..40).map(|i| vec![i as u8 + 1; 200]).collect();
+    for record in &big {
+        wal.append(record).unwrap();
+    }
+    wal.sync().unwrap();
+    let length = fs::metadata(&path).unwrap().len();
+    assert!(length > 4096 && length.is_multiple_of(4096), "{length}");
+    drop(wal);
+    let (_, recovered, report) = Wal::open(dir.path(), preallocating()).unwrap();
+    let mut expected = records(10);
+    expected.extend(big);
+    assert_eq!(recovered, expected);
+    assert_eq!(report.torn_tail, None);
+}
+
+#[test]
+fn a_torn_record_in_preallocated_space_is_cut_off_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segment_path(dir.path(), 1);
+    write_log(dir.path(), preallocating(), &records(5));
+    let mut data = fs::read(&path).unwrap();
+    let offsets = record_offsets(&data[..plain_length(&data)]);
+    let last = *offsets.last().unwrap();
+    // A crash mid-write: the last record's header landed, the end of its payload did not.
+    let end = plain_length(&data);
+    for byte in &mut data[end - 3..end] {
+        *byte = 0;
+    }
+    fs::write(&path, &data).unwrap();
+    let (mut wal, recovered, report) = Wal::open(dir.path(), preallocating()).unwrap();
+    assert_eq!(recovered, records(4));
+    let torn = report.torn_tail.expect("a torn tail");
+    assert_eq!(torn.offset, last as u64);
+    wal.append(&record(99)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, recovered, report) = Wal::open(dir.path(), preallocating()).unwrap();
+    let mut expected = records(4);
+    expected.push(record(99));
+    assert_eq!(recovered, expected);
+    assert_eq!(report.torn_tail, None);
+}
+
+#[test]
+fn damage_before_the_last_record_is_corruption_with_preallocated_space_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = segment_path(dir.path(), 1);
+    write_log(dir.path(), preallocating(), &records(5));
+    let full = fs::read(&path).unwrap();
+    let offsets = record_offsets(&full[..plain_length(&full)]);
+    let mut damaged = full.clone();
+    damaged[offsets[2] + 9] ^= 0x10;
+    fs::write(&path, &damaged).unwrap();
+    match Wal::open(dir.path(), preallocating()) {
+        Err(WalError::Corrupt { offset, .. }) => assert_eq!(offset, offsets[2] as u64),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(fs::read(&path).unwrap(), damaged, "nothing was cut");
+}
+
+#[test]
+fn a_sealed_segment_is_cut_to_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        max_segment_bytes: 256,
+        ..preallocating()
+    };
+    write_log(dir.path(), options.clone(), &records(60));
+    let files = segment_files(dir.path());
+    assert!(files.len() > 3, "{files:?}");
+    for sealed in &files[..files.len() - 1] {
+        let data = fs::read(sealed).unwrap();
+        assert_eq!(
+            plain_length(&data),
+            data.len(),
+            "{} is cut",
+            sealed.display()
+        );
+    }
+    let (wal, recovered, report) = Wal::open(dir.path(), options).unwrap();
+    assert_eq!(recovered, records(60));
+    assert_eq!(report.torn_tail, None);
+    let sealed: u64 = files[..files.len() - 1]
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    let current = fs::read(files.last().unwrap()).unwrap();
+    assert_eq!(wal.total_bytes(), sealed + plain_length(&current) as u64);
+}
+
+/// The length of a segment's header and records, before any zeros allocated after them.
+fn plain_length(data: &[u8]) -> usize {
+    let mut offset = SEGMENT_HEADER_BYTES as usize;
+    while offset + RECORD_HEADER_BYTES as usize <= data.len() {
+        let len = u32::from_le_bytes(data[offset..offset + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        offset += RECORD_HEADER_BYTES as usize + len;
+    }
+    offset.min(data.len())
 }
