@@ -23,8 +23,9 @@
 //!     panic!("a range answers with a range response");
 //! };
 //! assert_eq!(response.kvs[0].value, b"bar");
-//! assert_eq!(response.kvs[0].mod_revision, 1);
-//! assert_eq!(response.header.revision, 1);
+//! // An empty store is at revision 1, as etcd's: the first write makes revision 2.
+//! assert_eq!(response.kvs[0].mod_revision, 2);
+//! assert_eq!(response.header.revision, 2);
 //! ```
 //!
 //! `crates/kv/README.md` describes the data model, revision rules, leases, watch events and

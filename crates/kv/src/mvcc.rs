@@ -11,8 +11,9 @@
 //!
 //! Invariants (checked by [`crate::KvStore::check_invariants`]): every log entry is listed once in its
 //! key's index entry and vice versa; a record's `mod_revision` is its main revision; no index
-//! entry is empty; every main revision is at most `revision`; after a compaction at `C`, a key
-//! has at most one write at or before `C`, and it is not a tombstone.
+//! entry is empty; `revision` is at least 1 (an empty store is at revision 1, as etcd's: the
+//! first write makes revision 2); every main revision is at most `revision`; after a compaction
+//! at `C`, a key has at most one write at or before `C`, and it is not a tombstone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -54,11 +55,12 @@ pub struct Event {
 }
 
 /// The versioned key space.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Mvcc {
     index: BTreeMap<Vec<u8>, Vec<SubRevision>>,
     log: BTreeMap<SubRevision, Record>,
-    /// The current revision: the main revision of the last write transaction.
+    /// The current revision: the main revision of the last write transaction, or
+    /// [`INITIAL_REVISION`] before the first.
     revision: Revision,
     /// The revision of the last compaction (0: never compacted).
     compact_revision: Revision,
@@ -66,6 +68,22 @@ pub(crate) struct Mvcc {
     live_keys: u64,
     /// The log as a snapshot encodes it, kept up to date ([`EncodedRecords`]).
     encoded: EncodedRecords,
+}
+
+/// An empty key space is at revision 1, as etcd's is: its first write makes revision 2.
+pub(crate) const INITIAL_REVISION: Revision = 1;
+
+impl Default for Mvcc {
+    fn default() -> Self {
+        Mvcc {
+            index: BTreeMap::new(),
+            log: BTreeMap::new(),
+            revision: INITIAL_REVISION,
+            compact_revision: 0,
+            live_keys: 0,
+            encoded: EncodedRecords::default(),
+        }
+    }
 }
 
 impl Mvcc {
@@ -369,6 +387,12 @@ impl Mvcc {
 
     /// Checks the structure's invariants (module docs); returns the first broken one.
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        if self.revision < INITIAL_REVISION {
+            return Err(format!(
+                "revision {} is before the initial revision {INITIAL_REVISION}",
+                self.revision
+            ));
+        }
         let mut listed = 0usize;
         for (key, history) in &self.index {
             if history.is_empty() {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::members::MemberAttrs;
-use crate::mvcc::{EventKind, Mvcc, Record};
+use crate::mvcc::{EventKind, Mvcc, Record, INITIAL_REVISION};
 use crate::store::{KvStore, Lease};
 use crate::types::{KeyValue, LeaseId, Revision, SubRevision, NO_LEASE};
 
@@ -194,7 +194,11 @@ impl KvStore {
                 return Err(inconsistent(format!("two records at {at:?}")));
             }
         }
-        let mvcc = Mvcc::from_records(data.revision, data.compact_revision, records);
+        // A never-written store is at revision 1 (etcd's numbering). Snapshots from before
+        // Concord adopted it encode such a store at revision 0 (the checks above refuse any
+        // record or compaction with it): read it as the empty store it is.
+        let revision = data.revision.max(INITIAL_REVISION);
+        let mvcc = Mvcc::from_records(revision, data.compact_revision, records);
         mvcc.check_invariants().map_err(inconsistent)?;
         let mut store = KvStore {
             mvcc,
@@ -329,6 +333,49 @@ mod tests {
 
     fn put(store: &mut KvStore, key: &str, value: &str) {
         store.apply(&Command::Put(PutRequest::new(key, value)));
+    }
+
+    #[test]
+    fn a_never_written_store_encoded_at_revision_0_restores_at_revision_1() {
+        let old = SnapshotData {
+            revision: 0,
+            compact_revision: 0,
+            records: Vec::new(),
+            leases: vec![SnapshotLease {
+                id: 7,
+                ttl: 30,
+                remaining_ttl: 0,
+            }],
+            members: Vec::new(),
+            removed: Vec::new(),
+        };
+        let bytes = postcard::to_extend(&old, MAGIC.to_vec()).unwrap();
+        let mut store = KvStore::decode(&bytes).unwrap();
+        let mut expected = KvStore::default();
+        expected.apply(&Command::LeaseGrant { id: 7, ttl: 30 });
+        assert_eq!(store, expected);
+        assert_eq!(store.revision(), 1);
+        put(&mut store, "k", "v");
+        assert_eq!(store.get(b"k").unwrap().mod_revision, 2);
+        // With revision 0, any record is out of range.
+        let with_record = SnapshotData {
+            records: vec![SnapshotRecord {
+                sub: 0,
+                kind: EventKind::Put,
+                kv: KeyValue {
+                    key: b"k".to_vec(),
+                    create_revision: 1,
+                    mod_revision: 1,
+                    version: 1,
+                    value: b"v".to_vec(),
+                    lease: NO_LEASE,
+                },
+            }],
+            leases: Vec::new(),
+            ..old
+        };
+        let bytes = postcard::to_extend(&with_record, MAGIC.to_vec()).unwrap();
+        assert!(KvStore::decode(&bytes).is_err());
     }
 
     #[test]

@@ -195,7 +195,7 @@ struct Path {
 }
 
 impl KvStore {
-    /// An empty store at revision 0.
+    /// An empty store at revision 1 (etcd's: the first write makes revision 2).
     pub fn new() -> Self {
         Self::default()
     }

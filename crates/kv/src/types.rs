@@ -3,8 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A main revision of the store, as etcd's `int64` revision. The first write makes it 1; a
-/// store that was never written is at revision 0. Each write transaction adds exactly one.
+/// A main revision of the store, as etcd's `int64` revision. A store that was never written is
+/// at revision 1, and the first write makes it 2, as in etcd. Each write transaction adds
+/// exactly one.
 pub type Revision = i64;
 
 /// A lease identifier, as etcd's `int64` lease ID. 0 means "no lease".

@@ -70,7 +70,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
                 success,
                 failure
             }),
-        1 => (0i64..8).prop_map(Op::Compact),
+        1 => (0i64..9).prop_map(Op::Compact),
         1 => (1i64..3).prop_map(Op::Grant),
         1 => (1i64..3).prop_map(Op::Revoke),
     ]
@@ -98,7 +98,9 @@ fn to_request(write: &Write) -> RequestOp {
 
 type Space = BTreeMap<Vec<u8>, KeyValue>;
 
-/// One full copy of the key space per revision, and the events of each revision.
+/// One full copy of the key space per revision, and the events of each revision, indexed by
+/// revision. An empty store is at revision 1, as etcd's, so `spaces[0]` and `spaces[1]` are
+/// both empty and revisions 0 and 1 have no events.
 #[derive(Debug)]
 struct Model {
     spaces: Vec<Space>,
@@ -155,6 +157,16 @@ impl Pending {
 }
 
 impl Model {
+    /// An empty store: at revision 1.
+    fn new() -> Self {
+        Model {
+            spaces: vec![Space::new(), Space::new()],
+            events: vec![Vec::new(), Vec::new()],
+            compacted: 0,
+            leases: BTreeSet::new(),
+        }
+    }
+
     fn current(&self) -> i64 {
         self.spaces.len() as i64 - 1
     }
@@ -391,12 +403,9 @@ proptest! {
     #[test]
     fn the_store_matches_the_model(ops in prop::collection::vec(op_strategy(), 1..40)) {
         let mut store = KvStore::default();
-        let mut model = Model {
-            spaces: vec![Space::new()],
-            events: vec![Vec::new()],
-            compacted: 0,
-            leases: BTreeSet::new(),
-        };
+        let mut model = Model::new();
+        prop_assert_eq!(store.revision(), model.current());
+        prop_assert_eq!(model.current(), 1);
         for op in &ops {
             let expected = model.apply(op);
             let output = store.apply(&to_command(op));

@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 use concord_core::time::MILLISECOND;
 use concord_core::{seeded_rng, Effect, Env, Input, Node, NodeId, RequestId, Rng, Time};
 use concord_kv::{
-    Command, KvStore, LeaseGrantResponse, Output, PutRequest, Query, RangeRequest, TxnRequest,
+    Command, KvStore, LeaseGrantResponse, Output, PutRequest, Query, RangeRequest, ResponseHeader,
+    TxnRequest,
 };
 use concord_raft::{Config, Message, RaftNode, Request, Response, Storage};
 
@@ -172,7 +173,7 @@ fn a_three_node_cluster_replicates_the_store_and_catches_up_by_snapshot() {
     assert_eq!(
         granted,
         Output::LeaseGrant(LeaseGrantResponse {
-            header: Default::default(),
+            header: ResponseHeader { revision: 1 },
             id: 42,
             ttl: 5
         })
@@ -199,7 +200,7 @@ fn a_three_node_cluster_replicates_the_store_and_catches_up_by_snapshot() {
         panic!("{read:?}")
     };
     assert_eq!(read.count, 30, "the leased key was revoked");
-    assert_eq!(read.header.revision, 32);
+    assert_eq!(read.header.revision, 33);
 
     let lagging = cluster.isolated.take().unwrap();
     assert!(cluster.storage[lagging as usize].snapshot.is_none());
@@ -219,6 +220,6 @@ fn a_three_node_cluster_replicates_the_store_and_catches_up_by_snapshot() {
     );
     for node in &cluster.nodes {
         node.state_machine().check_invariants().unwrap();
-        assert_eq!(node.state_machine().revision(), 32);
+        assert_eq!(node.state_machine().revision(), 33);
     }
 }

@@ -47,39 +47,43 @@ fn put_op(key: &str, value: &str) -> RequestOp {
 #[test]
 fn revisions_versions_and_tombstones_follow_etcd() {
     let mut store = KvStore::default();
-    assert_eq!(store.revision(), 0);
+    assert_eq!(
+        store.revision(),
+        1,
+        "an empty store is at revision 1, as etcd's"
+    );
     put(&mut store, "foo", "a");
     put(&mut store, "foo", "b");
     let kv = get(&store, "foo").unwrap();
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (1, 2, 2));
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
     let deleted = store.apply(&Command::DeleteRange(DeleteRangeRequest::new("foo", "")));
     let Output::DeleteRange(deleted) = deleted else {
         panic!()
     };
-    assert_eq!((deleted.deleted, deleted.header.revision), (1, 3));
+    assert_eq!((deleted.deleted, deleted.header.revision), (1, 4));
     assert_eq!(get(&store, "foo"), None);
     put(&mut store, "foo", "c");
     let kv = get(&store, "foo").unwrap();
     assert_eq!(
         (kv.create_revision, kv.mod_revision, kv.version),
-        (4, 4, 1),
+        (5, 5, 1),
         "a delete resets version and create revision"
     );
     // The old generation is still readable at its revisions.
     let old = range(
         &store,
         RangeRequest {
-            revision: 2,
+            revision: 3,
             ..RangeRequest::key("foo")
         },
     )
     .unwrap();
     assert_eq!(old.kvs[0].value, b"b");
-    assert_eq!(old.header.revision, 2);
+    assert_eq!(old.header.revision, 3);
     assert!(range(
         &store,
         RangeRequest {
-            revision: 3,
+            revision: 4,
             ..RangeRequest::key("foo")
         }
     )
@@ -98,8 +102,8 @@ fn deleting_nothing_creates_no_revision() {
     else {
         panic!()
     };
-    assert_eq!((response.deleted, response.header.revision), (0, 1));
-    assert_eq!(store.revision(), 1);
+    assert_eq!((response.deleted, response.header.revision), (0, 2));
+    assert_eq!(store.revision(), 2);
 }
 
 #[test]
@@ -154,17 +158,17 @@ fn range_end_conventions_limits_and_counts() {
     )
     .unwrap();
     assert!(keys_only.kvs[0].value.is_empty());
-    assert_eq!(keys_only.kvs[0].mod_revision, 1);
+    assert_eq!(keys_only.kvs[0].mod_revision, 2);
     assert_eq!(range(&store, RangeRequest::key("")), Err(KvError::EmptyKey));
 }
 
 #[test]
 fn sorting_and_revision_filters() {
     let mut store = KvStore::default();
-    put(&mut store, "a", "3"); // rev 1
-    put(&mut store, "b", "1"); // rev 2
-    put(&mut store, "c", "2"); // rev 3
-    put(&mut store, "a", "4"); // rev 4: a has version 2
+    put(&mut store, "a", "3"); // rev 2
+    put(&mut store, "b", "1"); // rev 3
+    put(&mut store, "c", "2"); // rev 4
+    put(&mut store, "a", "4"); // rev 5: a has version 2
     let by = |order, target| {
         keys(
             &range(
@@ -202,8 +206,8 @@ fn sorting_and_revision_filters() {
     let filtered = range(
         &store,
         RangeRequest {
-            min_mod_revision: 2,
-            max_mod_revision: 3,
+            min_mod_revision: 3,
+            max_mod_revision: 4,
             ..RangeRequest::range("a", "\0")
         },
     )
@@ -213,8 +217,8 @@ fn sorting_and_revision_filters() {
     let created = range(
         &store,
         RangeRequest {
-            max_create_revision: 2,
-            min_create_revision: 2,
+            max_create_revision: 3,
+            min_create_revision: 3,
             ..RangeRequest::range("a", "\0")
         },
     )
@@ -225,11 +229,11 @@ fn sorting_and_revision_filters() {
 #[test]
 fn compaction_keeps_the_latest_version_and_refuses_old_reads() {
     let mut store = KvStore::default();
-    put(&mut store, "a", "1"); // 1
-    put(&mut store, "a", "2"); // 2
-    put(&mut store, "b", "1"); // 3
-    store.apply(&Command::DeleteRange(DeleteRangeRequest::new("b", ""))); // 4
-    put(&mut store, "a", "3"); // 5
+    put(&mut store, "a", "1"); // 2
+    put(&mut store, "a", "2"); // 3
+    put(&mut store, "b", "1"); // 4
+    store.apply(&Command::DeleteRange(DeleteRangeRequest::new("b", ""))); // 5
+    put(&mut store, "a", "3"); // 6
     let compact = |store: &mut KvStore, revision| {
         store.apply(&Command::Compact(CompactRequest {
             revision,
@@ -237,10 +241,10 @@ fn compaction_keeps_the_latest_version_and_refuses_old_reads() {
         }))
     };
     assert_eq!(
-        compact(&mut store, 6),
+        compact(&mut store, 7),
         Output::Error(KvError::FutureRevision)
     );
-    assert!(matches!(compact(&mut store, 4), Output::Compact(c) if c.header.revision == 5));
+    assert!(matches!(compact(&mut store, 5), Output::Compact(c) if c.header.revision == 6));
     store.check_invariants().unwrap();
     let at = |store: &KvStore, revision| {
         range(
@@ -252,22 +256,22 @@ fn compaction_keeps_the_latest_version_and_refuses_old_reads() {
         )
     };
     assert_eq!(
-        at(&store, 3),
+        at(&store, 4),
         Err(KvError::Compacted {
-            compact_revision: 4
+            compact_revision: 5
         })
     );
     assert_eq!(
         KvError::Compacted {
-            compact_revision: 4
+            compact_revision: 5
         }
         .to_string(),
         "mvcc: required revision has been compacted"
     );
-    let at_compaction = at(&store, 4).unwrap();
+    let at_compaction = at(&store, 5).unwrap();
     assert_eq!(keys(&at_compaction), ["a"]);
     assert_eq!(at_compaction.kvs[0].value, b"2");
-    assert_eq!(at(&store, 9), Err(KvError::FutureRevision));
+    assert_eq!(at(&store, 10), Err(KvError::FutureRevision));
     assert_eq!(
         KvError::FutureRevision.to_string(),
         "mvcc: required revision is a future revision"
@@ -275,13 +279,13 @@ fn compaction_keeps_the_latest_version_and_refuses_old_reads() {
     assert_eq!(
         store.status().records,
         2,
-        "a@2 and a@5; b's tombstone is gone"
+        "a@3 and a@6; b's tombstone is gone"
     );
     assert!(matches!(
-        compact(&mut store, 4),
+        compact(&mut store, 5),
         Output::Error(KvError::Compacted { .. })
     ));
-    assert!(matches!(compact(&mut store, 5), Output::Compact(_)));
+    assert!(matches!(compact(&mut store, 6), Output::Compact(_)));
     assert_eq!(store.status().records, 1);
     store.check_invariants().unwrap();
 }
@@ -312,30 +316,30 @@ fn txn_compares_pick_the_branch() {
     let response = txn(&mut store, request.clone()).unwrap();
     assert!(response.succeeded);
     assert_eq!(
-        response.header.revision, 3,
+        response.header.revision, 4,
         "one revision for the whole txn"
     );
-    assert_eq!(get(&store, "k2").unwrap().mod_revision, 3);
-    assert_eq!(get(&store, "k3").unwrap().mod_revision, 3);
-    put(&mut store, "k1", "v2"); // rev 4: version 3
+    assert_eq!(get(&store, "k2").unwrap().mod_revision, 4);
+    assert_eq!(get(&store, "k3").unwrap().mod_revision, 4);
+    put(&mut store, "k1", "v2"); // rev 5: version 3
     let again = txn(&mut store, request).unwrap();
     assert!(!again.succeeded);
-    assert_eq!(again.header.revision, 5);
-    assert_eq!(get(&store, "k4").unwrap().mod_revision, 5);
+    assert_eq!(again.header.revision, 6);
+    assert_eq!(get(&store, "k4").unwrap().mod_revision, 6);
     assert_eq!(get(&store, "k5").unwrap().value, b"v5");
-    assert_eq!(get(&store, "k2").unwrap().mod_revision, 3);
+    assert_eq!(get(&store, "k2").unwrap().mod_revision, 4);
 }
 
 #[test]
 fn compare_table() {
     let mut store = KvStore::default();
     store.apply(&Command::LeaseGrant { id: 7, ttl: 60 });
-    put(&mut store, "a", "m"); // rev 1, version 1
+    put(&mut store, "a", "m"); // rev 2, version 1
     store.apply(&Command::Put(PutRequest {
         lease: 7,
         ..PutRequest::new("a", "m")
-    })); // rev 2, version 2, lease 7
-    put(&mut store, "b", "z"); // rev 3
+    })); // rev 3, version 2, lease 7
+    put(&mut store, "b", "z"); // rev 4
     use CompareResult::*;
     use CompareTarget::*;
     let cases: Vec<(Compare, bool)> = vec![
@@ -343,9 +347,9 @@ fn compare_table() {
         (compare("a", Greater, Version(1)), true),
         (compare("a", Less, Version(2)), false),
         (compare("a", NotEqual, Version(2)), false),
-        (compare("a", Equal, Create(1)), true),
-        (compare("a", Equal, Mod(2)), true),
-        (compare("a", Less, Mod(3)), true),
+        (compare("a", Equal, Create(2)), true),
+        (compare("a", Equal, Mod(3)), true),
+        (compare("a", Less, Mod(4)), true),
         (compare("a", Equal, Value(b"m".to_vec())), true),
         (compare("a", Greater, Value(b"l".to_vec())), true),
         (compare("a", Less, Value(b"ma".to_vec())), true),
@@ -369,14 +373,14 @@ fn compare_table() {
         (
             Compare {
                 range_end: b"c".to_vec(),
-                ..compare("a", Equal, Mod(2))
+                ..compare("a", Equal, Mod(3))
             },
             false,
         ),
         (
             Compare {
                 range_end: b"\0".to_vec(),
-                ..compare("a", Less, Create(4))
+                ..compare("a", Less, Create(5))
             },
             true,
         ),
@@ -392,13 +396,13 @@ fn compare_table() {
         .unwrap();
         assert_eq!(response.succeeded, expected, "{condition:?}");
     }
-    assert_eq!(store.revision(), 3, "read-only txns create no revision");
+    assert_eq!(store.revision(), 4, "read-only txns create no revision");
 }
 
 #[test]
 fn txn_reads_see_earlier_writes_and_nested_compares_see_the_old_state() {
     let mut store = KvStore::default();
-    put(&mut store, "a", "1"); // rev 1
+    put(&mut store, "a", "1"); // rev 2
     let response = txn(
         &mut store,
         TxnRequest {
@@ -429,13 +433,13 @@ fn txn_reads_see_earlier_writes_and_nested_compares_see_the_old_state() {
         panic!("{response:?}")
     };
     assert!(before.kvs.is_empty());
-    assert_eq!(before.header.revision, 1);
+    assert_eq!(before.header.revision, 2);
     assert_eq!(after.kvs[0].value, b"2");
-    assert_eq!(after.header.revision, 2);
+    assert_eq!(after.header.revision, 3);
     assert!(nested.succeeded);
     assert_eq!(deleted.deleted, 1);
-    assert_eq!(response.header.revision, 2);
-    let events = store.events(2, b"\0", b"\0", false).unwrap();
+    assert_eq!(response.header.revision, 3);
+    let events = store.events(3, b"\0", b"\0", false).unwrap();
     let order: Vec<(EventKind, &[u8])> = events
         .iter()
         .map(|event| (event.kind, event.kv.key.as_slice()))
@@ -478,7 +482,7 @@ fn a_failing_txn_changes_nothing() {
         "etcdserver: duplicate key given in txn request"
     );
     let future_read = RequestOp::Range(RangeRequest {
-        revision: 2,
+        revision: 3,
         ..RangeRequest::key("a")
     });
     assert_eq!(
@@ -486,7 +490,7 @@ fn a_failing_txn_changes_nothing() {
         Err(KvError::FutureRevision)
     );
     assert_eq!(store.digest(), before);
-    assert_eq!(store.revision(), 1);
+    assert_eq!(store.revision(), 2);
 }
 
 #[test]
@@ -547,7 +551,7 @@ fn put_options() {
         panic!()
     };
     assert_eq!(response.prev_kv.unwrap().value, b"v1");
-    assert_eq!(response.header.revision, 2);
+    assert_eq!(response.header.revision, 3);
     assert_eq!(
         get(&store, "a").unwrap().lease,
         3,
@@ -575,7 +579,7 @@ fn revoking_a_lease_deletes_its_keys_in_one_revision() {
     assert_eq!(
         store.apply(&Command::LeaseGrant { id: 5, ttl: 30 }),
         Output::LeaseGrant(concord_kv::LeaseGrantResponse {
-            header: Default::default(),
+            header: concord_kv::ResponseHeader { revision: 1 },
             id: 5,
             ttl: 30
         })
@@ -601,7 +605,7 @@ fn revoking_a_lease_deletes_its_keys_in_one_revision() {
             ..PutRequest::new(key, "v")
         }));
     }
-    put(&mut store, "z", "detached"); // rev 4
+    put(&mut store, "z", "detached"); // rev 5
     assert_eq!(
         store.query(&Query::LeaseKeys { id: 5 }),
         Output::LeaseKeys(vec![b"x".to_vec(), b"y".to_vec()])
@@ -609,7 +613,7 @@ fn revoking_a_lease_deletes_its_keys_in_one_revision() {
     let revoked = store.apply(&Command::LeaseRevoke { id: 5 });
     assert_eq!(
         revoked,
-        Output::LeaseRevoke(concord_kv::ResponseHeader { revision: 5 })
+        Output::LeaseRevoke(concord_kv::ResponseHeader { revision: 6 })
     );
     assert_eq!(get(&store, "x"), None);
     assert_eq!(get(&store, "y"), None);
@@ -630,43 +634,43 @@ fn revoking_a_lease_deletes_its_keys_in_one_revision() {
     // A lease without keys revokes without a new revision.
     store.apply(&Command::LeaseGrant { id: 8, ttl: 30 });
     store.apply(&Command::LeaseRevoke { id: 8 });
-    assert_eq!(store.revision(), 5);
+    assert_eq!(store.revision(), 6);
     store.check_invariants().unwrap();
 }
 
 #[test]
 fn events_after_a_revision_with_previous_values() {
     let mut store = KvStore::default();
-    put(&mut store, "a", "1"); // 1
-    put(&mut store, "b", "1"); // 2
-    put(&mut store, "a", "2"); // 3
-    store.apply(&Command::DeleteRange(DeleteRangeRequest::new("a", ""))); // 4
-    let events = store.events(3, b"a", b"", true).unwrap();
+    put(&mut store, "a", "1"); // 2
+    put(&mut store, "b", "1"); // 3
+    put(&mut store, "a", "2"); // 4
+    store.apply(&Command::DeleteRange(DeleteRangeRequest::new("a", ""))); // 5
+    let events = store.events(4, b"a", b"", true).unwrap();
     assert_eq!(events.len(), 2);
     assert_eq!(events[0].kind, EventKind::Put);
     assert_eq!(events[0].prev_kv.as_ref().unwrap().value, b"1");
     assert_eq!(events[1].kind, EventKind::Delete);
-    assert_eq!(events[1].kv, KeyValue::tombstone(b"a".to_vec(), 4));
+    assert_eq!(events[1].kv, KeyValue::tombstone(b"a".to_vec(), 5));
     assert_eq!(events[1].prev_kv.as_ref().unwrap().value, b"2");
-    let without_prev = store.events(1, b"a", b"c", false).unwrap();
+    let without_prev = store.events(2, b"a", b"c", false).unwrap();
     assert_eq!(without_prev.len(), 4);
     assert!(without_prev.iter().all(|event| event.prev_kv.is_none()));
-    assert!(store.events(5, b"a", b"\0", true).unwrap().is_empty());
+    assert!(store.events(6, b"a", b"\0", true).unwrap().is_empty());
     store.apply(&Command::Compact(CompactRequest {
-        revision: 2,
+        revision: 3,
         physical: false,
     }));
     assert_eq!(
-        store.events(2, b"a", b"\0", false),
+        store.events(3, b"a", b"\0", false),
         Err(KvError::Compacted {
-            compact_revision: 2
+            compact_revision: 3
         })
     );
-    let events = store.events(3, b"a", b"", true).unwrap();
+    let events = store.events(4, b"a", b"", true).unwrap();
     assert_eq!(
         events[0].prev_kv.as_ref().unwrap().value,
         b"1",
-        "a@1 is the version kept at the compaction"
+        "a@2 is the version kept at the compaction"
     );
 }
 
@@ -687,7 +691,7 @@ fn read_only_transactions_are_served_as_queries() {
         panic!()
     };
     assert!(response.succeeded);
-    assert_eq!(response.header.revision, 1);
+    assert_eq!(response.header.revision, 2);
     let write = TxnRequest {
         failure: vec![put_op("b", "1")],
         ..TxnRequest::default()
@@ -725,7 +729,7 @@ fn members_are_set_listed_and_removed() {
         store.query(&Query::Members),
         Output::Members(vec![member(1, "one")])
     );
-    assert_eq!(store.revision(), 0, "members live outside the key space");
+    assert_eq!(store.revision(), 1, "members live outside the key space");
 }
 
 #[test]
@@ -740,7 +744,7 @@ fn snapshots_round_trip_and_garbage_is_refused() {
     put(&mut store, "b", "3");
     store.apply(&Command::DeleteRange(DeleteRangeRequest::new("b", "")));
     store.apply(&Command::Compact(CompactRequest {
-        revision: 2,
+        revision: 3,
         physical: true,
     }));
     store.apply(&Command::LeaseCheckpoint {
@@ -816,11 +820,12 @@ fn large_key_spaces_stay_cheap() {
     )
     .unwrap();
     assert_eq!((page.kvs.len(), page.count, page.more), (10, keys, true));
-    // Watch from near the head: only the tail of the log is read.
-    let tail = store.events(keys - 4, b"\0", b"\0", true).unwrap();
+    // Watch from near the head: only the tail of the log is read. The puts made revisions
+    // 2..=keys + 1.
+    let tail = store.events(keys - 3, b"\0", b"\0", true).unwrap();
     assert_eq!(tail.len(), 5);
     store.apply(&Command::Compact(CompactRequest {
-        revision: keys - 10,
+        revision: keys - 9,
         physical: true,
     }));
     assert_eq!(store.status().records, keys as u64);
