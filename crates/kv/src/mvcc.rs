@@ -54,6 +54,14 @@ pub struct Event {
     pub prev_kv: Option<KeyValue>,
 }
 
+/// What a put needs of the version it replaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PreviousVersion {
+    pub(crate) create_revision: Revision,
+    pub(crate) version: i64,
+    pub(crate) lease: LeaseId,
+}
+
 /// The versioned key space.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Mvcc {
@@ -520,14 +528,14 @@ impl WriteTxn<'_> {
         self.store.log.insert(at, record);
     }
 
-    /// Writes `value` at `key` attached to `lease`. `previous` is the key's live key-value,
-    /// which the caller has looked up (`store().latest(key)`).
+    /// Writes `value` at `key` attached to `lease`. `previous` describes the key's live
+    /// version, which the caller has looked up (`store().latest(key)`).
     pub(crate) fn put(
         &mut self,
         key: &[u8],
         value: Vec<u8>,
         lease: LeaseId,
-        previous: Option<&KeyValue>,
+        previous: Option<PreviousVersion>,
     ) {
         let (create_revision, version) = match previous {
             Some(previous) => (previous.create_revision, previous.version.saturating_add(1)),

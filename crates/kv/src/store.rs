@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::KvError;
 use crate::lease::MAX_LEASE_TTL;
 use crate::members::MemberAttrs;
-use crate::mvcc::{Event, Mvcc, WriteTxn};
+use crate::mvcc::{Event, Mvcc, PreviousVersion, WriteTxn};
 use crate::request::{
     CompactRequest, CompactResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
     DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
@@ -622,18 +622,26 @@ fn execute_txn(
 
 /// Writes one key (checked), moving it between leases as needed.
 fn execute_put(write: &mut WriteTxn<'_>, leases: &mut Leases, request: &PutRequest) -> PutResponse {
-    let previous = write.store().latest(&request.key).cloned();
-    let value = match (&previous, request.ignore_value) {
+    // Only what the write needs is copied out of the previous version: the whole of it only
+    // when the client asked for it back.
+    let previous = write.store().latest(&request.key);
+    let value = match (previous, request.ignore_value) {
         (Some(previous), true) => previous.value.clone(),
         _ => request.value.clone(),
     };
-    let lease = match (&previous, request.ignore_lease) {
+    let lease = match (previous, request.ignore_lease) {
         (Some(previous), true) => previous.lease,
         _ => request.lease,
     };
-    write.put(&request.key, value, lease, previous.as_ref());
-    if let Some(previous) = &previous {
-        detach(leases, previous);
+    let prev_kv = previous.filter(|_| request.prev_kv).cloned();
+    let previous = previous.map(|p| PreviousVersion {
+        create_revision: p.create_revision,
+        version: p.version,
+        lease: p.lease,
+    });
+    write.put(&request.key, value, lease, previous);
+    if let Some(previous) = previous {
+        detach(leases, previous.lease, &request.key);
     }
     if let Some(attached) = leases.get_mut(&lease) {
         attached.keys.insert(request.key.clone());
@@ -642,7 +650,7 @@ fn execute_put(write: &mut WriteTxn<'_>, leases: &mut Leases, request: &PutReque
         header: ResponseHeader {
             revision: write.revision_after(),
         },
-        prev_kv: previous.filter(|_| request.prev_kv),
+        prev_kv,
     }
 }
 
@@ -661,7 +669,7 @@ fn execute_delete(
     let mut prev_kvs = Vec::new();
     for key in &keys {
         if let Some(previous) = write.delete(key) {
-            detach(leases, &previous);
+            detach(leases, previous.lease, &previous.key);
             if request.prev_kv {
                 prev_kvs.push(previous);
             }
@@ -676,9 +684,9 @@ fn execute_delete(
     }
 }
 
-fn detach(leases: &mut Leases, kv: &KeyValue) {
-    if let Some(lease) = leases.get_mut(&kv.lease) {
-        lease.keys.remove(&kv.key);
+fn detach(leases: &mut Leases, lease: LeaseId, key: &[u8]) {
+    if let Some(lease) = leases.get_mut(&lease) {
+        lease.keys.remove(key);
     }
 }
 
