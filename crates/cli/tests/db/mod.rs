@@ -41,10 +41,15 @@ pub struct DbCluster {
 
 /// A port nobody listens on now, below the kernel's ephemeral range (32768 and up), so that
 /// no outgoing connection of a concurrently running test can take it before the node binds it;
-/// picked at random so that test binaries running side by side rarely pick the same.
+/// never handed out twice in one test process (tests of a binary run side by side, and each
+/// may pick a port before another's node has bound it); picked at random so that test
+/// binaries running side by side rarely pick the same.
 pub fn free_port() -> u16 {
+    use std::collections::HashSet;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let seed = u64::from(std::process::id())
         ^ std::time::SystemTime::UNIX_EPOCH
             .elapsed()
@@ -58,7 +63,10 @@ pub fn free_port() -> u16 {
         state ^= state >> 7;
         state ^= state << 17;
         let port = 20_000 + (state % 12_000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        let handed_out = handed_out.get_or_insert_with(HashSet::new);
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             return port;
         }
     }
