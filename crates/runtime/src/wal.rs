@@ -490,13 +490,17 @@ impl Wal {
         self.write_buffer()?;
         let end = self.current_bytes();
         if self.file_len > end {
+            // Durably (a full fsync, for the size): once the next segment exists, zeros after
+            // this one's records would read as corruption.
             self.file
                 .set_len(end)
+                .and_then(|()| self.file.sync_all())
                 .map_err(io_error("cutting a full segment to its records"))?;
+        } else {
+            self.file
+                .sync_data()
+                .map_err(io_error("syncing a full segment"))?;
         }
-        self.file
-            .sync_data()
-            .map_err(io_error("syncing a full segment"))?;
         let sequence = self.segments.last().map_or(0, |s| s.sequence) + 1;
         let file = create_segment(&self.dir, sequence, 0, &[])?;
         sync_dir(&self.dir)?;
