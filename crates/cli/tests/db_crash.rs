@@ -487,3 +487,73 @@ fn killing_every_node_under_load_loses_no_acknowledged_write() {
     assert_acknowledged_writes_present(&history, &finals);
     assert_linearizable(&history, &cluster, "all-crash");
 }
+
+#[test]
+fn a_follower_whose_leader_died_fails_writes_at_once_and_retryably_until_a_new_one_serves() {
+    let mut cluster = DbCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let url = cluster.urls()[(follower - 1) as usize].clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    // Far longer than a failover: a write that waited on the dead leader would show it.
+    let patient = Duration::from_secs(120);
+    let mut client = runtime.block_on(async {
+        let channel = Endpoint::from_shared(url)
+            .expect("a valid URL")
+            .timeout(patient)
+            .connect()
+            .await
+            .expect("the follower answers");
+        KvClient::new(channel)
+    });
+    let put = |value: &str| PutRequest {
+        key: b"k".to_vec(),
+        value: value.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    runtime
+        .block_on(client.put(put("before")))
+        .expect("the follower forwards to the live leader");
+
+    cluster.kill(leader);
+    // The follower does not hold the write for a leader it can no longer reach: it fails it
+    // with a status clients retry (etcd's clients retry Unavailable at another member).
+    let status = runtime
+        .block_on(client.put(put("during")))
+        .expect_err("no leader can take the write yet");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("the leader is unreachable from this member")
+            || status.message().contains("possibly due to connection lost"),
+        "{status:?}"
+    );
+    // Retried at the same member, the write goes through once a new leader is elected.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match runtime.block_on(client.put(put("after"))) {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "no new leader serves: {status:?}\n{}",
+                    cluster.logs()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    let value = runtime
+        .block_on(client.range(RangeRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        }))
+        .expect("a read through the new leader")
+        .into_inner();
+    assert_eq!(value.kvs[0].value, b"after");
+}
