@@ -493,6 +493,9 @@ fn a_follower_whose_leader_died_fails_writes_at_once_and_retryably_until_a_new_o
     let mut cluster = DbCluster::start(3, &[]);
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
     let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let other = (1..=3)
+        .find(|&id| id != leader && id != follower)
+        .expect("another");
     let url = cluster.urls()[(follower - 1) as usize].clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -518,21 +521,27 @@ fn a_follower_whose_leader_died_fails_writes_at_once_and_retryably_until_a_new_o
         .block_on(client.put(put("before")))
         .expect("the follower forwards to the live leader");
 
+    // The leader dies, and so does the other follower, so that no new leader can be elected
+    // before the write below.
     cluster.kill(leader);
+    cluster.kill(other);
     // The follower does not hold the write for a leader it can no longer reach: it fails it
     // with a status clients retry (etcd's clients retry Unavailable at another member).
     let status = runtime
         .block_on(client.put(put("during")))
-        .expect_err("no leader can take the write yet");
+        .expect_err("no leader can take the write");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(
         status
             .message()
             .contains("the leader is unreachable from this member")
-            || status.message().contains("possibly due to connection lost"),
+            || status.message().contains("possibly due to connection lost")
+            || status.message().contains("no leader"),
         "{status:?}"
     );
-    // Retried at the same member, the write goes through once a new leader is elected.
+    // Retried at the same member, the write goes through once a leader serves again.
+    cluster.spawn(leader);
+    cluster.spawn(other);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match runtime.block_on(client.put(put("after"))) {
@@ -541,7 +550,7 @@ fn a_follower_whose_leader_died_fails_writes_at_once_and_retryably_until_a_new_o
                 assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
                 assert!(
                     Instant::now() < deadline,
-                    "no new leader serves: {status:?}\n{}",
+                    "no leader serves again: {status:?}\n{}",
                     cluster.logs()
                 );
                 std::thread::sleep(Duration::from_millis(20));
@@ -553,7 +562,7 @@ fn a_follower_whose_leader_died_fails_writes_at_once_and_retryably_until_a_new_o
             key: b"k".to_vec(),
             ..Default::default()
         }))
-        .expect("a read through the new leader")
+        .expect("a linearizable read")
         .into_inner();
     assert_eq!(value.kvs[0].value, b"after");
 }

@@ -68,6 +68,14 @@ pub enum Input<M, R> {
         /// The token of the confirmed write.
         token: PersistToken,
     },
+    /// The driver's connection to `peer` broke: the peer's process may have crashed (its
+    /// kernel closed its sockets). A hint, never a fact: it may come late, come while the peer
+    /// is alive (a reset connection), or never come (a partition or a power cut closes
+    /// nothing). A node must stay safe whatever it makes of it; most ignore it.
+    PeerLost {
+        /// The peer.
+        peer: NodeId,
+    },
 }
 
 /// One effect a node asks its driver to perform.

@@ -671,7 +671,8 @@ impl<S: Service> Node for Pbft<S> {
             }
             Input::Tick => self.on_tick(env.now, out),
             Input::Request { id, request } => self.on_client_request(env.now, id, request, out),
-            Input::Persisted { .. } => {}
+            // A hint any Byzantine peer could fake by resetting connections: ignored.
+            Input::Persisted { .. } | Input::PeerLost { .. } => {}
         }
         // Messages to itself: a bounded number per step (each handler sends itself at most a
         // few), so this loop ends.

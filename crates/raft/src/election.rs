@@ -88,6 +88,27 @@ impl<S: StateMachine> RaftNode<S> {
         self.reset_election_timer();
     }
 
+    /// The driver's connection to `peer` broke. When `peer` is the leader this follower
+    /// follows, it may have crashed: the follower stops vouching for it (its stickiness window
+    /// ends, so it grants votes again) and campaigns after a short random delay, up to a
+    /// quarter of the minimum election timeout, instead of waiting out a whole timeout.
+    ///
+    /// A false alarm disrupts nothing: with PreVote a campaign goes on only once a majority
+    /// has lost the leader too, since voters that still hear from it keep refusing, and no
+    /// term changes before that. So this is done only with PreVote on — and not with lease
+    /// reads, whose leader counts on every follower's stickiness window lasting.
+    pub(crate) fn on_peer_lost(&mut self, peer: NodeId) {
+        if self.role != RaftRole::Follower
+            || self.leader_id != Some(peer)
+            || !self.config.pre_vote
+            || self.config.lease_reads
+        {
+            return;
+        }
+        self.vote_lease_until = self.now;
+        self.hurry_election = true;
+    }
+
     /// Whether this node may campaign: it votes in its latest configuration, or that
     /// configuration is not committed yet and it votes in the committed one — it may still be
     /// needed until the new configuration commits (thesis §4.2.2).

@@ -75,6 +75,8 @@ pub struct RaftNode<S: StateMachine> {
     pub(crate) votes: BTreeMap<NodeId, bool>,
     pub(crate) election_deadline: Time,
     pub(crate) election_timer_reset: bool,
+    /// Set when the leader's connection broke: campaign soon (see `on_peer_lost`).
+    pub(crate) hurry_election: bool,
     /// Until this time the node ignores vote requests (leader stickiness, thesis §4.2.3).
     pub(crate) vote_lease_until: Time,
     pub(crate) leader: Option<Box<LeaderState<S::Query>>>,
@@ -183,6 +185,7 @@ impl<S: StateMachine + Default> RaftNode<S> {
             votes: BTreeMap::new(),
             election_deadline: now,
             election_timer_reset: false,
+            hurry_election: false,
             vote_lease_until: if config.lease_reads {
                 now + config.election_timeout_min
             } else {
@@ -338,6 +341,7 @@ impl<S: StateMachine> RaftNode<S> {
             Input::Tick => self.on_tick(),
             Input::Request { id, request } => self.on_request(id, request),
             Input::Persisted { token } => self.on_persisted(token),
+            Input::PeerLost { peer } => self.on_peer_lost(peer),
         }
     }
 

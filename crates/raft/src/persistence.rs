@@ -133,6 +133,12 @@ impl<S: StateMachine> RaftNode<S> {
             self.election_timer_reset = false;
             self.election_deadline = self.random_election_deadline(rng);
         }
+        if self.hurry_election {
+            self.hurry_election = false;
+            let soon =
+                self.now + rand::Rng::gen_range(rng, 0..=self.config.election_timeout_min / 4);
+            self.election_deadline = self.election_deadline.min(soon);
+        }
         effects.append(&mut self.early_effects);
         let hard_state = HardState {
             current_term: self.current_term,

@@ -297,3 +297,70 @@ fn with_leases_a_restarted_node_waits_before_voting() {
         [(2, Message::RequestVoteResponse { granted: true, .. })]
     ));
 }
+
+/// A crashed leader's connections break. Its followers, told so by their drivers, elect a
+/// successor within a quarter of the minimum election timeout instead of a whole one.
+#[test]
+fn followers_that_lose_the_leaders_connection_elect_a_successor_soon() {
+    let config = Config::default();
+    let soon = config.election_timeout_min / 4;
+    let mut cluster = Cluster::new(3, config);
+    cluster.run_for(3_000 * MILLISECOND);
+    let leader = cluster.leader().expect("a leader");
+    let term = cluster.node(leader).current_term();
+    cluster.crash(leader);
+    for id in (0..3).filter(|&id| id != leader) {
+        cluster.step(id, Input::PeerLost { peer: leader });
+    }
+    cluster.run_for(soon + MILLISECOND);
+    let successor = cluster
+        .leader()
+        .expect("a successor, well within the election timeout");
+    assert_ne!(successor, leader);
+    assert_eq!(cluster.node(successor).current_term(), term + 1);
+}
+
+/// One follower's connection to a live leader breaks: it campaigns early, but the other
+/// follower still hears from the leader and refuses its pre-vote, so no term changes and the
+/// leader keeps leading.
+#[test]
+fn a_false_alarm_about_a_live_leader_disrupts_nothing() {
+    let mut cluster = Cluster::new(3, Config::default());
+    cluster.run_for(3_000 * MILLISECOND);
+    let leader = cluster.leader().expect("a leader");
+    let term = cluster.node(leader).current_term();
+    let follower = (leader + 1) % 3;
+    cluster.step(follower, Input::PeerLost { peer: leader });
+    cluster.run_for(10_000 * MILLISECOND);
+    assert_eq!(cluster.leader(), Some(leader));
+    for id in 0..3 {
+        assert_eq!(cluster.node(id).current_term(), term, "node {id}");
+    }
+}
+
+/// With lease reads the leader counts on every follower refusing votes for a whole minimum
+/// election timeout after hearing from it, so the hint is ignored; so it is for a peer that
+/// is not the leader.
+#[test]
+fn the_hint_is_ignored_with_lease_reads_and_for_peers_that_do_not_lead() {
+    let lease = Config {
+        lease_reads: true,
+        check_quorum: true,
+        ..Config::default()
+    };
+    for (config, lease_reads) in [(lease, true), (Config::default(), false)] {
+        let mut cluster = Cluster::new(3, config);
+        cluster.run_for(3_000 * MILLISECOND);
+        let leader = cluster.leader().expect("a leader");
+        let follower = (leader + 1) % 3;
+        let other = (leader + 2) % 3;
+        let before = concord_core::Node::next_deadline(cluster.node(follower));
+        let lost = if lease_reads { leader } else { other };
+        cluster.step(follower, Input::PeerLost { peer: lost });
+        assert_eq!(
+            concord_core::Node::next_deadline(cluster.node(follower)),
+            before,
+            "lease reads {lease_reads}, lost {lost}"
+        );
+    }
+}

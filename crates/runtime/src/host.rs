@@ -833,7 +833,10 @@ impl<N: HostedNode> NodeTask<N> {
                     Some(Command::Shutdown) | None => break Arc::from(SHUTDOWN),
                 },
                 Some((from, frame)) = inbound.recv() => self.on_frame(from, &frame),
-                Some(peer) = lost.recv() => self.on_connection_lost(peer),
+                Some(peer) = lost.recv() => {
+                    self.on_connection_lost(peer);
+                    self.step(Input::PeerLost { peer });
+                }
                 () = tokio::time::sleep_until(wake) => {
                     // Forwards whose caller gave up waiting are forgotten.
                     self.forwards.retain(|_, (_, reply)| !reply.is_closed());

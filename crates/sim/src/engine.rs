@@ -463,6 +463,17 @@ impl<N: Node> Simulation<N> {
                 incarnation,
                 sequence,
             } => self.complete_write(node, incarnation, sequence),
+            Event::PeerLost {
+                node,
+                incarnation,
+                peer,
+            } => {
+                let slot = &self.slots[node as usize];
+                if slot.node.is_none() || slot.incarnation != incarnation {
+                    return Ok(());
+                }
+                self.step_node(node, Input::PeerLost { peer })
+            }
             Event::RequestArrive {
                 home,
                 node,
@@ -741,6 +752,7 @@ fn describe_input<M: std::fmt::Debug, Q: std::fmt::Debug>(input: &Input<M, Q>) -
         Input::Tick => "tick".into(),
         Input::Request { id, request } => format!("request r{id}: {request:?}"),
         Input::Persisted { token } => format!("persisted t{token}"),
+        Input::PeerLost { peer } => format!("connection to n{peer} lost"),
     }
 }
 

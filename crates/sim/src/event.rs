@@ -38,6 +38,12 @@ pub(crate) enum Event<M, Q, O> {
         incarnation: u64,
         sequence: u64,
     },
+    /// `node` learns that its connection to `peer` broke (`peer` crashed).
+    PeerLost {
+        node: NodeId,
+        incarnation: u64,
+        peer: NodeId,
+    },
     /// A client request from a client at `home` reaches `node`.
     RequestArrive {
         home: NodeId,
@@ -67,6 +73,7 @@ impl<M, Q, O> Event<M, Q, O> {
             Event::Deliver { to, .. } => Some(*to),
             Event::Timer { node, .. }
             | Event::PersistDone { node, .. }
+            | Event::PeerLost { node, .. }
             | Event::RequestArrive { node, .. } => Some(*node),
             _ => None,
         }

@@ -6,13 +6,16 @@ use concord_core::{NodeId, NodeStatus, Role};
 use crate::byzantine::{BuiltIn, ByzantineBehavior};
 use crate::engine::Simulation;
 use crate::error::SimError;
+use crate::event::Event;
 use crate::nemesis::NemesisAction;
 use crate::slot::Rewriter;
 use crate::topology::Connectivity;
 
 impl<N: concord_core::Node> Simulation<N> {
     /// Crashes node `id`: it loses every write not yet durable, every held send, every queued
-    /// message to or from it and its timers. Its durable storage survives. No-op if down.
+    /// message to or from it and its timers. Its durable storage survives. Every running node
+    /// that can reach it gets `Input::PeerLost` after the link's smallest latency, as its
+    /// connections reset. No-op if down.
     pub fn crash(&mut self, id: NodeId) -> Result<(), SimError> {
         self.check_node(id)?;
         let slot = &mut self.slots[id as usize];
@@ -23,6 +26,24 @@ impl<N: concord_core::Node> Simulation<N> {
         self.stats.crashes += 1;
         self.stats.persists_lost += lost as u64;
         self.trace_line(|| format!("n{id} crashed ({lost} unconfirmed writes lost)"));
+        // Its kernel closes its connections: every running node it can reach sees the reset
+        // after the link's smallest latency (a partitioned one sees nothing).
+        for other in 0..self.config.nodes as NodeId {
+            let slot = &self.slots[other as usize];
+            if other == id || slot.node.is_none() || !self.network.is_connected(id, other) {
+                continue;
+            }
+            let delay = self
+                .network
+                .link(id, other)
+                .map_or(0, |link| link.latency_min);
+            let event = Event::PeerLost {
+                node: other,
+                incarnation: slot.incarnation,
+                peer: id,
+            };
+            self.queue.push(self.now + delay, event);
+        }
         Ok(())
     }
 

@@ -287,7 +287,7 @@ impl Node for Replica {
                 (Some(Input::Persisted { token: token / 2 }), None)
             }
             Input::Persisted { token } => (None, Some(Input::Persisted { token: token / 2 })),
-            Input::Request { .. } => (Some(input), None),
+            Input::Request { .. } | Input::PeerLost { .. } => (Some(input), None),
             Input::Message { from, .. } if self.second_hears.contains(&from) => (None, Some(input)),
             Input::Message { .. } => (Some(input), None),
             Input::Tick => (Some(input.clone()), Some(input)),

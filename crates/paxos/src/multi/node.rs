@@ -536,6 +536,8 @@ impl<S: StateMachine + Default> Node for MultiPaxos<S> {
                 },
             },
             Input::Persisted { token } => self.on_persisted(token, effects),
+            // Paxos waits out its own timeouts; connection hints are not used.
+            Input::PeerLost { .. } => {}
         }
         self.apply_decided(effects);
     }

@@ -388,6 +388,8 @@ impl<V: Clone + Debug + PartialEq> Node for SinglePaxos<V> {
                 }
             }
             Input::Persisted { token } => self.on_persisted(token),
+            // Paxos waits out its own timeouts; connection hints are not used.
+            Input::PeerLost { .. } => {}
         }
     }
 

@@ -208,7 +208,7 @@ impl Node for ToyNode {
                     }
                 }
             }
-            Input::Persisted { .. } => {}
+            Input::Persisted { .. } | Input::PeerLost { .. } => {}
         }
     }
 

@@ -136,7 +136,7 @@ impl Orchestrator {
                 ..
             } => self.on_result(now, saga, step, op, result, effects),
             Input::Tick => self.on_tick(now, effects),
-            Input::Message { .. } | Input::Persisted { .. } => {}
+            Input::Message { .. } | Input::Persisted { .. } | Input::PeerLost { .. } => {}
         }
     }
 

@@ -89,7 +89,10 @@ impl Service {
                 id,
                 response: Response::Rejected,
             }),
-            Input::Message { .. } | Input::Tick | Input::Persisted { .. } => {}
+            Input::Message { .. }
+            | Input::Tick
+            | Input::Persisted { .. }
+            | Input::PeerLost { .. } => {}
         }
     }
 

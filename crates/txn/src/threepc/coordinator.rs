@@ -97,7 +97,7 @@ impl Coordinator {
             } => self.begin(now, id, changes, effects),
             Input::Message { from, message } => self.on_message(now, from, message, effects),
             Input::Tick => self.on_tick(now, effects),
-            Input::Persisted { .. } => {}
+            Input::Persisted { .. } | Input::PeerLost { .. } => {}
         }
     }
 

@@ -169,7 +169,7 @@ impl Participant {
                 id,
                 response: Response::Rejected(crate::twopc::RejectReason::NotCoordinator),
             }),
-            Input::Persisted { .. } => {}
+            Input::Persisted { .. } | Input::PeerLost { .. } => {}
         }
     }
 

@@ -108,7 +108,7 @@ impl Participant {
                 id,
                 response: Response::Rejected(super::RejectReason::NotCoordinator),
             }),
-            Input::Persisted { .. } => {}
+            Input::Persisted { .. } | Input::PeerLost { .. } => {}
         }
     }
 
