@@ -467,8 +467,9 @@ impl Wal {
                 target - self.file_len,
             ) {
                 Ok(()) => self.file_len = target,
-                // A file system without fallocate: the file grows with each write instead.
-                Err(rustix::io::Errno::OPNOTSUPP) => {}
+                // A file system without fallocate: the file grows with each write instead,
+                // and the log stops asking.
+                Err(rustix::io::Errno::OPNOTSUPP) => self.options.preallocate_bytes = 0,
                 Err(errno) => {
                     return Err(io_error("allocating space in the current segment")(
                         errno.into(),
