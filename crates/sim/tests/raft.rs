@@ -244,3 +244,41 @@ fn a_seed_sweep_with_every_crash_fault_finds_no_violation() {
     assert!(report.failures.is_empty(), "{:#?}", report.failures);
     assert!(report.operations_ok > 0);
 }
+
+/// A crash resets the crashed node's connections, and the simulator tells every node that can
+/// reach it (`Input::PeerLost`): Raft's followers then elect a successor within a quarter of
+/// the minimum election timeout. A leader cut off by a partition resets nothing, so within the
+/// same window nobody replaces it.
+#[test]
+fn a_crashed_leader_is_replaced_within_a_quarter_of_the_election_timeout_a_cut_off_one_is_not() {
+    let window = concord_raft::Config::default().election_timeout_min / 4 + 50 * MILLISECOND;
+    for seed in 0..5 {
+        let mut cluster = create_cluster("raft", 5, seed, &options()).unwrap();
+        let old = cluster.wait_for_leader(10 * SECOND).unwrap().unwrap();
+        cluster.run_for(SECOND).unwrap();
+        let term = cluster.health().term;
+        cluster.crash(old).unwrap();
+        cluster.run_for(window).unwrap();
+        let health = cluster.health();
+        let new = health
+            .leader
+            .unwrap_or_else(|| panic!("seed {seed}: {health:?}"));
+        assert_ne!(new, old, "seed {seed}");
+        assert!(health.term > term, "seed {seed}: {health:?}");
+
+        let mut cluster = create_cluster("raft", 5, seed, &options()).unwrap();
+        let old = cluster.wait_for_leader(10 * SECOND).unwrap().unwrap();
+        cluster.run_for(SECOND).unwrap();
+        let term = cluster.health().term;
+        cluster.isolate(&[old]).unwrap();
+        cluster.run_for(window).unwrap();
+        let health = cluster.health();
+        assert!(
+            health
+                .nodes
+                .iter()
+                .all(|node| node.id == old || node.term == term),
+            "seed {seed}: nobody campaigns yet: {health:?}"
+        );
+    }
+}
