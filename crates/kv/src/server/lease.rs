@@ -236,16 +236,21 @@ impl pb::lease_server::Lease for LeaseService {
             let lessor = shared.lessor.lock().unwrap_or_else(|e| e.into_inner());
             lessor.time_to_live(message.id, now)
         };
-        let revision = shared.with_store(|store| store.revision()).await?;
+        // The applied state has the last word: a revocation applied (its keys already gone)
+        // before the lessor forgot the lease answers as expired, as a read after it would.
+        let id = message.id;
+        let (revision, keys) = shared
+            .with_store(move |store| (store.revision(), store.lease_keys(id)))
+            .await?;
         let header = shared.header_info().header(revision);
+        let answer = match keys {
+            Err(KvError::LeaseNotFound) => Err(KvError::LeaseNotFound),
+            _ => answer,
+        };
         match answer {
             Ok(ttl) => {
                 let keys = if message.keys {
-                    let id = message.id;
-                    shared
-                        .with_store(move |store| store.lease_keys(id))
-                        .await?
-                        .unwrap_or_default()
+                    keys.unwrap_or_default()
                 } else {
                     Vec::new()
                 };
