@@ -292,6 +292,27 @@ impl Lessor {
     pub fn contains(&self, id: LeaseId) -> bool {
         self.leases.contains_key(&id)
     }
+
+    /// Brings the lessor in step with the replicated lease table, which has the last word:
+    /// a lease the table holds and the lessor lacks (its grant applied a moment ago) gets its
+    /// full TTL from `now`; one the table no longer holds (its revoke applied) is forgotten.
+    pub fn sync(&mut self, table: &[LeaseInfo], now: Time) {
+        for lease in table {
+            if !self.contains(lease.id) {
+                self.grant(lease.id, lease.ttl, now);
+            }
+        }
+        let stored: BTreeSet<LeaseId> = table.iter().map(|l| l.id).collect();
+        let gone: Vec<LeaseId> = self
+            .leases
+            .keys()
+            .copied()
+            .filter(|id| !stored.contains(id))
+            .collect();
+        for id in gone {
+            self.remove(id);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -304,6 +325,30 @@ mod tests {
         let mut lessor = Lessor::new(LessorConfig::default());
         lessor.promote(0);
         lessor
+    }
+
+    #[test]
+    fn sync_grants_what_the_table_adds_and_forgets_what_it_dropped() {
+        let mut lessor = primary();
+        lessor.grant(1, 10, 0);
+        lessor.grant(2, 10, 0);
+        let table = [
+            LeaseInfo {
+                id: 2,
+                ttl: 10,
+                remaining_ttl: 0,
+            },
+            LeaseInfo {
+                id: 3,
+                ttl: 20,
+                remaining_ttl: 0,
+            },
+        ];
+        lessor.sync(&table, 5 * SECOND);
+        let ids: Vec<LeaseId> = lessor.leases().map(|l| l.id).collect();
+        assert_eq!(ids, [2, 3]);
+        assert_eq!(lessor.time_to_live(3, 5 * SECOND).unwrap().remaining, 20);
+        assert_eq!(lessor.time_to_live(2, 5 * SECOND).unwrap().remaining, 5);
     }
 
     #[test]

@@ -6,12 +6,11 @@
 //! (every lease then gets a full TTL), and a background task proposes a `LeaseRevoke` for each
 //! lease whose deadline passed.
 
-use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use concord_core::Role;
+use concord_core::{Role, Time};
 use concord_raft::RaftError;
 use rand::Rng as _;
 use tokio::sync::mpsc;
@@ -23,7 +22,7 @@ use super::convert::status_of;
 use super::{forwarded, raft_status, Route, Shared};
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::lease_client::LeaseClient;
-use crate::{Command, KvError, LeaseId, Lessor, Output};
+use crate::{Command, KvError, LeaseId, LeaseInfo, Lessor, Output};
 
 /// How often the leader looks for expired leases and syncs its lessor with the store.
 const LESSOR_TICK: Duration = Duration::from_millis(100);
@@ -61,20 +60,7 @@ pub(crate) async fn run_lessor(shared: Arc<Shared>) {
                 lessor.demote();
             }
             if leader {
-                let stored: BTreeSet<LeaseId> = leases.iter().map(|l| l.id).collect();
-                for lease in &leases {
-                    if !lessor.contains(lease.id) {
-                        lessor.grant(lease.id, lease.ttl, now);
-                    }
-                }
-                let gone: Vec<LeaseId> = lessor
-                    .leases()
-                    .map(|l| l.id)
-                    .filter(|id| !stored.contains(id))
-                    .collect();
-                for id in gone {
-                    let _ = lessor.revoke(id);
-                }
+                lessor.sync(&leases, now);
                 lessor.expired(now)
             } else {
                 Vec::new()
@@ -107,11 +93,17 @@ impl LeaseService {
             .await
     }
 
-    fn keep_alive_here(&self, id: LeaseId) -> Result<i64, KvError> {
+    /// Runs `f` on this leader's lessor once it is in step with `leases`, the replicated
+    /// lease table read just before: the background sync runs only every tick, and a grant or
+    /// revoke applied since must already count.
+    fn synced_lessor<T>(&self, leases: &[LeaseInfo], f: impl FnOnce(&mut Lessor, Time) -> T) -> T {
         let shared = &self.0;
         let now = shared.now();
         let mut lessor = shared.lessor.lock().unwrap_or_else(|e| e.into_inner());
-        lessor.keep_alive(id, now)
+        if lessor.is_primary() {
+            lessor.sync(leases, now);
+        }
+        f(&mut lessor, now)
     }
 }
 
@@ -231,22 +223,12 @@ impl pb::lease_server::Lease for LeaseService {
                 .await;
         }
         let message = request.into_inner();
-        let now = shared.now();
-        let answer = {
-            let lessor = shared.lessor.lock().unwrap_or_else(|e| e.into_inner());
-            lessor.time_to_live(message.id, now)
-        };
-        // The applied state has the last word: a revocation applied (its keys already gone)
-        // before the lessor forgot the lease answers as expired, as a read after it would.
         let id = message.id;
-        let (revision, keys) = shared
-            .with_store(move |store| (store.revision(), store.lease_keys(id)))
+        let (revision, leases, keys) = shared
+            .with_store(move |store| (store.revision(), store.leases(), store.lease_keys(id)))
             .await?;
+        let answer = self.synced_lessor(&leases, |lessor, now| lessor.time_to_live(id, now));
         let header = shared.header_info().header(revision);
-        let answer = match keys {
-            Err(KvError::LeaseNotFound) => Err(KvError::LeaseNotFound),
-            _ => answer,
-        };
         match answer {
             Ok(ttl) => {
                 let keys = if message.keys {
@@ -297,21 +279,13 @@ impl LeaseService {
     async fn keep_alive_one(&self, id: LeaseId) -> Result<pb::LeaseKeepAliveResponse, Status> {
         let shared = &self.0;
         if is_leader(shared) {
-            // A lease granted a moment ago may not be in the lessor yet.
-            let known = shared
-                .with_store(move |store| store.leases().into_iter().find(|l| l.id == id))
+            let (revision, leases) = shared
+                .with_store(|store| (store.revision(), store.leases()))
                 .await?;
-            let ttl = match (self.keep_alive_here(id), known) {
-                (Ok(ttl), _) => ttl,
-                (Err(KvError::LeaseNotFound), Some(lease)) => {
-                    let now = shared.now();
-                    let mut lessor = shared.lessor.lock().unwrap_or_else(|e| e.into_inner());
-                    lessor.grant(lease.id, lease.ttl, now)
-                }
-                // Unknown or already expired: etcd answers TTL 0 and the client stops.
-                (Err(_), _) => 0,
-            };
-            let revision = shared.with_store(|store| store.revision()).await?;
+            // Unknown or already expired: etcd answers TTL 0 and the client stops.
+            let ttl = self
+                .synced_lessor(&leases, |lessor, now| lessor.keep_alive(id, now))
+                .unwrap_or(0);
             return Ok(pb::LeaseKeepAliveResponse {
                 header: shared.header_info().header(revision),
                 id,
