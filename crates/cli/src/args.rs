@@ -1,5 +1,7 @@
 //! Command-line flags, and their translation into validated settings.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -184,6 +186,38 @@ pub struct CheckArgs {
 /// Parses a duration flag, naming the flag on error.
 pub fn duration(flag: &str, text: &str) -> Result<Duration> {
     parse_duration(text).map_err(|message| anyhow::anyhow!("--{flag}: {message}"))
+}
+
+/// Parses a duration flag (`5s`, `500ms`) for the runtime's timers, naming the flag on error.
+pub fn std_duration(flag: &str, text: &str) -> Result<std::time::Duration> {
+    let nanos = parse_duration(text).map_err(|e| anyhow::anyhow!("--{flag} '{text}': {e}"))?;
+    Ok(std::time::Duration::from_nanos(nanos))
+}
+
+/// Parses a node list flag, `id=host:port,id=host:port,...` (an `http://` before an address
+/// is allowed): at least one node, each id once. Which ids are valid is the caller's rule.
+pub fn id_addresses(flag: &str, text: &str) -> Result<BTreeMap<NodeId, SocketAddr>> {
+    let mut nodes = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((id, address)) = part.split_once('=') else {
+            bail!("--{flag}: '{part}' is not id=host:port");
+        };
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .with_context(|| format!("--{flag}: '{}' is not a node id", id.trim()))?;
+        let address = address.trim().trim_start_matches("http://");
+        let address: SocketAddr = address
+            .parse()
+            .with_context(|| format!("--{flag}: '{address}' is not an ip:port address"))?;
+        if nodes.insert(id, address).is_some() {
+            bail!("--{flag}: node {id} is listed twice");
+        }
+    }
+    if nodes.is_empty() {
+        bail!("--{flag} lists no nodes");
+    }
+    Ok(nodes)
 }
 
 impl RunArgs {

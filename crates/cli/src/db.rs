@@ -9,10 +9,10 @@ use std::time::Duration as StdDuration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use concord_core::time::parse_duration;
 use concord_kv::loadgen::{LoadConfig, LoadOp, LoadReport};
 use concord_kv::server::{NodeStatusReport, ServerConfig};
 
+use crate::args::{id_addresses, std_duration};
 use crate::children::Children;
 use crate::Outcome;
 
@@ -212,35 +212,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn std_duration(flag: &str, text: &str) -> Result<StdDuration> {
-    let nanos = parse_duration(text).map_err(|e| anyhow::anyhow!("--{flag} '{text}': {e}"))?;
-    Ok(StdDuration::from_nanos(nanos))
-}
-
-/// Parses `1=host:port,2=host:port`.
+/// Parses `1=host:port,2=host:port`: ids start at 1, each listed once.
 fn parse_cluster(text: &str) -> Result<BTreeMap<u64, SocketAddr>> {
-    let mut members = BTreeMap::new();
-    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
-        let Some((id, addr)) = part.split_once('=') else {
-            bail!("--initial-cluster: '{part}' is not id=host:port");
-        };
-        let id: u64 = id
-            .trim()
-            .parse()
-            .with_context(|| format!("--initial-cluster: '{id}' is not a node id"))?;
-        if id == 0 {
-            bail!("--initial-cluster: node ids start at 1");
-        }
-        let addr = addr.trim().trim_start_matches("http://");
-        let addr: SocketAddr = addr
-            .parse()
-            .with_context(|| format!("--initial-cluster: '{addr}' is not host:port"))?;
-        if members.insert(id, addr).is_some() {
-            bail!("--initial-cluster: node {id} is listed twice");
-        }
-    }
-    if members.is_empty() {
-        bail!("--initial-cluster lists no members");
+    let members = id_addresses("initial-cluster", text)?;
+    if members.contains_key(&0) {
+        bail!("--initial-cluster: node ids start at 1");
     }
     Ok(members)
 }

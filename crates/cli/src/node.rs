@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::{Args, Subcommand};
-use concord_core::time::{format_duration, parse_duration, MILLISECOND};
+use concord_core::time::{format_duration, MILLISECOND};
 use concord_core::{
     KvOperation, KvOutcome, KvResult, KvService, KvStateMachine, NodeId, NodeStatus, Value,
 };
@@ -37,6 +37,7 @@ use concord_runtime::{HostConfig, HostError, HostedNode, NodeHandle, TimeOrigin}
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::args::{id_addresses, std_duration};
 use crate::Outcome;
 
 /// Flags of `concord node`.
@@ -165,26 +166,7 @@ pub struct Faults {
 
 /// Parses `0=host:port,1=host:port,...`: ids must be 0, 1, ..., n-1, each listed once.
 pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>> {
-    let mut peers = BTreeMap::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((id, address)) = part.split_once('=') else {
-            bail!("--peers: '{part}' is not id=host:port");
-        };
-        let id: NodeId = id
-            .trim()
-            .parse()
-            .with_context(|| format!("--peers: '{}' is not a node id", id.trim()))?;
-        let address = address.trim().trim_start_matches("http://");
-        let address: SocketAddr = address
-            .parse()
-            .with_context(|| format!("--peers: '{address}' is not an ip:port address"))?;
-        if peers.insert(id, address).is_some() {
-            bail!("--peers: node {id} is listed twice");
-        }
-    }
-    if peers.is_empty() {
-        bail!("--peers lists no nodes");
-    }
+    let peers = id_addresses("peers", text)?;
     let n = peers.len() as NodeId;
     if let Some(&id) = peers.keys().find(|&&id| id >= n) {
         bail!(
@@ -193,15 +175,6 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>> {
         );
     }
     Ok(peers)
-}
-
-/// Parses a duration flag (`5s`, `500ms`).
-pub fn std_duration(flag: &str, text: &str) -> Result<StdDuration> {
-    let nanos = parse_duration(text).map_err(|e| anyhow::anyhow!("--{flag} '{text}': {e}"))?;
-    if nanos == 0 {
-        bail!("--{flag} must be positive");
-    }
-    Ok(StdDuration::from_nanos(nanos))
 }
 
 /// Runs `concord node …`.
