@@ -1,5 +1,6 @@
 //! Node processes a launcher (`concord db up`, `concord cluster up`) started and owns.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -8,6 +9,25 @@ use anyhow::{Context, Result};
 /// Children stopped when the launcher exits, however it exits: asked to stop (SIGTERM), and
 /// killed if they have not after 3 seconds.
 pub(crate) struct Children(pub(crate) Vec<(u64, Child)>);
+
+impl Children {
+    /// Starts node `id` with `command`, its output appended to the log file at `log_path`.
+    pub(crate) fn spawn(&mut self, id: u64, command: &mut Command, log_path: &Path) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting a node")?;
+        self.0.push((id, child));
+        Ok(())
+    }
+}
 
 impl Drop for Children {
     fn drop(&mut self) {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration as StdDuration;
 
 use anyhow::{bail, Context, Result};
@@ -487,24 +487,16 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
     let exe = std::env::current_exe().context("finding the concord binary")?;
     let mut children = Children(Vec::new());
     for (id, endpoint) in endpoints.iter().enumerate() {
-        let log_path = args.dir.join(format!("node-{id}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("opening {}", log_path.display()))?;
-        let child = Command::new(&exe)
-            .args(["node", "serve", "--algorithm", algorithm.name()])
-            .args(["--id", &id.to_string(), "--peers", &peers])
-            .arg("--data-dir")
-            .arg(args.dir.join(format!("node-{id}")))
-            .args(["--listen-client", endpoint])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting a node")?;
-        children.0.push((id as NodeId, child));
+        children.spawn(
+            id as NodeId,
+            Command::new(&exe)
+                .args(["node", "serve", "--algorithm", algorithm.name()])
+                .args(["--id", &id.to_string(), "--peers", &peers])
+                .arg("--data-dir")
+                .arg(args.dir.join(format!("node-{id}")))
+                .args(["--listen-client", endpoint]),
+            &args.dir.join(format!("node-{id}.log")),
+        )?;
     }
     outln!(
         "started {} {} nodes; data and logs under {}",

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration as StdDuration;
 
 use anyhow::{bail, Context, Result};
@@ -297,25 +297,17 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
     for index in 1..=args.nodes {
         let (client, peer) = node_ports(args, index)?;
         let data_dir = args.dir.join(format!("node{index}"));
-        let log_path = args.dir.join(format!("node{index}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("opening {}", log_path.display()))?;
-        let child = Command::new(&exe)
-            .args(["db", "serve", "--id", &index.to_string()])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--listen-client", &format!("127.0.0.1:{client}")])
-            .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
-            .args(["--initial-cluster", &cluster])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting a node")?;
-        children.0.push((index, child));
+        children.spawn(
+            index,
+            Command::new(&exe)
+                .args(["db", "serve", "--id", &index.to_string()])
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(["--listen-client", &format!("127.0.0.1:{client}")])
+                .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
+                .args(["--initial-cluster", &cluster]),
+            &args.dir.join(format!("node{index}.log")),
+        )?;
     }
     outln!(
         "started {} nodes; data and logs under {}",
