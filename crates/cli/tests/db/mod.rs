@@ -45,11 +45,11 @@ pub struct DbCluster {
 /// may pick a port before another's node has bound it); picked at random so that test
 /// binaries running side by side rarely pick the same.
 pub fn free_port() -> u16 {
-    use std::collections::HashSet;
+    use std::collections::BTreeSet;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Mutex;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let seed = u64::from(std::process::id())
         ^ std::time::SystemTime::UNIX_EPOCH
             .elapsed()
@@ -64,7 +64,6 @@ pub fn free_port() -> u16 {
         state ^= state << 17;
         let port = 20_000 + (state % 12_000) as u16;
         let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        let handed_out = handed_out.get_or_insert_with(HashSet::new);
         if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             handed_out.insert(port);
             return port;
