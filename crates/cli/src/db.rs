@@ -36,14 +36,16 @@ pub enum DbCommand {
     /// Drive endpoints that speak the etcd v3 API (Concord DB or etcd) with a load.
     Bench(BenchArgs),
     /// Seed a new node's data directory from a backup (`etcdctl snapshot save FILE` against a
-    /// running node); restore every node of the new cluster from the same file.
+    /// running Concord DB or etcd node); restore every node of the new cluster from the same
+    /// file.
     Restore(RestoreArgs),
 }
 
 /// Flags of `concord db restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The backup file.
+    /// The backup file: a snapshot of Concord DB or of etcd (a bbolt file, with or without
+    /// its trailing SHA-256).
     pub backup: PathBuf,
     /// This node's id in the new cluster.
     #[arg(long)]

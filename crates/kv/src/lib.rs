@@ -32,6 +32,7 @@
 //! error texts.
 #![deny(missing_docs)]
 
+pub mod bolt;
 pub mod error;
 pub mod lease;
 pub mod loadgen;

@@ -31,29 +31,33 @@ pub enum SnapshotError {
     Inconsistent(String),
 }
 
+/// A retained write: its sub-revision, and the key-value (a tombstone for a delete) whose
+/// `mod_revision` is its main revision.
 #[derive(Serialize, Deserialize)]
-struct SnapshotRecord {
-    sub: i64,
-    kind: EventKind,
-    kv: KeyValue,
+pub(crate) struct SnapshotRecord {
+    pub(crate) sub: i64,
+    pub(crate) kind: EventKind,
+    pub(crate) kv: KeyValue,
 }
 
 #[derive(Serialize, Deserialize)]
-struct SnapshotLease {
-    id: LeaseId,
-    ttl: i64,
-    remaining_ttl: i64,
+pub(crate) struct SnapshotLease {
+    pub(crate) id: LeaseId,
+    pub(crate) ttl: i64,
+    pub(crate) remaining_ttl: i64,
 }
 
+/// A store's whole state, as plain data: what a snapshot encodes, and what a backup in etcd's
+/// format is read into ([`KvStore::from_data`] checks it either way).
 #[derive(Serialize, Deserialize)]
-struct SnapshotData {
-    revision: Revision,
-    compact_revision: Revision,
+pub(crate) struct SnapshotData {
+    pub(crate) revision: Revision,
+    pub(crate) compact_revision: Revision,
     /// Records in revision order; the main revision is the record's `mod_revision`.
-    records: Vec<SnapshotRecord>,
-    leases: Vec<SnapshotLease>,
-    members: Vec<MemberAttrs>,
-    removed: Vec<u64>,
+    pub(crate) records: Vec<SnapshotRecord>,
+    pub(crate) leases: Vec<SnapshotLease>,
+    pub(crate) members: Vec<MemberAttrs>,
+    pub(crate) removed: Vec<u64>,
 }
 
 /// A record as the snapshot encodes it (a `SnapshotRecord`), borrowed.
@@ -166,6 +170,11 @@ impl KvStore {
                 rest.len()
             )));
         }
+        Self::from_data(data)
+    }
+
+    /// Rebuilds a store from its state as plain data, checking every record and invariant.
+    pub(crate) fn from_data(data: SnapshotData) -> Result<Self, SnapshotError> {
         if data.revision < 0
             || data.revision == Revision::MAX
             || data.compact_revision < 0

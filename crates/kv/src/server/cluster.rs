@@ -490,13 +490,19 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         // A consistent copy of the state this node has applied (encoding copies the store's
-        // running encoding; the node waits only for that), then its checksum, in chunks.
+        // running encoding; the node waits only for that), as a bbolt file in etcd's layout
+        // followed by its checksum, in chunks.
         let shared = &self.0;
         shared.check_member().await?;
         let (revision, encoding) = shared
             .with_store(|store| (store.revision(), store.encode()))
             .await?;
-        let bytes = super::backup::backup_of_encoding(&encoding);
+        // Laid out in etcd's format off the node's task and off the async workers.
+        let bytes =
+            tokio::task::spawn_blocking(move || super::backup::backup_of_encoding(&encoding))
+                .await
+                .map_err(|e| Status::internal(format!("writing the snapshot failed: {e}")))?
+                .map_err(|e| Status::internal(format!("writing the snapshot failed: {e}")))?;
         let header = shared.header_info().header(revision);
         let total = bytes.len();
         let chunks: Vec<Result<pb::SnapshotResponse, Status>> = bytes
