@@ -10,7 +10,9 @@ use std::time::Duration as StdDuration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use concord_kv::loadgen::{LoadConfig, LoadOp, LoadReport};
+use concord_kv::server::tls::ClientTlsConfig;
 use concord_kv::server::{NodeStatusReport, ServerConfig};
+use concord_runtime::TlsFiles;
 
 use crate::args::{id_addresses, std_duration};
 use crate::children::Children;
@@ -123,6 +125,63 @@ pub struct ServeArgs {
     /// --snapshot-count default).
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_entries: u64,
+    /// TLS on the client port: this node's certificate (PEM). Clients then use https://.
+    #[arg(long, requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// The key of --cert-file (PEM).
+    #[arg(long, requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+    /// The CA (PEM) that signs client certificates, and the other members' (they reach each
+    /// other's client port when they forward to the leader).
+    #[arg(long, requires = "cert_file")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Accept only clients with a certificate signed by --trusted-ca-file.
+    #[arg(long, requires = "trusted_ca_file")]
+    pub client_cert_auth: bool,
+    /// TLS between members: this node's peer certificate (PEM; it must name the --listen-peer
+    /// IP address, at which the others dial it).
+    #[arg(long, requires_all = ["peer_key_file", "peer_trusted_ca_file"])]
+    pub peer_cert_file: Option<PathBuf>,
+    /// The key of --peer-cert-file (PEM).
+    #[arg(long, requires = "peer_cert_file")]
+    pub peer_key_file: Option<PathBuf>,
+    /// The CA (PEM) that signs every member's peer certificate.
+    #[arg(long, requires = "peer_cert_file")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Accept only peers presenting a certificate signed by --peer-trusted-ca-file.
+    #[arg(long, requires = "peer_cert_file")]
+    pub peer_client_cert_auth: bool,
+}
+
+/// TLS flags of a client of the etcd API (etcdctl's names).
+#[derive(Debug, Default, Args)]
+pub struct ClientTlsArgs {
+    /// The CA (PEM) that signed the servers' certificates (for https:// endpoints).
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// A client certificate (PEM), for servers that require one.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The key of --cert (PEM).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    /// The TLS settings, when any flag is given or an endpoint is https://.
+    fn config(&self, endpoints: &[String]) -> Result<Option<ClientTlsConfig>> {
+        let wanted = self.cacert.is_some()
+            || self.cert.is_some()
+            || endpoints.iter().any(|e| e.starts_with("https://"));
+        if !wanted {
+            return Ok(None);
+        }
+        Ok(Some(concord_kv::server::tls::client_tls(
+            self.cacert.as_deref(),
+            self.cert.as_deref(),
+            self.key.as_deref(),
+        )?))
+    }
 }
 
 /// Flags of `concord db status`.
@@ -138,6 +197,9 @@ pub struct StatusArgs {
     /// Print one JSON document instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// TLS to the endpoints.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 /// Flags of `concord db bench`.
@@ -174,6 +236,9 @@ pub struct BenchArgs {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// TLS to the endpoints.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 /// Runs `concord db …`.
@@ -249,10 +314,14 @@ fn run_serve(args: &ServeArgs) -> Result<Outcome> {
             .unwrap_or_else(|| format!("node{}", args.id)),
         data_dir: args.data_dir.clone(),
         listen_client: args.listen_client,
-        advertise_client: args
-            .advertise_client
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", args.listen_client)),
+        advertise_client: args.advertise_client.clone().unwrap_or_else(|| {
+            let scheme = if args.cert_file.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}", args.listen_client)
+        }),
         listen_peer: args.listen_peer,
         initial_cluster,
         join: args.join,
@@ -262,6 +331,18 @@ fn run_serve(args: &ServeArgs) -> Result<Outcome> {
         max_key_bytes: args.max_key_bytes,
         max_inflight: args.max_inflight,
         snapshot_entries: args.snapshot_entries,
+        client_tls: args.cert_file.clone().map(|cert| TlsFiles {
+            cert,
+            key: args.key_file.clone().unwrap_or_default(),
+            trusted_ca: args.trusted_ca_file.clone(),
+            client_cert_auth: args.client_cert_auth,
+        }),
+        peer_tls: args.peer_cert_file.clone().map(|cert| TlsFiles {
+            cert,
+            key: args.peer_key_file.clone().unwrap_or_default(),
+            trusted_ca: args.peer_trusted_ca_file.clone(),
+            client_cert_auth: args.peer_client_cert_auth,
+        }),
     };
     runtime()?.block_on(concord_kv::server::run_until_signal(config))?;
     Ok(Outcome::Success)
@@ -320,6 +401,7 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
     let status = StatusArgs {
         endpoints: endpoints.clone(),
         json: false,
+        tls: ClientTlsArgs::default(),
     };
     // Wait for a leader, then show the cluster as `concord db status` does.
     let mut elected = false;
@@ -327,7 +409,7 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
         if let Some(reports) = children.exited()? {
             bail!("{reports}");
         }
-        let reports = rt.block_on(collect_status(&endpoints));
+        let reports = rt.block_on(collect_status(&endpoints, None));
         if reports
             .iter()
             .any(|r| r.as_ref().is_ok_and(|s| s.role == "leader"))
@@ -362,16 +444,20 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-async fn collect_status(endpoints: &[String]) -> Vec<Result<NodeStatusReport>> {
+async fn collect_status(
+    endpoints: &[String],
+    tls: Option<&ClientTlsConfig>,
+) -> Vec<Result<NodeStatusReport>> {
     let mut reports = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
-        reports.push(concord_kv::server::fetch_status(endpoint).await);
+        reports.push(concord_kv::server::fetch_status(endpoint, tls).await);
     }
     reports
 }
 
 async fn run_status(args: &StatusArgs) -> Result<Outcome> {
-    let reports = collect_status(&args.endpoints).await;
+    let tls = args.tls.config(&args.endpoints)?;
+    let reports = collect_status(&args.endpoints, tls.as_ref()).await;
     if args.json {
         let rows: Vec<serde_json::Value> = args
             .endpoints
@@ -435,6 +521,7 @@ async fn run_bench(args: &BenchArgs) -> Result<Outcome> {
     let op: LoadOp = args.op.parse().map_err(anyhow::Error::msg)?;
     let duration = std_duration("duration", &args.duration)?;
     let request_timeout = std_duration("request-timeout", &args.request_timeout)?;
+    let tls = args.tls.config(&args.endpoints)?;
     if !args.json {
         outln!(
             "{:<18} {:>8} {:>10} {:>8} {:>12} {:>9} {:>9} {:>11}",
@@ -458,6 +545,7 @@ async fn run_bench(args: &BenchArgs) -> Result<Outcome> {
             value_size: args.value_size,
             keys: args.keys,
             request_timeout,
+            tls: tls.clone(),
         };
         let report = concord_kv::loadgen::run(&config).await?;
         print_bench(&report, args.json)?;

@@ -64,6 +64,8 @@ pub struct LoadConfig {
     pub keys: u64,
     /// A request that takes longer than this counts as failed (and is retried elsewhere).
     pub request_timeout: Duration,
+    /// TLS to `https://` endpoints.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// What a run measured.
@@ -117,6 +119,10 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
             .connect_timeout(Duration::from_secs(2))
             .timeout(config.request_timeout)
             .tcp_nodelay(true);
+        let endpoint = match &config.tls {
+            Some(tls) => endpoint.tls_config(tls.clone())?,
+            None => endpoint,
+        };
         channels.push(endpoint.connect_lazy());
     }
     if config.op != LoadOp::Put {

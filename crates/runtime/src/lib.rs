@@ -16,6 +16,7 @@
 //!   serializable, honouring the persist barrier; [`NodeHandle`] is how an application talks to
 //!   it.
 //! * [`metrics`]: Prometheus metrics of the host.
+//! * [`tls`]: TLS from PEM files; mutual TLS for the peer transport.
 //!
 //! See `crates/runtime/README.md` and the runtime section of `docs/architecture.md`.
 #![deny(missing_docs)]
@@ -24,6 +25,7 @@ mod clock;
 pub mod codec;
 pub mod host;
 pub mod metrics;
+pub mod tls;
 pub mod transport;
 pub mod wal;
 
@@ -33,5 +35,6 @@ pub use host::{
     NodeHandle, SyncGate, REMOVED,
 };
 pub use metrics::HostMetrics;
+pub use tls::{PeerTls, TlsError, TlsFiles};
 pub use transport::{BlockedPeers, TransportOptions};
 pub use wal::{RecoveryReport, Rewrite, Wal, WalError, WalOptions, WrittenRewrite};

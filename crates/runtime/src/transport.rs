@@ -1,4 +1,5 @@
-//! TCP between peers: a handshake, then length-prefixed frames.
+//! TCP between peers: a handshake, then length-prefixed frames; optionally inside mutual TLS
+//! ([`TransportOptions::tls`]: the TLS handshake first, then the same bytes).
 //!
 //! ```text
 //! hello (dialer → listener, 28 bytes): magic "CNCDPEER" · protocol version u32 LE
@@ -30,13 +31,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use concord_core::NodeId;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
 use crate::metrics::{peer_labels, HostMetrics};
+use crate::tls::PeerTls;
+
+/// A peer connection: TCP, or TLS over TCP.
+trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> PeerStream for S {}
+
+type Stream = Box<dyn PeerStream>;
 
 /// The first bytes of a peer connection.
 pub const PEER_MAGIC: [u8; 8] = *b"CNCDPEER";
@@ -64,6 +73,8 @@ pub struct TransportOptions {
     pub backoff_max: Duration,
     /// How long one connection attempt (connect and handshake) may take.
     pub connect_timeout: Duration,
+    /// Mutual TLS on every peer connection (`None`: plain TCP).
+    pub tls: Option<PeerTls>,
 }
 
 impl Default for TransportOptions {
@@ -74,6 +85,7 @@ impl Default for TransportOptions {
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -167,11 +179,14 @@ impl Transport {
         let blocked = BlockedPeers::default();
         let accept = tokio::spawn(accept_loop(
             listener,
-            identity,
-            options.max_frame_bytes,
-            inbound,
-            metrics.clone(),
-            blocked.clone(),
+            Accepting {
+                cluster_id: identity.cluster_id,
+                tls: options.tls.clone(),
+                max_frame_bytes: options.max_frame_bytes,
+                inbound,
+                metrics: metrics.clone(),
+                blocked: blocked.clone(),
+            },
         ));
         let mut transport = Transport {
             identity,
@@ -327,29 +342,25 @@ fn check_hello(hello: &[u8; HELLO_BYTES], cluster_id: u64) -> Result<NodeId, (u8
     Ok(word(20..28))
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    identity: Identity,
+/// What every accepted connection is served with.
+#[derive(Clone)]
+struct Accepting {
+    cluster_id: u64,
+    tls: Option<PeerTls>,
     max_frame_bytes: u32,
     inbound: mpsc::Sender<(NodeId, Bytes)>,
     metrics: HostMetrics,
     blocked: BlockedPeers,
-) {
+}
+
+async fn accept_loop(listener: TcpListener, accepting: Accepting) {
     // Dropping the set (when this task is aborted) aborts every connection task.
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
-                    connections.spawn(serve_connection(
-                        stream,
-                        remote,
-                        identity.cluster_id,
-                        max_frame_bytes,
-                        inbound.clone(),
-                        metrics.clone(),
-                        blocked.clone(),
-                    ));
+                    connections.spawn(serve_connection(stream, remote, accepting.clone()));
                 }
                 Err(error) => {
                     warn!(%error, "accepting a peer connection failed");
@@ -361,15 +372,32 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
-    remote: SocketAddr,
-    cluster_id: u64,
-    max_frame_bytes: u32,
-    inbound: mpsc::Sender<(NodeId, Bytes)>,
-    metrics: HostMetrics,
-    blocked: BlockedPeers,
-) {
+async fn serve_connection(stream: TcpStream, remote: SocketAddr, accepting: Accepting) {
+    let Accepting {
+        cluster_id,
+        tls,
+        max_frame_bytes,
+        inbound,
+        metrics,
+        blocked,
+    } = accepting;
+    let _ = stream.set_nodelay(true);
+    let mut stream: Stream = match tls {
+        None => Box::new(stream),
+        Some(tls) => {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Err(error)) => {
+                    warn!(%remote, %error, "refused a peer connection: TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    warn!(%remote, "peer connection did not finish its TLS handshake in time; closed");
+                    return;
+                }
+            }
+        }
+    };
     let mut hello = [0u8; HELLO_BYTES];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut hello)).await {
         Ok(Ok(_)) => {}
@@ -516,12 +544,22 @@ async fn connect(
     identity: Identity,
     address: SocketAddr,
     options: &TransportOptions,
-) -> Result<TcpStream, ConnectError> {
+) -> Result<Stream, ConnectError> {
     let attempt = async {
-        let mut stream = TcpStream::connect(address)
+        let stream = TcpStream::connect(address)
             .await
             .map_err(ConnectError::Io)?;
         stream.set_nodelay(true).map_err(ConnectError::Io)?;
+        let mut stream: Stream = match &options.tls {
+            None => Box::new(stream),
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
+                let stream = tls.connector.connect(name, stream).await.map_err(|error| {
+                    ConnectError::Rejected(format!("TLS handshake failed: {error}"))
+                })?;
+                Box::new(stream)
+            }
+        };
         stream
             .write_all(&hello(identity))
             .await
@@ -552,7 +590,7 @@ async fn connect(
 /// Writes queued frames to the connection until it fails or the queue closes; frames queued
 /// together go out in one flush.
 async fn pump(
-    stream: TcpStream,
+    stream: Stream,
     queue: &mut mpsc::Receiver<Bytes>,
     peer: NodeId,
     metrics: &HostMetrics,
@@ -561,7 +599,7 @@ async fn pump(
         .messages_sent
         .get_or_create(&peer_labels(peer))
         .clone();
-    let (mut reader, writer) = stream.into_split();
+    let (mut reader, writer) = tokio::io::split(stream);
     let mut writer = BufWriter::new(writer);
     let mut closed_probe = [0u8; 1];
     loop {
@@ -686,6 +724,65 @@ mod tests {
         }
         a.shutdown().await;
         b.shutdown().await;
+    }
+
+    /// Transports with `tls` (or plain TCP).
+    fn start_tls(
+        id: NodeId,
+        listener: TcpListener,
+        peers: &[(NodeId, SocketAddr)],
+        tls: Option<PeerTls>,
+    ) -> (Transport, mpsc::Receiver<(NodeId, Bytes)>) {
+        let (inbound, received) = mpsc::channel(64);
+        let (lost, _) = mpsc::unbounded_channel();
+        let options = TransportOptions { tls, ..fast() };
+        let peers = peers.iter().copied().collect();
+        let identity = Identity { id, cluster_id: 7 };
+        let metrics = HostMetrics::default();
+        let transport =
+            Transport::start(identity, options, listener, &peers, inbound, lost, metrics);
+        (transport, received)
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_carries_frames_between_members_of_one_ca_and_refuses_others() {
+        use crate::tls::test_pki::TestCa;
+        use crate::tls::{PeerTls, TlsFiles};
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new(dir.path(), "peers");
+        let tls = |name: &str, ca: &TestCa| {
+            let (cert, key) = ca.leaf(name);
+            PeerTls::new(&TlsFiles {
+                cert,
+                key,
+                trusted_ca: Some(ca.ca_file()),
+                client_cert_auth: true,
+            })
+            .unwrap()
+        };
+        let (listener_b, address_b) = listener().await;
+        let (b, mut received_b) = start_tls(2, listener_b, &[], Some(tls("b", &ca)));
+        let (listener_a, _) = listener().await;
+        let (a, _) = start_tls(1, listener_a, &[(2, address_b)], Some(tls("a", &ca)));
+        assert!(arrives(&a, 2, &mut received_b, b"over tls").await);
+
+        // A member whose certificate another CA signed, and one without TLS, get nothing in.
+        let other = TestCa::new(dir.path(), "other");
+        let (listener_c, _) = listener().await;
+        let (c, _) = start_tls(3, listener_c, &[(2, address_b)], Some(tls("c", &other)));
+        let (listener_d, _) = listener().await;
+        let (d, _) = start_tls(4, listener_d, &[(2, address_b)], None);
+        for _ in 0..20 {
+            c.send(2, Bytes::from_static(b"forged"));
+            d.send(2, Bytes::from_static(b"plain"));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        while let Ok((from, frame)) = received_b.try_recv() {
+            assert_eq!((from, frame.as_ref()), (1, b"over tls".as_slice()));
+        }
+        for transport in [a, b, c, d] {
+            transport.shutdown().await;
+        }
     }
 
     #[tokio::test]

@@ -37,6 +37,9 @@ pub struct DbCluster {
     pub dir: tempfile::TempDir,
     /// `--initial-cluster`.
     pub initial_cluster: String,
+    /// When the client port speaks TLS: the flags `concord db status` needs (`--cacert`,
+    /// `--cert`, `--key`); the harness then asks over `https://`.
+    pub client_tls: Option<Vec<String>>,
 }
 
 /// A port nobody listens on now, below the kernel's ephemeral range (32768 and up), so that
@@ -114,7 +117,19 @@ impl DbCluster {
             nodes,
             dir,
             initial_cluster,
+            client_tls: None,
         }
+    }
+
+    /// `concord db status --json` for one node, over TLS when the cluster's client port has it.
+    fn status_command(&self, node: &DbNode) -> Command {
+        let mut command = concord();
+        command.args(["db", "status", "--json", "--endpoints"]);
+        match &self.client_tls {
+            Some(flags) => command.arg(format!("https://{}", node.client)).args(flags),
+            None => command.arg(format!("http://{}", node.client)),
+        };
+        command
     }
 
     /// Waits until every running node answers a status request, or panics with the logs.
@@ -125,9 +140,8 @@ impl DbCluster {
                 continue;
             }
             loop {
-                let output = concord()
-                    .args(["db", "status", "--json", "--endpoints"])
-                    .arg(format!("http://{}", node.client))
+                let output = self
+                    .status_command(node)
                     .output()
                     .expect("concord db status runs");
                 let text = String::from_utf8_lossy(&output.stdout);
@@ -212,11 +226,7 @@ impl DbCluster {
             if node.child.is_none() {
                 continue;
             }
-            let output = concord()
-                .args(["db", "status", "--json", "--endpoints"])
-                .arg(format!("http://{}", node.client))
-                .output()
-                .ok()?;
+            let output = self.status_command(node).output().ok()?;
             let text = String::from_utf8_lossy(&output.stdout);
             let Ok(rows) = serde_json::from_str::<serde_json::Value>(&text) else {
                 continue;

@@ -21,6 +21,7 @@ pub mod convert;
 mod kv;
 mod lease;
 mod metrics;
+pub mod tls;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use concord_raft::{RaftError, RaftNode};
-use concord_runtime::{HostConfig, HostError, NodeHandle};
+use concord_runtime::{HostConfig, HostError, NodeHandle, PeerTls, TlsFiles};
 use serde::Serialize;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
@@ -76,6 +77,10 @@ pub struct ServerConfig {
     pub max_inflight: usize,
     /// Snapshot every this many applied entries.
     pub snapshot_entries: u64,
+    /// TLS on the client port (`None`: plain TCP); see [`tls`].
+    pub client_tls: Option<TlsFiles>,
+    /// Mutual TLS between members (`None`: plain TCP).
+    pub peer_tls: Option<TlsFiles>,
 }
 
 impl ServerConfig {
@@ -102,6 +107,8 @@ impl ServerConfig {
             max_key_bytes: 32 * 1024,
             max_inflight: 5000,
             snapshot_entries: 100_000,
+            client_tls: None,
+            peer_tls: None,
         }
     }
 
@@ -137,6 +144,8 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     /// Channels to other members' client URLs, for forwarding.
     channels: StdMutex<BTreeMap<String, Channel>>,
+    /// How those channels do TLS, when the client port does.
+    member_tls: Option<tonic::transport::ClientTlsConfig>,
     pub(crate) metrics: metrics::DbMetrics,
     pub(crate) request_timeout: Duration,
     /// Lease ids are drawn from here.
@@ -345,6 +354,12 @@ impl Shared {
             .connect_timeout(Duration::from_secs(1))
             .timeout(self.request_timeout)
             .tcp_nodelay(true);
+        let endpoint = match &self.member_tls {
+            Some(tls) => endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Status::internal(format!("TLS to '{url}': {e}")))?,
+            None => endpoint,
+        };
         let channel = endpoint.connect_lazy();
         channels.insert(url.to_string(), channel.clone());
         Ok(channel)
@@ -479,12 +494,19 @@ pub struct NodeStatusReport {
     pub snapshot_index: u64,
 }
 
-/// Asks the node at `endpoint` (a client URL) for its status.
-pub async fn fetch_status(endpoint: &str) -> anyhow::Result<NodeStatusReport> {
-    let channel = Endpoint::from_shared(endpoint.to_string())
+/// Asks the node at `endpoint` (a client URL; `https://` with `tls`) for its status.
+pub async fn fetch_status(
+    endpoint: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> anyhow::Result<NodeStatusReport> {
+    let mut channel = Endpoint::from_shared(endpoint.to_string())
         .with_context(|| format!("bad endpoint '{endpoint}'"))?
         .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2));
+    if let Some(tls) = tls {
+        channel = channel.tls_config(tls.clone())?;
+    }
+    let channel = channel
         .connect()
         .await
         .with_context(|| format!("cannot connect to {endpoint}"))?;
@@ -506,6 +528,12 @@ pub async fn fetch_status(endpoint: &str) -> anyhow::Result<NodeStatusReport> {
         learners: status.learners,
         snapshot_index: status.snapshot_index,
     })
+}
+
+/// Client connections: plain TCP, or TLS streams after their handshake.
+enum ClientIncoming {
+    Plain(tokio::net::TcpListener),
+    Tls(tls::Incoming),
 }
 
 /// A running node.
@@ -573,6 +601,20 @@ impl Server {
         host.accept_forward = |node: &DbNode, from| node.membership().contains(from);
         // A member removed while it was down learns it from its old peers, and stops.
         host.removed_peer = |node: &DbNode, from| node.state_machine().is_removed(from);
+        if let Some(files) = &config.peer_tls {
+            host.transport.tls = Some(PeerTls::new(files).context("peer TLS")?);
+        }
+        // Set up before the node starts: bad TLS files stop it with a clear error.
+        let incoming = match &config.client_tls {
+            Some(files) => {
+                ClientIncoming::Tls(tls::incoming(client_listener, files).context("client TLS")?)
+            }
+            None => ClientIncoming::Plain(client_listener),
+        };
+        let member_tls = match &config.client_tls {
+            Some(files) => Some(tls::member_client_tls(files)?),
+            None => None,
+        };
         let handle = concord_runtime::start::<DbNode>(host)
             .await
             .with_context(|| format!("starting node {}", config.id))?;
@@ -598,6 +640,7 @@ impl Server {
             lessor_config,
             started: Instant::now(),
             channels: StdMutex::new(BTreeMap::new()),
+            member_tls,
             metrics: metrics::DbMetrics::default(),
             rng: StdMutex::new(concord_core::seeded_rng(seed, 0)),
         });
@@ -609,16 +652,18 @@ impl Server {
         let router = build_router(&shared);
         // Nagle off on every accepted connection: a response written as several small frames
         // would otherwise wait out the client's delayed acknowledgement (about 40 ms).
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(client_listener).with_nodelay(Some(true));
-        let serve = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .accept_http1(true)
-                .tcp_nodelay(true)
-                .add_routes(router)
-                .serve_with_incoming(incoming)
-                .await
-        });
+        let builder = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .tcp_nodelay(true)
+            .add_routes(router);
+        let serve = match incoming {
+            ClientIncoming::Tls(incoming) => tokio::spawn(builder.serve_with_incoming(incoming)),
+            ClientIncoming::Plain(listener) => {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                tokio::spawn(builder.serve_with_incoming(incoming))
+            }
+        };
         Ok(Server {
             shared: Arc::new(SharedHandle(shared)),
             serve,
