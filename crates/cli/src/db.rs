@@ -125,6 +125,11 @@ pub struct ServeArgs {
     /// --snapshot-count default).
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_entries: u64,
+    /// Extra plain-HTTP listeners for /metrics, /health and /version (etcd's flag), e.g.
+    /// http://127.0.0.1:2381: for scrapers and liveness probes that hold no client
+    /// certificate.
+    #[arg(long, value_delimiter = ',')]
+    pub listen_metrics_urls: Vec<String>,
     /// TLS on the client port: this node's certificate (PEM). Clients then use https://.
     #[arg(long, requires = "key_file")]
     pub cert_file: Option<PathBuf>,
@@ -324,6 +329,7 @@ fn run_serve(args: &ServeArgs) -> Result<Outcome> {
         }),
         listen_peer: args.listen_peer,
         initial_cluster,
+        listen_metrics: metrics_addresses(&args.listen_metrics_urls)?,
         join: args.join,
         heartbeat: std_duration("heartbeat", &args.heartbeat)?,
         election_timeout: std_duration("election-timeout", &args.election_timeout)?,
@@ -346,6 +352,21 @@ fn run_serve(args: &ServeArgs) -> Result<Outcome> {
     };
     runtime()?.block_on(concord_kv::server::run_until_signal(config))?;
     Ok(Outcome::Success)
+}
+
+/// The addresses of `--listen-metrics-urls` (`http://host:port` each).
+fn metrics_addresses(urls: &[String]) -> Result<Vec<SocketAddr>> {
+    urls.iter()
+        .map(|url| {
+            let address = url.strip_prefix("http://").with_context(|| {
+                format!("--listen-metrics-urls: '{url}' is not an http:// URL (the client port serves /metrics over TLS)")
+            })?;
+            address
+                .trim_end_matches('/')
+                .parse()
+                .with_context(|| format!("--listen-metrics-urls: '{url}' is not http://ip:port"))
+        })
+        .collect()
 }
 
 fn node_ports(args: &UpArgs, index: u64) -> Result<(u16, u16)> {

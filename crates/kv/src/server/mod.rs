@@ -18,6 +18,7 @@
 pub mod backup;
 mod cluster;
 pub mod convert;
+mod http;
 mod kv;
 mod lease;
 mod metrics;
@@ -81,6 +82,9 @@ pub struct ServerConfig {
     pub client_tls: Option<TlsFiles>,
     /// Mutual TLS between members (`None`: plain TCP).
     pub peer_tls: Option<TlsFiles>,
+    /// Plain-HTTP listeners for `/metrics`, `/health` and `/version` (etcd's
+    /// `--listen-metrics-urls`), besides the client port.
+    pub listen_metrics: Vec<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -109,6 +113,7 @@ impl ServerConfig {
             snapshot_entries: 100_000,
             client_tls: None,
             peer_tls: None,
+            listen_metrics: Vec::new(),
         }
     }
 
@@ -611,6 +616,7 @@ impl Server {
             }
             None => ClientIncoming::Plain(client_listener),
         };
+        let metrics_listeners = http::bind(&config.listen_metrics).await?;
         let member_tls = match &config.client_tls {
             Some(files) => Some(tls::member_client_tls(files)?),
             None => None,
@@ -644,11 +650,14 @@ impl Server {
             metrics: metrics::DbMetrics::default(),
             rng: StdMutex::new(concord_core::seeded_rng(seed, 0)),
         });
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(lease::run_lessor(Arc::clone(&shared))),
             tokio::spawn(cluster::publish_and_track_members(Arc::clone(&shared))),
             tokio::spawn(metrics::track(Arc::clone(&shared))),
         ];
+        for listener in metrics_listeners {
+            background.push(tokio::spawn(http::serve(listener, Arc::clone(&shared))));
+        }
         let router = build_router(&shared);
         // Nagle off on every accepted connection: a response written as several small frames
         // would otherwise wait out the client's delayed acknowledgement (about 40 ms).
@@ -707,7 +716,6 @@ fn build_router(shared: &Arc<Shared>) -> tonic::service::Routes {
     // is too large", not the transport's OutOfRange "decoded message length too large". Go
     // clients send at most 2 MiB by default, exactly this much with the default limit.
     let max = shared.config.max_request_bytes + 512 * 1024;
-    let metrics_shared = Arc::clone(shared);
     let routes = tonic::service::Routes::new(
         KvServer::new(kv::KvService(Arc::clone(shared))).max_decoding_message_size(max),
     )
@@ -720,13 +728,8 @@ fn build_router(shared: &Arc<Shared>) -> tonic::service::Routes {
         Arc::clone(shared),
     )))
     .add_service(NodeServer::new(cluster::NodeService(Arc::clone(shared))));
-    let router = routes.into_axum_router().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let shared = Arc::clone(&metrics_shared);
-            async move { metrics::render(&shared) }
-        }),
-    );
+    // `/metrics`, `/health` and `/version` beside gRPC, as etcd serves them.
+    let router = routes.into_axum_router().merge(http::router(shared));
     tonic::service::Routes::from(router)
 }
 

@@ -1,0 +1,105 @@
+//! The HTTP endpoints etcd serves beside gRPC, on the client port and, with
+//! `--listen-metrics-urls`, on plain-HTTP ports of their own (where a metrics scraper or a
+//! liveness probe needs no client certificate):
+//!
+//! * `GET /metrics`: Prometheus text ([`super::metrics`]).
+//! * `GET /health`: `{"health":"true","reason":""}` with 200 when the member knows a leader and
+//!   a linearizable read (ReadIndex) answers in time; `{"health":"false","reason":…}` with 503
+//!   otherwise. `?serializable=true` skips the read: the member only needs a leader (etcd's
+//!   probe for members that should pass even while the cluster is slow).
+//! * `GET /version`: `{"etcdserver":…,"etcdcluster":…}`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::Query as Params;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::cluster::API_VERSION;
+use super::Shared;
+use crate::{Query, RangeRequest};
+
+/// The longest a health check waits for its read.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The HTTP endpoints of one node.
+pub(crate) fn router(shared: &Arc<Shared>) -> Router {
+    let metrics = Arc::clone(shared);
+    let health = Arc::clone(shared);
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let shared = Arc::clone(&metrics);
+                async move { super::metrics::render(&shared) }
+            }),
+        )
+        .route(
+            "/health",
+            get(move |params: Params<HashMap<String, String>>| {
+                let shared = Arc::clone(&health);
+                async move { check_health(&shared, &params).await }
+            }),
+        )
+        .route(
+            "/version",
+            get(|| async {
+                Json(serde_json::json!({"etcdserver": API_VERSION, "etcdcluster": API_VERSION}))
+            }),
+        )
+}
+
+async fn check_health(
+    shared: &Shared,
+    params: &HashMap<String, String>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let unhealthy = |reason: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"health": "false", "reason": reason})),
+        )
+    };
+    if shared.handle.with_status(|status| status.leader).is_none() {
+        return unhealthy("RAFT NO LEADER".into());
+    }
+    if params.get("serializable").map(String::as_str) != Some("true") {
+        let read = shared.read(Query::Range(RangeRequest::key("health")));
+        match tokio::time::timeout(HEALTH_TIMEOUT, read).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(error))) => return unhealthy(format!("QGET ERROR: {error}")),
+            Ok(Err(status)) => return unhealthy(format!("QGET ERROR: {}", status.message())),
+            Err(_) => return unhealthy("QGET ERROR: timed out".into()),
+        }
+    }
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({"health": "true", "reason": ""})),
+    )
+}
+
+/// Binds the plain-HTTP listeners of `--listen-metrics-urls` (before the node starts, so a
+/// taken port stops it at once).
+pub(crate) async fn bind(addresses: &[SocketAddr]) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(addresses.len());
+    for address in addresses {
+        listeners.push(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {address}"))?,
+        );
+    }
+    Ok(listeners)
+}
+
+/// Serves the HTTP endpoints on `listener` until the task is aborted.
+pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let address = listener.local_addr().ok();
+    if let Err(error) = axum::serve(listener, router(&shared)).await {
+        tracing::error!(?address, %error, "the metrics listener failed");
+    }
+}
