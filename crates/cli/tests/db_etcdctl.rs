@@ -1,6 +1,6 @@
 //! etcd's own command-line client (etcdctl 3.4, Debian's `etcd-client`) against a three-node
 //! Concord DB: put, get (prefix, range, at a revision), del, txn, watch, leases with expiry,
-//! member list, endpoint status and health, and reads with no leader.
+//! member list, endpoint status and health, `check datascale`, and reads with no leader.
 
 mod db;
 
@@ -484,4 +484,14 @@ fn with_no_leader_linearizable_reads_fail_and_serializable_reads_answer() {
         etcdctl_ok(&at, &["get", "k", "--print-value-only"]),
         "before\n"
     );
+}
+
+/// etcdctl's own check: 10 000 puts, then the members' memory from their `/metrics`
+/// (`process_resident_memory_bytes`), then the keys deleted.
+#[test]
+fn etcdctl_check_datascale_passes() {
+    let cluster = DbCluster::start(3, &[]);
+    let out = etcdctl_ok(&cluster.endpoints(), &["check", "datascale", "--load", "s"]);
+    assert!(out.contains("PASS"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
 }

@@ -1,5 +1,7 @@
-//! Prometheus metrics at `/metrics`: the runtime's (fsync latency, WAL size, messages) and the
-//! database's (term, leader changes, proposals, apply lag).
+//! Prometheus metrics at `/metrics`: the runtime's (fsync latency, WAL size, messages), the
+//! database's (term, leader changes, proposals, apply lag), and the standard process metrics
+//! every Prometheus client exports (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+//! …; dashboards and `etcdctl check datascale` read them).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,9 +83,130 @@ pub(crate) fn render(shared: &Shared) -> String {
         "Committed entries not yet applied",
         db.apply_lag.clone(),
     );
+    register_process_metrics(&mut registry);
     let mut text = String::new();
     if encode(&mut text, &registry).is_err() {
         text = "# metrics could not be encoded\n".to_string();
     }
     text
+}
+
+/// The process's own figures, read from `/proc/self` when rendered (Linux; elsewhere none).
+fn register_process_metrics(registry: &mut Registry) {
+    let Some(process) = ProcessFigures::read() else {
+        return;
+    };
+    let gauge = |value: f64| {
+        let gauge = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        gauge.set(value);
+        gauge
+    };
+    let cpu = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+    cpu.inc_by(process.cpu_seconds);
+    registry.register(
+        "process_cpu_seconds",
+        "Total user and system CPU time spent in seconds",
+        cpu,
+    );
+    let figures = [
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            process.resident_bytes,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+            process.virtual_bytes,
+        ),
+        (
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch in seconds",
+            process.start_time_seconds,
+        ),
+        (
+            "process_open_fds",
+            "Number of open file descriptors",
+            process.open_fds,
+        ),
+        (
+            "process_max_fds",
+            "Maximum number of open file descriptors",
+            process.max_fds,
+        ),
+    ];
+    for (name, help, value) in figures {
+        registry.register(name, help, gauge(value));
+    }
+}
+
+/// What `/proc/self` says about this process.
+#[derive(Debug)]
+struct ProcessFigures {
+    cpu_seconds: f64,
+    resident_bytes: f64,
+    virtual_bytes: f64,
+    start_time_seconds: f64,
+    open_fds: f64,
+    max_fds: f64,
+}
+
+impl ProcessFigures {
+    fn read() -> Option<ProcessFigures> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold spaces), from field 3 (state) on.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let field = |n: usize| fields.get(n - 3)?.parse::<f64>().ok();
+        let ticks = rustix::param::clock_ticks_per_second() as f64;
+        let boot_time: f64 = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|line| line.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as f64;
+        let max_fds = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .map_or(f64::INFINITY, |limit| limit as f64);
+        Some(ProcessFigures {
+            cpu_seconds: (field(14)? + field(15)?) / ticks,
+            resident_bytes: field(24)? * rustix::param::page_size() as f64,
+            virtual_bytes: field(23)?,
+            start_time_seconds: boot_time + field(22)? / ticks,
+            open_fds,
+            max_fds,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_process_figures_are_plausible() {
+        let figures = ProcessFigures::read().expect("/proc/self is readable on Linux");
+        assert!(figures.resident_bytes > 1e6, "{figures:?}");
+        assert!(
+            figures.virtual_bytes >= figures.resident_bytes,
+            "{figures:?}"
+        );
+        assert!(
+            figures.open_fds >= 3.0 && figures.open_fds <= figures.max_fds,
+            "{figures:?}"
+        );
+        assert!(figures.start_time_seconds > 1.6e9, "{figures:?}");
+        let mut registry = Registry::default();
+        register_process_metrics(&mut registry);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for name in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+        ] {
+            assert!(text.contains(name), "{text}");
+        }
+    }
 }
