@@ -495,3 +495,46 @@ fn etcdctl_check_datascale_passes() {
     assert!(out.contains("PASS"), "{out}");
     assert!(!out.contains("FAIL"), "{out}");
 }
+
+/// etcdctl 3.4 makes its per-endpoint calls (`endpoint status`, `endpoint hashkv`, `defrag`,
+/// `snapshot save`, and every `--cluster` form) with the endpoint's URL as the HTTP/2
+/// `:authority`, which the server mends rather than refuses (`server/authority.rs`).
+#[test]
+fn per_endpoint_calls_with_url_endpoints_and_cluster_forms() {
+    let cluster = DbCluster::start(3, &[]);
+    let first = cluster.nodes[0].client.clone();
+    let status = json(&first, &["endpoint", "status", "--cluster"]);
+    let rows = status.as_array().expect("one row per member");
+    assert_eq!(rows.len(), 3, "{status}");
+    let leader = &rows[0]["Status"]["leader"];
+    assert!(
+        rows.iter().all(|r| &r["Status"]["leader"] == leader),
+        "every member names the same leader: {status}"
+    );
+    let leading = rows
+        .iter()
+        .filter(|r| r["Status"]["leader"] == r["Status"]["header"]["member_id"])
+        .count();
+    assert_eq!(leading, 1, "{status}");
+    let hashes = etcdctl_ok(&first, &["endpoint", "hashkv", "--cluster"]);
+    assert_eq!(hashes.lines().count(), 3, "{hashes}");
+    let urls = cluster.urls().join(",");
+    // etcdctl prints some outcomes on standard output, some on standard error.
+    let both = |args: &[&str], endpoints: &str| {
+        let output = etcdctl(endpoints, args);
+        assert!(output.status.success(), "etcdctl {args:?}");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    let defrag = both(&["defrag"], &urls);
+    assert_eq!(
+        defrag.matches("Finished defragmenting").count(),
+        3,
+        "{defrag}"
+    );
+    let health = both(&["endpoint", "health", "--cluster"], &first);
+    assert_eq!(health.matches("is healthy").count(), 3, "{health}");
+}

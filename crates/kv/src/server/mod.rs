@@ -15,10 +15,12 @@
 //! carried out by a `LeaseRevoke` proposal, so every replica deletes the same keys at the same
 //! revision.
 
+mod authority;
 pub mod backup;
 mod cluster;
 pub mod convert;
 mod http;
+mod incoming;
 mod kv;
 mod lease;
 mod metrics;
@@ -537,8 +539,8 @@ pub async fn fetch_status(
 
 /// Client connections: plain TCP, or TLS streams after their handshake.
 enum ClientIncoming {
-    Plain(tokio::net::TcpListener),
-    Tls(tls::Incoming),
+    Plain(incoming::Incoming<tokio::net::TcpStream>),
+    Tls(incoming::Incoming<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
 }
 
 /// A running node.
@@ -612,9 +614,9 @@ impl Server {
         // Set up before the node starts: bad TLS files stop it with a clear error.
         let incoming = match &config.client_tls {
             Some(files) => {
-                ClientIncoming::Tls(tls::incoming(client_listener, files).context("client TLS")?)
+                ClientIncoming::Tls(incoming::tls(client_listener, files).context("client TLS")?)
             }
-            None => ClientIncoming::Plain(client_listener),
+            None => ClientIncoming::Plain(incoming::plain(client_listener)),
         };
         let metrics_listeners = http::bind(&config.listen_metrics).await?;
         let member_tls = match &config.client_tls {
@@ -659,19 +661,16 @@ impl Server {
             background.push(tokio::spawn(http::serve(listener, Arc::clone(&shared))));
         }
         let router = build_router(&shared);
-        // Nagle off on every accepted connection: a response written as several small frames
-        // would otherwise wait out the client's delayed acknowledgement (about 40 ms).
+        // `incoming` turns Nagle off on every accepted connection: a response written as
+        // several small frames would otherwise wait out the client's delayed acknowledgement
+        // (about 40 ms).
         let builder = tonic::transport::Server::builder()
             .accept_http1(true)
             .tcp_nodelay(true)
             .add_routes(router);
         let serve = match incoming {
             ClientIncoming::Tls(incoming) => tokio::spawn(builder.serve_with_incoming(incoming)),
-            ClientIncoming::Plain(listener) => {
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                tokio::spawn(builder.serve_with_incoming(incoming))
-            }
+            ClientIncoming::Plain(incoming) => tokio::spawn(builder.serve_with_incoming(incoming)),
         };
         Ok(Server {
             shared: Arc::new(SharedHandle(shared)),

@@ -1,0 +1,86 @@
+//! The client port's connections, as tonic's `serve_with_incoming` takes them: accepted, with
+//! Nagle off, after their TLS handshake when the port has TLS, each behind [`AuthorityFix`].
+//! The listener closes once the stream is dropped (the server stopped).
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use concord_runtime::TlsFiles;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::authority::AuthorityFix;
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepted connections.
+pub(crate) type Incoming<S> = ReceiverStream<io::Result<AuthorityFix<S>>>;
+
+/// Plain TCP connections.
+pub(crate) fn plain(listener: TcpListener) -> Incoming<TcpStream> {
+    accept(listener, |stream| async move { Ok(stream) })
+}
+
+/// TLS connections, with the port's certificate and, with `client_cert_auth`, a client
+/// certificate required.
+pub(crate) fn tls(
+    listener: TcpListener,
+    files: &TlsFiles,
+) -> anyhow::Result<Incoming<TlsStream<TcpStream>>> {
+    let config = files.server_config(&[b"h2", b"http/1.1"])?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    Ok(accept(listener, move |stream| {
+        let acceptor = acceptor.clone();
+        async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(result) => result,
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                )),
+            }
+        }
+    }))
+}
+
+/// Accepts connections on `listener` and hands on what `handshake` makes of each; each
+/// handshake runs on its own task, so a slow client holds up no other.
+fn accept<S, F, H>(listener: TcpListener, handshake: H) -> Incoming<S>
+where
+    S: Send + 'static,
+    F: Future<Output = io::Result<S>> + Send + 'static,
+    H: Fn(TcpStream) -> F + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = sender.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, remote) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a client connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let handshake = handshake(stream);
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                match handshake.await {
+                    Ok(stream) => {
+                        let _ = sender.send(Ok(AuthorityFix::new(stream))).await;
+                    }
+                    Err(error) => tracing::info!(%remote, %error, "client handshake failed"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(receiver)
+}
