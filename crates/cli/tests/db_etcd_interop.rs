@@ -268,3 +268,33 @@ fn an_etcd_snapshot_restores_a_concord_cluster() {
     cluster.wait_for_leader(Duration::from_secs(20));
     check_history(&cluster.endpoints(), revision);
 }
+
+#[test]
+fn a_backup_larger_than_one_stream_message_arrives_whole() {
+    let cluster = DbCluster::start(1, &[]);
+    let endpoints = cluster.endpoints();
+    // Three values of 1 MiB: the snapshot stream carries 1 MiB per message.
+    let value = "v".repeat(1 << 20);
+    for i in 0..3 {
+        // The value comes on standard input: it is too long for an argument.
+        let key = format!("big{i}");
+        let put = db::etcdctl_with_input(&endpoints, &["put", &key], Some(&value));
+        assert!(
+            put.status.success(),
+            "{}",
+            String::from_utf8_lossy(&put.stderr)
+        );
+    }
+    let files = tempfile::tempdir().unwrap();
+    let backup = files.path().join("big.db");
+    etcdctl_ok(&endpoints, &["snapshot", "save", backup.to_str().unwrap()]);
+    let status = json(&etcdctl_ok(
+        &endpoints,
+        &["snapshot", "status", backup.to_str().unwrap(), "-w", "json"],
+    ));
+    assert_eq!(status["totalKey"].as_i64(), Some(3 + 1), "{status}");
+    assert!(
+        status["totalSize"].as_i64().unwrap_or(0) > 3 << 20,
+        "{status}"
+    );
+}

@@ -504,19 +504,18 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
                 .map_err(|e| Status::internal(format!("writing the snapshot failed: {e}")))?
                 .map_err(|e| Status::internal(format!("writing the snapshot failed: {e}")))?;
         let header = shared.header_info().header(revision);
+        // Each message is cut from the file when the stream is polled for it, so the file is
+        // held once, not twice.
         let total = bytes.len();
-        let chunks: Vec<Result<pb::SnapshotResponse, Status>> = bytes
-            .chunks(SNAPSHOT_CHUNK_BYTES)
-            .enumerate()
-            .map(|(index, chunk)| {
-                let sent = (index * SNAPSHOT_CHUNK_BYTES + chunk.len()) as u64;
-                Ok(pb::SnapshotResponse {
-                    header,
-                    remaining_bytes: total as u64 - sent,
-                    blob: chunk.to_vec(),
-                })
+        let chunks = (0..total.div_ceil(SNAPSHOT_CHUNK_BYTES)).map(move |index| {
+            let start = index * SNAPSHOT_CHUNK_BYTES;
+            let end = (start + SNAPSHOT_CHUNK_BYTES).min(total);
+            Ok(pb::SnapshotResponse {
+                header,
+                remaining_bytes: (total - end) as u64,
+                blob: bytes[start..end].to_vec(),
             })
-            .collect();
+        });
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
