@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
@@ -151,7 +151,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
         task.await?;
     }
     let seconds = start.elapsed().as_secs_f64();
-    let shared = shared.lock().await;
+    let shared = shared.lock().unwrap_or_else(|e| e.into_inner());
     let quantile_ms = |q: f64| shared.histogram.value_at_quantile(q) as f64 / 1000.0;
     Ok(LoadReport {
         op: config.op,
@@ -224,28 +224,34 @@ async fn client_loop(
                 .map(|_| ()),
         };
         let finished = Instant::now();
-        let mut shared = shared.lock().await;
-        match result {
-            Ok(()) => {
-                let micros = (finished - started).as_micros().max(1) as u64;
-                let _ = shared.histogram.record(micros);
-                shared.ok += 1;
-                if let Some(last) = shared.last_ack {
-                    let gap = finished.saturating_duration_since(last);
-                    shared.max_gap = shared.max_gap.max(gap);
+        let failed = {
+            // Held for a few field updates, never across an await.
+            let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+            match result {
+                Ok(()) => {
+                    let micros = (finished - started).as_micros().max(1) as u64;
+                    let _ = shared.histogram.record(micros);
+                    shared.ok += 1;
+                    if let Some(last) = shared.last_ack {
+                        let gap = finished.saturating_duration_since(last);
+                        shared.max_gap = shared.max_gap.max(gap);
+                    }
+                    shared.last_ack = Some(finished);
+                    false
                 }
-                shared.last_ack = Some(finished);
+                Err(status) => {
+                    shared.failed += 1;
+                    let reason = format!("{:?}: {}", status.code(), status.message());
+                    *shared.errors.entry(reason).or_default() += 1;
+                    true
+                }
             }
-            Err(status) => {
-                shared.failed += 1;
-                let reason = format!("{:?}: {}", status.code(), status.message());
-                *shared.errors.entry(reason).or_default() += 1;
-                drop(shared);
-                // Try another endpoint: this one may be down or partitioned.
-                channel_index = (channel_index + 1) % channels.len();
-                client = KvClient::new(channels[channel_index].clone());
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+        };
+        if failed {
+            // Try another endpoint: this one may be down or partitioned.
+            channel_index = (channel_index + 1) % channels.len();
+            client = KvClient::new(channels[channel_index].clone());
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
