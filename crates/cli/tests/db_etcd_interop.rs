@@ -177,19 +177,25 @@ fn check_history(endpoints: &str, revision: i64) {
     assert_eq!(next["header"]["revision"].as_i64(), Some(16));
 }
 
+/// Saves a snapshot of `endpoints` to `dir/name` with etcdctl and reads it back with
+/// `etcdctl snapshot status`, which opens the bbolt file and checks its integrity.
+fn save_and_status(endpoints: &str, dir: &Path, name: &str) -> serde_json::Value {
+    let backup = dir.join(name);
+    let path = backup.to_str().expect("a UTF-8 path");
+    etcdctl_ok(endpoints, &["snapshot", "save", path]);
+    json(&etcdctl_ok(
+        endpoints,
+        &["snapshot", "status", path, "-w", "json"],
+    ))
+}
+
 #[test]
 fn etcdctl_snapshot_status_reads_a_concord_backup() {
     let cluster = DbCluster::start(1, &[]);
     let endpoints = cluster.endpoints();
     let revision = write_history(&endpoints);
     let files = tempfile::tempdir().unwrap();
-    let backup = files.path().join("concord.db");
-    etcdctl_ok(&endpoints, &["snapshot", "save", backup.to_str().unwrap()]);
-    // etcdctl opens the bbolt file, checks its integrity, and counts what it holds.
-    let status = json(&etcdctl_ok(
-        &endpoints,
-        &["snapshot", "status", backup.to_str().unwrap(), "-w", "json"],
-    ));
+    let status = save_and_status(&endpoints, files.path(), "concord.db");
     assert_eq!(status["revision"].as_i64(), Some(revision));
     // Entries of every bucket: 15 retained writes in `key` (the compaction at 4 removes none:
     // k0..k2 keep their only versions; then the 10 first puts, k3's second, k5's tombstone,
@@ -286,12 +292,7 @@ fn a_backup_larger_than_one_stream_message_arrives_whole() {
         );
     }
     let files = tempfile::tempdir().unwrap();
-    let backup = files.path().join("big.db");
-    etcdctl_ok(&endpoints, &["snapshot", "save", backup.to_str().unwrap()]);
-    let status = json(&etcdctl_ok(
-        &endpoints,
-        &["snapshot", "status", backup.to_str().unwrap(), "-w", "json"],
-    ));
+    let status = save_and_status(&endpoints, files.path(), "big.db");
     assert_eq!(status["totalKey"].as_i64(), Some(3 + 1), "{status}");
     assert!(
         status["totalSize"].as_i64().unwrap_or(0) > 3 << 20,

@@ -232,14 +232,7 @@ fn store_of_buckets(buckets: &Buckets) -> Result<KvStore, BackupError> {
         let (kind, kv) = if deletion {
             (EventKind::Delete, KeyValue::tombstone(kv.key, main))
         } else {
-            let kv = KeyValue {
-                key: kv.key,
-                create_revision: kv.create_revision,
-                mod_revision: kv.mod_revision,
-                version: kv.version,
-                value: kv.value,
-                lease: kv.lease,
-            };
+            let kv = super::convert::kv_from_pb(kv);
             if kv.mod_revision != main {
                 return corrupt(format!(
                     "the record at revision {main} says it was written at {}",

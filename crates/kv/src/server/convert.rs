@@ -78,6 +78,18 @@ pub fn kv_to_pb(kv: KeyValue) -> mvccpb::KeyValue {
     }
 }
 
+/// A key-value from the wire (or from etcd's backend, which stores the same message).
+pub fn kv_from_pb(kv: mvccpb::KeyValue) -> KeyValue {
+    KeyValue {
+        key: kv.key,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        value: kv.value,
+        lease: kv.lease,
+    }
+}
+
 /// A wire watch event.
 pub fn event_to_pb(event: Event) -> mvccpb::Event {
     mvccpb::Event {
