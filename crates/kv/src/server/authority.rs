@@ -46,8 +46,6 @@ enum Mode {
 struct Translator {
     decoder: loona_hpack::Decoder<'static>,
     encoder: loona_hpack::Encoder<'static>,
-    /// A header block waiting for its CONTINUATION frames: stream, HEADERS flags, fragment.
-    pending: Option<(u32, u8, Vec<u8>)>,
 }
 
 /// A client connection whose `:authority` is mended on the way in (module docs).
@@ -122,40 +120,18 @@ impl<S> AuthorityFix<S> {
             self.mode = Mode::Passing;
             return;
         }
-        let input = &self.input[..];
-        let Some(headers) = Frame::at(input, 0) else {
-            return;
-        };
-        let Some(fragment) = headers.fragment(&input[FRAME_HEADER..FRAME_HEADER + headers.length])
-        else {
-            self.mode = Mode::Passing;
-            return;
-        };
-        let mut block = fragment.to_vec();
-        let mut offset = FRAME_HEADER + headers.length;
-        let mut flags = headers.flags;
-        while flags & END_HEADERS == 0 {
-            let Some(next) = Frame::at(input, offset) else {
-                return;
-            };
-            if next.kind != CONTINUATION {
-                // h2 will refuse the connection.
-                self.mode = Mode::Passing;
-                return;
-            }
-            block.extend_from_slice(
-                &input[offset + FRAME_HEADER..offset + FRAME_HEADER + next.length],
-            );
-            offset += FRAME_HEADER + next.length;
-            flags = next.flags;
+        match header_block(&self.input) {
+            Ok(Some(found)) => self.decide(found),
+            Ok(None) => {}
+            // h2 will refuse the connection.
+            Err(_) => self.mode = Mode::Passing,
         }
-        self.decide(offset, headers, &block);
     }
 
-    /// The first header block, `block`, spans the input's first `end` bytes.
-    fn decide(&mut self, end: usize, headers: Frame, block: &[u8]) {
+    /// `found`, the first header block, is at the head of the input.
+    fn decide(&mut self, found: HeaderBlock) {
         let mut decoder = loona_hpack::Decoder::new();
-        let Ok(fields) = decoder.decode(block) else {
+        let Ok(fields) = decoder.decode(&found.block) else {
             self.mode = Mode::Passing;
             return;
         };
@@ -166,10 +142,14 @@ impl<S> AuthorityFix<S> {
         let mut translator = Translator {
             decoder,
             encoder: loona_hpack::Encoder::new(),
-            pending: None,
         };
-        translator.emit(headers.stream, headers.flags, fields, &mut self.output);
-        self.input.advance(end);
+        translator.emit(
+            found.first.stream,
+            found.first.flags,
+            fields,
+            &mut self.output,
+        );
+        self.input.advance(found.end);
         self.mode = Mode::Translating(Box::new(translator));
     }
 }
@@ -227,42 +207,71 @@ impl Frame {
     }
 }
 
+/// A header block: a HEADERS frame and the CONTINUATION frames up to END_HEADERS.
+struct HeaderBlock {
+    /// The HEADERS frame.
+    first: Frame,
+    /// The fragments, joined.
+    block: Vec<u8>,
+    /// The bytes its frames span.
+    end: usize,
+}
+
+/// The header block at the head of `input`; `None` until all of it is there.
+fn header_block(input: &[u8]) -> Result<Option<HeaderBlock>, &'static str> {
+    let Some(headers) = Frame::at(input, 0) else {
+        return Ok(None);
+    };
+    let mut block = headers
+        .fragment(&input[FRAME_HEADER..FRAME_HEADER + headers.length])
+        .ok_or("a malformed HEADERS frame")?
+        .to_vec();
+    let mut end = FRAME_HEADER + headers.length;
+    let mut flags = headers.flags;
+    while flags & END_HEADERS == 0 {
+        let Some(next) = Frame::at(input, end) else {
+            return Ok(None);
+        };
+        if next.kind != CONTINUATION {
+            return Err("a header block interrupted");
+        }
+        block.extend_from_slice(&input[end + FRAME_HEADER..end + FRAME_HEADER + next.length]);
+        end += FRAME_HEADER + next.length;
+        flags = next.flags;
+    }
+    Ok(Some(HeaderBlock {
+        first: headers,
+        block,
+        end,
+    }))
+}
+
 impl Translator {
     /// Rewrites the header blocks among the complete frames of `input`, consuming them.
     fn translate(&mut self, input: &mut BytesMut, output: &mut BytesMut) -> io::Result<()> {
         let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
         while let Some(frame) = Frame::at(input, 0) {
-            let payload = &input[FRAME_HEADER..FRAME_HEADER + frame.length];
-            match (frame.kind, &mut self.pending) {
-                (HEADERS, None) => {
-                    let fragment = frame
-                        .fragment(payload)
-                        .ok_or_else(|| invalid("a malformed HEADERS frame"))?;
-                    self.pending = Some((frame.stream, frame.flags, fragment.to_vec()));
-                }
-                (CONTINUATION, Some((_, _, block))) => block.extend_from_slice(payload),
-                (_, Some(_)) | (CONTINUATION, None) => {
-                    return Err(invalid("a header block interrupted"));
-                }
-                _ => output.extend_from_slice(&input[..FRAME_HEADER + frame.length]),
-            }
-            if matches!(frame.kind, HEADERS | CONTINUATION) && frame.flags & END_HEADERS != 0 {
-                if let Some((stream, flags, block)) = self.pending.take() {
+            match frame.kind {
+                HEADERS => {
+                    let Some(found) = header_block(input).map_err(invalid)? else {
+                        if input.len() > MAX_BLOCK {
+                            return Err(invalid("a header block too large"));
+                        }
+                        break;
+                    };
                     let fields = self
                         .decoder
-                        .decode(&block)
+                        .decode(&found.block)
                         .map_err(|e| invalid(&format!("a header block does not decode: {e:?}")))?;
-                    self.emit(stream, flags, fields, output);
+                    self.emit(found.first.stream, found.first.flags, fields, output);
+                    input.advance(found.end);
+                }
+                CONTINUATION => return Err(invalid("a CONTINUATION frame outside a header block")),
+                _ => {
+                    let frame = input.split_to(FRAME_HEADER + frame.length);
+                    output.unsplit(frame);
                 }
             }
-            if self
-                .pending
-                .as_ref()
-                .is_some_and(|(_, _, block)| block.len() > MAX_BLOCK)
-            {
-                return Err(invalid("a header block too large"));
-            }
-            input.advance(FRAME_HEADER + frame.length);
         }
         Ok(())
     }
