@@ -119,10 +119,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
             .connect_timeout(Duration::from_secs(2))
             .timeout(config.request_timeout)
             .tcp_nodelay(true);
-        let endpoint = match &config.tls {
-            Some(tls) => endpoint.tls_config(tls.clone())?,
-            None => endpoint,
-        };
+        let endpoint = crate::server::tls::with_tls(endpoint, config.tls.as_ref())?;
         channels.push(endpoint.connect_lazy());
     }
     if config.op != LoadOp::Put {

@@ -361,12 +361,8 @@ impl Shared {
             .connect_timeout(Duration::from_secs(1))
             .timeout(self.request_timeout)
             .tcp_nodelay(true);
-        let endpoint = match &self.member_tls {
-            Some(tls) => endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| Status::internal(format!("TLS to '{url}': {e}")))?,
-            None => endpoint,
-        };
+        let endpoint = tls::with_tls(endpoint, self.member_tls.as_ref())
+            .map_err(|e| Status::internal(format!("TLS to '{url}': {e}")))?;
         let channel = endpoint.connect_lazy();
         channels.insert(url.to_string(), channel.clone());
         Ok(channel)
@@ -506,14 +502,11 @@ pub async fn fetch_status(
     endpoint: &str,
     tls: Option<&tonic::transport::ClientTlsConfig>,
 ) -> anyhow::Result<NodeStatusReport> {
-    let mut channel = Endpoint::from_shared(endpoint.to_string())
+    let channel = Endpoint::from_shared(endpoint.to_string())
         .with_context(|| format!("bad endpoint '{endpoint}'"))?
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(2));
-    if let Some(tls) = tls {
-        channel = channel.tls_config(tls.clone())?;
-    }
-    let channel = channel
+    let channel = tls::with_tls(channel, tls)?
         .connect()
         .await
         .with_context(|| format!("cannot connect to {endpoint}"))?;
@@ -666,7 +659,6 @@ impl Server {
         // (about 40 ms).
         let builder = tonic::transport::Server::builder()
             .accept_http1(true)
-            .tcp_nodelay(true)
             .add_routes(router);
         let serve = match incoming {
             ClientIncoming::Tls(incoming) => tokio::spawn(builder.serve_with_incoming(incoming)),

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use concord_runtime::TlsFiles;
-use tonic::transport::{Certificate, Identity};
+use tonic::transport::{Certificate, Endpoint, Identity};
 
 pub use tonic::transport::ClientTlsConfig;
 
@@ -37,6 +37,17 @@ pub fn client_tls(
         _ => anyhow::bail!("a client certificate needs its key, and a key its certificate"),
     }
     Ok(config)
+}
+
+/// `endpoint`, over TLS when `tls` is given (its URL then says `https://`).
+pub fn with_tls(
+    endpoint: Endpoint,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Endpoint, tonic::transport::Error> {
+    match tls {
+        Some(tls) => endpoint.tls_config(tls.clone()),
+        None => Ok(endpoint),
+    }
 }
 
 /// How a member reaches the other members' client URLs: with its own certificate, trusting
