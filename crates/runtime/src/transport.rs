@@ -678,12 +678,24 @@ mod tests {
         peers: &[(NodeId, SocketAddr)],
         metrics: HostMetrics,
     ) -> (Transport, mpsc::Receiver<(NodeId, Bytes)>) {
+        start_with(id, cluster_id, listener, peers, metrics, fast())
+    }
+
+    /// [`start`] with other transport options.
+    fn start_with(
+        id: NodeId,
+        cluster_id: u64,
+        listener: TcpListener,
+        peers: &[(NodeId, SocketAddr)],
+        metrics: HostMetrics,
+        options: TransportOptions,
+    ) -> (Transport, mpsc::Receiver<(NodeId, Bytes)>) {
         let (inbound, received) = mpsc::channel(64);
         let peers = peers.iter().copied().collect();
         let (lost, _) = mpsc::unbounded_channel();
         let transport = Transport::start(
             Identity { id, cluster_id },
-            fast(),
+            options,
             listener,
             &peers,
             inbound,
@@ -726,22 +738,15 @@ mod tests {
         b.shutdown().await;
     }
 
-    /// Transports with `tls` (or plain TCP).
+    /// Node `id` of cluster 7 with `tls` (or plain TCP).
     fn start_tls(
         id: NodeId,
         listener: TcpListener,
         peers: &[(NodeId, SocketAddr)],
         tls: Option<PeerTls>,
     ) -> (Transport, mpsc::Receiver<(NodeId, Bytes)>) {
-        let (inbound, received) = mpsc::channel(64);
-        let (lost, _) = mpsc::unbounded_channel();
         let options = TransportOptions { tls, ..fast() };
-        let peers = peers.iter().copied().collect();
-        let identity = Identity { id, cluster_id: 7 };
-        let metrics = HostMetrics::default();
-        let transport =
-            Transport::start(identity, options, listener, &peers, inbound, lost, metrics);
-        (transport, received)
+        start_with(id, 7, listener, peers, HostMetrics::default(), options)
     }
 
     #[tokio::test]
