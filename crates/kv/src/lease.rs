@@ -297,20 +297,23 @@ impl Lessor {
     /// a lease the table holds and the lessor lacks (its grant applied a moment ago) gets its
     /// full TTL from `now`; one the table no longer holds (its revoke applied) is forgotten.
     pub fn sync(&mut self, table: &[LeaseInfo], now: Time) {
-        for lease in table {
-            if !self.contains(lease.id) {
+        let stored: BTreeMap<LeaseId, &LeaseInfo> = table.iter().map(|l| (l.id, l)).collect();
+        let ids: BTreeSet<LeaseId> = stored.keys().chain(self.leases.keys()).copied().collect();
+        for id in ids {
+            self.sync_one(id, stored.get(&id).copied(), now);
+        }
+    }
+
+    /// [`Lessor::sync`] for lease `id` alone, given what the table holds of it.
+    pub fn sync_one(&mut self, id: LeaseId, stored: Option<&LeaseInfo>, now: Time) {
+        match (stored, self.contains(id)) {
+            (Some(lease), false) => {
                 self.grant(lease.id, lease.ttl, now);
             }
-        }
-        let stored: BTreeSet<LeaseId> = table.iter().map(|l| l.id).collect();
-        let gone: Vec<LeaseId> = self
-            .leases
-            .keys()
-            .copied()
-            .filter(|id| !stored.contains(id))
-            .collect();
-        for id in gone {
-            self.remove(id);
+            (None, true) => {
+                self.remove(id);
+            }
+            _ => {}
         }
     }
 }

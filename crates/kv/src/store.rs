@@ -167,6 +167,16 @@ pub(crate) struct Lease {
     pub(crate) keys: BTreeSet<Vec<u8>>,
 }
 
+impl Lease {
+    fn info(&self, id: LeaseId) -> LeaseInfo {
+        LeaseInfo {
+            id,
+            ttl: self.ttl,
+            remaining_ttl: self.remaining_ttl,
+        }
+    }
+}
+
 /// The lease table.
 pub(crate) type Leases = BTreeMap<LeaseId, Lease>;
 
@@ -244,12 +254,13 @@ impl KvStore {
     pub fn leases(&self) -> Vec<LeaseInfo> {
         self.leases
             .iter()
-            .map(|(id, lease)| LeaseInfo {
-                id: *id,
-                ttl: lease.ttl,
-                remaining_ttl: lease.remaining_ttl,
-            })
+            .map(|(&id, lease)| lease.info(id))
             .collect()
+    }
+
+    /// One lease, if the table holds it.
+    pub fn lease(&self, id: LeaseId) -> Option<LeaseInfo> {
+        self.leases.get(&id).map(|lease| lease.info(id))
     }
 
     /// The keys attached to a lease, in key order.

@@ -93,15 +93,20 @@ impl LeaseService {
             .await
     }
 
-    /// Runs `f` on this leader's lessor once it is in step with `leases`, the replicated
-    /// lease table read just before: the background sync runs only every tick, and a grant or
-    /// revoke applied since must already count.
-    fn synced_lessor<T>(&self, leases: &[LeaseInfo], f: impl FnOnce(&mut Lessor, Time) -> T) -> T {
+    /// Runs `f` on this leader's lessor once lease `id` there is in step with `stored`, what
+    /// the replicated lease table held of it just before: the background sync runs only every
+    /// tick, and a grant or revoke applied since must already count.
+    fn synced_lessor<T>(
+        &self,
+        id: LeaseId,
+        stored: Option<&LeaseInfo>,
+        f: impl FnOnce(&mut Lessor, Time) -> T,
+    ) -> T {
         let shared = &self.0;
         let now = shared.now();
         let mut lessor = shared.lessor.lock().unwrap_or_else(|e| e.into_inner());
         if lessor.is_primary() {
-            lessor.sync(leases, now);
+            lessor.sync_one(id, stored, now);
         }
         f(&mut lessor, now)
     }
@@ -224,10 +229,12 @@ impl pb::lease_server::Lease for LeaseService {
         }
         let message = request.into_inner();
         let id = message.id;
-        let (revision, leases, keys) = shared
-            .with_store(move |store| (store.revision(), store.leases(), store.lease_keys(id)))
+        let (revision, stored, keys) = shared
+            .with_store(move |store| (store.revision(), store.lease(id), store.lease_keys(id)))
             .await?;
-        let answer = self.synced_lessor(&leases, |lessor, now| lessor.time_to_live(id, now));
+        let answer = self.synced_lessor(id, stored.as_ref(), |lessor, now| {
+            lessor.time_to_live(id, now)
+        });
         let header = shared.header_info().header(revision);
         match answer {
             Ok(ttl) => {
@@ -279,12 +286,14 @@ impl LeaseService {
     async fn keep_alive_one(&self, id: LeaseId) -> Result<pb::LeaseKeepAliveResponse, Status> {
         let shared = &self.0;
         if is_leader(shared) {
-            let (revision, leases) = shared
-                .with_store(|store| (store.revision(), store.leases()))
+            let (revision, stored) = shared
+                .with_store(move |store| (store.revision(), store.lease(id)))
                 .await?;
             // Unknown or already expired: etcd answers TTL 0 and the client stops.
             let ttl = self
-                .synced_lessor(&leases, |lessor, now| lessor.keep_alive(id, now))
+                .synced_lessor(id, stored.as_ref(), |lessor, now| {
+                    lessor.keep_alive(id, now)
+                })
                 .unwrap_or(0);
             return Ok(pb::LeaseKeepAliveResponse {
                 header: shared.header_info().header(revision),
