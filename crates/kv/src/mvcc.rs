@@ -121,6 +121,7 @@ impl Mvcc {
     }
 
     /// Every retained write in revision order (for snapshots).
+    #[cfg(test)]
     pub(crate) fn records(&self) -> impl Iterator<Item = (&SubRevision, &Record)> {
         self.log.iter()
     }

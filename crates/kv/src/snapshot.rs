@@ -60,6 +60,22 @@ pub(crate) struct SnapshotData {
     pub(crate) removed: Vec<u64>,
 }
 
+impl SnapshotData {
+    /// The plain data of [`KvStore::encode`]'s bytes, unchecked ([`KvStore::from_data`] checks).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let body = bytes.strip_prefix(MAGIC).ok_or(SnapshotError::BadMagic)?;
+        let (data, rest): (SnapshotData, &[u8]) = postcard::take_from_bytes(body)
+            .map_err(|error| SnapshotError::Decode(error.to_string()))?;
+        if !rest.is_empty() {
+            return Err(SnapshotError::Decode(format!(
+                "{} trailing bytes",
+                rest.len()
+            )));
+        }
+        Ok(data)
+    }
+}
+
 /// A record as the snapshot encodes it (a `SnapshotRecord`), borrowed.
 #[derive(Serialize)]
 struct SnapshotRecordRef<'a> {
@@ -161,16 +177,7 @@ impl KvStore {
 
     /// Rebuilds a store from [`KvStore::encode`]'s bytes, checking them.
     pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let body = bytes.strip_prefix(MAGIC).ok_or(SnapshotError::BadMagic)?;
-        let (data, rest): (SnapshotData, &[u8]) = postcard::take_from_bytes(body)
-            .map_err(|error| SnapshotError::Decode(error.to_string()))?;
-        if !rest.is_empty() {
-            return Err(SnapshotError::Decode(format!(
-                "{} trailing bytes",
-                rest.len()
-            )));
-        }
-        Self::from_data(data)
+        Self::from_data(SnapshotData::decode(bytes)?)
     }
 
     /// Rebuilds a store from its state as plain data, checking every record and invariant.

@@ -108,18 +108,15 @@ fn corrupt<T>(message: impl Into<String>) -> Result<T, BackupError> {
     Err(BackupError::Corrupt(message.into()))
 }
 
-/// A backup of `store`: a bbolt file in etcd's layout, then its SHA-256.
-pub fn backup_bytes(store: &KvStore) -> Vec<u8> {
-    let mut bytes = bolt::write(&etcd_buckets(store));
+/// A backup of a store from its snapshot encoding (`KvStore::encode`, the node's own, so
+/// trusted): a bbolt file in etcd's layout, then its SHA-256. The records go from the
+/// encoding to the file without the store being rebuilt.
+pub fn backup_of_encoding(encoding: &[u8]) -> Result<Vec<u8>, BackupError> {
+    let data = SnapshotData::decode(encoding).map_err(|e| BackupError::Corrupt(e.to_string()))?;
+    let mut bytes = bolt::write(&etcd_buckets(data));
     let checksum = Sha256::digest(&bytes);
     bytes.extend_from_slice(&checksum);
-    bytes
-}
-
-/// A backup of a store's snapshot encoding (`KvStore::encode`).
-pub fn backup_of_encoding(encoding: &[u8]) -> Result<Vec<u8>, BackupError> {
-    let store = KvStore::decode(encoding).map_err(|e| BackupError::Corrupt(e.to_string()))?;
-    Ok(backup_bytes(&store))
+    Ok(bytes)
 }
 
 /// A revision as etcd's `key` bucket orders it.
@@ -134,52 +131,53 @@ fn revision_key(main: Revision, sub: i64, deletion: bool) -> Vec<u8> {
     key
 }
 
-/// The store in etcd's backend buckets (the module docs).
-fn etcd_buckets(store: &KvStore) -> Buckets {
+/// A store's state in etcd's backend buckets (the module docs).
+fn etcd_buckets(data: SnapshotData) -> Buckets {
     let mut buckets = Buckets::new();
-    let keys = store
-        .mvcc
-        .records()
-        .map(|(at, record)| {
+    let keys = data
+        .records
+        .into_iter()
+        .map(|record| {
+            let main = record.kv.mod_revision;
             let deletion = record.kind == EventKind::Delete;
             let value = if deletion {
                 mvccpb::KeyValue {
-                    key: record.kv.key.clone(),
+                    key: record.kv.key,
                     ..Default::default()
                 }
             } else {
-                super::convert::kv_to_pb(record.kv.clone())
+                super::convert::kv_to_pb(record.kv)
             };
             (
-                revision_key(at.main, at.sub, deletion),
+                revision_key(main, record.sub, deletion),
                 value.encode_to_vec(),
             )
         })
         .collect();
     buckets.insert(KEY_BUCKET.to_vec(), keys);
     let mut meta = BTreeMap::new();
-    if store.compact_revision() > 0 {
-        let at = revision_key(store.compact_revision(), 0, false);
+    if data.compact_revision > 0 {
+        let at = revision_key(data.compact_revision, 0, false);
         meta.insert(FINISHED_COMPACT.to_vec(), at.clone());
         meta.insert(SCHEDULED_COMPACT.to_vec(), at);
     }
     buckets.insert(META_BUCKET.to_vec(), meta);
-    let leases = store
+    let leases = data
         .leases
         .iter()
-        .map(|(&id, lease)| {
+        .map(|lease| {
             let record = LeaseRecord {
-                id,
+                id: lease.id,
                 ttl: lease.ttl,
                 remaining_ttl: lease.remaining_ttl,
             };
-            (id.to_be_bytes().to_vec(), record.encode_to_vec())
+            (lease.id.to_be_bytes().to_vec(), record.encode_to_vec())
         })
         .collect();
     buckets.insert(LEASE_BUCKET.to_vec(), leases);
-    let members = store
+    let members = data
         .members
-        .values()
+        .iter()
         .map(|member| {
             let record = MemberRecord {
                 id: member.id,
@@ -194,7 +192,7 @@ fn etcd_buckets(store: &KvStore) -> Buckets {
         })
         .collect();
     buckets.insert(MEMBERS_BUCKET.to_vec(), members);
-    let removed = store
+    let removed = data
         .removed
         .iter()
         .map(|id| (format!("{id:x}").into_bytes(), b"removed".to_vec()))
@@ -417,7 +415,7 @@ mod tests {
     #[test]
     fn a_backup_reads_back_as_the_same_key_space() {
         let store = store();
-        let bytes = backup_bytes(&store);
+        let bytes = backup_of_encoding(&store.encode()).unwrap();
         assert!((bytes.len() - CHECKSUM_BYTES).is_multiple_of(bolt::PAGE_SIZE));
         let mut expected = store.clone();
         expected.members.clear();
@@ -427,7 +425,7 @@ mod tests {
 
     #[test]
     fn a_damaged_or_truncated_backup_is_refused() {
-        let bytes = backup_bytes(&store());
+        let bytes = backup_of_encoding(&store().encode()).unwrap();
         let mut flipped = bytes.clone();
         flipped[10] ^= 1;
         assert!(matches!(read_backup(&flipped), Err(BackupError::Checksum)));
@@ -473,8 +471,9 @@ mod tests {
         assert!(store.leases[&leased].keys.contains(b"leased".as_slice()));
         // Written back in the same layout, the key bucket is byte for byte etcd's.
         let etcd = bolt::read(include_bytes!("../../tests/data/etcd-3.4.23.snap")).unwrap();
-        assert_eq!(etcd_buckets(&store)[KEY_BUCKET], etcd[KEY_BUCKET]);
-        assert_eq!(etcd_buckets(&store)[LEASE_BUCKET], etcd[LEASE_BUCKET]);
+        let ours = etcd_buckets(SnapshotData::decode(&store.encode()).unwrap());
+        assert_eq!(ours[KEY_BUCKET], etcd[KEY_BUCKET]);
+        assert_eq!(ours[LEASE_BUCKET], etcd[LEASE_BUCKET]);
     }
 
     #[test]

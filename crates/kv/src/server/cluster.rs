@@ -498,11 +498,14 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             .with_store(|store| (store.revision(), store.encode()))
             .await?;
         // Laid out in etcd's format off the node's task and off the async workers.
+        let failed = |e: &dyn std::fmt::Display| {
+            Status::internal(format!("writing the snapshot failed: {e}"))
+        };
         let bytes =
             tokio::task::spawn_blocking(move || super::backup::backup_of_encoding(&encoding))
                 .await
-                .map_err(|e| Status::internal(format!("writing the snapshot failed: {e}")))?
-                .map_err(|e| Status::internal(format!("writing the snapshot failed: {e}")))?;
+                .map_err(|e| failed(&e))?
+                .map_err(|e| failed(&e))?;
         let header = shared.header_info().header(revision);
         // Each message is cut from the file when the stream is polled for it, so the file is
         // held once, not twice.
