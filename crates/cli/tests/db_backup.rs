@@ -8,18 +8,7 @@ mod db;
 
 use std::time::Duration;
 
-use db::{concord, etcdctl_ok, DbCluster};
-
-fn restore(backup: &std::path::Path, cluster: &DbCluster, id: u64) -> std::process::Output {
-    concord()
-        .args(["db", "restore"])
-        .arg(backup)
-        .args(["--id", &id.to_string(), "--data-dir"])
-        .arg(&cluster.nodes[(id - 1) as usize].data_dir)
-        .args(["--initial-cluster", &cluster.initial_cluster])
-        .output()
-        .expect("concord db restore runs")
-}
+use db::{etcdctl_ok, DbCluster};
 
 fn revision_of(endpoints: &str, key: &str) -> (i64, i64) {
     let out = etcdctl_ok(endpoints, &["get", key, "-w", "json"]);
@@ -63,7 +52,7 @@ fn a_backup_saved_with_etcdctl_restores_a_new_cluster_with_the_same_keys_and_rev
     // A new cluster on other ports, every node restored from the same file.
     let mut new = DbCluster::prepare(3, &[]);
     for id in 1..=3 {
-        let output = restore(&backup, &new, id);
+        let output = new.restore(&backup, id);
         assert!(
             output.status.success(),
             "restore {id}: {}",
@@ -72,7 +61,7 @@ fn a_backup_saved_with_etcdctl_restores_a_new_cluster_with_the_same_keys_and_rev
         assert!(String::from_utf8_lossy(&output.stdout).contains("restored 19 keys"));
     }
     // Restoring over a node's state is refused.
-    let again = restore(&backup, &new, 1);
+    let again = new.restore(&backup, 1);
     assert!(!again.status.success());
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("already holds a node's state"),
@@ -121,7 +110,7 @@ fn a_backup_saved_with_etcdctl_restores_a_new_cluster_with_the_same_keys_and_rev
     let damaged = files.path().join("damaged.snap");
     std::fs::write(&damaged, &bytes).unwrap();
     let fresh = DbCluster::prepare(1, &[]);
-    let output = restore(&damaged, &fresh, 1);
+    let output = fresh.restore(&damaged, 1);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("SHA-256 does not match"), "{stderr}");

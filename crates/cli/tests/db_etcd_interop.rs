@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use db::{concord, etcdctl, etcdctl_ok, eventually, free_port, DbCluster};
+use db::{etcdctl, etcdctl_ok, eventually, free_port, DbCluster};
 
 /// One etcd member on free ports, killed on drop.
 struct Etcd {
@@ -97,7 +97,10 @@ fn get(endpoints: &str, key: &str, revision: Option<i64>) -> (String, i64, i64, 
     let doc = json(&etcdctl_ok(endpoints, &args));
     let kv = &doc["kvs"][0];
     let value = kv["value"].as_str().unwrap_or_default();
-    let value = String::from_utf8(decode_base64(value)).expect("utf-8 value");
+    // etcdctl's JSON carries bytes in standard base64.
+    let value =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, value).expect("base64");
+    let value = String::from_utf8(value).expect("utf-8 value");
     let field = |name: &str| kv[name].as_i64().unwrap_or(0);
     (
         value,
@@ -105,29 +108,6 @@ fn get(endpoints: &str, key: &str, revision: Option<i64>) -> (String, i64, i64, 
         field("mod_revision"),
         field("version"),
     )
-}
-
-/// etcdctl's JSON carries bytes in standard base64.
-fn decode_base64(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=').map(value).collect();
-    digits
-        .chunks(4)
-        .flat_map(|chunk| {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |n, (i, &d)| n | u32::from(d) << (18 - 6 * i));
-            let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-            bytes.into_iter().take(chunk.len().saturating_sub(1))
-        })
-        .collect()
 }
 
 /// Writes the same small history to any etcd API: puts, an overwrite, a delete, a lease with a
@@ -257,14 +237,7 @@ fn an_etcd_snapshot_restores_a_concord_cluster() {
     drop(etcd);
 
     let mut cluster = DbCluster::prepare(1, &[]);
-    let output = concord()
-        .args(["db", "restore"])
-        .arg(&backup)
-        .args(["--id", "1", "--data-dir"])
-        .arg(cluster.data_dir(1))
-        .args(["--initial-cluster", &cluster.initial_cluster])
-        .output()
-        .expect("concord db restore runs");
+    let output = cluster.restore(&backup, 1);
     assert!(
         output.status.success(),
         "{}",

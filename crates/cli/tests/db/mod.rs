@@ -265,6 +265,19 @@ impl DbCluster {
             .join("\n")
     }
 
+    /// Runs `concord db restore` of `backup` into node `id`'s data directory, for this
+    /// cluster's `--initial-cluster`.
+    pub fn restore(&self, backup: &Path, id: u64) -> Output {
+        concord()
+            .args(["db", "restore"])
+            .arg(backup)
+            .args(["--id", &id.to_string(), "--data-dir"])
+            .arg(self.data_dir(id))
+            .args(["--initial-cluster", &self.initial_cluster])
+            .output()
+            .expect("concord db restore runs")
+    }
+
     /// The data directory of node `id`.
     pub fn data_dir(&self, id: u64) -> &Path {
         &self.nodes[(id - 1) as usize].data_dir
