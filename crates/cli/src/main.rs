@@ -46,8 +46,8 @@ use args::{Cli, Command};
 /// The database's many small, short-lived allocations (requests, log entries, frames) cost
 /// markedly less with mimalloc than with the system allocator. It is built without transparent
 /// huge pages (feature `no_thp`): with them, a thread that touches fresh memory stalls while
-/// the kernel zeroes 2 MiB; without, put p99 at 64 clients fell from 11–18 ms to 8–12 ms over
-/// six alternating runs, at the same throughput.
+/// the kernel zeroes 2 MiB; without, put p99 at 64 clients is lower at the same throughput
+/// (measured in `docs/benchmarks.md`, "Concord DB beside etcd").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
