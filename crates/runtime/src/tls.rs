@@ -133,7 +133,6 @@ impl TlsFiles {
 pub struct PeerTls {
     pub(crate) acceptor: tokio_rustls::TlsAcceptor,
     pub(crate) connector: tokio_rustls::TlsConnector,
-    server: Arc<ServerConfig>,
 }
 
 impl PeerTls {
@@ -142,9 +141,8 @@ impl PeerTls {
         let server = files.server_config(&[])?;
         let client = files.client_config(&[])?;
         Ok(PeerTls {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::clone(&server)),
+            acceptor: tokio_rustls::TlsAcceptor::from(server),
             connector: tokio_rustls::TlsConnector::from(client),
-            server,
         })
     }
 }
@@ -154,14 +152,6 @@ impl std::fmt::Debug for PeerTls {
         f.debug_struct("PeerTls").finish_non_exhaustive()
     }
 }
-
-impl PartialEq for PeerTls {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.server, &other.server)
-    }
-}
-
-impl Eq for PeerTls {}
 
 /// Certificates for tests (feature `test-pki`): a CA, and certificates it signs for
 /// `127.0.0.1` and `localhost`, usable by servers and clients alike, written as PEM files.

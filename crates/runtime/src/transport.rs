@@ -60,7 +60,7 @@ const OTHER_CLUSTER: u8 = 3;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Limits and timings of the peer transport.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct TransportOptions {
     /// The largest frame sent or accepted; a larger one is dropped (sending) or closes the
     /// connection (receiving).
