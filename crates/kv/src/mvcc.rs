@@ -5,9 +5,10 @@
 //!
 //! * the **log**, `BTreeMap<SubRevision, Record>`: every retained write in revision order, the
 //!   full key-value with its metadata (or a tombstone). Watch events are a range scan of it.
-//! * the **index**, `BTreeMap<key, Vec<SubRevision>>`: per key, the revisions of its retained
-//!   writes, ascending. A read at revision `R` is a range scan of the index and, per key, a
-//!   binary search for its last write at or before `R`.
+//! * the **index** ([`Index`]): per key, the revisions of its retained writes, ascending. A
+//!   read at revision `R` is a range scan of the index and, per key, a binary search for its
+//!   last write at or before `R`. Keys are found by hash (a put, a single-key read) and
+//!   walked in order through a sorted set of them (a range).
 //!
 //! Invariants (checked by [`crate::KvStore::check_invariants`]): every log entry is listed once in its
 //! key's index entry and vice versa; a record's `mod_revision` is its main revision; no index
@@ -15,7 +16,7 @@
 //! first write makes revision 2); every main revision is at most `revision`; after a compaction
 //! at `C`, a key has at most one write at or before `C`, and it is not a tombstone.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
@@ -65,7 +66,7 @@ pub(crate) struct PreviousVersion {
 /// The versioned key space.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Mvcc {
-    index: BTreeMap<Vec<u8>, Vec<SubRevision>>,
+    index: Index,
     log: BTreeMap<SubRevision, Record>,
     /// The current revision: the main revision of the last write transaction, or
     /// [`INITIAL_REVISION`] before the first.
@@ -84,7 +85,7 @@ pub(crate) const INITIAL_REVISION: Revision = 1;
 impl Default for Mvcc {
     fn default() -> Self {
         Mvcc {
-            index: BTreeMap::new(),
+            index: Index::default(),
             log: BTreeMap::new(),
             revision: INITIAL_REVISION,
             compact_revision: 0,
@@ -132,9 +133,9 @@ impl Mvcc {
         compact_revision: Revision,
         records: BTreeMap<SubRevision, Record>,
     ) -> Self {
-        let mut index: BTreeMap<Vec<u8>, Vec<SubRevision>> = BTreeMap::new();
+        let mut index = Index::default();
         for (at, record) in &records {
-            index.entry(record.kv.key.clone()).or_default().push(*at);
+            index.push(&record.kv.key, *at);
         }
         let encoded = EncodedRecords::of(records.iter());
         let mut store = Self {
@@ -204,7 +205,7 @@ impl Mvcc {
             KeyRange::Single(key) => Box::new(self.index.get_key_value(key).into_iter()),
             KeyRange::Interval(start, end) => {
                 let end = end.map_or(Bound::Unbounded, Bound::Excluded);
-                Box::new(self.index.range::<[u8], _>((Bound::Included(start), end)))
+                Box::new(self.index.range((Bound::Included(start), end)))
             }
         }
     }
@@ -402,7 +403,10 @@ impl Mvcc {
             ));
         }
         let mut listed = 0usize;
-        for (key, history) in &self.index {
+        if let Some(problem) = self.index.check() {
+            return Err(problem);
+        }
+        for (key, history) in self.index.iter() {
             if history.is_empty() {
                 return Err(format!("empty index entry for {key:?}"));
             }
@@ -450,6 +454,79 @@ impl Mvcc {
             return Err(format!("live key count {} != {live}", self.live_keys));
         }
         Ok(())
+    }
+}
+
+/// Every retained key with the revisions of its writes: a hash map finds a key, a sorted set
+/// of the same keys walks a range in order. The sorted set changes only when a key first
+/// appears or its last retained write is compacted away.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Index {
+    histories: HashMap<Vec<u8>, Vec<SubRevision>, foldhash::fast::FixedState>,
+    ordered: BTreeSet<Vec<u8>>,
+}
+
+impl Index {
+    fn get(&self, key: &[u8]) -> Option<&Vec<SubRevision>> {
+        self.histories.get(key)
+    }
+
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut Vec<SubRevision>> {
+        self.histories.get_mut(key)
+    }
+
+    fn get_key_value(&self, key: &[u8]) -> Option<(&Vec<u8>, &Vec<SubRevision>)> {
+        self.histories.get_key_value(key)
+    }
+
+    /// Adds the write at `at` (after every other write of `key`).
+    fn push(&mut self, key: &[u8], at: SubRevision) {
+        match self.histories.get_mut(key) {
+            Some(history) => history.push(at),
+            None => {
+                self.histories.insert(key.to_vec(), vec![at]);
+                self.ordered.insert(key.to_vec());
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        self.histories.remove(key);
+        self.ordered.remove(key);
+    }
+
+    /// The keys in `bounds` with their histories, in key order.
+    fn range<'a>(
+        &'a self,
+        bounds: (Bound<&'a [u8]>, Bound<&'a [u8]>),
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<SubRevision>)> + 'a {
+        self.ordered
+            .range::<[u8], _>(bounds)
+            .filter_map(|key| self.histories.get_key_value(key.as_slice()))
+    }
+
+    /// Every key with its history, in key order.
+    fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<SubRevision>)> {
+        self.range((Bound::Unbounded, Bound::Unbounded))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.ordered.iter()
+    }
+
+    /// Whether the map and the sorted set hold the same keys; what differs if not.
+    fn check(&self) -> Option<String> {
+        if self.histories.len() != self.ordered.len() {
+            return Some(format!(
+                "the index finds {} keys by hash but sorts {}",
+                self.histories.len(),
+                self.ordered.len()
+            ));
+        }
+        self.ordered
+            .iter()
+            .find(|key| !self.histories.contains_key(key.as_slice()))
+            .map(|key| format!("{key:?} is sorted in the index but not found by hash"))
     }
 }
 
@@ -518,12 +595,7 @@ impl WriteTxn<'_> {
             sub: self.next_sub,
         };
         self.next_sub += 1;
-        match self.store.index.get_mut(&record.kv.key) {
-            Some(history) => history.push(at),
-            None => {
-                self.store.index.insert(record.kv.key.clone(), vec![at]);
-            }
-        }
+        self.store.index.push(&record.kv.key, at);
         self.store.encoded.push(&at, &record);
         self.store.log.insert(at, record);
     }
