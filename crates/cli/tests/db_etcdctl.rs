@@ -1,6 +1,7 @@
 //! etcd's own command-line client (etcdctl 3.4, Debian's `etcd-client`) against a three-node
 //! Concord DB: put, get (prefix, range, at a revision), del, txn, watch, leases with expiry,
-//! member list, endpoint status and health, `check datascale`, and reads with no leader.
+//! member list, endpoint status and health, `check datascale`, reads with no leader, and
+//! etcd's lock and election recipes.
 
 mod db;
 
@@ -33,17 +34,18 @@ fn revision(answer: &Value) -> i64 {
         .unwrap_or_else(|| panic!("no header revision in {answer}"))
 }
 
-/// `etcdctl watch …` running in the background, its output lines collected as they come.
-struct Watch {
+/// An etcdctl command that keeps running (`watch`, `lock`, `elect`), in the background, its
+/// output lines collected as they come.
+struct Background {
     child: std::process::Child,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
-impl Watch {
-    fn start(endpoints: &str, args: &[&str]) -> Watch {
+impl Background {
+    fn start(endpoints: &str, args: &[&str]) -> Background {
         let mut child = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", endpoints, "watch"])
+            .args(["--endpoints", endpoints])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -59,13 +61,32 @@ impl Watch {
                 sink.lock().unwrap().push(line);
             }
         });
-        Watch { child, lines }
+        Background { child, lines }
+    }
+
+    /// The lines so far.
+    fn so_far(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Interrupts it as Ctrl-C would (a lock holder or candidate then gives up cleanly) and
+    /// waits for it to exit.
+    fn interrupt(&mut self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let exited = eventually("etcdctl to exit", Duration::from_secs(20), || {
+            self.child.try_wait().ok().flatten()
+        });
+        assert!(exited.success(), "etcdctl exited with {exited:?}");
     }
 
     /// Waits until at least `count` lines arrived and returns them all.
     fn lines(&self, count: usize) -> Vec<String> {
         eventually(
-            &format!("{count} lines of watch output"),
+            &format!("{count} lines of etcdctl output"),
             Duration::from_secs(20),
             || {
                 let lines = self.lines.lock().unwrap().clone();
@@ -75,7 +96,7 @@ impl Watch {
     }
 }
 
-impl Drop for Watch {
+impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -228,7 +249,10 @@ fn put_get_range_revisions_delete_txn_and_watch() {
     // process takes to start.
     let now = revision(&json(&all, &["get", "a"]));
     let from = (now + 1).to_string();
-    let watch = Watch::start(follower, &["--prefix", "w/", "--rev", &from, "--prev-kv"]);
+    let watch = Background::start(
+        follower,
+        &["watch", "--prefix", "w/", "--rev", &from, "--prev-kv"],
+    );
     etcdctl_ok(&all, &["put", "w/1", "one"]);
     etcdctl_ok(&all, &["put", "unwatched", "x"]);
     etcdctl_ok(&all, &["put", "w/1", "uno"]);
@@ -247,7 +271,7 @@ fn put_get_range_revisions_delete_txn_and_watch() {
     drop(watch);
 
     // watch --rev from history: every change of b since its creation.
-    let history = Watch::start(&all, &["b", "--rev", "1"]);
+    let history = Background::start(&all, &["watch", "b", "--rev", "1"]);
     assert_eq!(history.lines(6)[..6], ["PUT", "b", "2", "PUT", "b", "3"]);
 }
 
@@ -523,4 +547,60 @@ fn per_endpoint_calls_with_url_endpoints_and_cluster_forms() {
     );
     let health = both(&["endpoint", "health", "--cluster"], &first);
     assert_eq!(health.matches("is healthy").count(), 3, "{health}");
+}
+
+/// etcd's concurrency recipes, which etcdctl builds from leases, transactions and watches: a
+/// lock has one holder at a time, the next waiter taking it when it is released; an election
+/// has one leader, the next candidate taking over when the leader resigns, and observers see
+/// each leader in turn.
+#[test]
+fn locks_and_elections() {
+    let cluster = DbCluster::start(3, &[]);
+    let all = cluster.endpoints();
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+
+    // The first holder keeps the lock until the release file exists.
+    let wait_for_release = format!(
+        "echo held-1; while [ ! -e {} ]; do sleep 0.05; done",
+        release.display()
+    );
+    let first = Background::start(
+        &urls[0],
+        &["lock", "job", "--", "sh", "-c", &wait_for_release],
+    );
+    assert_eq!(first.lines(1), ["held-1"]);
+    // A second client, through another member, waits.
+    let second = Background::start(&urls[1], &["lock", "job", "--", "sh", "-c", "echo held-2"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(second.so_far().is_empty(), "{:?}", second.so_far());
+    // The first releases; the second gets the lock.
+    std::fs::write(&release, b"").unwrap();
+    assert_eq!(second.lines(1), ["held-2"]);
+    eventually(
+        "the lock's keys to be gone",
+        Duration::from_secs(20),
+        || {
+            etcdctl_ok(&all, &["get", "--prefix", "job", "--keys-only"])
+                .trim()
+                .is_empty()
+                .then_some(())
+        },
+    );
+
+    // An election: the first candidate leads (etcdctl prints its key, then its proposal).
+    let mut p1 = Background::start(&urls[0], &["elect", "pick", "p1"]);
+    let led = p1.lines(2);
+    assert!(led[0].starts_with("pick/"), "{led:?}");
+    assert_eq!(led[1], "p1");
+    let observer = Background::start(&urls[2], &["elect", "--listen", "pick"]);
+    assert_eq!(observer.lines(2)[1], "p1");
+    let p2 = Background::start(&urls[1], &["elect", "pick", "p2"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(p2.so_far().is_empty(), "{:?}", p2.so_far());
+    // The leader resigns; the second candidate leads, and the observer sees it.
+    p1.interrupt();
+    assert_eq!(p2.lines(2)[1], "p2");
+    assert_eq!(observer.lines(4)[3], "p2");
 }
