@@ -112,7 +112,7 @@ impl LeaseService {
     }
 }
 
-type KeepAliveStream =
+pub(crate) type KeepAliveStream =
     Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -201,20 +201,9 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        self.0.check_member().await?;
-        let mut inbound = request.into_inner();
-        let (sender, receiver) = mpsc::channel(16);
-        let service = LeaseService(Arc::clone(&self.0));
-        tokio::spawn(async move {
-            while let Ok(Some(message)) = inbound.message().await {
-                let answer = service.keep_alive_one(message.id).await;
-                let stop = answer.is_err();
-                if sender.send(answer).await.is_err() || stop {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        self.keep_alive(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn lease_time_to_live(
@@ -283,6 +272,30 @@ impl pb::lease_server::Lease for LeaseService {
 
 impl LeaseService {
     /// Renews one lease here (leader) or at the leader.
+    /// Answers each keep-alive of `inbound` (a gRPC stream, or the JSON gateway's) in turn,
+    /// until it ends, one fails, or the answers are no longer read.
+    pub(crate) async fn keep_alive(
+        &self,
+        mut inbound: impl Stream<Item = Result<pb::LeaseKeepAliveRequest, Status>>
+            + Send
+            + Unpin
+            + 'static,
+    ) -> Result<KeepAliveStream, Status> {
+        self.0.check_member().await?;
+        let (sender, receiver) = mpsc::channel(16);
+        let service = LeaseService(Arc::clone(&self.0));
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = inbound.next().await {
+                let answer = service.keep_alive_one(message.id).await;
+                let stop = answer.is_err();
+                if sender.send(answer).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(receiver)))
+    }
+
     async fn keep_alive_one(&self, id: LeaseId) -> Result<pb::LeaseKeepAliveResponse, Status> {
         let shared = &self.0;
         if is_leader(shared) {

@@ -19,6 +19,7 @@ mod authority;
 pub mod backup;
 mod cluster;
 pub mod convert;
+mod gateway;
 mod http;
 mod incoming;
 mod kv;
@@ -719,8 +720,11 @@ fn build_router(shared: &Arc<Shared>) -> tonic::service::Routes {
         Arc::clone(shared),
     )))
     .add_service(NodeServer::new(cluster::NodeService(Arc::clone(shared))));
-    // `/metrics`, `/health` and `/version` beside gRPC, as etcd serves them.
-    let router = routes.into_axum_router().merge(http::router(shared));
+    // `/metrics`, `/health`, `/version` and the JSON gateway beside gRPC, as etcd serves them.
+    let router = routes
+        .into_axum_router()
+        .merge(http::router(shared))
+        .merge(gateway::router(shared));
     tonic::service::Routes::from(router)
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::event_to_pb;
@@ -35,7 +35,7 @@ struct Watcher {
     progress_notify: bool,
 }
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+pub(crate) type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::watch_server::Watch for WatchService {
@@ -45,17 +45,29 @@ impl pb::watch_server::Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.0.check_member().await?;
-        let inbound = request.into_inner();
-        let (sender, receiver) = mpsc::channel(64);
-        tokio::spawn(serve_stream(Arc::clone(&self.0), inbound, sender));
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        open(&self.0, request.into_inner()).await.map(Response::new)
     }
+}
+
+/// Serves the watch requests of `inbound` (a gRPC stream, or the JSON gateway's) until it
+/// ends or the answers are no longer read.
+pub(crate) async fn open(
+    shared: &Arc<Shared>,
+    inbound: impl Stream<Item = Result<pb::WatchRequest, Status>> + Send + Unpin + 'static,
+) -> Result<WatchStream, Status> {
+    shared.check_member().await?;
+    let (sender, receiver) = mpsc::channel(64);
+    tokio::spawn(serve_stream(Arc::clone(shared), inbound, sender));
+    Ok(Box::pin(ReceiverStream::new(receiver)))
 }
 
 type Sender = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 
-async fn serve_stream(shared: Arc<Shared>, mut inbound: Streaming<pb::WatchRequest>, out: Sender) {
+async fn serve_stream(
+    shared: Arc<Shared>,
+    mut inbound: impl Stream<Item = Result<pb::WatchRequest, Status>> + Unpin,
+    out: Sender,
+) {
     let mut applied = shared.handle.watch_applied();
     let mut watchers: BTreeMap<i64, Watcher> = BTreeMap::new();
     let mut next_id: i64 = 0;
@@ -63,8 +75,8 @@ async fn serve_stream(shared: Arc<Shared>, mut inbound: Streaming<pb::WatchReque
     progress.tick().await;
     loop {
         tokio::select! {
-            message = inbound.message() => {
-                let Ok(Some(message)) = message else { break };
+            message = inbound.next() => {
+                let Some(Ok(message)) = message else { break };
                 let result = handle_request(&shared, message, &mut watchers, &mut next_id, &out).await;
                 if result.is_err() {
                     break;
