@@ -27,6 +27,8 @@ pub struct DbArgs {
 }
 
 /// The `concord db` subcommands.
+// Parsed once at start: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
     /// Start a local cluster: one `concord db serve` process per node, data under one folder.
@@ -118,6 +120,11 @@ pub struct ServeArgs {
     /// The largest key accepted, in bytes.
     #[arg(long, default_value_t = 32 * 1024)]
     pub max_key_bytes: usize,
+    /// The most bytes the key space with its history may take before the member raises the
+    /// NOSPACE alarm and the cluster refuses writes that add data (etcd's flag; 0: the
+    /// default, 2 GiB). Compact, then `etcdctl alarm disarm`, to write again.
+    #[arg(long, default_value_t = 0)]
+    pub quota_backend_bytes: u64,
     /// Requests waiting for consensus before new ones are refused.
     #[arg(long, default_value_t = 5000)]
     pub max_inflight: usize,
@@ -335,6 +342,10 @@ fn run_serve(args: &ServeArgs) -> Result<Outcome> {
         election_timeout: std_duration("election-timeout", &args.election_timeout)?,
         max_request_bytes: args.max_request_bytes,
         max_key_bytes: args.max_key_bytes,
+        quota_bytes: match args.quota_backend_bytes {
+            0 => concord_kv::server::DEFAULT_QUOTA_BYTES,
+            bytes => bytes,
+        },
         max_inflight: args.max_inflight,
         snapshot_entries: args.snapshot_entries,
         client_tls: args.cert_file.clone().map(|cert| TlsFiles {

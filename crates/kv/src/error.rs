@@ -70,4 +70,7 @@ pub enum KvError {
     /// (`codes.FailedPrecondition`).
     #[error("etcdserver: ID removed")]
     MemberIdRemoved,
+    /// A write that adds data while a member's space alarm is raised (`codes.ResourceExhausted`).
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
 }

@@ -55,7 +55,9 @@ pub use request::{
     ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse, MAX_TXN_DEPTH, MAX_TXN_OPS,
 };
 pub use snapshot::SnapshotError;
-pub use store::{Command, KvStore, LeaseGrantResponse, LeaseInfo, Output, Query, StoreStatus};
+pub use store::{
+    Alarm, Command, KvStore, LeaseGrantResponse, LeaseInfo, Output, Query, StoreStatus,
+};
 pub use types::{
     prefix_end, KeyRange, KeyValue, LeaseId, ResponseHeader, Revision, SubRevision, NO_LEASE,
 };

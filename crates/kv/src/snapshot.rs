@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::members::MemberAttrs;
 use crate::mvcc::{EventKind, Mvcc, Record, INITIAL_REVISION};
-use crate::store::{KvStore, Lease};
+use crate::store::{Alarm, KvStore, Lease};
 use crate::types::{KeyValue, LeaseId, Revision, SubRevision, NO_LEASE};
 
 /// The first bytes of every snapshot: format name and version.
@@ -58,14 +58,27 @@ pub(crate) struct SnapshotData {
     pub(crate) leases: Vec<SnapshotLease>,
     pub(crate) members: Vec<MemberAttrs>,
     pub(crate) removed: Vec<u64>,
+    /// Active alarms. Encoded after the rest, and only when there are any: a store without
+    /// alarms encodes as before alarms existed, and such snapshots still decode.
+    #[serde(skip)]
+    pub(crate) alarms: Vec<(u64, Alarm)>,
 }
 
 impl SnapshotData {
     /// The plain data of [`KvStore::encode`]'s bytes, unchecked ([`KvStore::from_data`] checks).
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
         let body = bytes.strip_prefix(MAGIC).ok_or(SnapshotError::BadMagic)?;
-        let (data, rest): (SnapshotData, &[u8]) = postcard::take_from_bytes(body)
-            .map_err(|error| SnapshotError::Decode(error.to_string()))?;
+        let decode = |error: postcard::Error| SnapshotError::Decode(error.to_string());
+        let (mut data, mut rest): (SnapshotData, &[u8]) =
+            postcard::take_from_bytes(body).map_err(decode)?;
+        if !rest.is_empty() {
+            (data.alarms, rest) = postcard::take_from_bytes(rest).map_err(decode)?;
+            if data.alarms.is_empty() {
+                return Err(SnapshotError::Decode(
+                    "an empty alarm list is never encoded".into(),
+                ));
+            }
+        }
         if !rest.is_empty() {
             return Err(SnapshotError::Decode(format!(
                 "{} trailing bytes",
@@ -103,6 +116,11 @@ impl EncodedRecords {
             encoded.push(at, record);
         }
         encoded
+    }
+
+    /// The encoded records' bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
     }
 
     /// Appends one record (written after every record already here).
@@ -172,7 +190,12 @@ impl KvStore {
         bytes = postcard::to_extend(&head, bytes).unwrap_or_default();
         bytes.extend_from_slice(&records.bytes);
         let removed: Vec<u64> = self.removed.iter().copied().collect();
-        postcard::to_extend(&(leases, members, removed), bytes).unwrap_or_default()
+        bytes = postcard::to_extend(&(leases, members, removed), bytes).unwrap_or_default();
+        if !self.alarms.is_empty() {
+            let alarms: Vec<(u64, Alarm)> = self.alarms.iter().copied().collect();
+            bytes = postcard::to_extend(&alarms, bytes).unwrap_or_default();
+        }
+        bytes
     }
 
     /// Rebuilds a store from [`KvStore::encode`]'s bytes, checking them.
@@ -238,6 +261,11 @@ impl KvStore {
         for id in data.removed {
             if !store.removed.insert(id) {
                 return Err(inconsistent(format!("removed member ID {id} repeated")));
+            }
+        }
+        for alarm in data.alarms {
+            if !store.alarms.insert(alarm) {
+                return Err(inconsistent(format!("alarm {alarm:?} repeated")));
             }
         }
         attach_leases(&mut store)?;
@@ -364,6 +392,7 @@ mod tests {
             }],
             members: Vec::new(),
             removed: Vec::new(),
+            alarms: Vec::new(),
         };
         let bytes = postcard::to_extend(&old, MAGIC.to_vec()).unwrap();
         let mut store = KvStore::decode(&bytes).unwrap();

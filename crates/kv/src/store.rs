@@ -55,6 +55,72 @@ pub enum Command {
         /// The member.
         id: u64,
     },
+    /// Raise (`active`) or clear an alarm on a member (etcd's `AlarmRequest`). While any
+    /// member has the [`Alarm::NoSpace`] alarm, writes that add data are refused
+    /// ([`KvError::NoSpace`]): puts, transactions with a put, lease grants.
+    Alarm {
+        /// Raise or clear.
+        active: bool,
+        /// The member it is about.
+        member: u64,
+        /// Which alarm.
+        alarm: Alarm,
+    },
+}
+
+impl Command {
+    /// Whether the command adds data to the store: what a store over its space quota refuses
+    /// (etcd's capped applier: puts, transactions with a put in either branch, lease grants).
+    pub fn adds_data(&self) -> bool {
+        fn has_put(request: &TxnRequest) -> bool {
+            request
+                .success
+                .iter()
+                .chain(&request.failure)
+                .any(|op| match op {
+                    RequestOp::Put(_) => true,
+                    RequestOp::Txn(txn) => has_put(txn),
+                    RequestOp::Range(_) | RequestOp::DeleteRange(_) => false,
+                })
+        }
+        match self {
+            Command::Put(_) | Command::LeaseGrant { .. } => true,
+            Command::Txn(request) => has_put(request),
+            _ => false,
+        }
+    }
+
+    /// About how many bytes the command adds to the store: its puts' keys and values (what
+    /// etcd's quota charges), a little for a lease.
+    pub fn data_bytes(&self) -> u64 {
+        fn txn_bytes(request: &TxnRequest) -> u64 {
+            request
+                .success
+                .iter()
+                .chain(&request.failure)
+                .map(|op| match op {
+                    RequestOp::Put(put) => (put.key.len() + put.value.len()) as u64,
+                    RequestOp::Txn(txn) => txn_bytes(txn),
+                    RequestOp::Range(_) | RequestOp::DeleteRange(_) => 0,
+                })
+                .sum()
+        }
+        match self {
+            Command::Put(put) => (put.key.len() + put.value.len()) as u64,
+            Command::Txn(request) => txn_bytes(request),
+            Command::LeaseGrant { .. } => 64,
+            _ => 0,
+        }
+    }
+}
+
+/// An alarm a member raises (etcd's `AlarmType`, without `NONE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Alarm {
+    /// The member's store reached its space quota (`--quota-backend-bytes`).
+    NoSpace,
+    /// The member found its data corrupt.
+    Corrupt,
 }
 
 /// A read, served from the applied state (after ReadIndex for linearizable reads).
@@ -76,6 +142,8 @@ pub enum Query {
     Members,
     /// Revision, compaction and size figures.
     Status,
+    /// The active alarms.
+    Alarms,
 }
 
 /// A lease as the replicated state knows it.
@@ -144,6 +212,8 @@ pub enum Output {
     Members(Vec<MemberAttrs>),
     /// Store figures.
     Status(StoreStatus),
+    /// Alarms, by member: those a change touched, or all active ones.
+    Alarms(Vec<(u64, Alarm)>),
     /// The command or query was refused; nothing changed.
     Error(KvError),
 }
@@ -193,6 +263,8 @@ pub struct KvStore {
     /// The IDs of members removed from the cluster: never reused, and a removed member that
     /// comes back is told it was removed.
     pub(crate) removed: BTreeSet<u64>,
+    /// Active alarms, by member.
+    pub(crate) alarms: BTreeSet<(u64, Alarm)>,
 }
 
 /// The branch each transaction takes, decided before any of its writes: `succeeded` for this
@@ -218,6 +290,40 @@ impl KvStore {
     /// The last compaction's revision (0: never compacted).
     pub fn compact_revision(&self) -> Revision {
         self.mvcc.compact_revision()
+    }
+
+    /// The active alarms, by member.
+    pub fn alarms(&self) -> impl Iterator<Item = (u64, Alarm)> + '_ {
+        self.alarms.iter().copied()
+    }
+
+    /// Whether a member raised [`Alarm::NoSpace`]: writes that add data are refused.
+    pub fn out_of_space(&self) -> bool {
+        self.alarms
+            .iter()
+            .any(|&(_, alarm)| alarm == Alarm::NoSpace)
+    }
+
+    /// The bytes of the key space with its retained history, as a snapshot encodes it: what
+    /// `--quota-backend-bytes` limits.
+    pub fn size_bytes(&self) -> u64 {
+        self.mvcc.encoded().len() as u64
+    }
+
+    /// Raises or clears an alarm; returns it if that changed anything (etcd answers a
+    /// deactivation of an inactive alarm with no alarm).
+    fn set_alarm(&mut self, active: bool, member: u64, alarm: Alarm) -> Vec<(u64, Alarm)> {
+        let changed = if active {
+            self.alarms.insert((member, alarm));
+            true
+        } else {
+            self.alarms.remove(&(member, alarm))
+        };
+        if changed {
+            vec![(member, alarm)]
+        } else {
+            Vec::new()
+        }
     }
 
     /// The live key-value at `key`, at the current revision.
@@ -707,6 +813,9 @@ impl concord_core::StateMachine for KvStore {
     type Output = Output;
 
     fn apply(&mut self, command: &Command) -> Output {
+        if self.out_of_space() && command.adds_data() {
+            return Output::Error(KvError::NoSpace);
+        }
         let result = match command {
             Command::Put(request) => self.put(request).map(Output::Put),
             Command::DeleteRange(request) => self.delete_range(request).map(Output::DeleteRange),
@@ -723,6 +832,11 @@ impl concord_core::StateMachine for KvStore {
                 .map(Output::LeaseCheckpoint),
             Command::SetMember(member) => self.set_member(member).map(Output::Members),
             Command::RemoveMember { id } => self.remove_member(*id).map(Output::Members),
+            Command::Alarm {
+                active,
+                member,
+                alarm,
+            } => Ok(Output::Alarms(self.set_alarm(*active, *member, *alarm))),
         };
         result.unwrap_or_else(Output::Error)
     }
@@ -735,6 +849,7 @@ impl concord_core::StateMachine for KvStore {
             Query::LeaseKeys { id } => self.lease_keys(*id).map(Output::LeaseKeys),
             Query::Members => Ok(Output::Members(self.members())),
             Query::Status => Ok(Output::Status(self.status())),
+            Query::Alarms => Ok(Output::Alarms(self.alarms().collect())),
         };
         result.unwrap_or_else(Output::Error)
     }

@@ -866,3 +866,88 @@ fn an_expired_lease_is_revoked_through_a_command() {
     let rebuilt = Lessor::restore(LessorConfig::default(), store.leases());
     assert_eq!(rebuilt.leases().count(), 0);
 }
+
+/// A space alarm (etcd's NOSPACE) caps the store: puts, transactions with a put and lease
+/// grants are refused; reads, deletes, delete-only transactions and compactions go on; clearing
+/// the alarm lifts it. Alarms survive a snapshot, and a store without alarms encodes as before.
+#[test]
+fn a_space_alarm_refuses_writes_that_add_data_until_cleared() {
+    use concord_kv::Alarm;
+    let alarm = |active| Command::Alarm {
+        active,
+        member: 7,
+        alarm: Alarm::NoSpace,
+    };
+    let mut store = KvStore::new();
+    put(&mut store, "a", "1");
+    put(&mut store, "b", "2");
+    let before_alarms = store.encode();
+    assert!(store.size_bytes() > 0);
+
+    assert_eq!(
+        store.apply(&alarm(true)),
+        Output::Alarms(vec![(7, Alarm::NoSpace)])
+    );
+    assert!(store.out_of_space());
+    assert_eq!(
+        store.query(&Query::Alarms),
+        Output::Alarms(vec![(7, Alarm::NoSpace)])
+    );
+    assert_eq!(put(&mut store, "c", "3"), Output::Error(KvError::NoSpace));
+    let with_put = TxnRequest {
+        success: vec![RequestOp::Range(RangeRequest::key("a"))],
+        failure: vec![RequestOp::Txn(TxnRequest {
+            success: vec![put_op("c", "3")],
+            ..Default::default()
+        })],
+        ..Default::default()
+    };
+    assert_eq!(txn(&mut store, with_put), Err(KvError::NoSpace));
+    assert_eq!(
+        store.apply(&Command::LeaseGrant { id: 5, ttl: 10 }),
+        Output::Error(KvError::NoSpace)
+    );
+    assert_eq!(
+        KvError::NoSpace.to_string(),
+        "mvcc: database space exceeded"
+    );
+    // Deletes, delete-only transactions, compactions and reads go on.
+    let delete_only = TxnRequest {
+        success: vec![RequestOp::DeleteRange(DeleteRangeRequest::new("a", ""))],
+        ..Default::default()
+    };
+    assert!(txn(&mut store, delete_only).is_ok());
+    assert!(matches!(
+        store.apply(&Command::DeleteRange(DeleteRangeRequest::new("b", ""))),
+        Output::DeleteRange(_)
+    ));
+    let revision = store.revision();
+    assert!(matches!(
+        store.apply(&Command::Compact(CompactRequest {
+            revision,
+            physical: false,
+        })),
+        Output::Compact(_)
+    ));
+    assert_eq!(get(&store, "a"), None);
+
+    // The alarm is part of the replicated state.
+    let restored = KvStore::decode(&store.encode()).unwrap();
+    assert_eq!(restored, store);
+    assert!(restored.out_of_space());
+
+    // Cleared, it lifts the cap; clearing it again changes nothing.
+    assert_eq!(
+        store.apply(&alarm(false)),
+        Output::Alarms(vec![(7, Alarm::NoSpace)])
+    );
+    assert_eq!(store.apply(&alarm(false)), Output::Alarms(vec![]));
+    assert!(!store.out_of_space());
+    assert!(matches!(put(&mut store, "c", "3"), Output::Put(_)));
+
+    // Without alarms, the encoding is what it was before alarms existed.
+    let mut plain = KvStore::new();
+    put(&mut plain, "a", "1");
+    put(&mut plain, "b", "2");
+    assert_eq!(plain.encode(), before_alarms);
+}

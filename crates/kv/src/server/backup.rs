@@ -272,6 +272,9 @@ fn store_of_buckets(buckets: &Buckets) -> Result<KvStore, BackupError> {
         leases,
         members: Vec::<MemberAttrs>::new(),
         removed: Vec::new(),
+        // A restored cluster starts without alarms (a space alarm is raised again if the
+        // store is still over a member's quota).
+        alarms: Vec::new(),
     })
     .map_err(|e| BackupError::Corrupt(e.to_string()))
 }

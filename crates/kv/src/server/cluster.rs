@@ -16,7 +16,7 @@ use super::{forwarded, host_status, raft_status, DbNode, Route, Shared};
 use crate::pb::concordpb;
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::cluster_client::ClusterClient;
-use crate::{Command, MemberAttrs, Output};
+use crate::{Alarm, Command, MemberAttrs, Output, Query};
 
 /// The version reported by `Status` (the etcd API level Concord DB speaks).
 pub(crate) const API_VERSION: &str = "3.4.0";
@@ -392,6 +392,14 @@ pub(crate) struct MaintenanceService(pub(crate) Arc<Shared>);
 type SnapshotStream =
     std::pin::Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
 
+/// An alarm as etcd's API names it.
+pub(crate) fn alarm_to_pb(alarm: Alarm) -> pb::AlarmType {
+    match alarm {
+        Alarm::NoSpace => pb::AlarmType::Nospace,
+        Alarm::Corrupt => pb::AlarmType::Corrupt,
+    }
+}
+
 /// Bytes per message of the Snapshot stream (a backup: see [`super::backup`]).
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
@@ -399,13 +407,58 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 impl pb::maintenance_server::Maintenance for MaintenanceService {
     async fn alarm(
         &self,
-        _request: Request<pb::AlarmRequest>,
+        request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
-        // Concord DB raises no alarms: a storage failure stops the node instead.
-        let revision = self.0.with_store(|store| store.revision()).await?;
+        let shared = &self.0;
+        let request = request.into_inner();
+        let alarm = match pb::AlarmType::try_from(request.alarm) {
+            Ok(pb::AlarmType::None) => None,
+            Ok(pb::AlarmType::Nospace) => Some(Alarm::NoSpace),
+            Ok(pb::AlarmType::Corrupt) => Some(Alarm::Corrupt),
+            Err(_) => return Err(Status::invalid_argument("etcdserver: unknown alarm type")),
+        };
+        let active = match pb::alarm_request::AlarmAction::try_from(request.action) {
+            Ok(pb::alarm_request::AlarmAction::Get) => None,
+            Ok(pb::alarm_request::AlarmAction::Activate) => Some(true),
+            Ok(pb::alarm_request::AlarmAction::Deactivate) => Some(false),
+            Err(_) => return Err(Status::invalid_argument("etcdserver: unknown alarm action")),
+        };
+        let alarms = match (active, alarm) {
+            (Some(active), Some(alarm)) => {
+                let command = Command::Alarm {
+                    active,
+                    member: request.member_id,
+                    alarm,
+                };
+                match shared.propose(command).await? {
+                    Ok(Output::Alarms(alarms)) => alarms,
+                    Ok(Output::Error(error)) => return Err(status_of(&error)),
+                    Ok(other) => {
+                        return Err(Status::internal(format!("unexpected output {other:?}")))
+                    }
+                    Err(error) => return Err(raft_status(&error)),
+                }
+            }
+            // Raising or clearing no alarm changes nothing (as etcd).
+            (Some(_), None) => Vec::new(),
+            // Linearizable, as etcd's (which goes through the log): a member that is still
+            // catching up must not hide an alarm from `alarm disarm`.
+            (None, _) => match shared.read(Query::Alarms).await? {
+                Ok(Output::Alarms(alarms)) => alarms,
+                Ok(other) => return Err(Status::internal(format!("unexpected output {other:?}"))),
+                Err(error) => return Err(raft_status(&error)),
+            },
+        };
+        let revision = shared.with_store(|store| store.revision()).await?;
         Ok(Response::new(pb::AlarmResponse {
-            header: self.0.header_info().header(revision),
-            alarms: Vec::new(),
+            header: shared.header_info().header(revision),
+            alarms: alarms
+                .into_iter()
+                .map(|(member_id, alarm)| pb::AlarmMember {
+                    member_id,
+                    alarm: alarm_to_pb(alarm) as i32,
+                })
+                .collect(),
         }))
     }
 
@@ -415,14 +468,17 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let shared = &self.0;
         let status = shared.handle.status();
-        let (revision, learner) = {
+        let (revision, learner, alarms) = {
             let id = shared.config.id;
             shared
                 .handle
                 .inspect(move |node: &DbNode| {
+                    let store = node.state_machine();
+                    let alarms: Vec<(u64, Alarm)> = store.alarms().collect();
                     (
-                        node.state_machine().revision(),
+                        store.revision(),
                         node.membership().learners.contains(&id),
+                        alarms,
                     )
                 })
                 .await
@@ -437,7 +493,16 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             raft_index: status.commit_index,
             raft_term: status.term,
             raft_applied_index: status.applied_index,
-            errors: Vec::new(),
+            // As etcd words them (its `AlarmMember` in protobuf text form).
+            errors: alarms
+                .into_iter()
+                .map(|(member, alarm)| {
+                    format!(
+                        "memberID:{member} alarm:{} ",
+                        alarm_to_pb(alarm).as_str_name()
+                    )
+                })
+                .collect(),
             db_size_in_use: wal_bytes,
             is_learner: learner,
         }))

@@ -51,6 +51,7 @@ pub fn status_of(error: &KvError) -> Status {
         KvError::LeaseNotFound | KvError::MemberNotFound => Code::NotFound,
         KvError::LeaseExists | KvError::MemberIdRemoved => Code::FailedPrecondition,
         KvError::NotPrimaryLessor => Code::FailedPrecondition,
+        KvError::NoSpace => Code::ResourceExhausted,
     };
     let message = error.to_string();
     // etcd prefixes its mvcc errors with "etcdserver: " on the wire.

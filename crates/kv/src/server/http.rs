@@ -5,7 +5,7 @@
 //! * `GET /metrics`: Prometheus text ([`super::metrics`]).
 //! * `GET /health`: `{"health":"true","reason":""}` with 200 when the member knows a leader and
 //!   a linearizable read (ReadIndex) answers in time; `{"health":"false","reason":…}` with 503
-//!   otherwise. `?serializable=true` skips the read: the member only needs a leader (etcd's
+//!   otherwise (`ALARM NOSPACE` while a member is out of space). `?serializable=true` skips the read: the member only needs a leader (etcd's
 //!   probe for members that should pass even while the cluster is slow).
 //! * `GET /version`: `{"etcdserver":…,"etcdcluster":…}`.
 
@@ -66,6 +66,11 @@ async fn check_health(
     };
     if shared.handle.with_status(|status| status.leader).is_none() {
         return unhealthy("RAFT NO LEADER".into());
+    }
+    // An alarm (a member out of space) makes the member unhealthy, as in etcd.
+    if let Ok(Some((_, alarm))) = shared.with_store(|store| store.alarms().next()).await {
+        let name = super::cluster::alarm_to_pb(alarm).as_str_name();
+        return unhealthy(format!("ALARM {name}"));
     }
     if params.get("serializable").map(String::as_str) != Some("true") {
         let read = shared.read(Query::Range(RangeRequest::key("health")));

@@ -51,6 +51,12 @@ pub(crate) async fn track(shared: Arc<Shared>) {
         shared.metrics.apply_lag.set(
             i64::try_from(now.commit_index.saturating_sub(now.applied_index)).unwrap_or(i64::MAX),
         );
+        // The quota check reads the store's size from here.
+        if let Ok(size) = shared.with_store(crate::KvStore::size_bytes).await {
+            shared
+                .store_bytes
+                .store(size, std::sync::atomic::Ordering::Relaxed);
+        }
         // Status changes with every step; sampling is enough for metrics.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -77,6 +77,10 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Largest key in bytes.
     pub max_key_bytes: usize,
+    /// The most bytes the key space with its history may take (etcd's
+    /// `--quota-backend-bytes`, default 2 GiB): a write that would pass it raises the space
+    /// alarm, and the cluster then refuses writes that add data until the alarm is cleared.
+    pub quota_bytes: u64,
     /// Requests waiting for consensus before new ones are refused.
     pub max_inflight: usize,
     /// Snapshot every this many applied entries.
@@ -112,6 +116,7 @@ impl ServerConfig {
             election_timeout: Duration::from_secs(1),
             max_request_bytes: 1_572_864,
             max_key_bytes: 32 * 1024,
+            quota_bytes: DEFAULT_QUOTA_BYTES,
             max_inflight: 5000,
             snapshot_entries: 100_000,
             client_tls: None,
@@ -140,8 +145,13 @@ impl ServerConfig {
 }
 
 /// State shared by every service of one node.
+/// etcd's default `--quota-backend-bytes`: 2 GiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
+    /// The local store's size ([`crate::KvStore::size_bytes`]), sampled as it changes.
+    pub(crate) store_bytes: std::sync::atomic::AtomicU64,
     pub(crate) handle: NodeHandle<DbNode>,
     pub(crate) limits: Limits,
     pub(crate) cluster_id: u64,
@@ -210,6 +220,9 @@ impl Shared {
         command: Command,
         forward: bool,
     ) -> Result<Result<Output, RaftError>, Status> {
+        if command.adds_data() {
+            self.check_quota(&command).await?;
+        }
         let request = concord_raft::Request::Propose(command);
         let id = self.config.id;
         let leader = self.handle.with_status(|status| status.leader);
@@ -245,6 +258,41 @@ impl Shared {
                 },
             }),
         })
+    }
+
+    /// Refuses a write that adds data once the store is over this member's quota, raising the
+    /// space alarm for the member (through the log, so every member then refuses such writes
+    /// until it is cleared), as etcd does.
+    async fn check_quota(&self, command: &Command) -> Result<(), Status> {
+        let size = self.store_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        if size.saturating_add(command.data_bytes()) <= self.config.quota_bytes {
+            return Ok(());
+        }
+        tracing::warn!(
+            node = self.config.id,
+            size,
+            quota = self.config.quota_bytes,
+            "the store is over its space quota: raising the NOSPACE alarm"
+        );
+        let alarm = Command::Alarm {
+            active: true,
+            member: self.config.id,
+            alarm: crate::Alarm::NoSpace,
+        };
+        let handle = self.handle.clone();
+        let leader = self.handle.with_status(|status| status.leader);
+        let timeout = self.request_timeout;
+        // The refusal does not wait for the alarm to commit.
+        tokio::spawn(async move {
+            let request = concord_raft::Request::Propose(alarm);
+            let _ = match leader {
+                Some(leader) if leader != handle.id() => {
+                    handle.forward(leader, request, timeout).await
+                }
+                _ => handle.request(request).await,
+            };
+        });
+        Err(convert::status_of(&crate::KvError::NoSpace))
     }
 
     /// A linearizable read through ReadIndex (at the leader or, by asking it, at a follower).
@@ -630,6 +678,7 @@ impl Server {
         )
         .unwrap_or_default();
         let shared = Arc::new(Shared {
+            store_bytes: std::sync::atomic::AtomicU64::new(0),
             limits: Limits {
                 max_request_bytes: config.max_request_bytes,
                 max_key_bytes: config.max_key_bytes,
