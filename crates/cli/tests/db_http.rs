@@ -1,6 +1,6 @@
 //! etcd's HTTP endpoints: `/health`, `/version` and `/metrics` on the client port and on the
 //! plain-HTTP listeners of `--listen-metrics-urls`; `/health` turns 503 when the member has
-//! no leader, with etcd's reason.
+//! no leader, with etcd's reason; and the standard gRPC health service.
 // Real processes on a real clock: waiting for them needs wall-clock deadlines.
 #![allow(clippy::disallowed_methods)]
 
@@ -61,6 +61,32 @@ fn health_version_and_metrics_answer_over_http_and_health_fails_without_a_leader
             assert_eq!(code, 200);
             assert!(body.contains("concord_term"), "{body}");
         }
+    }
+
+    // The standard gRPC health service answers SERVING on every member.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for node in &cluster.nodes {
+        let status = runtime.block_on(async {
+            let channel =
+                tonic::transport::Endpoint::from_shared(format!("http://{}", node.client))
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+        });
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
     }
 
     // With the other two members gone, the survivor soon has no leader: unhealthy, even for

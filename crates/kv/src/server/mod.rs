@@ -768,7 +768,10 @@ fn build_router(shared: &Arc<Shared>) -> tonic::service::Routes {
     .add_service(MaintenanceServer::new(cluster::MaintenanceService(
         Arc::clone(shared),
     )))
-    .add_service(NodeServer::new(cluster::NodeService(Arc::clone(shared))));
+    .add_service(NodeServer::new(cluster::NodeService(Arc::clone(shared))))
+    // The standard gRPC health service, as etcd registers it: load balancers and gRPC probes
+    // ask it; the whole server ("") is SERVING while it runs.
+    .add_service(tonic_health::server::health_reporter().1);
     // `/metrics`, `/health`, `/version` and the JSON gateway beside gRPC, as etcd serves them.
     let router = routes
         .into_axum_router()
