@@ -279,19 +279,17 @@ impl Shared {
             member: self.config.id,
             alarm: crate::Alarm::NoSpace,
         };
-        let handle = self.handle.clone();
-        let leader = self.handle.with_status(|status| status.leader);
-        let timeout = self.request_timeout;
-        // The refusal does not wait for the alarm to commit.
-        tokio::spawn(async move {
-            let request = concord_raft::Request::Propose(alarm);
-            let _ = match leader {
-                Some(leader) if leader != handle.id() => {
-                    handle.forward(leader, request, timeout).await
-                }
-                _ => handle.request(request).await,
-            };
-        });
+        // As etcd, the refusal waits for the alarm to be raised (an alarm adds no data, so
+        // this recursion is one level deep).
+        match Box::pin(self.propose_at(alarm, true)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(node = self.config.id, %error, "raising the NOSPACE alarm failed");
+            }
+            Err(status) => {
+                tracing::warn!(node = self.config.id, %status, "raising the NOSPACE alarm failed");
+            }
+        }
         Err(convert::status_of(&crate::KvError::NoSpace))
     }
 
