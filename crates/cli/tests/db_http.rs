@@ -60,6 +60,11 @@ fn health_version_and_metrics_answer_over_http_and_health_fails_without_a_leader
             let (code, body) = get(&format!("{base}/metrics"));
             assert_eq!(code, 200);
             assert!(body.contains("concord_term"), "{body}");
+            assert!(
+                body.contains("\nconcord_quota_bytes 2147483648\n"),
+                "{body}"
+            );
+            assert!(body.contains("\nconcord_store_bytes "), "{body}");
         }
     }
 

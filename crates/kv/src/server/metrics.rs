@@ -1,8 +1,9 @@
 //! Prometheus metrics at `/metrics`: the runtime's (fsync latency, WAL size, messages), the
-//! database's (term, leader changes, proposals, apply lag), and the standard process metrics
+//! database's (term, leader changes, proposals, apply lag, store size and quota), and the standard process metrics
 //! every Prometheus client exports (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
 //! …; dashboards and `etcdctl check datascale` read them).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,9 +54,7 @@ pub(crate) async fn track(shared: Arc<Shared>) {
         );
         // The quota check reads the store's size from here.
         if let Ok(size) = shared.with_store(crate::KvStore::size_bytes).await {
-            shared
-                .store_bytes
-                .store(size, std::sync::atomic::Ordering::Relaxed);
+            shared.store_bytes.store(size, Ordering::Relaxed);
         }
         // Status changes with every step; sampling is enough for metrics.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -88,6 +87,22 @@ pub(crate) fn render(shared: &Shared) -> String {
         "apply_lag",
         "Committed entries not yet applied",
         db.apply_lag.clone(),
+    );
+    // Beside each other, for an alert well before the NOSPACE alarm (etcd's
+    // `etcd_mvcc_db_total_size_in_bytes` and `etcd_server_quota_backend_bytes`).
+    let store_bytes = Gauge::<i64>::default();
+    store_bytes.set(i64::try_from(shared.store_bytes.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+    registry_db.register(
+        "store_bytes",
+        "Bytes of the key space with its retained history, as a snapshot encodes it",
+        store_bytes,
+    );
+    let quota_bytes = Gauge::<i64>::default();
+    quota_bytes.set(i64::try_from(shared.config.quota_bytes).unwrap_or(i64::MAX));
+    registry_db.register(
+        "quota_bytes",
+        "The space quota (--quota-backend-bytes)",
+        quota_bytes,
     );
     register_process_metrics(&mut registry);
     let mut text = String::new();
