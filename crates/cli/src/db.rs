@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use concord_kv::loadgen::{LoadConfig, LoadOp, LoadReport};
 use concord_kv::server::tls::ClientTlsConfig;
-use concord_kv::server::{NodeStatusReport, ServerConfig};
+use concord_kv::server::{MetricsListener, NodeStatusReport, ServerConfig};
 use concord_runtime::TlsFiles;
 
 use crate::args::{id_addresses, std_duration};
@@ -132,9 +132,9 @@ pub struct ServeArgs {
     /// --snapshot-count default).
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_entries: u64,
-    /// Extra plain-HTTP listeners for /metrics, /health and /version (etcd's flag), e.g.
+    /// Extra listeners for /metrics, /health and /version (etcd's flag), e.g.
     /// http://127.0.0.1:2381: for scrapers and liveness probes that hold no client
-    /// certificate.
+    /// certificate; an https:// one serves TLS with --cert-file and --key-file.
     #[arg(long, value_delimiter = ',')]
     pub listen_metrics_urls: Vec<String>,
     /// TLS on the client port: this node's certificate (PEM). Clients then use https://.
@@ -336,7 +336,7 @@ fn run_serve(args: &ServeArgs) -> Result<Outcome> {
         }),
         listen_peer: args.listen_peer,
         initial_cluster,
-        listen_metrics: metrics_addresses(&args.listen_metrics_urls)?,
+        listen_metrics: metrics_listeners(&args.listen_metrics_urls)?,
         join: args.join,
         heartbeat: std_duration("heartbeat", &args.heartbeat)?,
         election_timeout: std_duration("election-timeout", &args.election_timeout)?,
@@ -366,16 +366,18 @@ fn run_serve(args: &ServeArgs) -> Result<Outcome> {
 }
 
 /// The addresses of `--listen-metrics-urls` (`http://host:port` each).
-fn metrics_addresses(urls: &[String]) -> Result<Vec<SocketAddr>> {
+fn metrics_listeners(urls: &[String]) -> Result<Vec<MetricsListener>> {
     urls.iter()
         .map(|url| {
-            let address = url.strip_prefix("http://").with_context(|| {
-                format!("--listen-metrics-urls: '{url}' is not an http:// URL (the client port serves /metrics over TLS)")
+            let (address, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+                (Some(address), _) => (address, false),
+                (_, Some(address)) => (address, true),
+                _ => bail!("--listen-metrics-urls: '{url}' is not an http:// or https:// URL"),
+            };
+            let address = address.trim_end_matches('/').parse().with_context(|| {
+                format!("--listen-metrics-urls: '{url}' is not http(s)://ip:port")
             })?;
-            address
-                .trim_end_matches('/')
-                .parse()
-                .with_context(|| format!("--listen-metrics-urls: '{url}' is not http://ip:port"))
+            Ok(MetricsListener { address, tls })
         })
         .collect()
 }

@@ -2,7 +2,8 @@
 //! certificates required) and mutual TLS between members. etcdctl with a client certificate
 //! reads and writes through every member (followers forward writes to the leader over peer
 //! TLS, lease requests over the leader's TLS client port); without a certificate, or in plain
-//! text, it gets nothing; `/metrics` answers over HTTP/1.1 and TLS; `concord db status` and
+//! text, it gets nothing; `/metrics` answers over HTTP/1.1 and TLS, on the client port and on an
+//! `https://` metrics URL; `concord db status` and
 //! `concord db bench` speak TLS too.
 // Real processes on a real clock: waiting for them needs wall-clock deadlines.
 #![allow(clippy::disallowed_methods)]
@@ -14,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use concord_runtime::tls::test_pki::TestCa;
-use db::{concord, etcdctl, DbCluster};
+use db::{concord, etcdctl, free_port, DbCluster};
 
 fn path(p: &Path) -> String {
     p.to_str().expect("a UTF-8 path").to_string()
@@ -54,6 +55,12 @@ fn a_cluster_with_tls_on_both_ports_serves_only_clients_with_a_certificate() {
     ];
     let mut cluster = DbCluster::prepare(3, &flags);
     cluster.client_tls = Some(client_flags.clone());
+    // Node 1 also serves /metrics on a port of its own, over TLS.
+    let metrics_port = free_port();
+    cluster.nodes[0].extra.extend([
+        "--listen-metrics-urls".to_string(),
+        format!("https://127.0.0.1:{metrics_port}"),
+    ]);
     for id in 1..=3 {
         cluster.spawn(id);
     }
@@ -132,22 +139,33 @@ fn a_cluster_with_tls_on_both_ports_serves_only_clients_with_a_certificate() {
         }
     }
 
-    // /metrics over TLS, asked for with HTTP/1.1.
-    let metrics = Command::new("curl")
-        .args(["--silent", "--show-error", "--fail", "--http1.1"])
-        .args(["--cacert", &ca_file, "--cert"])
-        .arg(&client_cert)
-        .arg("--key")
-        .arg(&client_key)
-        .arg(format!("https://{endpoint}/metrics"))
-        .output()
-        .expect("curl runs (.ci/run installs it)");
-    let text = String::from_utf8_lossy(&metrics.stdout);
-    assert!(
-        text.contains("concord_term"),
-        "{text}{}",
-        String::from_utf8_lossy(&metrics.stderr)
-    );
+    // /metrics over TLS, asked for with HTTP/1.1, on the client port and on node 1's https://
+    // metrics URL; the latter refuses plain HTTP.
+    let curl = |url: &str| {
+        Command::new("curl")
+            .args(["--silent", "--show-error", "--fail", "--http1.1"])
+            .args(["--cacert", &ca_file, "--cert"])
+            .arg(&client_cert)
+            .arg("--key")
+            .arg(&client_key)
+            .arg(url)
+            .output()
+            .expect("curl runs (.ci/run installs it)")
+    };
+    for url in [
+        format!("https://{endpoint}/metrics"),
+        format!("https://127.0.0.1:{metrics_port}/metrics"),
+    ] {
+        let metrics = curl(&url);
+        let text = String::from_utf8_lossy(&metrics.stdout);
+        assert!(
+            text.contains("concord_term"),
+            "{url}: {text}{}",
+            String::from_utf8_lossy(&metrics.stderr)
+        );
+    }
+    let plain = curl(&format!("http://127.0.0.1:{metrics_port}/metrics"));
+    assert!(!plain.status.success(), "plain HTTP on a TLS metrics port");
 
     // The load generator speaks TLS.
     let bench = concord()
@@ -230,4 +248,16 @@ fn bad_tls_files_stop_the_node_at_start_with_a_clear_error() {
     assert!(!no_ca.status.success());
     let stderr = String::from_utf8_lossy(&no_ca.stderr);
     assert!(stderr.contains("trusted-ca-file"), "{stderr}");
+    // An https:// metrics URL without a certificate to serve it with; a URL of no scheme.
+    let no_cert = serve(&["--listen-metrics-urls", "https://127.0.0.1:0"]);
+    assert!(!no_cert.status.success());
+    let stderr = String::from_utf8_lossy(&no_cert.stderr);
+    assert!(stderr.contains("--cert-file"), "{stderr}");
+    let no_scheme = serve(&["--listen-metrics-urls", "127.0.0.1:2381"]);
+    assert!(!no_scheme.status.success());
+    let stderr = String::from_utf8_lossy(&no_scheme.stderr);
+    assert!(
+        stderr.contains("not an http:// or https:// URL"),
+        "{stderr}"
+    );
 }

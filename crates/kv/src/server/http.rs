@@ -1,6 +1,7 @@
 //! The HTTP endpoints etcd serves beside gRPC, on the client port and, with
-//! `--listen-metrics-urls`, on plain-HTTP ports of their own (where a metrics scraper or a
-//! liveness probe needs no client certificate):
+//! `--listen-metrics-urls`, on ports of their own: plain HTTP (where a metrics scraper or a
+//! liveness probe needs no client certificate) or, for `https://` URLs, TLS with the client
+//! port's certificate:
 //!
 //! * `GET /metrics`: Prometheus text ([`super::metrics`]).
 //! * `GET /health`: `{"health":"true","reason":""}` with 200 when the member knows a leader and
@@ -10,7 +11,6 @@
 //! * `GET /version`: `{"etcdserver":…,"etcdcluster":…}`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,18 +87,38 @@ async fn check_health(
     )
 }
 
-/// Binds the plain-HTTP listeners of `--listen-metrics-urls` (before the node starts, so a
-/// taken port stops it at once).
-pub(crate) async fn bind(addresses: &[SocketAddr]) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
-    let mut listeners = Vec::with_capacity(addresses.len());
-    for address in addresses {
-        listeners.push(
-            tokio::net::TcpListener::bind(address)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {address}"))?,
-        );
+/// Binds the listeners of `--listen-metrics-urls` (before the node starts, so a taken port
+/// stops it at once), each with whether it serves TLS.
+pub(crate) async fn bind(
+    listeners: &[super::MetricsListener],
+) -> anyhow::Result<Vec<(tokio::net::TcpListener, bool)>> {
+    let mut bound = Vec::with_capacity(listeners.len());
+    for listener in listeners {
+        let address = listener.address;
+        let socket = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {address}"))?;
+        bound.push((socket, listener.tls));
     }
-    Ok(listeners)
+    Ok(bound)
+}
+
+/// Serves the HTTP endpoints over TLS connections (HTTP/1.1 or HTTP/2, as the client's ALPN
+/// asks) until the task is aborted.
+pub(crate) async fn serve_tls<S>(incoming: super::incoming::Incoming<S>, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected,
+    S: Send + Unpin + 'static,
+{
+    let routes = tonic::service::Routes::from(router(&shared));
+    let served = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(routes)
+        .serve_with_incoming(incoming)
+        .await;
+    if let Err(error) = served {
+        tracing::error!(%error, "the metrics listener failed");
+    }
 }
 
 /// Serves the HTTP endpoints on `listener` until the task is aborted.

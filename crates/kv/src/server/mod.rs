@@ -89,9 +89,9 @@ pub struct ServerConfig {
     pub client_tls: Option<TlsFiles>,
     /// Mutual TLS between members (`None`: plain TCP).
     pub peer_tls: Option<TlsFiles>,
-    /// Plain-HTTP listeners for `/metrics`, `/health` and `/version` (etcd's
-    /// `--listen-metrics-urls`), besides the client port.
-    pub listen_metrics: Vec<SocketAddr>,
+    /// Listeners for `/metrics`, `/health` and `/version` (etcd's `--listen-metrics-urls`),
+    /// besides the client port.
+    pub listen_metrics: Vec<MetricsListener>,
 }
 
 impl ServerConfig {
@@ -145,6 +145,16 @@ impl ServerConfig {
 }
 
 /// State shared by every service of one node.
+/// A listener of `--listen-metrics-urls`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsListener {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// `https://`: TLS with the client port's certificate (and its client-certificate check,
+    /// when on), as etcd serves it.
+    pub tls: bool,
+}
+
 /// etcd's default `--quota-backend-bytes`: 2 GiB.
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 
@@ -658,6 +668,12 @@ impl Server {
             }
             None => ClientIncoming::Plain(incoming::plain(client_listener)),
         };
+        if config.listen_metrics.iter().any(|l| l.tls) && config.client_tls.is_none() {
+            anyhow::bail!(
+                "an https:// metrics URL is served with the client port's certificate: give \
+                 --cert-file and --key-file"
+            );
+        }
         let metrics_listeners = http::bind(&config.listen_metrics).await?;
         let member_tls = match &config.client_tls {
             Some(files) => Some(tls::member_client_tls(files)?),
@@ -698,8 +714,15 @@ impl Server {
             tokio::spawn(cluster::publish_and_track_members(Arc::clone(&shared))),
             tokio::spawn(metrics::track(Arc::clone(&shared))),
         ];
-        for listener in metrics_listeners {
-            background.push(tokio::spawn(http::serve(listener, Arc::clone(&shared))));
+        for (listener, tls) in metrics_listeners {
+            let serve = match (tls, &shared.config.client_tls) {
+                (true, Some(files)) => tokio::spawn(http::serve_tls(
+                    incoming::tls(listener, files).context("metrics TLS")?,
+                    Arc::clone(&shared),
+                )),
+                _ => tokio::spawn(http::serve(listener, Arc::clone(&shared))),
+            };
+            background.push(serve);
         }
         let router = build_router(&shared);
         // `incoming` turns Nagle off on every accepted connection: a response written as
