@@ -101,12 +101,27 @@ struct SnapshotRecordRef<'a> {
 /// `SnapshotData::records`, in revision order — kept up to date write by write, so that a
 /// snapshot copies these bytes instead of encoding every record while the node waits. Writes
 /// only append to the log; a compaction (which removes records) re-encodes it. It costs a second
-/// copy of the log's contents in memory.
+/// copy of the log's contents in memory. The bytes are kept in chunks of about
+/// [`CHUNK_BYTES`]: one growing buffer would, each time it doubles, copy all of itself while
+/// the node waits (hundreds of milliseconds for a large store) and briefly hold both copies.
 #[derive(Clone, Default)]
 pub(crate) struct EncodedRecords {
-    bytes: Vec<u8>,
+    chunks: Vec<Vec<u8>>,
+    len: usize,
     count: usize,
 }
+
+/// Appends what postcard writes to a buffer it borrows.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
+}
+
+/// The size a chunk of [`EncodedRecords`] grows to before the next one starts.
+const CHUNK_BYTES: usize = 1 << 20;
 
 impl EncodedRecords {
     /// Encodes every record of `records` (in revision order).
@@ -120,7 +135,7 @@ impl EncodedRecords {
 
     /// The encoded records' bytes.
     pub(crate) fn len(&self) -> usize {
-        self.bytes.len()
+        self.len
     }
 
     /// Appends one record (written after every record already here).
@@ -130,10 +145,30 @@ impl EncodedRecords {
             kind: record.kind,
             kv: &record.kv,
         };
-        // Encoding plain data into a Vec cannot fail.
-        if let Ok(bytes) = postcard::to_extend(&value, std::mem::take(&mut self.bytes)) {
-            self.bytes = bytes;
+        if self
+            .chunks
+            .last()
+            .is_none_or(|chunk| chunk.len() >= CHUNK_BYTES)
+        {
+            self.chunks.push(Vec::with_capacity(CHUNK_BYTES + 1024));
+        }
+        let Some(chunk) = self.chunks.last_mut() else {
+            return;
+        };
+        let before = chunk.len();
+        // Encoding plain data into a Vec cannot fail; were it to, nothing is kept of it.
+        if postcard::to_extend(&value, Append(chunk)).is_ok() {
+            self.len += chunk.len() - before;
             self.count += 1;
+        } else {
+            chunk.truncate(before);
+        }
+    }
+
+    /// Appends the encoded records to `out`.
+    fn copy_to(&self, out: &mut Vec<u8>) {
+        for chunk in &self.chunks {
+            out.extend_from_slice(chunk);
         }
     }
 }
@@ -152,8 +187,7 @@ impl std::fmt::Debug for EncodedRecords {
         write!(
             f,
             "EncodedRecords({} records, {} bytes)",
-            self.count,
-            self.bytes.len()
+            self.count, self.len
         )
     }
 }
@@ -179,7 +213,7 @@ impl KvStore {
             })
             .collect();
         let members: Vec<&MemberAttrs> = self.members.values().collect();
-        let mut bytes = Vec::with_capacity(MAGIC.len() + 32 + records.bytes.len());
+        let mut bytes = Vec::with_capacity(MAGIC.len() + 32 + records.len());
         bytes.extend_from_slice(MAGIC);
         let head = (
             self.mvcc.revision(),
@@ -188,7 +222,7 @@ impl KvStore {
         );
         // Encoding plain data into a Vec cannot fail.
         bytes = postcard::to_extend(&head, bytes).unwrap_or_default();
-        bytes.extend_from_slice(&records.bytes);
+        records.copy_to(&mut bytes);
         let removed: Vec<u64> = self.removed.iter().copied().collect();
         bytes = postcard::to_extend(&(leases, members, removed), bytes).unwrap_or_default();
         if !self.alarms.is_empty() {
@@ -377,6 +411,38 @@ mod tests {
 
     fn put(store: &mut KvStore, key: &str, value: &str) {
         store.apply(&Command::Put(PutRequest::new(key, value)));
+    }
+
+    #[test]
+    fn a_store_larger_than_a_chunk_encodes_and_decodes_whole() {
+        let mut store = KvStore::default();
+        let value = "v".repeat(100);
+        for i in 0..25_000 {
+            put(&mut store, &format!("key/{i:06}"), &value);
+        }
+        let records = store.mvcc.encoded();
+        assert!(records.chunks.len() > 2, "{} chunks", records.chunks.len());
+        assert_eq!(
+            records.len(),
+            records.chunks.iter().map(Vec::len).sum::<usize>()
+        );
+        let decoded = KvStore::decode(&store.encode()).unwrap();
+        assert_eq!(decoded, store);
+        // A compaction (which keeps every record here: each key was written once) re-encodes
+        // the log from scratch: the same bytes as grown write by write.
+        let bytes = |records: &EncodedRecords| {
+            let mut out = Vec::new();
+            records.copy_to(&mut out);
+            out
+        };
+        let grown = bytes(store.mvcc.encoded());
+        let revision = store.revision();
+        store.apply(&Command::Compact(crate::CompactRequest {
+            revision,
+            physical: false,
+        }));
+        assert_eq!(bytes(store.mvcc.encoded()), grown);
+        assert_eq!(KvStore::decode(&store.encode()).unwrap(), store);
     }
 
     #[test]
