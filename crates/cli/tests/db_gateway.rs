@@ -19,7 +19,8 @@ fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
-/// `POST url` with `body` (curl, which `.ci/run` installs): the status code and the answer.
+/// `POST url` with `body` (curl, which `.ci/run` installs; `@path` sends a file's contents):
+/// the status code and the answer.
 fn post(url: &str, body: &str) -> (u16, Value) {
     let output = Command::new("curl")
         .args([
@@ -29,7 +30,7 @@ fn post(url: &str, body: &str) -> (u16, Value) {
             "--write-out",
             "\n%{http_code}",
         ])
-        .args(["-X", "POST", "-d", body, url])
+        .args(["-X", "POST", "--data-binary", body, url])
         .output()
         .expect("curl runs (.ci/run installs it)");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -177,6 +178,26 @@ fn kv_txn_leases_members_and_errors_over_json() {
     assert_eq!((code, answer["code"].as_i64()), (400, Some(3)), "{answer}");
     let (code, answer) = post(&format!("{one}/v3/kv/range"), r#"{"key":12}"#);
     assert_eq!(code, 400, "{answer}");
+    // Too large, whether the request (1.6 MB, past the 1.5 MiB default) or its body (4 MB).
+    for size in [1_600_000, 4_000_000] {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let body = format!(
+            r#"{{"key":"{}","value":"{}"}}"#,
+            b64("big"),
+            b64(&"x".repeat(size))
+        );
+        std::fs::write(file.path(), body).unwrap();
+        let (code, answer) = post(
+            &format!("{one}/v3/kv/put"),
+            &format!("@{}", file.path().display()),
+        );
+        assert_eq!(
+            (code, answer["code"].as_i64()),
+            (400, Some(3)),
+            "{size}: {answer}"
+        );
+        assert_eq!(answer["error"], "etcdserver: request is too large");
+    }
     // The member still serves.
     ok(
         &format!("{one}/v3/kv/range"),

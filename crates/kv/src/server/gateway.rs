@@ -38,6 +38,9 @@ use pb::maintenance_server::Maintenance as _;
 
 /// The gateway's routes, under `/v3` and `/v3beta`.
 pub(crate) fn router(shared: &Arc<Shared>) -> Router {
+    // Room for the largest request in base64 with its JSON around it; the service checks the
+    // request's own size (etcd's "request is too large") as for gRPC.
+    let limit = shared.config.max_request_bytes * 2 + 64 * 1024;
     let mut router = Router::new();
     for prefix in ["/v3", "/v3beta"] {
         let route = |router: Router, path: &str, method: MethodRouter| {
@@ -46,7 +49,7 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
         macro_rules! unary {
             ($service:ident, $method:ident) => {{
                 let shared = Arc::clone(shared);
-                unary(move |request| {
+                unary(limit, move |request| {
                     let service = $service(Arc::clone(&shared));
                     async move { service.$method(request).await }
                 })
@@ -147,7 +150,11 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
         router = route(
             router,
             "/maintenance/snapshot",
-            post(move |body: Bytes| async move {
+            post(move |body: Body| async move {
+                let body = match read(body, limit).await {
+                    Ok(body) => body,
+                    Err(status) => return failure(&status),
+                };
                 let request = match parse::<pb::SnapshotRequest>(&body) {
                     Ok(request) => request,
                     Err(status) => return failure(&status),
@@ -164,15 +171,15 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
 }
 
 /// A route for a unary method: the body parsed as its request, `call`'s answer as JSON.
-fn unary<Q, A, F, R>(call: F) -> MethodRouter
+fn unary<Q, A, F, R>(limit: usize, call: F) -> MethodRouter
 where
     Q: DeserializeOwned + Send + 'static,
     A: Serialize,
     F: Fn(Request<Q>) -> R + Clone + Send + Sync + 'static,
     R: Future<Output = Result<tonic::Response<A>, Status>> + Send,
 {
-    post(move |body: Bytes| async move {
-        let request = match parse::<Q>(&body) {
+    post(move |body: Body| async move {
+        let request = match read(body, limit).await.and_then(|body| parse::<Q>(&body)) {
             Ok(request) => request,
             Err(status) => return failure(&status),
         };
@@ -184,6 +191,13 @@ where
             Err(status) => failure(&status),
         }
     })
+}
+
+/// A request's body, refused past `limit` bytes with etcd's error.
+async fn read(body: Body, limit: usize) -> Result<Bytes, Status> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Status::invalid_argument("etcdserver: request is too large"))
 }
 
 /// A request from JSON; an empty body is the empty request (all fields zero).
