@@ -319,6 +319,25 @@ impl RequestOp {
 }
 
 impl TxnRequest {
+    /// Every operation of both branches at any depth, in order (a nested transaction's own
+    /// operations where it stands, not the transaction itself): `success`, then `failure`.
+    pub fn leaf_ops(&self) -> impl Iterator<Item = &RequestOp> {
+        // The branches still to visit; the top one is the next.
+        let mut stack = vec![self.failure.iter(), self.success.iter()];
+        std::iter::from_fn(move || loop {
+            match stack.last_mut()?.next() {
+                Some(RequestOp::Txn(txn)) => {
+                    stack.push(txn.failure.iter());
+                    stack.push(txn.success.iter());
+                }
+                Some(op) => return Some(op),
+                None => {
+                    stack.pop();
+                }
+            }
+        })
+    }
+
     /// Checks the request as etcd's API layer does before proposing it (`checkTxnRequest` and
     /// `checkIntervals`): op counts, empty keys, nesting depth, and no key written twice or
     /// both written and deleted in one branch. The store runs the same check when applying.

@@ -72,20 +72,9 @@ impl Command {
     /// Whether the command adds data to the store: what a store over its space quota refuses
     /// (etcd's capped applier: puts, transactions with a put in either branch, lease grants).
     pub fn adds_data(&self) -> bool {
-        fn has_put(request: &TxnRequest) -> bool {
-            request
-                .success
-                .iter()
-                .chain(&request.failure)
-                .any(|op| match op {
-                    RequestOp::Put(_) => true,
-                    RequestOp::Txn(txn) => has_put(txn),
-                    RequestOp::Range(_) | RequestOp::DeleteRange(_) => false,
-                })
-        }
         match self {
             Command::Put(_) | Command::LeaseGrant { .. } => true,
-            Command::Txn(request) => has_put(request),
+            Command::Txn(request) => request.leaf_ops().any(|op| matches!(op, RequestOp::Put(_))),
             _ => false,
         }
     }
@@ -93,21 +82,16 @@ impl Command {
     /// About how many bytes the command adds to the store: its puts' keys and values (what
     /// etcd's quota charges), a little for a lease.
     pub fn data_bytes(&self) -> u64 {
-        fn txn_bytes(request: &TxnRequest) -> u64 {
-            request
-                .success
-                .iter()
-                .chain(&request.failure)
-                .map(|op| match op {
-                    RequestOp::Put(put) => (put.key.len() + put.value.len()) as u64,
-                    RequestOp::Txn(txn) => txn_bytes(txn),
-                    RequestOp::Range(_) | RequestOp::DeleteRange(_) => 0,
-                })
-                .sum()
-        }
+        let put_bytes = |put: &PutRequest| (put.key.len() + put.value.len()) as u64;
         match self {
-            Command::Put(put) => (put.key.len() + put.value.len()) as u64,
-            Command::Txn(request) => txn_bytes(request),
+            Command::Put(put) => put_bytes(put),
+            Command::Txn(request) => request
+                .leaf_ops()
+                .map(|op| match op {
+                    RequestOp::Put(put) => put_bytes(put),
+                    _ => 0,
+                })
+                .sum(),
             Command::LeaseGrant { .. } => 64,
             _ => 0,
         }
@@ -647,14 +631,8 @@ fn branch<'a>(request: &'a TxnRequest, path: &Path) -> &'a [RequestOp] {
 /// Whether no branch of the transaction, at any depth, writes (etcd's `isTxnReadonly`).
 fn is_read_only(request: &TxnRequest) -> bool {
     request
-        .success
-        .iter()
-        .chain(&request.failure)
-        .all(|op| match op {
-            RequestOp::Range(_) => true,
-            RequestOp::Txn(txn) => is_read_only(txn),
-            RequestOp::Put(_) | RequestOp::DeleteRange(_) => false,
-        })
+        .leaf_ops()
+        .all(|op| matches!(op, RequestOp::Range(_)))
 }
 
 /// etcd's `checkPutRequest`: a key, and no value or lease alongside the matching `ignore_*`.
@@ -673,11 +651,9 @@ fn check_put_request(request: &PutRequest) -> Result<(), KvError> {
 
 /// [`check_put_request`] for every put of the transaction, in both branches at any depth.
 fn validate_puts(request: &TxnRequest) -> Result<(), KvError> {
-    for op in request.success.iter().chain(&request.failure) {
-        match op {
-            RequestOp::Put(put) => check_put_request(put)?,
-            RequestOp::Txn(txn) => validate_puts(txn)?,
-            RequestOp::Range(_) | RequestOp::DeleteRange(_) => {}
+    for op in request.leaf_ops() {
+        if let RequestOp::Put(put) = op {
+            check_put_request(put)?;
         }
     }
     Ok(())

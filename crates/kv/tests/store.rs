@@ -951,3 +951,35 @@ fn a_space_alarm_refuses_writes_that_add_data_until_cleared() {
     put(&mut plain, "b", "2");
     assert_eq!(plain.encode(), before_alarms);
 }
+
+/// A transaction's operations at any depth, in order: each nested transaction's where it
+/// stands, `success` before `failure`.
+#[test]
+fn leaf_ops_walk_both_branches_at_any_depth_in_order() {
+    let request = TxnRequest {
+        success: vec![
+            put_op("a", "1"),
+            RequestOp::Txn(TxnRequest {
+                success: vec![put_op("b", "2")],
+                failure: vec![RequestOp::DeleteRange(DeleteRangeRequest::new("c", ""))],
+                ..Default::default()
+            }),
+            RequestOp::Range(RangeRequest::key("d")),
+        ],
+        failure: vec![put_op("e", "5")],
+        ..Default::default()
+    };
+    let keys: Vec<&[u8]> = request
+        .leaf_ops()
+        .map(|op| match op {
+            RequestOp::Put(put) => put.key.as_slice(),
+            RequestOp::DeleteRange(delete) => delete.key.as_slice(),
+            RequestOp::Range(range) => range.key.as_slice(),
+            RequestOp::Txn(_) => panic!("a transaction is not a leaf"),
+        })
+        .collect();
+    assert_eq!(keys, [b"a", b"b", b"c", b"d", b"e"]);
+    assert!(Command::Txn(request.clone()).adds_data());
+    // Three puts of a one-byte key and a one-byte value.
+    assert_eq!(Command::Txn(request).data_bytes(), 6);
+}
