@@ -264,6 +264,30 @@ fn watch_and_keep_alive_stream_json_lines() {
     let _ = watch.kill();
     let _ = watch.wait();
 
+    // A request that does not parse ends the stream with an error line, after the answers to
+    // the requests before it.
+    let output = Command::new("curl")
+        .args(["--silent", "--max-time", "20", "-X", "POST", "-d"])
+        .arg(format!(
+            r#"{{"create_request":{{"key":"{}"}}}} nonsense"#,
+            b64("w")
+        ))
+        .arg(format!("{}/v3/watch", urls[1]))
+        .output()
+        .expect("curl runs");
+    assert!(
+        output.status.success(),
+        "the stream ended by itself: {output:?}"
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["result"]["created"], true, "{lines:?}");
+    assert_eq!(lines[1]["error"]["grpc_code"], 3, "{lines:?}");
+    assert_eq!(lines[1]["error"]["http_code"], 400, "{lines:?}");
+
     // Keep-alive: one request, one answer with the lease's TTL; an unknown lease gets TTL 0
     // (left out), as from etcd.
     let lease = ok(&format!("{}/v3/lease/grant", urls[1]), r#"{"TTL":30}"#);

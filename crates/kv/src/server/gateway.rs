@@ -126,7 +126,8 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
             router,
             "/watch",
             post(move |body: Body| async move {
-                // A watch outlives its request body: it ends when the client hangs up.
+                // A watch outlives its request body: it ends when the client hangs up, or at
+                // a request that does not parse.
                 let requests = requests(body).chain(tokio_stream::pending());
                 match super::watch::open(&watch, Box::pin(requests)).await {
                     Ok(responses) => results(responses),
@@ -210,8 +211,9 @@ fn parse<Q: DeserializeOwned>(body: &[u8]) -> Result<Q, Status> {
     serde_json::from_slice(body).map_err(|error| Status::invalid_argument(error.to_string()))
 }
 
-/// The JSON requests of a streaming call's body, each as soon as it has fully arrived. A body
-/// that is not a sequence of JSON objects ends the stream with an error.
+/// The JSON requests of a streaming call's body, each as soon as it has fully arrived. A
+/// request that does not parse, or a body that ends inside one, is an error, and the last
+/// item: the service answers the requests before it, then the error.
 fn requests<Q: DeserializeOwned + Send + 'static>(
     body: Body,
 ) -> impl Stream<Item = Result<Q, Status>> + Send + 'static {
@@ -259,12 +261,16 @@ fn requests<Q: DeserializeOwned + Send + 'static>(
     tokio_stream::wrappers::ReceiverStream::new(receiver)
 }
 
-/// A streaming answer: one `{"result":…}` line per response, or `{"error":…}` for a failure
-/// (which ends it).
+/// A streaming answer: one `{"result":…}` line per response, or `{"error":…}` for a failure,
+/// which ends it.
 fn results<A: Serialize + Send + 'static>(
     responses: impl Stream<Item = Result<A, Status>> + Send + 'static,
 ) -> Response {
-    let lines = responses.map(|item| {
+    let until_failure = UntilFailure {
+        inner: Box::pin(responses),
+        failed: false,
+    };
+    let lines = until_failure.map(|item| {
         let line = match &item {
             Ok(answer) => serde_json::to_vec(&StreamItem::Result(answer)),
             Err(status) => serde_json::to_vec(&StreamItem::<A>::Error(StreamError::of(status))),
@@ -278,6 +284,28 @@ fn results<A: Serialize + Send + 'static>(
         Body::from_stream(lines),
     )
         .into_response()
+}
+
+/// A stream of results that ends right after its first failure.
+struct UntilFailure<S> {
+    inner: std::pin::Pin<Box<S>>,
+    failed: bool,
+}
+
+impl<A, S: Stream<Item = Result<A, Status>>> Stream for UntilFailure<S> {
+    type Item = Result<A, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.failed {
+            return std::task::Poll::Ready(None);
+        }
+        let item = std::task::ready!(self.inner.as_mut().poll_next(context));
+        self.failed = matches!(item, Some(Err(_)));
+        std::task::Poll::Ready(item)
+    }
 }
 
 /// One line of a streaming answer.

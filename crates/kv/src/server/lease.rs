@@ -285,8 +285,12 @@ impl LeaseService {
         let (sender, receiver) = mpsc::channel(16);
         let service = LeaseService(Arc::clone(&self.0));
         tokio::spawn(async move {
-            while let Some(Ok(message)) = inbound.next().await {
-                let answer = service.keep_alive_one(message.id).await;
+            while let Some(message) = inbound.next().await {
+                // A request that could not be read ends the stream, with why.
+                let answer = match message {
+                    Ok(message) => service.keep_alive_one(message.id).await,
+                    Err(status) => Err(status),
+                };
                 let stop = answer.is_err();
                 if sender.send(answer).await.is_err() || stop {
                     break;

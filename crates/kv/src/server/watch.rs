@@ -76,7 +76,15 @@ async fn serve_stream(
     loop {
         tokio::select! {
             message = inbound.next() => {
-                let Some(Ok(message)) = message else { break };
+                let message = match message {
+                    Some(Ok(message)) => message,
+                    // A request that could not be read ends the stream, with why.
+                    Some(Err(status)) => {
+                        let _ = out.send(Err(status)).await;
+                        break;
+                    }
+                    None => break,
+                };
                 let result = handle_request(&shared, message, &mut watchers, &mut next_id, &out).await;
                 if result.is_err() {
                     break;
