@@ -110,10 +110,15 @@ fn corrupt<T>(message: impl Into<String>) -> Result<T, BackupError> {
 
 /// A backup of a store from its snapshot encoding (`KvStore::encode`, the node's own, so
 /// trusted): a bbolt file in etcd's layout, then its SHA-256. The records go from the
-/// encoding to the file without the store being rebuilt.
-pub fn backup_of_encoding(encoding: &[u8]) -> Result<Vec<u8>, BackupError> {
-    let data = SnapshotData::decode(encoding).map_err(|e| BackupError::Corrupt(e.to_string()))?;
-    let mut bytes = bolt::write(&etcd_buckets(data));
+/// encoding to the file without the store being rebuilt. Each form is dropped once the next
+/// is made (the encoding once decoded, the buckets once written): besides the live store, at
+/// most two copies of the key space are held at once.
+pub fn backup_of_encoding(encoding: Vec<u8>) -> Result<Vec<u8>, BackupError> {
+    let data = SnapshotData::decode(&encoding).map_err(|e| BackupError::Corrupt(e.to_string()))?;
+    drop(encoding);
+    let buckets = etcd_buckets(data);
+    let mut bytes = bolt::write(&buckets);
+    drop(buckets);
     let checksum = Sha256::digest(&bytes);
     bytes.extend_from_slice(&checksum);
     Ok(bytes)
@@ -418,7 +423,7 @@ mod tests {
     #[test]
     fn a_backup_reads_back_as_the_same_key_space() {
         let store = store();
-        let bytes = backup_of_encoding(&store.encode()).unwrap();
+        let bytes = backup_of_encoding(store.encode()).unwrap();
         assert!((bytes.len() - CHECKSUM_BYTES).is_multiple_of(bolt::PAGE_SIZE));
         let mut expected = store.clone();
         expected.members.clear();
@@ -428,7 +433,7 @@ mod tests {
 
     #[test]
     fn a_damaged_or_truncated_backup_is_refused() {
-        let bytes = backup_of_encoding(&store().encode()).unwrap();
+        let bytes = backup_of_encoding(store().encode()).unwrap();
         let mut flipped = bytes.clone();
         flipped[10] ^= 1;
         assert!(matches!(read_backup(&flipped), Err(BackupError::Checksum)));

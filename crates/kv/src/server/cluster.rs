@@ -567,7 +567,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             Status::internal(format!("writing the snapshot failed: {e}"))
         };
         let bytes =
-            tokio::task::spawn_blocking(move || super::backup::backup_of_encoding(&encoding))
+            tokio::task::spawn_blocking(move || super::backup::backup_of_encoding(encoding))
                 .await
                 .map_err(|e| failed(&e))?
                 .map_err(|e| failed(&e))?;
