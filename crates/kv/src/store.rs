@@ -294,20 +294,15 @@ impl KvStore {
         self.mvcc.encoded().len() as u64
     }
 
-    /// Raises or clears an alarm; returns it if that changed anything (etcd answers a
-    /// deactivation of an inactive alarm with no alarm).
+    /// Raises or clears an alarm. Answers with the alarm raised, or the one cleared; clearing
+    /// an alarm that is not raised answers with none (as etcd).
     fn set_alarm(&mut self, active: bool, member: u64, alarm: Alarm) -> Vec<(u64, Alarm)> {
-        let changed = if active {
+        if active {
             self.alarms.insert((member, alarm));
-            true
-        } else {
-            self.alarms.remove(&(member, alarm))
-        };
-        if changed {
-            vec![(member, alarm)]
-        } else {
-            Vec::new()
+        } else if !self.alarms.remove(&(member, alarm)) {
+            return Vec::new();
         }
+        vec![(member, alarm)]
     }
 
     /// The live key-value at `key`, at the current revision.
