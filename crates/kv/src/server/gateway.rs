@@ -41,134 +41,116 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
     // Room for the largest request in base64 with its JSON around it; the service checks the
     // request's own size (etcd's "request is too large") as for gRPC.
     let limit = shared.config.max_request_bytes * 2 + 64 * 1024;
-    let mut router = Router::new();
-    for prefix in ["/v3", "/v3beta"] {
-        let route = |router: Router, path: &str, method: MethodRouter| {
-            router.route(&format!("{prefix}{path}"), method)
-        };
-        macro_rules! unary {
-            ($service:ident, $method:ident) => {{
-                let shared = Arc::clone(shared);
-                unary(limit, move |request| {
-                    let service = $service(Arc::clone(&shared));
-                    async move { service.$method(request).await }
-                })
-            }};
-        }
-        router = route(router, "/kv/range", unary!(KvService, range));
-        router = route(router, "/kv/put", unary!(KvService, put));
-        router = route(router, "/kv/deleterange", unary!(KvService, delete_range));
-        router = route(router, "/kv/txn", unary!(KvService, txn));
-        router = route(router, "/kv/compaction", unary!(KvService, compact));
-        router = route(router, "/lease/grant", unary!(LeaseService, lease_grant));
-        for path in ["/lease/revoke", "/kv/lease/revoke"] {
-            router = route(router, path, unary!(LeaseService, lease_revoke));
-        }
-        for path in ["/lease/timetolive", "/kv/lease/timetolive"] {
-            router = route(router, path, unary!(LeaseService, lease_time_to_live));
-        }
-        for path in ["/lease/leases", "/kv/lease/leases"] {
-            router = route(router, path, unary!(LeaseService, lease_leases));
-        }
-        router = route(
-            router,
-            "/cluster/member/add",
-            unary!(ClusterService, member_add),
-        );
-        router = route(
-            router,
+    macro_rules! unary {
+        ($service:ident, $method:ident) => {{
+            let shared = Arc::clone(shared);
+            unary(limit, move |request| {
+                let service = $service(Arc::clone(&shared));
+                async move { service.$method(request).await }
+            })
+        }};
+    }
+    let watch = Arc::clone(shared);
+    let keep_alive = Arc::clone(shared);
+    let snapshot = Arc::clone(shared);
+    let methods = [
+        ("/kv/range", unary!(KvService, range)),
+        ("/kv/put", unary!(KvService, put)),
+        ("/kv/deleterange", unary!(KvService, delete_range)),
+        ("/kv/txn", unary!(KvService, txn)),
+        ("/kv/compaction", unary!(KvService, compact)),
+        ("/lease/grant", unary!(LeaseService, lease_grant)),
+        ("/lease/revoke", unary!(LeaseService, lease_revoke)),
+        ("/kv/lease/revoke", unary!(LeaseService, lease_revoke)),
+        (
+            "/lease/timetolive",
+            unary!(LeaseService, lease_time_to_live),
+        ),
+        (
+            "/kv/lease/timetolive",
+            unary!(LeaseService, lease_time_to_live),
+        ),
+        ("/lease/leases", unary!(LeaseService, lease_leases)),
+        ("/kv/lease/leases", unary!(LeaseService, lease_leases)),
+        ("/cluster/member/add", unary!(ClusterService, member_add)),
+        (
             "/cluster/member/remove",
             unary!(ClusterService, member_remove),
-        );
-        router = route(
-            router,
+        ),
+        (
             "/cluster/member/update",
             unary!(ClusterService, member_update),
-        );
-        router = route(
-            router,
-            "/cluster/member/list",
-            unary!(ClusterService, member_list),
-        );
-        router = route(
-            router,
+        ),
+        ("/cluster/member/list", unary!(ClusterService, member_list)),
+        (
             "/cluster/member/promote",
             unary!(ClusterService, member_promote),
-        );
-        router = route(
-            router,
-            "/maintenance/alarm",
-            unary!(MaintenanceService, alarm),
-        );
-        router = route(
-            router,
-            "/maintenance/status",
-            unary!(MaintenanceService, status),
-        );
-        router = route(
-            router,
+        ),
+        ("/maintenance/alarm", unary!(MaintenanceService, alarm)),
+        ("/maintenance/status", unary!(MaintenanceService, status)),
+        (
             "/maintenance/defragment",
             unary!(MaintenanceService, defragment),
-        );
-        router = route(
-            router,
-            "/maintenance/hash",
-            unary!(MaintenanceService, hash),
-        );
-        router = route(
-            router,
+        ),
+        ("/maintenance/hash", unary!(MaintenanceService, hash)),
+        (
             "/maintenance/transfer-leadership",
             unary!(MaintenanceService, move_leader),
-        );
-
-        let watch = Arc::clone(shared);
-        router = route(
-            router,
+        ),
+        (
             "/watch",
-            post(move |body: Body| async move {
-                // A watch outlives its request body: it ends when the client hangs up, or at
-                // a request that does not parse.
-                let requests = requests(body).chain(tokio_stream::pending());
-                match super::watch::open(&watch, Box::pin(requests)).await {
-                    Ok(responses) => results(responses),
-                    Err(status) => failure(&status),
+            streaming(move |body| {
+                let shared = Arc::clone(&watch);
+                async move {
+                    // A watch outlives its request body: it ends when the client hangs up, or
+                    // at a request that does not parse.
+                    let requests = requests(body).chain(tokio_stream::pending());
+                    super::watch::open(&shared, Box::pin(requests)).await
                 }
             }),
-        );
-        let keep_alive = Arc::clone(shared);
-        router = route(
-            router,
+        ),
+        (
             "/lease/keepalive",
-            post(move |body: Body| async move {
+            streaming(move |body| {
                 let service = LeaseService(Arc::clone(&keep_alive));
-                match service.keep_alive(Box::pin(requests(body))).await {
-                    Ok(responses) => results(responses),
-                    Err(status) => failure(&status),
-                }
+                async move { service.keep_alive(Box::pin(requests(body))).await }
             }),
-        );
-        let snapshot = Arc::clone(shared);
-        router = route(
-            router,
+        ),
+        (
             "/maintenance/snapshot",
-            post(move |body: Body| async move {
-                let body = match read(body, limit).await {
-                    Ok(body) => body,
-                    Err(status) => return failure(&status),
-                };
-                let request = match parse::<pb::SnapshotRequest>(&body) {
-                    Ok(request) => request,
-                    Err(status) => return failure(&status),
-                };
+            streaming(move |body| {
                 let service = MaintenanceService(Arc::clone(&snapshot));
-                match service.snapshot(Request::new(request)).await {
-                    Ok(responses) => results(responses.into_inner()),
-                    Err(status) => failure(&status),
+                async move {
+                    let request = parse::<pb::SnapshotRequest>(&read(body, limit).await?)?;
+                    Ok(service.snapshot(Request::new(request)).await?.into_inner())
                 }
             }),
-        );
+        ),
+    ];
+    let mut router = Router::new();
+    for prefix in ["/v3", "/v3beta"] {
+        for (path, method) in &methods {
+            router = router.route(&format!("{prefix}{path}"), method.clone());
+        }
     }
     router
+}
+
+/// A route for a streaming method: `call` opens the stream from the request body; its
+/// answers go out as JSON lines ([`results`]).
+fn streaming<A, S, F, R>(call: F) -> MethodRouter
+where
+    A: Serialize + Send + 'static,
+    S: Stream<Item = Result<A, Status>> + Send + 'static,
+    F: Fn(Body) -> R + Clone + Send + Sync + 'static,
+    R: Future<Output = Result<S, Status>> + Send,
+{
+    post(move |body: Body| async move {
+        match call(body).await {
+            Ok(responses) => results(responses),
+            Err(status) => failure(&status),
+        }
+    })
 }
 
 /// A route for a unary method: the body parsed as its request, `call`'s answer as JSON.
