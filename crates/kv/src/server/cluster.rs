@@ -430,24 +430,17 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
                     member: request.member_id,
                     alarm,
                 };
-                match shared.propose(command).await? {
-                    Ok(Output::Alarms(alarms)) => alarms,
-                    Ok(Output::Error(error)) => return Err(status_of(&error)),
-                    Ok(other) => {
-                        return Err(Status::internal(format!("unexpected output {other:?}")))
-                    }
-                    Err(error) => return Err(raft_status(&error)),
-                }
+                let output = shared.propose(command).await?;
+                expect_output!(output.map_err(|e| raft_status(&e))?, Alarms)
             }
             // Raising or clearing no alarm changes nothing (as etcd).
             (Some(_), None) => Vec::new(),
             // Linearizable, as etcd's (which goes through the log): a member that is still
             // catching up must not hide an alarm from `alarm disarm`.
-            (None, _) => match shared.read(Query::Alarms).await? {
-                Ok(Output::Alarms(alarms)) => alarms,
-                Ok(other) => return Err(Status::internal(format!("unexpected output {other:?}"))),
-                Err(error) => return Err(raft_status(&error)),
-            },
+            (None, _) => {
+                let output = shared.read(Query::Alarms).await?;
+                expect_output!(output.map_err(|e| raft_status(&e))?, Alarms)
+            }
         };
         let revision = shared.with_store(|store| store.revision()).await?;
         Ok(Response::new(pb::AlarmResponse {

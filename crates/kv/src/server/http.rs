@@ -6,15 +6,15 @@
 //! * `GET /metrics`: Prometheus text ([`super::metrics`]).
 //! * `GET /health`: `{"health":"true","reason":""}` with 200 when the member knows a leader and
 //!   a linearizable read (ReadIndex) answers in time; `{"health":"false","reason":…}` with 503
-//!   otherwise (`ALARM NOSPACE` while a member is out of space). `?serializable=true` skips the read: the member only needs a leader (etcd's
-//!   probe for members that should pass even while the cluster is slow).
+//!   otherwise (`ALARM NOSPACE` while a member is out of space). `?serializable=true` skips
+//!   the read: the member only needs a leader (etcd's probe for members that should pass even
+//!   while the cluster is slow).
 //! * `GET /version`: `{"etcdserver":…,"etcdcluster":…}`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::extract::Query as Params;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -85,46 +85,4 @@ async fn check_health(
         StatusCode::OK,
         Json(serde_json::json!({"health": "true", "reason": ""})),
     )
-}
-
-/// Binds the listeners of `--listen-metrics-urls` (before the node starts, so a taken port
-/// stops it at once), each with whether it serves TLS.
-pub(crate) async fn bind(
-    listeners: &[super::MetricsListener],
-) -> anyhow::Result<Vec<(tokio::net::TcpListener, bool)>> {
-    let mut bound = Vec::with_capacity(listeners.len());
-    for listener in listeners {
-        let address = listener.address;
-        let socket = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {address}"))?;
-        bound.push((socket, listener.tls));
-    }
-    Ok(bound)
-}
-
-/// Serves the HTTP endpoints over TLS connections (HTTP/1.1 or HTTP/2, as the client's ALPN
-/// asks) until the task is aborted.
-pub(crate) async fn serve_tls<S>(incoming: super::incoming::Incoming<S>, shared: Arc<Shared>)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected,
-    S: Send + Unpin + 'static,
-{
-    let routes = tonic::service::Routes::from(router(&shared));
-    let served = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .add_routes(routes)
-        .serve_with_incoming(incoming)
-        .await;
-    if let Err(error) = served {
-        tracing::error!(%error, "the metrics listener failed");
-    }
-}
-
-/// Serves the HTTP endpoints on `listener` until the task is aborted.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    let address = listener.local_addr().ok();
-    if let Err(error) = axum::serve(listener, router(&shared)).await {
-        tracing::error!(?address, %error, "the metrics listener failed");
-    }
 }

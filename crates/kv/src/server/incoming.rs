@@ -1,6 +1,7 @@
-//! The client port's connections, as tonic's `serve_with_incoming` takes them: accepted, with
-//! Nagle off, after their TLS handshake when the port has TLS, each behind [`AuthorityFix`].
-//! The listener closes once the stream is dropped (the server stopped).
+//! The connections of the client port and of the metrics listeners, as tonic's
+//! `serve_with_incoming` takes them: accepted, with Nagle off, after their TLS handshake when
+//! the port has TLS, each behind [`AuthorityFix`]. The listener closes once the stream is
+//! dropped (the server stopped).
 
 use std::future::Future;
 use std::io;
@@ -17,19 +18,45 @@ use super::authority::AuthorityFix;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepted connections.
-pub(crate) type Incoming<S> = ReceiverStream<io::Result<AuthorityFix<S>>>;
+type Incoming<S> = ReceiverStream<io::Result<AuthorityFix<S>>>;
 
-/// Plain TCP connections.
-pub(crate) fn plain(listener: TcpListener) -> Incoming<TcpStream> {
-    accept(listener, |stream| async move { Ok(stream) })
+/// A port's connections: plain TCP, or TLS streams after their handshake.
+pub(crate) enum Connections {
+    Plain(Incoming<TcpStream>),
+    Tls(Incoming<TlsStream<TcpStream>>),
+}
+
+impl Connections {
+    /// Accepts on `listener`, over TLS with `tls`'s certificate when given. Bad TLS files are
+    /// an error here, before anything is served.
+    pub(crate) fn accept(listener: TcpListener, tls: Option<&TlsFiles>) -> anyhow::Result<Self> {
+        Ok(match tls {
+            Some(files) => Connections::Tls(self::tls(listener, files)?),
+            None => Connections::Plain(accept(listener, |stream| async move { Ok(stream) })),
+        })
+    }
+
+    /// Serves `routes` (gRPC and HTTP/1.1 alike) on these connections until the task is
+    /// aborted.
+    pub(crate) fn serve(self, routes: tonic::service::Routes) -> tokio::task::JoinHandle<()> {
+        let builder = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(routes);
+        tokio::spawn(async move {
+            let served = match self {
+                Connections::Plain(incoming) => builder.serve_with_incoming(incoming).await,
+                Connections::Tls(incoming) => builder.serve_with_incoming(incoming).await,
+            };
+            if let Err(error) = served {
+                tracing::error!(%error, "serving a client or metrics port failed");
+            }
+        })
+    }
 }
 
 /// TLS connections, with the port's certificate and, with `client_cert_auth`, a client
 /// certificate required.
-pub(crate) fn tls(
-    listener: TcpListener,
-    files: &TlsFiles,
-) -> anyhow::Result<Incoming<TlsStream<TcpStream>>> {
+fn tls(listener: TcpListener, files: &TlsFiles) -> anyhow::Result<Incoming<TlsStream<TcpStream>>> {
     let config = files.server_config(&[b"h2", b"http/1.1"])?;
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     Ok(accept(listener, move |stream| {

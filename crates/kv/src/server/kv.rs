@@ -38,21 +38,6 @@ fn check_txn_sizes(txn: &TxnRequest, shared: &Shared) -> Result<(), Status> {
     Ok(())
 }
 
-/// Turns a store output into the expected response, or its error into a status.
-macro_rules! expect_output {
-    ($output:expr, $variant:ident) => {
-        match $output {
-            Output::$variant(response) => response,
-            Output::Error(error) => return Err(status_of(&error)),
-            other => {
-                return Err(Status::internal(format!(
-                    "unexpected store output {other:?}"
-                )))
-            }
-        }
-    };
-}
-
 impl KvService {
     /// Proposes `command` (a follower forwards it to the leader over the peer transport).
     async fn write(&self, command: Command) -> Result<Output, Status> {

@@ -271,7 +271,6 @@ impl pb::lease_server::Lease for LeaseService {
 }
 
 impl LeaseService {
-    /// Renews one lease here (leader) or at the leader.
     /// Answers each keep-alive of `inbound` (a gRPC stream, or the JSON gateway's) in turn,
     /// until it ends, one fails, or the answers are no longer read.
     pub(crate) async fn keep_alive(
@@ -300,6 +299,7 @@ impl LeaseService {
         Ok(Box::pin(ReceiverStream::new(receiver)))
     }
 
+    /// Renews one lease here (leader) or at the leader.
     async fn keep_alive_one(&self, id: LeaseId) -> Result<pb::LeaseKeepAliveResponse, Status> {
         let shared = &self.0;
         if is_leader(shared) {

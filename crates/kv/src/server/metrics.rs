@@ -1,7 +1,7 @@
 //! Prometheus metrics at `/metrics`: the runtime's (fsync latency, WAL size, messages), the
-//! database's (term, leader changes, proposals, apply lag, store size and quota), and the standard process metrics
-//! every Prometheus client exports (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
-//! …; dashboards and `etcdctl check datascale` read them).
+//! database's (term, leader changes, proposals, apply lag, store size and quota), and the
+//! standard process metrics every Prometheus client exports (`process_resident_memory_bytes`,
+//! `process_cpu_seconds_total`, …; dashboards and `etcdctl check datascale` read them).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -15,6 +15,22 @@
 //! carried out by a `LeaseRevoke` proposal, so every replica deletes the same keys at the same
 //! revision.
 
+/// Turns a store output into the expected response, or its error into a status (every
+/// service's handlers use it, so it stands before their modules).
+macro_rules! expect_output {
+    ($output:expr, $variant:ident) => {
+        match $output {
+            $crate::Output::$variant(response) => response,
+            $crate::Output::Error(error) => return Err($crate::server::convert::status_of(&error)),
+            other => {
+                return Err(tonic::Status::internal(format!(
+                    "unexpected store output {other:?}"
+                )))
+            }
+        }
+    };
+}
+
 mod authority;
 pub mod backup;
 mod cluster;
@@ -46,6 +62,7 @@ use crate::pb::concordpb::node_client::NodeClient;
 use crate::pb::concordpb::NodeStatusRequest;
 use crate::server::convert::{HeaderInfo, Limits};
 use crate::{Command, KvStore, Lessor, LessorConfig, Output, Query};
+use incoming::Connections;
 
 /// The Raft node Concord DB runs.
 pub type DbNode = RaftNode<KvStore>;
@@ -144,7 +161,6 @@ impl ServerConfig {
     }
 }
 
-/// State shared by every service of one node.
 /// A listener of `--listen-metrics-urls`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetricsListener {
@@ -158,6 +174,7 @@ pub struct MetricsListener {
 /// etcd's default `--quota-backend-bytes`: 2 GiB.
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 
+/// State shared by every service of one node.
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     /// The local store's size ([`crate::KvStore::size_bytes`]), sampled as it changes.
@@ -587,17 +604,11 @@ pub async fn fetch_status(
     })
 }
 
-/// Client connections: plain TCP, or TLS streams after their handshake.
-enum ClientIncoming {
-    Plain(incoming::Incoming<tokio::net::TcpStream>),
-    Tls(incoming::Incoming<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
-}
-
 /// A running node.
 #[derive(Debug)]
 pub struct Server {
     shared: Arc<SharedHandle>,
-    serve: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    serve: tokio::task::JoinHandle<()>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -661,20 +672,26 @@ impl Server {
         if let Some(files) = &config.peer_tls {
             host.transport.tls = Some(PeerTls::new(files).context("peer TLS")?);
         }
-        // Set up before the node starts: bad TLS files stop it with a clear error.
-        let incoming = match &config.client_tls {
-            Some(files) => {
-                ClientIncoming::Tls(incoming::tls(client_listener, files).context("client TLS")?)
-            }
-            None => ClientIncoming::Plain(incoming::plain(client_listener)),
-        };
-        if config.listen_metrics.iter().any(|l| l.tls) && config.client_tls.is_none() {
-            anyhow::bail!(
-                "an https:// metrics URL is served with the client port's certificate: give \
-                 --cert-file and --key-file"
-            );
+        // Set up before the node starts: bad TLS files or a taken port stop it with a clear
+        // error.
+        let client_tls = config.client_tls.as_ref();
+        let connections = Connections::accept(client_listener, client_tls).context("client TLS")?;
+        let mut metrics_connections = Vec::with_capacity(config.listen_metrics.len());
+        for listener in &config.listen_metrics {
+            let tls = match (listener.tls, client_tls) {
+                (false, _) => None,
+                (true, Some(files)) => Some(files),
+                (true, None) => anyhow::bail!(
+                    "an https:// metrics URL is served with the client port's certificate: \
+                     give --cert-file and --key-file"
+                ),
+            };
+            let address = listener.address;
+            let socket = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {address}"))?;
+            metrics_connections.push(Connections::accept(socket, tls).context("metrics TLS")?);
         }
-        let metrics_listeners = http::bind(&config.listen_metrics).await?;
         let member_tls = match &config.client_tls {
             Some(files) => Some(tls::member_client_tls(files)?),
             None => None,
@@ -714,27 +731,14 @@ impl Server {
             tokio::spawn(cluster::publish_and_track_members(Arc::clone(&shared))),
             tokio::spawn(metrics::track(Arc::clone(&shared))),
         ];
-        for (listener, tls) in metrics_listeners {
-            let serve = match (tls, &shared.config.client_tls) {
-                (true, Some(files)) => tokio::spawn(http::serve_tls(
-                    incoming::tls(listener, files).context("metrics TLS")?,
-                    Arc::clone(&shared),
-                )),
-                _ => tokio::spawn(http::serve(listener, Arc::clone(&shared))),
-            };
-            background.push(serve);
+        for connections in metrics_connections {
+            let routes = tonic::service::Routes::from(http::router(&shared));
+            background.push(connections.serve(routes));
         }
-        let router = build_router(&shared);
-        // `incoming` turns Nagle off on every accepted connection: a response written as
+        // `Connections` turns Nagle off on every accepted connection: a response written as
         // several small frames would otherwise wait out the client's delayed acknowledgement
         // (about 40 ms).
-        let builder = tonic::transport::Server::builder()
-            .accept_http1(true)
-            .add_routes(router);
-        let serve = match incoming {
-            ClientIncoming::Tls(incoming) => tokio::spawn(builder.serve_with_incoming(incoming)),
-            ClientIncoming::Plain(incoming) => tokio::spawn(builder.serve_with_incoming(incoming)),
-        };
+        let serve = connections.serve(build_router(&shared));
         Ok(Server {
             shared: Arc::new(SharedHandle(shared)),
             serve,
