@@ -365,7 +365,7 @@ fn run_serve(args: &ServeArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// The addresses of `--listen-metrics-urls` (`http://host:port` each).
+/// The listeners of `--listen-metrics-urls` (`http://ip:port` or `https://ip:port` each).
 fn metrics_listeners(urls: &[String]) -> Result<Vec<MetricsListener>> {
     urls.iter()
         .map(|url| {
