@@ -10,6 +10,7 @@ use std::time::Duration as StdDuration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use concord_core::{NodeId, NodeStatus, Role};
+use concord_runtime::faults;
 use concord_sim::toolkit::ClusterHealth;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -87,7 +88,16 @@ pub struct PartitionArgs {
     /// The nodes (every one must answer).
     #[command(flatten)]
     pub endpoints: Endpoints,
-    /// Groups of node ids separated by '/', e.g. 0,1/2,3,4.
+    /// The split, or healing it.
+    #[command(flatten)]
+    pub split: Split,
+}
+
+/// How to split a cluster (`concord cluster partition`, `concord db partition`).
+#[derive(Debug, Args)]
+pub struct Split {
+    /// Groups of node ids separated by '/', e.g. 0,1/2,3,4; a node in no group is cut off
+    /// alone.
     #[arg(long, required_unless_present = "heal", conflicts_with = "heal")]
     pub groups: Option<String>,
     /// Restore every link.
@@ -123,7 +133,10 @@ pub fn run(args: &ClusterArgs) -> Result<Outcome> {
     match &args.command {
         ClusterCommand::Up(up) => run_up(up),
         ClusterCommand::Status(status) => runtime()?.block_on(run_status(status)),
-        ClusterCommand::Partition(partition) => runtime()?.block_on(run_partition(partition)),
+        ClusterCommand::Partition(partition) => runtime()?.block_on(partition_nodes(
+            &partition.endpoints.endpoints,
+            &partition.split,
+        )),
         ClusterCommand::Put(put) => runtime()?.block_on(run_put(put)),
         ClusterCommand::Get(get) => runtime()?.block_on(run_get(get)),
     }
@@ -285,44 +298,25 @@ async fn run_status(args: &StatusArgs) -> Result<Outcome> {
     })
 }
 
-/// Parses `0,1/2,3,4` into groups of members; each member in one group at most.
-fn parse_groups(text: &str, members: &BTreeSet<NodeId>) -> Result<Vec<BTreeSet<NodeId>>> {
-    let mut seen = BTreeSet::new();
-    let mut groups = Vec::new();
-    for part in text.split('/') {
-        let mut group = BTreeSet::new();
-        for id in part.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let id: NodeId = id
-                .parse()
-                .with_context(|| format!("--groups: '{id}' is not a node id"))?;
-            if !members.contains(&id) {
-                bail!("--groups: node {id} is not a member (members: {members:?})");
-            }
-            if !seen.insert(id) {
-                bail!("--groups: node {id} is in two groups");
-            }
-            group.insert(id);
-        }
-        if group.is_empty() {
-            bail!("--groups: an empty group in '{text}' (expected e.g. 0,1/2,3,4)");
-        }
-        groups.push(group);
-    }
-    Ok(groups)
-}
-
-async fn run_partition(args: &PartitionArgs) -> Result<Outcome> {
-    let endpoints = &args.endpoints.endpoints;
-    let reports = collect_status(endpoints).await;
+/// Splits the nodes at `endpoints` into groups that cannot talk to each other, or heals them:
+/// each node's `GET /faults` says who it is and who the members are, and its `POST /faults`
+/// tells it whom to cut off ([`concord_runtime::faults`]). Every member must be listed.
+pub(crate) async fn partition_nodes(endpoints: &[String], args: &Split) -> Result<Outcome> {
     let mut nodes: BTreeMap<NodeId, &str> = BTreeMap::new();
     let mut members = BTreeSet::new();
     let mut unreachable = Vec::new();
-    for (endpoint, report) in endpoints.iter().zip(&reports) {
-        match report {
-            Ok(status) => {
-                nodes.insert(status.status.id, endpoint);
-                members.extend(status.members.iter().copied());
+    for endpoint in endpoints {
+        match call(endpoint, Method::GET, "/faults", None).await {
+            Ok((status, json)) if status.is_success() && json["id"].is_u64() => {
+                nodes.insert(json["id"].as_u64().unwrap_or_default(), endpoint);
+                let listed = json["members"].as_array().into_iter().flatten();
+                members.extend(listed.filter_map(Json::as_u64));
             }
+            Ok((status, json)) => unreachable.push(format!(
+                "{endpoint}: no fault injection here ({status} {}): Concord DB nodes serve it \
+                 when started with --fault-injection",
+                message(&json)
+            )),
             Err(error) => unreachable.push(format!("{endpoint}: {error:#}")),
         }
     }
@@ -343,19 +337,9 @@ async fn run_partition(args: &PartitionArgs) -> Result<Outcome> {
         if !missing.is_empty() {
             bail!("--endpoints lacks node(s) {missing:?}: every member must be listed");
         }
-        let groups = parse_groups(args.groups.as_deref().unwrap_or_default(), &members)?;
-        members
-            .iter()
-            .map(|&id| {
-                let own = groups.iter().find(|g| g.contains(&id));
-                let others = members
-                    .iter()
-                    .filter(|&&m| m != id && !own.is_some_and(|g| g.contains(&m)))
-                    .copied()
-                    .collect();
-                (id, others)
-            })
-            .collect()
+        let groups = faults::parse_groups(args.groups.as_deref().unwrap_or_default(), &members)
+            .map_err(anyhow::Error::msg)?;
+        faults::cut_offs(&members, &groups)
     };
     let mut failed = Vec::new();
     for (id, cut) in &isolate {
@@ -574,18 +558,6 @@ fn example_groups(nodes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn groups_cover_members_once() {
-        let members: BTreeSet<NodeId> = (0..5).collect();
-        let groups = parse_groups("0,1/2,3,4", &members).unwrap();
-        assert_eq!(groups.len(), 2);
-        assert!(groups[1].contains(&4));
-        assert!(parse_groups("0,1/1,2", &members).is_err());
-        assert!(parse_groups("0,7", &members).is_err());
-        assert!(parse_groups("0,x", &members).is_err());
-        assert!(parse_groups("0//1", &members).is_err());
-    }
 
     #[test]
     fn endpoints_and_examples() {

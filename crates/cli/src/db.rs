@@ -16,6 +16,7 @@ use concord_runtime::TlsFiles;
 
 use crate::args::{id_addresses, std_duration};
 use crate::children::Children;
+use crate::cluster::{partition_nodes, Split};
 use crate::Outcome;
 
 /// Flags of `concord db`.
@@ -39,6 +40,10 @@ pub enum DbCommand {
     Status(StatusArgs),
     /// Drive endpoints that speak the etcd v3 API (Concord DB or etcd) with a load.
     Bench(BenchArgs),
+    /// Split the nodes into groups that cannot talk to each other (`--groups 1/2,3`), or heal
+    /// (`--heal`): for tests of what the cluster does under a partition. The nodes must run
+    /// with `--fault-injection`.
+    Partition(PartitionArgs),
     /// Seed a new node's data directory from a backup (`etcdctl snapshot save FILE` against a
     /// running Concord DB or etcd node); restore every node of the new cluster from the same
     /// file.
@@ -78,6 +83,10 @@ pub struct UpArgs {
     /// Node i talks to peers on 127.0.0.1:(peer-port + 10·(i−1)).
     #[arg(long, default_value_t = 2380)]
     pub peer_port: u16,
+    /// Start the nodes with `--fault-injection`, so that `concord db partition` can split
+    /// them: to watch what a partition does.
+    #[arg(long)]
+    pub fault_injection: bool,
 }
 
 /// Flags of `concord db serve`.
@@ -163,6 +172,10 @@ pub struct ServeArgs {
     /// Accept only peers presenting a certificate signed by --peer-trusted-ca-file.
     #[arg(long, requires = "peer_cert_file")]
     pub peer_client_cert_auth: bool,
+    /// Serve `GET` and `POST /faults` on the client port, so that `concord db partition` can
+    /// cut members off from each other. For tests of partitions; never in production.
+    #[arg(long)]
+    pub fault_injection: bool,
 }
 
 /// TLS flags of a client of the etcd API (etcdctl's names).
@@ -196,15 +209,14 @@ impl ClientTlsArgs {
     }
 }
 
+/// The client URLs of the cluster `concord db up` starts with its default ports.
+const LOCAL_ENDPOINTS: &str = "http://127.0.0.1:2379,http://127.0.0.1:2389,http://127.0.0.1:2399";
+
 /// Flags of `concord db status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Client URLs of the nodes to ask.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:2379,http://127.0.0.1:2389,http://127.0.0.1:2399"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = LOCAL_ENDPOINTS)]
     pub endpoints: Vec<String>,
     /// Print one JSON document instead of a table.
     #[arg(long)]
@@ -214,15 +226,22 @@ pub struct StatusArgs {
     pub tls: ClientTlsArgs,
 }
 
+/// Flags of `concord db partition`.
+#[derive(Debug, Args)]
+pub struct PartitionArgs {
+    /// Client URLs of every member (plain `http://`: fault injection is for test clusters).
+    #[arg(long, value_delimiter = ',', default_value = LOCAL_ENDPOINTS)]
+    pub endpoints: Vec<String>,
+    /// The split, or healing it.
+    #[command(flatten)]
+    pub split: Split,
+}
+
 /// Flags of `concord db bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Client URLs to drive (any server speaking the etcd v3 API).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:2379,http://127.0.0.1:2389,http://127.0.0.1:2399"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = LOCAL_ENDPOINTS)]
     pub endpoints: Vec<String>,
     /// put, get (linearizable) or serializable-get.
     #[arg(long, default_value = "put")]
@@ -260,6 +279,9 @@ pub fn run(args: &DbArgs) -> Result<Outcome> {
         DbCommand::Serve(serve) => run_serve(serve),
         DbCommand::Status(status) => runtime()?.block_on(run_status(status)),
         DbCommand::Bench(bench) => runtime()?.block_on(run_bench(bench)),
+        DbCommand::Partition(partition) => {
+            runtime()?.block_on(partition_nodes(&partition.endpoints, &partition.split))
+        }
         DbCommand::Restore(restore) => run_restore(restore),
     }
 }
@@ -360,6 +382,7 @@ fn run_serve(args: &ServeArgs) -> Result<Outcome> {
             trusted_ca: args.peer_trusted_ca_file.clone(),
             client_cert_auth: args.peer_client_cert_auth,
         }),
+        fault_injection: args.fault_injection,
     };
     runtime()?.block_on(concord_kv::server::run_until_signal(config))?;
     Ok(Outcome::Success)
@@ -414,15 +437,20 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
     for index in 1..=args.nodes {
         let (client, peer) = node_ports(args, index)?;
         let data_dir = args.dir.join(format!("node{index}"));
+        let mut command = Command::new(&exe);
+        command
+            .args(["db", "serve", "--id", &index.to_string()])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen-client", &format!("127.0.0.1:{client}")])
+            .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
+            .args(["--initial-cluster", &cluster]);
+        if args.fault_injection {
+            command.arg("--fault-injection");
+        }
         children.spawn(
             index,
-            Command::new(&exe)
-                .args(["db", "serve", "--id", &index.to_string()])
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .args(["--listen-client", &format!("127.0.0.1:{client}")])
-                .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
-                .args(["--initial-cluster", &cluster]),
+            &mut command,
             &args.dir.join(format!("node{index}.log")),
         )?;
     }
@@ -469,6 +497,12 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
         "      concord db status --endpoints {}",
         endpoints.join(",")
     );
+    if args.fault_injection {
+        outln!(
+            "      concord db partition --endpoints {} --groups 1/2,3   (then --heal)",
+            endpoints.join(",")
+        );
+    }
     outln!(
         "Ctrl-C stops the cluster (data stays in {}).",
         args.dir.display()

@@ -9,13 +9,13 @@
 //! | `GET /status` | the node's health as the runtime publishes it: role, leader, term (ballot, view), log length, commit and applied index |
 //! | `PUT /kv/{key}` (body: an integer) | a write through consensus; a Raft or Multi-Paxos follower forwards it to its leader over the peer transport; any PBFT replica's client proxy takes it |
 //! | `GET /kv/{key}` | a linearizable read through the protocol (404 when the key was never written) |
-//! | `POST /faults` (`{"isolate": [ids]}`) | drops all traffic to and from those peers (`[]` heals); `GET /faults` shows the set |
+//! | `POST /faults` (`{"isolate": [ids]}`) | drops all traffic to and from those peers (`[]` heals); `GET /faults` shows the set, the node's id and the members |
 //!
 //! Errors answer a JSON `{"error": ...}`: 400 bad input, 503 not served (no leader known,
 //! overloaded, stopped), 504 outcome unknown (no answer in time, or leadership lost after the
 //! request was proposed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +33,7 @@ use concord_core::time::{format_duration, MILLISECOND};
 use concord_core::{
     KvOperation, KvOutcome, KvResult, KvService, KvStateMachine, NodeId, NodeStatus, Value,
 };
+use concord_runtime::faults::Faults;
 use concord_runtime::{HostConfig, HostError, HostedNode, NodeHandle, TimeOrigin};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -154,14 +155,6 @@ pub struct StatusReport {
     pub members: Vec<NodeId>,
     /// The peers this node is cut off from (`POST /faults`).
     pub isolated: Vec<NodeId>,
-}
-
-/// The body of `POST /faults`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Faults {
-    /// Peers whose traffic to and from this node is dropped; empty heals.
-    pub isolate: Vec<NodeId>,
 }
 
 /// Parses `0=host:port,1=host:port,...`: ids must be 0, 1, ..., n-1, each listed once.
@@ -392,7 +385,12 @@ async fn status<N: ServedNode>(State(served): State<Arc<Served<N>>>) -> Response
 
 fn isolation<N: ServedNode>(served: &Served<N>) -> Response {
     let isolated: Vec<NodeId> = served.handle.blocked_peers().into_iter().collect();
-    Json(json!({ "id": served.handle.id(), "isolated": isolated })).into_response()
+    Json(json!({
+        "id": served.handle.id(),
+        "members": served.members,
+        "isolated": isolated,
+    }))
+    .into_response()
 }
 
 async fn faults<N: ServedNode>(State(served): State<Arc<Served<N>>>) -> Response {
@@ -400,32 +398,13 @@ async fn faults<N: ServedNode>(State(served): State<Arc<Served<N>>>) -> Response
 }
 
 async fn set_faults<N: ServedNode>(State(served): State<Arc<Served<N>>>, body: Bytes) -> Response {
-    let faults: Faults = match serde_json::from_slice(&body) {
-        Ok(faults) => faults,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("expected {{\"isolate\": [node ids]}}: {e}"),
-            )
-        }
-    };
     let me = served.handle.id();
-    for &peer in &faults.isolate {
-        if peer == me {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("node {me} cannot be isolated from itself"),
-            );
-        }
-        if !served.members.contains(&peer) {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("{peer} is not a member (members: {:?})", served.members),
-            );
-        }
-    }
-    tracing::warn!(node = me, isolate = ?faults.isolate, "dropping traffic with peers (fault injection)");
-    served.handle.set_blocked_peers(faults.isolate);
+    let members: BTreeSet<NodeId> = served.members.iter().copied().collect();
+    let faults = match Faults::from_request(me, &members, &body) {
+        Ok(faults) => faults,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    served.handle.apply_faults(faults);
     isolation(&served)
 }
 

@@ -490,6 +490,13 @@ impl<N: HostedNode> NodeHandle<N> {
         self.blocked.set(peers);
     }
 
+    /// Cuts this node off from the peers `faults` names ([`crate::faults`]), saying so in the
+    /// log.
+    pub fn apply_faults(&self, faults: crate::faults::Faults) {
+        tracing::warn!(node = self.id, isolate = ?faults.isolate, "dropping traffic with peers (fault injection)");
+        self.set_blocked_peers(faults.isolate);
+    }
+
     /// The peers whose traffic is dropped now ([`NodeHandle::set_blocked_peers`]).
     pub fn blocked_peers(&self) -> std::collections::BTreeSet<NodeId> {
         self.blocked.get()

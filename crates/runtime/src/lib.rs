@@ -23,6 +23,7 @@
 
 mod clock;
 pub mod codec;
+pub mod faults;
 pub mod host;
 pub mod metrics;
 pub mod tls;

@@ -10,18 +10,26 @@
 //!   the read: the member only needs a leader (etcd's probe for members that should pass even
 //!   while the cluster is slow).
 //! * `GET /version`: `{"etcdserver":…,"etcdcluster":…}`.
+//!
+//! With `--fault-injection` (for tests, never in production), the client port also serves
+//! `GET /faults` (`{"id","members","isolated"}`) and `POST /faults` (`{"isolate":[ids]}`):
+//! the member drops every frame to and from those peers, as if the network between them
+//! failed, until told `{"isolate":[]}` ([`concord_runtime::faults`]; `concord db partition`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::Query as Params;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 
+use concord_runtime::faults::Faults;
+
 use super::cluster::API_VERSION;
-use super::Shared;
+use super::{DbNode, Shared};
 use crate::{Query, RangeRequest};
 
 /// The longest a health check waits for its read.
@@ -52,6 +60,65 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
                 Json(serde_json::json!({"etcdserver": API_VERSION, "etcdcluster": API_VERSION}))
             }),
         )
+}
+
+/// `GET` and `POST /faults` ([`concord_runtime::faults`]), for `--fault-injection`.
+pub(crate) fn faults_router(shared: &Arc<Shared>) -> Router {
+    let read = Arc::clone(shared);
+    let write = Arc::clone(shared);
+    Router::new().route(
+        "/faults",
+        get(move || {
+            let shared = Arc::clone(&read);
+            async move { isolation(&shared).await }
+        })
+        .post(move |body: Bytes| {
+            let shared = Arc::clone(&write);
+            async move { set_faults(&shared, &body).await }
+        }),
+    )
+}
+
+async fn set_faults(shared: &Shared, body: &[u8]) -> (StatusCode, Json<serde_json::Value>) {
+    let members = match members(shared).await {
+        Ok(members) => members,
+        Err(status) => return failed(StatusCode::SERVICE_UNAVAILABLE, status.message()),
+    };
+    match Faults::from_request(shared.config.id, &members, body) {
+        Ok(faults) => {
+            shared.handle.apply_faults(faults);
+            isolation(shared).await
+        }
+        Err(message) => failed(StatusCode::BAD_REQUEST, &message),
+    }
+}
+
+/// The members of the Raft configuration this node knows.
+async fn members(shared: &Shared) -> Result<BTreeSet<u64>, tonic::Status> {
+    shared
+        .handle
+        .inspect(|node: &DbNode| node.membership().members())
+        .await
+        .map_err(super::host_status)
+}
+
+/// This node, the members, and the peers it is cut off from.
+async fn isolation(shared: &Shared) -> (StatusCode, Json<serde_json::Value>) {
+    match members(shared).await {
+        Ok(members) => (
+            StatusCode::OK,
+            Json(serde_json::json!({
+                "id": shared.config.id,
+                "members": members,
+                "isolated": shared.handle.blocked_peers(),
+            })),
+        ),
+        Err(status) => failed(StatusCode::SERVICE_UNAVAILABLE, status.message()),
+    }
+}
+
+fn failed(code: StatusCode, message: &str) -> (StatusCode, Json<serde_json::Value>) {
+    (code, Json(serde_json::json!({ "error": message })))
 }
 
 async fn check_health(

@@ -109,6 +109,9 @@ pub struct ServerConfig {
     /// Listeners for `/metrics`, `/health` and `/version` (etcd's `--listen-metrics-urls`),
     /// besides the client port.
     pub listen_metrics: Vec<MetricsListener>,
+    /// Serve `GET` and `POST /faults` on the client port, so that a test can cut members off
+    /// from each other ([`concord_runtime::faults`]). Off by default; never for production.
+    pub fault_injection: bool,
 }
 
 impl ServerConfig {
@@ -139,6 +142,7 @@ impl ServerConfig {
             client_tls: None,
             peer_tls: None,
             listen_metrics: Vec::new(),
+            fault_injection: false,
         }
     }
 
@@ -392,6 +396,11 @@ impl Shared {
                 "etcdserver: leader changed while the request was forwarded",
             ));
         }
+        // Cut off from the leader's peer port (fault injection), a member does not reach it
+        // through its client port either: a partition cuts both.
+        if self.handle.blocked_peers().contains(&leader) {
+            return Err(leader_unreachable());
+        }
         // One visit to the node task answers both questions: is this node still a member, and
         // where does the leader take client requests? A new leader publishes its client URL
         // right after its election: wait for it a little rather than fail the request.
@@ -524,6 +533,11 @@ pub(crate) fn raft_status(error: &RaftError) -> Status {
     }
 }
 
+/// A request for the leader that cannot reach it from here.
+fn leader_unreachable() -> Status {
+    Status::unavailable("etcdserver: the leader is unreachable from this member")
+}
+
 /// The gRPC status for a host failure.
 pub(crate) fn host_status(error: HostError) -> Status {
     match error {
@@ -537,9 +551,7 @@ pub(crate) fn host_status(error: HostError) -> Status {
         HostError::ForwardConnectionLost { .. } => {
             Status::unavailable("etcdserver: request timed out, possibly due to connection lost")
         }
-        HostError::PeerUnreachable { .. } => {
-            Status::unavailable("etcdserver: the leader is unreachable from this member")
-        }
+        HostError::PeerUnreachable { .. } => leader_unreachable(),
         other => Status::internal(other.to_string()),
     }
 }
@@ -798,10 +810,13 @@ fn build_router(shared: &Arc<Shared>) -> tonic::service::Routes {
     // ask it; the whole server ("") is SERVING while it runs.
     .add_service(tonic_health::server::health_reporter().1);
     // `/metrics`, `/health`, `/version` and the JSON gateway beside gRPC, as etcd serves them.
-    let router = routes
+    let mut router = routes
         .into_axum_router()
         .merge(http::router(shared))
         .merge(gateway::router(shared));
+    if shared.config.fault_injection {
+        router = router.merge(http::faults_router(shared));
+    }
     tonic::service::Routes::from(router)
 }
 

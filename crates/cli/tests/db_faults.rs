@@ -1,6 +1,10 @@
-//! Crash safety of Concord DB: a write and read load runs against every node while the leader
-//! (test A) or every node (test B) is killed with SIGKILL and restarted. Every acknowledged write
-//! must survive, and the client history must check as linearizable.
+//! Concord DB under faults on real processes. A write and read load runs against every node
+//! while the leader or every node is killed with SIGKILL and restarted, or while the network
+//! is split (`concord db partition`, the nodes running with `--fault-injection`). Every
+//! acknowledged write must survive, and the client history must check as linearizable. And
+//! what a partition does, step by step: the side without a majority serves no write and no
+//! linearizable read, but answers serializable reads with what it had; the majority elects a
+//! leader and goes on; after healing, the cut-off member catches up.
 // Real processes on a real clock: the history's times and the waits need the wall clock.
 #![allow(clippy::disallowed_methods)]
 
@@ -356,6 +360,17 @@ impl Load {
     }
 }
 
+impl Load {
+    /// Stops the load and checks what it saw: every acknowledged write survives, and the history
+    /// is linearizable. `name` names a history kept for a failure; `what` says what was done.
+    fn finish_and_check(self, cluster: &DbCluster, name: &str, what: &str) {
+        let (history, finals) = self.finish(cluster);
+        eprintln!("{what}; {}", outcome_counts(&history));
+        assert_acknowledged_writes_present(&history, &finals);
+        assert_linearizable(&history, cluster, name);
+    }
+}
+
 /// A write of the history: value, invoke time, completion time if acknowledged, outcome.
 type Write = (String, u64, Option<u64>, EventType);
 
@@ -464,10 +479,7 @@ fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     );
     cluster.spawn(leader);
     load.wait_for_more_acks(100, Duration::from_secs(30), &cluster, "after the restart");
-    let (history, finals) = load.finish(&cluster);
-    eprintln!("leader {leader} killed; {}", outcome_counts(&history));
-    assert_acknowledged_writes_present(&history, &finals);
-    assert_linearizable(&history, &cluster, "leader-crash");
+    load.finish_and_check(&cluster, "leader-crash", &format!("leader {leader} killed"));
 }
 
 #[test]
@@ -482,10 +494,7 @@ fn killing_every_node_under_load_loses_no_acknowledged_write() {
         cluster.spawn(id);
     }
     load.wait_for_more_acks(100, Duration::from_secs(30), &cluster, "after the restart");
-    let (history, finals) = load.finish(&cluster);
-    eprintln!("every node killed; {}", outcome_counts(&history));
-    assert_acknowledged_writes_present(&history, &finals);
-    assert_linearizable(&history, &cluster, "all-crash");
+    load.finish_and_check(&cluster, "all-crash", "every node killed");
 }
 
 #[test]
@@ -565,4 +574,204 @@ fn a_follower_whose_leader_died_fails_writes_at_once_and_retryably_until_a_new_o
         .expect("a linearizable read")
         .into_inner();
     assert_eq!(value.kvs[0].value, b"after");
+}
+
+/// Runs `concord db partition` over `cluster`'s nodes with `split` (`--groups …` or `--heal`).
+fn partition(cluster: &DbCluster, split: &[&str]) -> String {
+    let output = db::concord()
+        .args(["db", "partition", "--endpoints", &cluster.urls().join(",")])
+        .args(split)
+        .output()
+        .expect("concord db partition runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "concord db partition {split:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Node `id`'s role and the leader it knows, from `concord db status`.
+fn role(cluster: &DbCluster, id: u64) -> Option<(String, Option<u64>)> {
+    let row = cluster.status(id)?;
+    let status = &row["status"];
+    Some((
+        status["role"].as_str()?.to_string(),
+        status["leader"].as_u64(),
+    ))
+}
+
+/// Groups `--groups` writes for `alone` cut off from the other members of 1..=3.
+fn alone(id: u64) -> String {
+    let rest: Vec<String> = (1..=3)
+        .filter(|&other| other != id)
+        .map(|other| other.to_string())
+        .collect();
+    format!("{id}/{}", rest.join(","))
+}
+
+#[test]
+fn a_cut_off_leader_serves_only_stale_reads_while_the_majority_elects_another_and_goes_on() {
+    let cluster = DbCluster::start(3, &["--fault-injection"]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut clients = {
+        let _context = runtime.enter();
+        clients(&cluster.urls())
+    };
+    let put = |client: &mut KvClient<Channel>, value: &str| {
+        let request = PutRequest {
+            key: b"k".to_vec(),
+            value: value.as_bytes().to_vec(),
+            ..PutRequest::default()
+        };
+        runtime.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, client.put(request)).await })
+    };
+    let serializable_get = |client: &mut KvClient<Channel>| {
+        let request = RangeRequest {
+            key: b"k".to_vec(),
+            serializable: true,
+            ..RangeRequest::default()
+        };
+        let response = runtime
+            .block_on(client.range(request))
+            .expect("a serializable read answers")
+            .into_inner();
+        String::from_utf8_lossy(&response.kvs[0].value).into_owned()
+    };
+    let old = cluster.wait_for_leader(Duration::from_secs(20));
+    let at_old = (old - 1) as usize;
+    put(&mut clients[at_old], "before")
+        .expect("no client timeout")
+        .expect("the leader takes a write");
+
+    let printed = partition(&cluster, &["--groups", &alone(old)]);
+    assert!(
+        printed.contains(&format!("node {old}: cut off from")),
+        "{printed}"
+    );
+    // The majority elects a leader of its own.
+    let majority: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
+    let new = db::eventually("a leader in the majority", Duration::from_secs(20), || {
+        majority
+            .iter()
+            .copied()
+            .find(|&id| role(&cluster, id).is_some_and(|(role, _)| role == "leader"))
+    });
+    let at_new = (new - 1) as usize;
+    put(&mut clients[at_new], "after")
+        .expect("no client timeout")
+        .expect("the majority's leader takes a write");
+    // The old leader finds it no longer hears a majority (check quorum) and steps down; it
+    // then knows no leader.
+    db::eventually(
+        "the cut-off leader steps down",
+        Duration::from_secs(20),
+        || role(&cluster, old).filter(|(role, leader)| role != "leader" && leader.is_none()),
+    );
+    // The cut-off member refuses writes and linearizable reads, at once and retryably...
+    let refused = put(&mut clients[at_old], "lost")
+        .expect("refused before the client's timeout")
+        .expect_err("a member without a leader takes no write");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("no leader"), "{refused:?}");
+    let read = runtime.block_on(get(&mut clients[at_old], "k"));
+    assert_eq!(read, Err("etcdserver: no leader".to_string()));
+    // ...but still answers a serializable read, with what it had: stale, as the caller chose.
+    assert_eq!(serializable_get(&mut clients[at_old]), "before");
+    assert_eq!(serializable_get(&mut clients[at_new]), "after");
+
+    let printed = partition(&cluster, &["--heal"]);
+    assert_eq!(
+        printed.matches("every link restored").count(),
+        3,
+        "{printed}"
+    );
+    // Healed, the old leader follows the new one and catches up; its refused write is nowhere.
+    db::eventually("the old leader catches up", Duration::from_secs(20), || {
+        (serializable_get(&mut clients[at_old]) == "after").then_some(())
+    });
+    let read = runtime.block_on(get(&mut clients[at_old], "k"));
+    assert_eq!(read, Ok("after".to_string()));
+    let leaders: Vec<u64> = (1..=3)
+        .filter_map(|id| role(&cluster, id).and_then(|(_, leader)| leader))
+        .collect();
+    assert_eq!(leaders, vec![new; 3], "every member follows one leader");
+}
+
+/// Cuts node `id` off alone under the load, until it knows no leader and the others have
+/// acknowledged more writes; then heals, and waits for more writes again.
+fn cut_off_under_load(cluster: &DbCluster, load: &Load, id: u64, who: &str) {
+    partition(cluster, &["--groups", &alone(id)]);
+    db::wait_until(
+        Duration::from_secs(20),
+        || role(cluster, id).is_some_and(|(_, known)| known.is_none()),
+        || {
+            format!(
+                "{who} {id}, cut off, still follows a leader\n{}",
+                cluster.logs()
+            )
+        },
+    );
+    let timeout = Duration::from_secs(30);
+    load.wait_for_more_acks(50, timeout, cluster, &format!("with {who} {id} cut off"));
+    partition(cluster, &["--heal"]);
+    load.wait_for_more_acks(50, timeout, cluster, &format!("after {who} {id} came back"));
+}
+
+#[test]
+fn partitions_under_load_lose_no_acknowledged_write() {
+    let cluster = DbCluster::start(3, &["--fault-injection"]);
+    let load = Load::start(cluster.urls());
+    load.wait_for_more_acks(
+        100,
+        Duration::from_secs(30),
+        &cluster,
+        "before the partitions",
+    );
+    // The leader cut off: it steps down, and the majority elects another that takes writes.
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    cut_off_under_load(&cluster, &load, leader, "leader");
+    // A follower cut off: the leader keeps its majority.
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    cut_off_under_load(&cluster, &load, follower, "follower");
+    load.finish_and_check(
+        &cluster,
+        "partitions",
+        &format!("cut off: the leader, then follower {follower}"),
+    );
+}
+
+#[test]
+fn partitioning_needs_every_member_and_nodes_that_allow_it() {
+    // Refused as bad input (exit code 3), with the reason.
+    let refused = |endpoints: &[String], groups: &str| {
+        let output = db::concord()
+            .args(["db", "partition", "--endpoints", &endpoints.join(",")])
+            .args(["--groups", groups])
+            .output()
+            .expect("concord db partition runs");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(3), "{stderr}");
+        stderr
+    };
+    // Without --fault-injection a node serves no /faults, and the command says what to do.
+    let cluster = DbCluster::start(3, &[]);
+    let stderr = refused(&cluster.urls(), "1/2,3");
+    assert!(stderr.contains("--fault-injection"), "{stderr}");
+    drop(cluster);
+
+    let cluster = DbCluster::start(3, &["--fault-injection"]);
+    let stderr = refused(&cluster.urls()[..2], "1/2");
+    assert!(stderr.contains("lacks node(s) [3]"), "{stderr}");
+    let stderr = refused(&cluster.urls(), "1/4");
+    assert!(stderr.contains("node 4 is not a member"), "{stderr}");
+    // Nothing was cut: the cluster still serves through every member.
+    for id in 1..=3 {
+        assert!(role(&cluster, id).is_some_and(|(_, leader)| leader.is_some()));
+    }
 }
