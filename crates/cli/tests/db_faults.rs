@@ -10,252 +10,36 @@
 
 mod db;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use concord_check::history::{EventType, History, Op};
+use concord_check::history::History;
 use concord_check::{check_linearizability, StringKvModel, Verdict};
 use concord_kv::pb::etcdserverpb::kv_client::KvClient;
 use concord_kv::pb::etcdserverpb::{PutRequest, RangeRequest};
+use concord_kv::workload::{self, Workload, WorkloadConfig};
 use db::DbCluster;
-use serde_json::Value as Json;
 use tonic::transport::{Channel, Endpoint};
 
-/// Keys written and read.
-const KEYS: usize = 3;
-/// Concurrent writers and readers.
-const WRITERS: u64 = 4;
-const READERS: u64 = 2;
 /// A request slower than this is abandoned (a write's outcome is then unknown).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The client's record of what happened, in the order it happened.
-struct Recorder {
-    start: Instant,
-    events: Mutex<Vec<Op>>,
-    /// Writes acknowledged so far.
-    acked: AtomicU64,
-    /// Errors seen, with how they were recorded and how often (printed for diagnosis).
-    errors: Mutex<BTreeMap<String, usize>>,
-}
-
-impl Recorder {
-    fn new() -> Self {
-        Recorder {
-            start: Instant::now(),
-            events: Mutex::new(Vec::new()),
-            acked: AtomicU64::new(0),
-            errors: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    fn record(&self, process: u64, kind: EventType, f: &str, key: &str, value: Json) {
-        let mut events = self.events.lock().unwrap();
-        // Timestamped under the lock, so events are in time order.
-        let time = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        events.push(Op {
-            process,
-            kind,
-            f: f.to_string(),
-            key: Some(key.to_string()),
-            value,
-            time,
-        });
-    }
-
-    fn error(&self, kind: &str, error: &str) {
-        let error: String = error.chars().take(120).collect();
-        *self
-            .errors
-            .lock()
-            .unwrap()
-            .entry(format!("{kind}: {error}"))
-            .or_default() += 1;
-    }
-
-    fn acked(&self) -> u64 {
-        self.acked.load(Ordering::SeqCst)
-    }
-
-    fn history(&self) -> History {
-        History {
-            events: self.events.lock().unwrap().clone(),
-        }
-    }
-}
-
-/// One gRPC channel per endpoint; connections are made lazily and remade after a restart.
+/// One client per URL.
 fn clients(urls: &[String]) -> Vec<KvClient<Channel>> {
     urls.iter()
-        .map(|url| {
-            let channel = Endpoint::from_shared(url.clone())
-                .expect("a valid URL")
-                .connect_timeout(Duration::from_millis(500))
-                .timeout(REQUEST_TIMEOUT)
-                .connect_lazy();
-            KvClient::new(channel)
-        })
+        .map(|url| workload::client(url, REQUEST_TIMEOUT).expect("a valid URL"))
         .collect()
 }
 
-/// Whether a failed write certainly did not take effect: it was refused before being proposed
-/// (no or another leader, overload) or never reached a server. Anything else — a timeout, a
-/// reset connection, a leader lost after proposing — leaves the outcome unknown.
-fn definitely_not_applied(status: &tonic::Status) -> bool {
-    let message = status.message();
-    let refused = [
-        "etcdserver: no leader",
-        "etcdserver: not leader",
-        "etcdserver: leader changed",
-        "etcdserver: too many requests",
-        "has not published its client URL",
-        "has not joined the cluster",
-    ];
-    if refused
-        .iter()
-        .any(|r| message.starts_with(r) || message.contains(r))
-    {
-        return true;
-    }
-    // Our own connection could not be made, so nothing was sent. (A follower forwarding to a
-    // dead leader reports the same, and it proposed nothing either.)
-    let text = format!("{message} {status:?}").to_lowercase();
-    text.contains("connection refused") || text.contains("tcp connect error")
-}
-
-async fn writer(
-    index: u64,
-    clients: Vec<KvClient<Channel>>,
-    recorder: Arc<Recorder>,
-    stop: Arc<AtomicBool>,
-) {
-    let mut process = index * 1_000_000;
-    let mut endpoint = index as usize % clients.len();
-    let mut sequence = 0u64;
-    while !stop.load(Ordering::SeqCst) {
-        let key = format!("k{}", (index as usize + sequence as usize) % KEYS);
-        let value = format!("w{index}-{sequence}");
-        sequence += 1;
-        recorder.record(
-            process,
-            EventType::Invoke,
-            "put",
-            &key,
-            Json::from(value.clone()),
-        );
-        let mut client = clients[endpoint].clone();
-        let request = PutRequest {
-            key: key.clone().into_bytes(),
-            value: value.clone().into_bytes(),
-            ..PutRequest::default()
-        };
-        let result = tokio::time::timeout(REQUEST_TIMEOUT, client.put(request)).await;
-        match result {
-            Ok(Ok(_)) => {
-                recorder.record(process, EventType::Ok, "put", &key, Json::from(value));
-                recorder.acked.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok(Err(status)) if definitely_not_applied(&status) => {
-                recorder.error("put fail", status.message());
-                recorder.record(process, EventType::Fail, "put", &key, Json::from(value));
-                endpoint = (endpoint + 1) % clients.len();
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            other => {
-                recorder.error(
-                    "put info",
-                    &match other {
-                        Ok(Err(status)) => status.message().to_string(),
-                        _ => "client timeout".to_string(),
-                    },
-                );
-                // Unknown outcome: this process never invokes again (history-format.md).
-                recorder.record(process, EventType::Info, "put", &key, Json::from(value));
-                process += 1;
-                endpoint = (endpoint + 1) % clients.len();
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-}
-
-/// A linearizable read of `key` at `client`: the value (`""` when unset), or the error.
+/// A linearizable read of `key`: the value (`""` when unset), or the error's message.
 async fn get(client: &mut KvClient<Channel>, key: &str) -> Result<String, String> {
-    let request = RangeRequest {
-        key: key.as_bytes().to_vec(),
-        ..RangeRequest::default()
-    };
-    match tokio::time::timeout(REQUEST_TIMEOUT, client.range(request)).await {
-        Ok(Ok(response)) => Ok(response
-            .into_inner()
-            .kvs
-            .first()
-            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
-            .unwrap_or_default()),
-        Ok(Err(status)) => Err(status.message().to_string()),
-        Err(_) => Err("timed out".to_string()),
-    }
+    workload::get(client, key, REQUEST_TIMEOUT).await
 }
 
-/// Reads `key` at `client` and records it; a failed read had no effect, so it is `fail`.
-async fn recorded_get(
-    process: u64,
-    client: &mut KvClient<Channel>,
-    key: &str,
-    recorder: &Recorder,
-) -> Option<String> {
-    recorder.record(process, EventType::Invoke, "get", key, Json::Null);
-    match get(client, key).await {
-        Ok(value) => {
-            recorder.record(
-                process,
-                EventType::Ok,
-                "get",
-                key,
-                Json::from(value.clone()),
-            );
-            Some(value)
-        }
-        Err(error) => {
-            recorder.error("get fail", &error);
-            recorder.record(process, EventType::Fail, "get", key, Json::Null);
-            None
-        }
-    }
-}
-
-async fn reader(
-    index: u64,
-    clients: Vec<KvClient<Channel>>,
-    recorder: Arc<Recorder>,
-    stop: Arc<AtomicBool>,
-) {
-    let process = 100_000_000 + index;
-    let mut endpoint = index as usize % clients.len();
-    let mut sequence = 0usize;
-    while !stop.load(Ordering::SeqCst) {
-        let key = format!("k{}", sequence % KEYS);
-        sequence += 1;
-        let mut client = clients[endpoint].clone();
-        if recorded_get(process, &mut client, &key, &recorder)
-            .await
-            .is_none()
-        {
-            endpoint = (endpoint + 1) % clients.len();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// A load running on its own runtime while the test thread kills and restarts nodes.
+/// The checked workload (`concord_kv::workload`) on its own runtime, while the test thread
+/// kills, restarts and partitions nodes.
 struct Load {
     runtime: tokio::runtime::Runtime,
-    recorder: Arc<Recorder>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    urls: Vec<String>,
+    workload: Workload,
 }
 
 impl Load {
@@ -265,170 +49,45 @@ impl Load {
             .enable_all()
             .build()
             .expect("a runtime");
-        let recorder = Arc::new(Recorder::new());
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut tasks = Vec::new();
-        {
-            let _guard = runtime.enter();
-            for index in 0..WRITERS {
-                tasks.push(runtime.spawn(writer(
-                    index,
-                    clients(&urls),
-                    Arc::clone(&recorder),
-                    Arc::clone(&stop),
-                )));
-            }
-            for index in 0..READERS {
-                tasks.push(runtime.spawn(reader(
-                    index,
-                    clients(&urls),
-                    Arc::clone(&recorder),
-                    Arc::clone(&stop),
-                )));
-            }
-        }
-        Load {
-            runtime,
-            recorder,
-            stop,
-            tasks,
-            urls,
-        }
+        let workload = {
+            let _context = runtime.enter();
+            Workload::start(WorkloadConfig::new(urls)).expect("a workload")
+        };
+        Load { runtime, workload }
     }
 
     /// Waits until `more` writes beyond those acknowledged now are acknowledged.
     fn wait_for_more_acks(&self, more: u64, timeout: Duration, cluster: &DbCluster, what: &str) {
-        let target = self.recorder.acked() + more;
+        let target = self.workload.acknowledged() + more;
         let deadline = Instant::now() + timeout;
-        while self.recorder.acked() < target {
+        while self.workload.acknowledged() < target {
             assert!(
                 Instant::now() < deadline,
                 "{what}: only {} of {target} writes acknowledged within {timeout:?}\n{}",
-                self.recorder.acked(),
+                self.workload.acknowledged(),
                 cluster.logs()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Stops the load, then reads every key linearizably at every node (retrying until each
-    /// answers) and returns the history with those final reads, and the values each node read.
-    fn finish(self, cluster: &DbCluster) -> (History, Vec<BTreeMap<String, String>>) {
-        self.stop.store(true, Ordering::SeqCst);
-        let Load {
-            runtime,
-            recorder,
-            tasks,
-            urls,
-            ..
-        } = self;
-        runtime.block_on(async {
-            for task in tasks {
-                task.await.expect("a load task");
-            }
-        });
-        let finals = runtime.block_on(async {
-            let mut finals = Vec::new();
-            for (node, mut client) in clients(&urls).into_iter().enumerate() {
-                let mut values = BTreeMap::new();
-                for key in 0..KEYS {
-                    let key = format!("k{key}");
-                    let deadline = Instant::now() + Duration::from_secs(30);
-                    let process = 200_000_000 + node as u64;
-                    let value = loop {
-                        if let Some(value) =
-                            recorded_get(process, &mut client, &key, &recorder).await
-                        {
-                            break value;
-                        }
-                        assert!(
-                            Instant::now() < deadline,
-                            "node {} does not answer a read of {key}\n{}",
-                            node + 1,
-                            cluster.logs()
-                        );
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    };
-                    values.insert(key, value);
-                }
-                finals.push(values);
-            }
-            finals
-        });
-        eprintln!("errors: {:#?}", recorder.errors.lock().unwrap());
-        (recorder.history(), finals)
-    }
-}
-
-impl Load {
     /// Stops the load and checks what it saw: every acknowledged write survives, and the history
     /// is linearizable. `name` names a history kept for a failure; `what` says what was done.
     fn finish_and_check(self, cluster: &DbCluster, name: &str, what: &str) {
-        let (history, finals) = self.finish(cluster);
-        eprintln!("{what}; {}", outcome_counts(&history));
-        assert_acknowledged_writes_present(&history, &finals);
-        assert_linearizable(&history, cluster, name);
-    }
-}
-
-/// A write of the history: value, invoke time, completion time if acknowledged, outcome.
-type Write = (String, u64, Option<u64>, EventType);
-
-/// Every acknowledged write survives: a key's final value was written by an acknowledged write
-/// that no other acknowledged write of that key strictly follows, or by a write of unknown
-/// outcome.
-fn assert_acknowledged_writes_present(history: &History, finals: &[BTreeMap<String, String>]) {
-    // Per key: (value, invoke time, completion time or None when not acknowledged).
-    let mut writes: BTreeMap<String, Vec<Write>> = BTreeMap::new();
-    let mut open: BTreeMap<u64, (String, String, u64)> = BTreeMap::new();
-    for event in &history.events {
-        if event.f != "put" {
-            continue;
-        }
-        let key = event.key.clone().unwrap_or_default();
-        let value = event.value.as_str().unwrap_or_default().to_string();
-        match event.kind {
-            EventType::Invoke => {
-                open.insert(event.process, (key, value, event.time));
-            }
-            kind => {
-                let (key, value, invoked) = open.remove(&event.process).expect("an invoke");
-                let done = (kind == EventType::Ok).then_some(event.time);
-                writes
-                    .entry(key)
-                    .or_default()
-                    .push((value, invoked, done, kind));
-            }
-        }
-    }
-    for (node, values) in finals.iter().enumerate() {
-        for (key, value) in values {
-            let writes = writes.get(key).cloned().unwrap_or_default();
-            let acked: Vec<_> = writes.iter().filter(|w| w.3 == EventType::Ok).collect();
-            let last_ack_invoked = acked.iter().map(|w| w.1).max();
-            if acked.is_empty() && value.is_empty() {
-                continue;
-            }
-            let Some(write) = writes
-                .iter()
-                .find(|w| &w.0 == value && w.3 != EventType::Fail)
-            else {
-                panic!(
-                    "node {}: {key} = {value:?}, which no write (acknowledged or of unknown \
-                     outcome) wrote; acknowledged: {:?}",
-                    node + 1,
-                    acked.iter().map(|w| &w.0).collect::<Vec<_>>()
-                );
-            };
-            if let (Some(done), Some(last)) = (write.2, last_ack_invoked) {
-                assert!(
-                    done >= last,
-                    "node {}: {key} = {value:?}, but an acknowledged write invoked after that \
-                     write completed is lost",
-                    node + 1
-                );
-            }
-        }
+        let outcome = self
+            .runtime
+            .block_on(self.workload.finish(Duration::from_secs(30)))
+            .unwrap_or_else(|error| panic!("{error}\n{}", cluster.logs()));
+        eprintln!("errors: {:#?}", outcome.errors);
+        eprintln!("{what}; {:?}", outcome.counts());
+        let lost = outcome.lost_writes();
+        assert!(
+            lost.is_empty(),
+            "acknowledged writes are lost:\n{}\n{}",
+            lost.join("\n"),
+            cluster.logs()
+        );
+        assert_linearizable(&outcome.history, cluster, name);
     }
 }
 
@@ -449,18 +108,6 @@ fn assert_linearizable(history: &History, cluster: &DbCluster, name: &str) {
             cluster.logs()
         );
     }
-}
-
-fn outcome_counts(history: &History) -> String {
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for event in &history.events {
-        if event.kind != EventType::Invoke {
-            *counts
-                .entry(format!("{} {:?}", event.f, event.kind))
-                .or_default() += 1;
-        }
-    }
-    format!("{counts:?}")
 }
 
 #[test]

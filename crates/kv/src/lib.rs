@@ -44,6 +44,7 @@ pub mod server;
 mod snapshot;
 mod store;
 pub mod types;
+pub mod workload;
 
 pub use error::KvError;
 pub use lease::{LeaseState, Lessor, LessorConfig, TimeToLive, DEFAULT_MIN_TTL, MAX_LEASE_TTL};
