@@ -299,25 +299,19 @@ impl Workload {
         });
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
-        for index in 0..config.writers {
-            let task = writer(
-                index,
-                clients(&config)?,
+        let roles = (0..config.writers).map(|index| (index, true));
+        for (index, writes) in roles.chain((0..config.readers).map(|index| (index, false))) {
+            let clients = clients(&config)?;
+            let (config, recorder, stop) = (
                 Arc::clone(&config),
                 Arc::clone(&recorder),
                 Arc::clone(&stop),
             );
-            tasks.push(tokio::spawn(task));
-        }
-        for index in 0..config.readers {
-            let task = reader(
-                index,
-                clients(&config)?,
-                Arc::clone(&config),
-                Arc::clone(&recorder),
-                Arc::clone(&stop),
-            );
-            tasks.push(tokio::spawn(task));
+            tasks.push(if writes {
+                tokio::spawn(writer(index, clients, config, recorder, stop))
+            } else {
+                tokio::spawn(reader(index, clients, config, recorder, stop))
+            });
         }
         Ok(Workload {
             config,
