@@ -59,6 +59,30 @@ impl Drop for Children {
 }
 
 impl Children {
+    /// Kills node `id` with SIGKILL (no graceful shutdown) and waits for it to exit.
+    pub(crate) fn kill(&mut self, id: u64) {
+        if let Some(at) = self.0.iter().position(|(node, _)| *node == id) {
+            let (_, mut child) = self.0.remove(at);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, …) to node `id`'s process.
+    pub(crate) fn signal(&self, id: u64, signal: &str) -> Result<()> {
+        let (_, child) = self
+            .0
+            .iter()
+            .find(|(node, _)| *node == id)
+            .with_context(|| format!("node {id} is not running"))?;
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(status.success(), "kill -{signal} node {id}: {status}");
+        Ok(())
+    }
+
     /// Reports a node that exited on its own.
     pub(crate) fn exited(&mut self) -> Result<Option<String>> {
         for (id, child) in &mut self.0 {

@@ -298,10 +298,27 @@ async fn run_status(args: &StatusArgs) -> Result<Outcome> {
     })
 }
 
+/// `concord cluster partition` and `concord db partition`: [`split_nodes`], saying what each
+/// node was told.
+pub(crate) async fn partition_nodes(endpoints: &[String], args: &Split) -> Result<Outcome> {
+    for (id, cut) in split_nodes(endpoints, args).await? {
+        if cut.is_empty() {
+            outln!("node {id}: every link restored");
+        } else {
+            outln!("node {id}: cut off from {cut:?}");
+        }
+    }
+    Ok(Outcome::Success)
+}
+
 /// Splits the nodes at `endpoints` into groups that cannot talk to each other, or heals them:
 /// each node's `GET /faults` says who it is and who the members are, and its `POST /faults`
 /// tells it whom to cut off ([`concord_runtime::faults`]). Every member must be listed.
-pub(crate) async fn partition_nodes(endpoints: &[String], args: &Split) -> Result<Outcome> {
+/// Returns whom each node was told to cut off (none: healed).
+pub(crate) async fn split_nodes(
+    endpoints: &[String],
+    args: &Split,
+) -> Result<BTreeMap<NodeId, Vec<NodeId>>> {
     let mut nodes: BTreeMap<NodeId, &str> = BTreeMap::new();
     let mut members = BTreeSet::new();
     let mut unreachable = Vec::new();
@@ -345,13 +362,7 @@ pub(crate) async fn partition_nodes(endpoints: &[String], args: &Split) -> Resul
     for (id, cut) in &isolate {
         let body = json!({ "isolate": cut }).to_string();
         match call(nodes[id], Method::POST, "/faults", Some(body)).await {
-            Ok((status, _)) if status.is_success() => {
-                if cut.is_empty() {
-                    outln!("node {id}: every link restored");
-                } else {
-                    outln!("node {id}: cut off from {cut:?}");
-                }
-            }
+            Ok((status, _)) if status.is_success() => {}
             Ok((status, json)) => failed.push(format!("node {id}: {status}: {}", message(&json))),
             Err(error) => failed.push(format!("node {id}: {error:#}")),
         }
@@ -360,7 +371,7 @@ pub(crate) async fn partition_nodes(endpoints: &[String], args: &Split) -> Resul
     if !failed.is_empty() {
         bail!("not every node was reached:\n  {}", failed.join("\n  "));
     }
-    Ok(Outcome::Success)
+    Ok(isolate)
 }
 
 /// Sends one key's request to each endpoint in turn until one gives a definite answer (done,

@@ -44,6 +44,10 @@ pub enum DbCommand {
     /// (`--heal`): for tests of what the cluster does under a partition. The nodes must run
     /// with `--fault-injection`.
     Partition(PartitionArgs),
+    /// Run a fresh local cluster under a checked workload while a seeded nemesis kills,
+    /// partitions and pauses nodes; then say whether an acknowledged write was lost and
+    /// whether the history is linearizable (Jepsen's method, on real processes).
+    Nemesis(crate::db_nemesis::NemesisArgs),
     /// Seed a new node's data directory from a backup (`etcdctl snapshot save FILE` against a
     /// running Concord DB or etcd node); restore every node of the new cluster from the same
     /// file.
@@ -279,6 +283,7 @@ pub fn run(args: &DbArgs) -> Result<Outcome> {
         DbCommand::Serve(serve) => run_serve(serve),
         DbCommand::Status(status) => runtime()?.block_on(run_status(status)),
         DbCommand::Bench(bench) => runtime()?.block_on(run_bench(bench)),
+        DbCommand::Nemesis(nemesis) => crate::db_nemesis::run(nemesis),
         DbCommand::Partition(partition) => {
             runtime()?.block_on(partition_nodes(&partition.endpoints, &partition.split))
         }
@@ -405,55 +410,122 @@ fn metrics_listeners(urls: &[String]) -> Result<Vec<MetricsListener>> {
         .collect()
 }
 
-fn node_ports(args: &UpArgs, index: u64) -> Result<(u16, u16)> {
-    let offset = u16::try_from(10 * (index - 1)).context("too many nodes")?;
-    let client = args
-        .client_port
-        .checked_add(offset)
-        .context("--client-port too high for this many nodes")?;
-    let peer = args
-        .peer_port
-        .checked_add(offset)
-        .context("--peer-port too high for this many nodes")?;
-    Ok((client, peer))
+/// A cluster of `concord db serve` processes on this machine, data and logs under one folder
+/// (`concord db up`, `concord db nemesis`): node i serves clients on 127.0.0.1:(client port +
+/// 10·(i−1)) and peers on 127.0.0.1:(peer port + 10·(i−1)).
+pub(crate) struct LocalCluster {
+    /// The node processes.
+    pub(crate) children: Children,
+    /// Client URLs, node 1 first.
+    pub(crate) endpoints: Vec<String>,
+    dir: PathBuf,
+    exe: PathBuf,
+    /// `--listen-client` and `--listen-peer` of each node, node 1 first.
+    ports: Vec<(u16, u16)>,
+    initial_cluster: String,
+    /// Flags every node gets besides its own.
+    extra: Vec<String>,
 }
 
-fn run_up(args: &UpArgs) -> Result<Outcome> {
-    if args.nodes == 0 || args.nodes > 9 {
-        bail!("--nodes must be between 1 and 9");
+impl LocalCluster {
+    /// Starts `nodes` nodes with `extra` flags each.
+    pub(crate) fn start(
+        nodes: u64,
+        dir: &std::path::Path,
+        (client_port, peer_port): (u16, u16),
+        extra: Vec<String>,
+    ) -> Result<LocalCluster> {
+        if nodes == 0 || nodes > 9 {
+            bail!("--nodes must be between 1 and 9");
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut ports = Vec::new();
+        for index in 1..=nodes {
+            let offset = u16::try_from(10 * (index - 1)).context("too many nodes")?;
+            let client = client_port
+                .checked_add(offset)
+                .context("--client-port too high for this many nodes")?;
+            let peer = peer_port
+                .checked_add(offset)
+                .context("--peer-port too high for this many nodes")?;
+            ports.push((client, peer));
+        }
+        let initial_cluster = (1..)
+            .zip(&ports)
+            .map(|(index, (_, peer))| format!("{index}=127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = LocalCluster {
+            children: Children(Vec::new()),
+            endpoints: ports
+                .iter()
+                .map(|(client, _)| format!("http://127.0.0.1:{client}"))
+                .collect(),
+            dir: dir.to_path_buf(),
+            exe: std::env::current_exe().context("finding the concord binary")?,
+            ports,
+            initial_cluster,
+            extra,
+        };
+        for index in 1..=nodes {
+            cluster.spawn(index)?;
+        }
+        Ok(cluster)
     }
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("creating {}", args.dir.display()))?;
-    let mut cluster = Vec::new();
-    let mut endpoints = Vec::new();
-    for index in 1..=args.nodes {
-        let (client, peer) = node_ports(args, index)?;
-        cluster.push(format!("{index}=127.0.0.1:{peer}"));
-        endpoints.push(format!("http://127.0.0.1:{client}"));
-    }
-    let cluster = cluster.join(",");
-    let exe = std::env::current_exe().context("finding the concord binary")?;
-    let mut children = Children(Vec::new());
-    for index in 1..=args.nodes {
-        let (client, peer) = node_ports(args, index)?;
-        let data_dir = args.dir.join(format!("node{index}"));
-        let mut command = Command::new(&exe);
+
+    /// Starts (or restarts) node `index` from its data directory.
+    pub(crate) fn spawn(&mut self, index: u64) -> Result<()> {
+        let (client, peer) = self.ports[(index - 1) as usize];
+        let mut command = Command::new(&self.exe);
         command
             .args(["db", "serve", "--id", &index.to_string()])
             .arg("--data-dir")
-            .arg(&data_dir)
+            .arg(self.dir.join(format!("node{index}")))
             .args(["--listen-client", &format!("127.0.0.1:{client}")])
             .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
-            .args(["--initial-cluster", &cluster]);
-        if args.fault_injection {
-            command.arg("--fault-injection");
-        }
-        children.spawn(
-            index,
-            &mut command,
-            &args.dir.join(format!("node{index}.log")),
-        )?;
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(&self.extra);
+        let log = self.dir.join(format!("node{index}.log"));
+        self.children.spawn(index, &mut command, &log)
     }
+
+    /// Waits until a node reports itself leader, or fails after `timeout` (or at once when a
+    /// node exits on its own).
+    pub(crate) fn wait_for_leader(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        timeout: StdDuration,
+    ) -> Result<()> {
+        let polls = timeout.as_millis() / 100;
+        for _ in 0..polls.max(1) {
+            if let Some(reports) = self.children.exited()? {
+                bail!("{reports}");
+            }
+            let reports = rt.block_on(collect_status(&self.endpoints, None));
+            if reports
+                .iter()
+                .any(|r| r.as_ref().is_ok_and(|s| s.role == "leader"))
+            {
+                return Ok(());
+            }
+            std::thread::sleep(StdDuration::from_millis(100));
+        }
+        bail!(
+            "no leader was elected within {timeout:?}; see the logs under {}",
+            self.dir.display()
+        )
+    }
+}
+
+fn run_up(args: &UpArgs) -> Result<Outcome> {
+    let extra = if args.fault_injection {
+        vec!["--fault-injection".to_string()]
+    } else {
+        Vec::new()
+    };
+    let ports = (args.client_port, args.peer_port);
+    let mut cluster = LocalCluster::start(args.nodes, &args.dir, ports, extra)?;
+    let endpoints = cluster.endpoints.clone();
     outln!(
         "started {} nodes; data and logs under {}",
         args.nodes,
@@ -466,27 +538,7 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
         tls: ClientTlsArgs::default(),
     };
     // Wait for a leader, then show the cluster as `concord db status` does.
-    let mut elected = false;
-    for _ in 0..100 {
-        if let Some(reports) = children.exited()? {
-            bail!("{reports}");
-        }
-        let reports = rt.block_on(collect_status(&endpoints, None));
-        if reports
-            .iter()
-            .any(|r| r.as_ref().is_ok_and(|s| s.role == "leader"))
-        {
-            elected = true;
-            break;
-        }
-        std::thread::sleep(StdDuration::from_millis(100));
-    }
-    if !elected {
-        bail!(
-            "no leader was elected within 10 s; see the logs under {}",
-            args.dir.display()
-        );
-    }
+    cluster.wait_for_leader(&rt, StdDuration::from_secs(10))?;
     rt.block_on(run_status(&status))?;
     outln!();
     outln!(
@@ -507,7 +559,7 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
         "Ctrl-C stops the cluster (data stays in {}).",
         args.dir.display()
     );
-    children.wait_for_stop(&rt)?;
+    cluster.children.wait_for_stop(&rt)?;
     outln!("stopping");
     Ok(Outcome::Success)
 }

@@ -30,6 +30,7 @@ mod check;
 mod children;
 mod cluster;
 mod db;
+mod db_nemesis;
 mod demo;
 mod node;
 mod render;

@@ -422,3 +422,104 @@ fn partitioning_needs_every_member_and_nodes_that_allow_it() {
         assert!(role(&cluster, id).is_some_and(|(_, leader)| leader.is_some()));
     }
 }
+
+/// A client port P for `concord db nemesis --client-port P --peer-port P+1` with `nodes`
+/// nodes: every port it will use (P + 10·i and P + 1 + 10·i) is free now.
+fn nemesis_ports(nodes: u16) -> u16 {
+    db::eventually(
+        "free ports for the nemesis cluster",
+        Duration::from_secs(10),
+        || {
+            let base = db::free_port();
+            let free = (0..nodes)
+                .flat_map(|i| [base + 10 * i, base + 1 + 10 * i])
+                .all(|port| {
+                    port < 32_000 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+                });
+            free.then_some(base)
+        },
+    )
+}
+
+#[test]
+fn the_nemesis_kills_partitions_and_pauses_and_the_history_checks() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let port = nemesis_ports(3);
+    let output = db::concord()
+        .args([
+            "db",
+            "nemesis",
+            "--seed",
+            "1",
+            "--duration",
+            "6s",
+            "--interval",
+            "1s",
+        ])
+        .args(["--heartbeat", "50ms", "--election-timeout", "300ms"])
+        .args(["--client-port", &port.to_string()])
+        .args(["--peer-port", &(port + 1).to_string()])
+        .arg("--dir")
+        .arg(dir.path().join("run"))
+        .output()
+        .expect("concord db nemesis runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let logs = || {
+        (1..=3)
+            .map(|i| {
+                let log = dir.path().join(format!("run/node{i}.log"));
+                format!(
+                    "--- node {i} ---\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                )
+            })
+            .collect::<String>()
+    };
+    assert!(
+        output.status.success(),
+        "{stdout}{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        logs()
+    );
+    assert!(
+        stdout.contains("acknowledged writes: every one present at every member"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("history: linearizable"), "{stdout}");
+    // The seed's schedule injected and undid faults (kill -9 … restart, partition … heal,
+    // pause … resume), and the workload went on through them.
+    let injected = stdout
+        .lines()
+        .filter(|line| {
+            line.contains("kill -9 node")
+                || line.contains("partition ")
+                || line.contains("(SIGSTOP)")
+        })
+        .count();
+    assert!(injected >= 2, "{stdout}");
+    assert!(stdout.contains("put ok"), "{stdout}");
+    // The history stays in the folder given.
+    assert!(dir.path().join("run/history.jsonl").exists());
+}
+
+#[test]
+fn the_nemesis_refuses_bad_flags_before_starting_anything() {
+    for (flags, reason) in [
+        (&["--faults", "kill,meteor"][..], "unknown fault 'meteor'"),
+        (
+            &["--faults", "partition", "--nodes", "2"][..],
+            "at least 3 nodes",
+        ),
+        (&["--interval", "0s"][..], "--interval must be positive"),
+        (&["--duration", "soon"][..], "--duration 'soon'"),
+    ] {
+        let output = db::concord()
+            .args(["db", "nemesis"])
+            .args(flags)
+            .output()
+            .expect("concord db nemesis runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{flags:?}: {stderr}");
+        assert!(stderr.contains(reason), "{flags:?}: {stderr}");
+    }
+}

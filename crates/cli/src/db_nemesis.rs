@@ -1,0 +1,336 @@
+//! `concord db nemesis`: Jepsen's method on Concord DB's real processes. A fresh local cluster
+//! runs a checked client workload ([`concord_kv::workload`]) while a nemesis, drawn from a seed,
+//! injects one fault at a time and undoes it:
+//!
+//! * `kill`: SIGKILL a node, then restart it from its data directory;
+//! * `partition`: cut a random minority off from the rest (`--fault-injection`, as
+//!   `concord db partition` does), then heal;
+//! * `pause`: SIGSTOP a node (a long GC pause, a stalled VM), then SIGCONT.
+//!
+//! At the end every fault is undone, the cluster must serve again, each member's final values
+//! are read, and the verdict says whether an acknowledged write was lost and whether the history
+//! is linearizable. The same seed draws the same faults on the same nodes at the same times;
+//! what the processes do in between depends on the machine's timing, so a failure may need a
+//! few runs of its seed to show again.
+// Real processes on a real clock: the fault schedule's waits are wall-clock time.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use concord_check::{check_linearizability, StringKvModel, Verdict};
+use concord_kv::workload::{Workload, WorkloadConfig};
+use rand::Rng as _;
+
+use crate::args::std_duration;
+use crate::cluster::{split_nodes, Split};
+use crate::db::LocalCluster;
+use crate::Outcome;
+
+/// Flags of `concord db nemesis`.
+#[derive(Debug, Args)]
+pub struct NemesisArgs {
+    /// The seed of the fault schedule: which fault, on which nodes, when, for how long.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// How long faults are injected; the load runs throughout.
+    #[arg(long, default_value = "30s")]
+    pub duration: String,
+    /// Cluster size.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// The faults to draw from: kill, partition, pause.
+    #[arg(long, value_delimiter = ',', default_value = "kill,partition,pause")]
+    pub faults: Vec<String>,
+    /// The mean time between faults, and a fault's mean length (each drawn from half to one
+    /// and a half times this).
+    #[arg(long, default_value = "3s")]
+    pub interval: String,
+    /// The nodes' heartbeat interval.
+    #[arg(long, default_value = "100ms")]
+    pub heartbeat: String,
+    /// The nodes' election timeout.
+    #[arg(long, default_value = "1s")]
+    pub election_timeout: String,
+    /// Node i serves clients on 127.0.0.1:(client-port + 10·(i−1)).
+    #[arg(long, default_value_t = 22379)]
+    pub client_port: u16,
+    /// Node i talks to peers on 127.0.0.1:(peer-port + 10·(i−1)).
+    #[arg(long, default_value_t = 22380)]
+    pub peer_port: u16,
+    /// The folder for the nodes' data and logs and the history (default: a new temporary
+    /// folder, removed when everything held).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// One kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    Kill,
+    Partition,
+    Pause,
+}
+
+impl Fault {
+    fn parse(name: &str) -> Result<Fault> {
+        Ok(match name.trim() {
+            "kill" => Fault::Kill,
+            "partition" => Fault::Partition,
+            "pause" => Fault::Pause,
+            other => bail!("--faults: unknown fault '{other}' (kill, partition, pause)"),
+        })
+    }
+}
+
+/// Runs `concord db nemesis`.
+pub fn run(args: &NemesisArgs) -> Result<Outcome> {
+    let duration = std_duration("duration", &args.duration)?;
+    let interval = std_duration("interval", &args.interval)?;
+    if interval.is_zero() {
+        bail!("--interval must be positive");
+    }
+    let mut faults = args
+        .faults
+        .iter()
+        .map(|name| Fault::parse(name))
+        .collect::<Result<Vec<_>>>()?;
+    faults.sort();
+    faults.dedup();
+    if faults.is_empty() {
+        bail!("--faults: name at least one of kill, partition, pause");
+    }
+    if faults.contains(&Fault::Partition) && args.nodes < 3 {
+        bail!("--faults partition needs at least 3 nodes (a majority left on one side)");
+    }
+    let (dir, temporary) = match &args.dir {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!(
+                "concord-nemesis-{}-{}",
+                std::process::id(),
+                args.seed
+            )),
+            true,
+        ),
+    };
+    if dir.join("node1").exists() {
+        bail!(
+            "{} already holds a cluster: give a new folder",
+            dir.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let extra = vec![
+        "--fault-injection".to_string(),
+        "--heartbeat".to_string(),
+        args.heartbeat.clone(),
+        "--election-timeout".to_string(),
+        args.election_timeout.clone(),
+    ];
+    let ports = (args.client_port, args.peer_port);
+    let mut cluster = LocalCluster::start(args.nodes, &dir, ports, extra)?;
+    outln!(
+        "{} nodes, data and logs under {}; seed {}",
+        args.nodes,
+        dir.display(),
+        args.seed
+    );
+    cluster.wait_for_leader(&rt, Duration::from_secs(30))?;
+    let workload = {
+        let _context = rt.enter();
+        Workload::start(WorkloadConfig::new(cluster.endpoints.clone()))
+            .map_err(anyhow::Error::msg)?
+    };
+    wait_for_acks(&workload, &mut cluster, 20, "before the first fault")?;
+
+    let start = Instant::now();
+    let mut rng = concord_core::seeded_rng(args.seed, 0);
+    let draw = |rng: &mut concord_core::Rng| interval.mul_f64(rng.gen_range(0.5..1.5));
+    let mut injected = Vec::new();
+    loop {
+        let calm = draw(&mut rng);
+        let fault = faults[rng.gen_range(0..faults.len())];
+        let node = rng.gen_range(1..=args.nodes);
+        let length = draw(&mut rng);
+        if start.elapsed() + calm >= duration {
+            break;
+        }
+        std::thread::sleep(calm);
+        let at = start.elapsed().as_secs_f64();
+        let undo = match fault {
+            Fault::Kill => {
+                cluster.children.kill(node);
+                outln!("{at:7.1}s  kill -9 node {node}");
+                format!("restart node {node}")
+            }
+            Fault::Pause => {
+                cluster.children.signal(node, "STOP")?;
+                outln!("{at:7.1}s  pause node {node} (SIGSTOP)");
+                format!("resume node {node} (SIGCONT)")
+            }
+            Fault::Partition => {
+                // A random minority, `node` among it, cut off from the rest.
+                let mut minority = vec![node];
+                let size = rng.gen_range(1..=(args.nodes - 1) / 2) as usize;
+                while minority.len() < size {
+                    let other = rng.gen_range(1..=args.nodes);
+                    if !minority.contains(&other) {
+                        minority.push(other);
+                    }
+                }
+                minority.sort_unstable();
+                let rest: Vec<u64> = (1..=args.nodes)
+                    .filter(|id| !minority.contains(id))
+                    .collect();
+                let groups = format!("{}/{}", ids(&minority), ids(&rest));
+                split(&rt, &cluster, Some(groups.clone()))?;
+                outln!("{at:7.1}s  partition {groups}");
+                "heal".to_string()
+            }
+        };
+        std::thread::sleep(length);
+        match fault {
+            Fault::Kill => cluster.spawn(node)?,
+            Fault::Pause => cluster.children.signal(node, "CONT")?,
+            Fault::Partition => split(&rt, &cluster, None)?,
+        }
+        outln!("{:7.1}s  {undo}", start.elapsed().as_secs_f64());
+        injected.push(fault);
+    }
+
+    // Every fault is undone: the cluster must serve again.
+    cluster.wait_for_leader(&rt, Duration::from_secs(60))?;
+    wait_for_acks(&workload, &mut cluster, 20, "after the last fault")?;
+    let outcome = rt
+        .block_on(workload.finish(Duration::from_secs(60)))
+        .map_err(anyhow::Error::msg)?;
+    drop(cluster);
+
+    let count = |kind: Fault| injected.iter().filter(|&&f| f == kind).count();
+    outln!();
+    outln!(
+        "faults: {} kill, {} partition, {} pause in {:.1}s",
+        count(Fault::Kill),
+        count(Fault::Partition),
+        count(Fault::Pause),
+        start.elapsed().as_secs_f64()
+    );
+    let counts: Vec<String> = outcome
+        .counts()
+        .iter()
+        .map(|(what, n)| format!("{} {n}", what.to_lowercase()))
+        .collect();
+    outln!("operations: {}", counts.join(", "));
+    let history_path = dir.join("history.jsonl");
+    let file = std::fs::File::create(&history_path)
+        .with_context(|| format!("creating {}", history_path.display()))?;
+    outcome
+        .history
+        .write_jsonl(std::io::BufWriter::new(file))
+        .context("writing the history")?;
+    let lost = outcome.lost_writes();
+    if lost.is_empty() {
+        outln!("acknowledged writes: every one present at every member");
+    } else {
+        outln!("acknowledged writes LOST:");
+        for line in &lost {
+            outln!("  {line}");
+        }
+    }
+    let checked = Instant::now();
+    let report = check_linearizability(
+        &outcome.history,
+        &StringKvModel,
+        Some(Duration::from_secs(300)),
+    )
+    .map_err(|e| anyhow::anyhow!("the recorded history is malformed: {e}"))?;
+    let (verdict, outcome) = match &report.verdict {
+        Verdict::Linearizable => ("linearizable".to_string(), Outcome::Success),
+        Verdict::NotLinearizable(counterexample) => (
+            format!(
+                "NOT linearizable (key {})",
+                counterexample.key.as_deref().unwrap_or("-")
+            ),
+            Outcome::Violation,
+        ),
+        Verdict::Unknown { reason } => (format!("undecided: {reason}"), Outcome::Undecided),
+    };
+    outln!(
+        "history: {verdict} ({} operations, checked in {:.1}s)",
+        report.operations,
+        checked.elapsed().as_secs_f64()
+    );
+    let outcome = if lost.is_empty() {
+        outcome
+    } else {
+        Outcome::Violation
+    };
+    if outcome == Outcome::Success {
+        if temporary {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    } else {
+        outln!(
+            "kept: the history at {}, the nodes' logs under {}",
+            history_path.display(),
+            dir.display()
+        );
+        outln!(
+            "replay: concord db nemesis --seed {} --duration {} --nodes {} --faults {} --interval {} --heartbeat {} --election-timeout {}",
+            args.seed,
+            args.duration,
+            args.nodes,
+            args.faults.join(","),
+            args.interval,
+            args.heartbeat,
+            args.election_timeout
+        );
+    }
+    Ok(outcome)
+}
+
+fn ids(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Splits the cluster into `groups` (`None`: heals it).
+fn split(
+    rt: &tokio::runtime::Runtime,
+    cluster: &LocalCluster,
+    groups: Option<String>,
+) -> Result<()> {
+    let heal = groups.is_none();
+    rt.block_on(split_nodes(&cluster.endpoints, &Split { groups, heal }))?;
+    Ok(())
+}
+
+/// Waits until `more` writes beyond those acknowledged now are acknowledged (a minute at most).
+fn wait_for_acks(
+    workload: &Workload,
+    cluster: &mut LocalCluster,
+    more: u64,
+    when: &str,
+) -> Result<()> {
+    let target = workload.acknowledged() + more;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while workload.acknowledged() < target {
+        if let Some(report) = cluster.children.exited()? {
+            bail!("{when}: {report}");
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{when}: the cluster acknowledged {} of {target} writes within a minute",
+                workload.acknowledged()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
