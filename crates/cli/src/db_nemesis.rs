@@ -8,8 +8,8 @@
 //! * `pause`: SIGSTOP a node (a long GC pause, a stalled VM), then SIGCONT.
 //!
 //! At the end every fault is undone, the cluster must serve again, each member's final values
-//! are read, and the verdict says whether an acknowledged write was lost and whether the history
-//! is linearizable. The same seed draws the same faults on the same nodes at the same times;
+//! are read, and the verdict says whether an acknowledged write was lost, whether the watchers
+//! saw every revision once and in order, and whether the history is linearizable. The same seed draws the same faults on the same nodes at the same times;
 //! what the processes do in between depends on the machine's timing, so a failure may need a
 //! few runs of its seed to show again.
 // Real processes on a real clock: the fault schedule's waits are wall-clock time.
@@ -244,6 +244,25 @@ pub fn run(args: &NemesisArgs) -> Result<Outcome> {
             outln!("  {line}");
         }
     }
+    let watch = outcome.watch_problems();
+    let seen = |log: &concord_kv::workload::WatchLog| log.events.last().map_or(0, |e| e.0);
+    if watch.is_empty() {
+        let reconnects: usize = outcome.watches.iter().map(|w| w.reconnects).sum();
+        outln!(
+            "watches: {} watchers saw every revision from 2 to {} once, in order, alike \
+             ({reconnects} streams resumed after a fault)",
+            outcome.watches.len(),
+            outcome.watches.iter().map(seen).min().unwrap_or(0)
+        );
+    } else {
+        outln!("watches BROKE etcd's guarantees:");
+        for line in watch.iter().take(20) {
+            outln!("  {line}");
+        }
+        if watch.len() > 20 {
+            outln!("  … and {} more", watch.len() - 20);
+        }
+    }
     let checked = Instant::now();
     let report = check_linearizability(
         &outcome.history,
@@ -267,7 +286,7 @@ pub fn run(args: &NemesisArgs) -> Result<Outcome> {
         report.operations,
         checked.elapsed().as_secs_f64()
     );
-    let outcome = if lost.is_empty() {
+    let outcome = if lost.is_empty() && watch.is_empty() {
         outcome
     } else {
         Outcome::Violation

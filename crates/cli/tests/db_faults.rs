@@ -71,8 +71,8 @@ impl Load {
         }
     }
 
-    /// Stops the load and checks what it saw: every acknowledged write survives, and the history
-    /// is linearizable. `name` names a history kept for a failure; `what` says what was done.
+    /// Stops the load and checks what it saw: every acknowledged write survives, the watchers saw
+    /// every revision once and in order, and the history is linearizable. `name` names a history kept for a failure; `what` says what was done.
     fn finish_and_check(self, cluster: &DbCluster, name: &str, what: &str) {
         let outcome = self
             .runtime
@@ -85,6 +85,13 @@ impl Load {
             lost.is_empty(),
             "acknowledged writes are lost:\n{}\n{}",
             lost.join("\n"),
+            cluster.logs()
+        );
+        let watch = outcome.watch_problems();
+        assert!(
+            watch.is_empty(),
+            "the watchers saw what etcd's watch guarantees rule out:\n{}\n{}",
+            watch.join("\n"),
             cluster.logs()
         );
         assert_linearizable(&outcome.history, cluster, name);

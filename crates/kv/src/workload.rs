@@ -5,6 +5,12 @@
 //! load stops each member's final values are read, so that [`WorkloadOutcome::lost_writes`] can
 //! say whether an acknowledged write is missing.
 //!
+//! Watchers, one per endpoint, watch the whole key space from revision 1 and, after any
+//! error, watch again from the revision after the last they saw, at the next endpoint.
+//! [`WorkloadOutcome::watch_problems`] then checks etcd's watch guarantees: each watcher saw
+//! every revision once, in order, with no gap; all saw the same event at each revision; every
+//! acknowledged write is among them at the revision its response named.
+//!
 //! A write whose outcome the client cannot know (a timeout, a connection lost after sending,
 //! a leader lost after proposing) is recorded as `info`, and its client process never invokes
 //! again (a fresh process takes over), as the history format requires. A write refused before
@@ -12,7 +18,7 @@
 //! so it is `fail` too.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +29,10 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::pb::etcdserverpb::kv_client::KvClient;
-use crate::pb::etcdserverpb::{PutRequest, RangeRequest};
+use crate::pb::etcdserverpb::watch_client::WatchClient;
+use crate::pb::etcdserverpb::{
+    watch_request, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest,
+};
 
 /// What the workload does.
 #[derive(Clone, Debug)]
@@ -37,14 +46,17 @@ pub struct WorkloadConfig {
     pub writers: u64,
     /// Concurrent readers.
     pub readers: u64,
+    /// Watchers of the whole key space.
+    pub watchers: u64,
     /// A request slower than this is abandoned (a write's outcome is then unknown).
     pub request_timeout: Duration,
 }
 
 impl WorkloadConfig {
-    /// Three keys, four writers, two readers, 2 s per request.
+    /// Three keys, four writers, two readers, a watcher per endpoint, 2 s per request.
     pub fn new(endpoints: Vec<String>) -> Self {
         WorkloadConfig {
+            watchers: endpoints.len() as u64,
             endpoints,
             keys: 3,
             writers: 4,
@@ -60,6 +72,8 @@ struct Recorder {
     events: Mutex<Vec<Op>>,
     /// Writes acknowledged so far.
     acked: AtomicU64,
+    /// Each acknowledged write's key, value and revision (from its response's header).
+    acked_revisions: Mutex<Vec<(String, String, i64)>>,
     /// Errors seen, with how they were recorded and how often (for diagnosis).
     errors: Mutex<BTreeMap<String, usize>>,
 }
@@ -161,8 +175,20 @@ async fn writer(
         };
         let result = tokio::time::timeout(config.request_timeout, client.put(request)).await;
         match result {
-            Ok(Ok(_)) => {
-                recorder.record(process, EventType::Ok, "put", &key, Json::from(value));
+            Ok(Ok(response)) => {
+                let revision = response.into_inner().header.map_or(0, |h| h.revision);
+                recorder.record(
+                    process,
+                    EventType::Ok,
+                    "put",
+                    &key,
+                    Json::from(value.clone()),
+                );
+                recorder
+                    .acked_revisions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((key, value, revision));
                 recorder.acked.fetch_add(1, Ordering::SeqCst);
                 continue;
             }
@@ -256,12 +282,125 @@ async fn reader(
     }
 }
 
+/// What one watcher saw.
+#[derive(Clone, Debug, Default)]
+pub struct WatchLog {
+    /// Each event's revision, key and value (empty for a deletion), in arrival order.
+    pub events: Vec<(i64, String, String)>,
+    /// Streams that ended or failed, after which it watched again.
+    pub reconnects: usize,
+    /// What the servers did that a watcher must never see (a cancellation, a compaction).
+    pub problems: Vec<String>,
+}
+
+/// Watches every key from revision 1 until told to stop and caught up with `target`; after an
+/// error it watches again, at the next endpoint, from the revision after the last it saw.
+async fn watcher(
+    index: u64,
+    config: Arc<WorkloadConfig>,
+    log: Arc<Mutex<WatchLog>>,
+    stop: Arc<AtomicBool>,
+    target: Arc<AtomicI64>,
+) {
+    let mut endpoint = index as usize % config.endpoints.len();
+    let mut last = 0i64;
+    let done = |last: i64| stop.load(Ordering::SeqCst) && last >= target.load(Ordering::SeqCst);
+    while !done(last) {
+        let url = &config.endpoints[endpoint];
+        endpoint = (endpoint + 1) % config.endpoints.len();
+        // No request timeout: a watch stream lives as long as it is read.
+        let Ok(channel) = Endpoint::from_shared(url.clone()) else {
+            return;
+        };
+        let mut client = WatchClient::new(
+            channel
+                .connect_timeout(Duration::from_millis(500))
+                .connect_lazy(),
+        );
+        let create = WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: vec![0],
+                    range_end: vec![0],
+                    start_revision: last + 1,
+                    ..WatchCreateRequest::default()
+                },
+            )),
+        };
+        let requests =
+            tokio_stream::StreamExt::chain(tokio_stream::once(create), tokio_stream::pending());
+        let opened = tokio::time::timeout(config.request_timeout, client.watch(requests)).await;
+        let Ok(Ok(response)) = opened else {
+            tokio::time::sleep(BACKOFF).await;
+            continue;
+        };
+        let mut stream = response.into_inner();
+        loop {
+            if done(last) {
+                return;
+            }
+            let message = match tokio::time::timeout(BACKOFF * 10, stream.message()).await {
+                Err(_) => continue,
+                Ok(Ok(Some(message))) => message,
+                Ok(Ok(None) | Err(_)) => break,
+            };
+            let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+            if message.canceled || message.compact_revision != 0 {
+                log.problems.push(format!(
+                    "{url} canceled the watch from revision {}: {:?} (compacted at {})",
+                    last + 1,
+                    message.cancel_reason,
+                    message.compact_revision
+                ));
+                break;
+            }
+            for event in message.events {
+                let Some(kv) = event.kv else { continue };
+                last = last.max(kv.mod_revision);
+                log.events.push((
+                    kv.mod_revision,
+                    String::from_utf8_lossy(&kv.key).into_owned(),
+                    String::from_utf8_lossy(&kv.value).into_owned(),
+                ));
+            }
+        }
+        log.lock().unwrap_or_else(|e| e.into_inner()).reconnects += 1;
+        tokio::time::sleep(BACKOFF).await;
+    }
+}
+
+/// The store's revision now, from a linearizable read at the first endpoint that answers.
+async fn current_revision(config: &WorkloadConfig) -> Result<i64, String> {
+    let mut errors = Vec::new();
+    for url in &config.endpoints {
+        let mut client = client(url, config.request_timeout)?;
+        let request = RangeRequest {
+            key: b"k0".to_vec(),
+            ..RangeRequest::default()
+        };
+        match tokio::time::timeout(config.request_timeout, client.range(request)).await {
+            Ok(Ok(response)) => {
+                return Ok(response.into_inner().header.map_or(0, |h| h.revision));
+            }
+            Ok(Err(status)) => errors.push(format!("{url}: {}", status.message())),
+            Err(_) => errors.push(format!("{url}: timed out")),
+        }
+    }
+    Err(format!(
+        "no endpoint told its revision: {}",
+        errors.join("; ")
+    ))
+}
+
 /// A running workload.
 pub struct Workload {
     config: Arc<WorkloadConfig>,
     recorder: Arc<Recorder>,
     stop: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
+    watches: Vec<(Arc<Mutex<WatchLog>>, JoinHandle<()>)>,
+    /// The revision watchers must reach before they stop (set when the workload finishes).
+    target: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for Workload {
@@ -282,6 +421,12 @@ pub struct WorkloadOutcome {
     pub finals: Vec<BTreeMap<String, String>>,
     /// Errors the clients met, and how often.
     pub errors: BTreeMap<String, usize>,
+    /// What each watcher saw.
+    pub watches: Vec<WatchLog>,
+    /// Each acknowledged write's key, value and revision.
+    pub acked_revisions: Vec<(String, String, i64)>,
+    /// The store's revision when the load had stopped: every watcher must have seen up to it.
+    pub final_revision: i64,
 }
 
 impl Workload {
@@ -295,6 +440,7 @@ impl Workload {
             start: Instant::now(),
             events: Mutex::new(Vec::new()),
             acked: AtomicU64::new(0),
+            acked_revisions: Mutex::new(Vec::new()),
             errors: Mutex::new(BTreeMap::new()),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -313,11 +459,27 @@ impl Workload {
                 tokio::spawn(reader(index, clients, config, recorder, stop))
             });
         }
+        let target = Arc::new(AtomicI64::new(i64::MAX));
+        let watches = (0..config.watchers)
+            .map(|index| {
+                let log = Arc::new(Mutex::new(WatchLog::default()));
+                let task = tokio::spawn(watcher(
+                    index,
+                    Arc::clone(&config),
+                    Arc::clone(&log),
+                    Arc::clone(&stop),
+                    Arc::clone(&target),
+                ));
+                (log, task)
+            })
+            .collect();
         Ok(Workload {
             config,
             recorder,
             stop,
             tasks,
+            watches,
+            target,
         })
     }
 
@@ -360,6 +522,27 @@ impl Workload {
             }
             finals.push(values);
         }
+        // Every watcher must catch up with the store's final revision.
+        let final_revision = current_revision(config).await?;
+        self.target.store(final_revision, Ordering::SeqCst);
+        let mut watches = Vec::new();
+        for (index, (log, task)) in self.watches.into_iter().enumerate() {
+            let caught_up = tokio::time::timeout(patience, task).await;
+            let mut log = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if caught_up.is_err() {
+                let seen = log.events.last().map_or(0, |e| e.0);
+                log.problems.push(format!(
+                    "watcher {index} saw up to revision {seen} of {final_revision} within \
+                     {patience:?}"
+                ));
+            }
+            watches.push(log);
+        }
+        let acked_revisions = recorder
+            .acked_revisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let history = History {
             events: recorder
                 .events
@@ -376,6 +559,9 @@ impl Workload {
             history,
             finals,
             errors,
+            watches,
+            acked_revisions,
+            final_revision,
         })
     }
 }
@@ -442,6 +628,80 @@ impl WorkloadOutcome {
         lost
     }
 
+    /// Where the watchers break etcd's guarantees, one line each (empty: nowhere), for a
+    /// workload whose writes are the cluster's only ones, from its start: each watcher saw
+    /// every revision from 2 (the first write) on once, in order, up to the final revision at
+    /// least; all saw the same key and value at each revision; every acknowledged write is
+    /// there at the revision its response named; no write the client was told failed is.
+    pub fn watch_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let failed: std::collections::BTreeSet<&str> = self
+            .history
+            .events
+            .iter()
+            .filter(|e| e.f == "put" && e.kind == EventType::Fail)
+            .filter_map(|e| e.value.as_str())
+            .collect();
+        // Revision → key, value and the first watcher that saw it.
+        let mut seen: BTreeMap<i64, (&str, &str, usize)> = BTreeMap::new();
+        for (index, log) in self.watches.iter().enumerate() {
+            problems.extend(log.problems.iter().map(|p| format!("watcher {index}: {p}")));
+            let mut previous = 1;
+            for (revision, key, value) in &log.events {
+                if *revision != previous + 1 {
+                    let what = if *revision <= previous {
+                        "again or out of order"
+                    } else {
+                        "a gap"
+                    };
+                    problems.push(format!(
+                        "watcher {index}: revision {revision} after {previous} ({what})"
+                    ));
+                    break;
+                }
+                previous = *revision;
+                if failed.contains(value.as_str()) {
+                    problems.push(format!(
+                        "watcher {index} saw {key}={value} at revision {revision}, a write its \
+                         client was told failed"
+                    ));
+                }
+                match seen.get(revision) {
+                    Some((k, v, other)) if (*k, *v) != (key.as_str(), value.as_str()) => {
+                        problems.push(format!(
+                            "revision {revision}: watcher {other} saw {k}={v}, watcher {index} \
+                             saw {key}={value}"
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert(*revision, (key, value, index));
+                    }
+                }
+            }
+            if previous < self.final_revision && log.problems.is_empty() {
+                problems.push(format!(
+                    "watcher {index} stopped at revision {previous} of {}",
+                    self.final_revision
+                ));
+            }
+        }
+        for (key, value, revision) in &self.acked_revisions {
+            match seen.get(revision) {
+                Some((k, v, _)) if (*k, *v) == (key.as_str(), value.as_str()) => {}
+                Some((k, v, index)) => problems.push(format!(
+                    "the acknowledged write {key}={value} was at revision {revision}, where \
+                     watcher {index} saw {k}={v}"
+                )),
+                None => problems.push(format!(
+                    "the acknowledged write {key}={value} at revision {revision}: no watcher \
+                     saw it"
+                )),
+            }
+        }
+        problems
+    }
+
     /// How many operations ended each way, e.g. `{"get Ok": 510, "put Info": 4, …}`.
     pub fn counts(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
@@ -476,7 +736,67 @@ mod tests {
             history: History { events },
             finals: vec![BTreeMap::from([("k0".to_string(), last.to_string())])],
             errors: BTreeMap::new(),
+            watches: Vec::new(),
+            acked_revisions: Vec::new(),
+            final_revision: 1,
         }
+    }
+
+    fn watched(revisions: &[(i64, &str)]) -> WatchLog {
+        WatchLog {
+            events: revisions
+                .iter()
+                .map(|(revision, value)| (*revision, "k0".to_string(), value.to_string()))
+                .collect(),
+            ..WatchLog::default()
+        }
+    }
+
+    #[test]
+    fn watchers_must_see_every_revision_once_in_order_and_alike() {
+        let events = vec![
+            op(1, EventType::Invoke, "put", "a", 1),
+            op(1, EventType::Ok, "put", "a", 2),
+            op(2, EventType::Invoke, "put", "b", 3),
+            op(2, EventType::Ok, "put", "b", 4),
+            op(3, EventType::Invoke, "put", "x", 5),
+            op(3, EventType::Fail, "put", "x", 6),
+        ];
+        let mut outcome = outcome(events, "b");
+        outcome.acked_revisions = vec![("k0".into(), "a".into(), 2), ("k0".into(), "b".into(), 3)];
+        outcome.final_revision = 3;
+        let problems = |watches: Vec<WatchLog>, outcome: &mut WorkloadOutcome| {
+            outcome.watches = watches;
+            outcome.watch_problems()
+        };
+        let good = watched(&[(2, "a"), (3, "b")]);
+        assert!(problems(vec![good.clone(), good.clone()], &mut outcome).is_empty());
+        for (bad, expected) in [
+            (watched(&[(3, "b")]), "revision 3 after 1 (a gap)"),
+            (
+                watched(&[(2, "a"), (2, "a"), (3, "b")]),
+                "revision 2 after 2 (again",
+            ),
+            (watched(&[(2, "a")]), "stopped at revision 2 of 3"),
+            (
+                watched(&[(2, "a"), (3, "c")]),
+                "watcher 0 saw k0=b, watcher 1 saw k0=c",
+            ),
+            (watched(&[(2, "a"), (3, "x")]), "was told failed"),
+        ] {
+            let found = problems(vec![good.clone(), bad], &mut outcome);
+            assert!(
+                found.iter().any(|p| p.contains(expected)),
+                "{expected}: {found:?}"
+            );
+        }
+        let found = problems(vec![watched(&[(2, "a"), (3, "z")])], &mut outcome);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("the acknowledged write k0=b was at revision 3")),
+            "{found:?}"
+        );
     }
 
     #[test]
