@@ -731,6 +731,16 @@ mod tests {
         }
     }
 
+    /// One put per entry, one after another, each by its own process, ending as given.
+    fn puts(writes: &[(&str, EventType)]) -> Vec<Op> {
+        let mut events = Vec::new();
+        for (at, (value, kind)) in (1u64..).zip(writes) {
+            events.push(op(at, EventType::Invoke, "put", value, 2 * at - 1));
+            events.push(op(at, *kind, "put", value, 2 * at));
+        }
+        events
+    }
+
     fn outcome(events: Vec<Op>, last: &str) -> WorkloadOutcome {
         WorkloadOutcome {
             history: History { events },
@@ -754,14 +764,11 @@ mod tests {
 
     #[test]
     fn watchers_must_see_every_revision_once_in_order_and_alike() {
-        let events = vec![
-            op(1, EventType::Invoke, "put", "a", 1),
-            op(1, EventType::Ok, "put", "a", 2),
-            op(2, EventType::Invoke, "put", "b", 3),
-            op(2, EventType::Ok, "put", "b", 4),
-            op(3, EventType::Invoke, "put", "x", 5),
-            op(3, EventType::Fail, "put", "x", 6),
-        ];
+        let events = puts(&[
+            ("a", EventType::Ok),
+            ("b", EventType::Ok),
+            ("x", EventType::Fail),
+        ]);
         let mut outcome = outcome(events, "b");
         outcome.acked_revisions = vec![("k0".into(), "a".into(), 2), ("k0".into(), "b".into(), 3)];
         outcome.final_revision = 3;
@@ -801,14 +808,11 @@ mod tests {
 
     #[test]
     fn the_last_acknowledged_write_or_a_later_unknown_one_survives() {
-        let events = vec![
-            op(1, EventType::Invoke, "put", "a", 1),
-            op(1, EventType::Ok, "put", "a", 2),
-            op(2, EventType::Invoke, "put", "b", 3),
-            op(2, EventType::Info, "put", "b", 4),
-            op(3, EventType::Invoke, "put", "c", 5),
-            op(3, EventType::Fail, "put", "c", 6),
-        ];
+        let events = puts(&[
+            ("a", EventType::Ok),
+            ("b", EventType::Info),
+            ("c", EventType::Fail),
+        ]);
         assert!(outcome(events.clone(), "a").lost_writes().is_empty());
         assert!(outcome(events.clone(), "b").lost_writes().is_empty());
         let lost = outcome(events.clone(), "c").lost_writes();
@@ -819,12 +823,7 @@ mod tests {
 
     #[test]
     fn an_older_acknowledged_value_after_a_newer_one_is_a_lost_write() {
-        let events = vec![
-            op(1, EventType::Invoke, "put", "a", 1),
-            op(1, EventType::Ok, "put", "a", 2),
-            op(2, EventType::Invoke, "put", "b", 3),
-            op(2, EventType::Ok, "put", "b", 4),
-        ];
+        let events = puts(&[("a", EventType::Ok), ("b", EventType::Ok)]);
         let lost = outcome(events.clone(), "a").lost_writes();
         assert!(lost[0].contains("is lost"), "{lost:?}");
         assert!(outcome(events, "b").lost_writes().is_empty());
