@@ -305,3 +305,79 @@ fn a_member_removed_while_down_refuses_requests_when_it_comes_back_and_its_id_is
     ids.sort_unstable();
     assert_eq!(ids, vec![1, 2, 4]);
 }
+
+#[test]
+fn a_replacement_joins_with_the_current_members_and_restarts_with_them_keep_the_cluster() {
+    // etcd's procedure to replace a member: remove it, add the new one, and start the new one
+    // with `--initial-cluster` listing the members as they are now (what `etcdctl member add`
+    // prints), not as they were when the cluster began.
+    let mut cluster = DbCluster::start(3, &[]);
+    let survivors = cluster.endpoints_of(&[1, 2]);
+    etcdctl_ok(&survivors, &["member", "remove", "3"]);
+    cluster.kill(3);
+    let node4 = cluster.add_node(&[]);
+    let peer_url = format!("http://{}", cluster.nodes[3].peer);
+    let added = etcdctl_ok(
+        &survivors,
+        &[
+            "member",
+            "add",
+            "node4",
+            &format!("--peer-urls={peer_url}"),
+            "--learner",
+        ],
+    );
+    assert!(added.contains("Member                4 added"), "{added}");
+    let now = cluster.cluster_text(&[1, 2, 4]);
+    cluster.spawn_joining(node4, &now);
+    let last = std::cell::RefCell::new(String::new());
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            let output = etcdctl(&survivors, &["member", "promote", "4"]);
+            *last.borrow_mut() = String::from_utf8_lossy(&output.stderr).into_owned();
+            output.status.success()
+        },
+        || {
+            format!(
+                "node 4 never catches up: {}\n{}",
+                last.borrow(),
+                cluster.logs()
+            )
+        },
+    );
+    assert_eq!(
+        etcdctl_ok(&cluster.endpoints_of(&[4]), &["put", "via-4", "yes"]).trim(),
+        "OK"
+    );
+    // Every member keeps the id the cluster got when it began, the new one included.
+    let kept = |id: u64| {
+        std::fs::read_to_string(cluster.data_dir(id).join("cluster-id")).unwrap_or_default()
+    };
+    assert!(!kept(1).is_empty());
+    assert_eq!(kept(4), kept(1));
+
+    // An original member restarted with the members as they are now still belongs.
+    cluster.initial_cluster = now;
+    cluster.stop(1);
+    cluster.spawn(1);
+    let value = std::cell::RefCell::new(String::new());
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            let output = etcdctl(
+                &cluster.endpoints_of(&[1]),
+                &["get", "via-4", "--print-value-only"],
+            );
+            *value.borrow_mut() = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            *value.borrow() == "yes"
+        },
+        || {
+            format!(
+                "node 1 after its restart: {:?}\n{}",
+                value.borrow(),
+                cluster.logs()
+            )
+        },
+    );
+}

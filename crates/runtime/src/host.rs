@@ -44,7 +44,7 @@ use tracing::{error, info, warn};
 use crate::clock::{Clock, Stopwatch, TimeOrigin};
 use crate::codec;
 use crate::metrics::HostMetrics;
-use crate::transport::{BlockedPeers, Identity, Transport, TransportOptions};
+use crate::transport::{BlockedPeers, ClusterId, Identity, Transport, TransportOptions};
 use crate::wal::{Wal, WalError, WalOptions, WrittenRewrite};
 
 /// A node the host can run: its messages, writes and storage are serializable, and everything
@@ -121,6 +121,10 @@ pub struct HostConfig<N: Node> {
     pub time_origin: TimeOrigin,
     /// Peers of other clusters are refused at the handshake.
     pub cluster_id: u64,
+    /// Ignore `cluster_id` and learn the cluster from the first peer that connects (a node
+    /// joining a running cluster: [`crate::transport::ClusterId::learned_from_peers`]);
+    /// [`NodeHandle::cluster_id`] tells it once known.
+    pub learn_cluster_id: bool,
     /// The node is ticked at least this often, whatever its deadline.
     pub tick_interval: Duration,
     /// Most client requests in flight; more are refused with [`HostError::Overloaded`].
@@ -161,6 +165,7 @@ impl<N: Node> HostConfig<N> {
             seed: 0,
             time_origin: TimeOrigin::default(),
             cluster_id: 0,
+            learn_cluster_id: false,
             tick_interval: Duration::from_millis(100),
             max_in_flight_requests: 10_000,
             transport: TransportOptions::default(),
@@ -360,6 +365,7 @@ pub struct NodeHandle<N: HostedNode> {
     metrics: HostMetrics,
     local_addr: SocketAddr,
     blocked: BlockedPeers,
+    cluster_id: ClusterId,
     task: Arc<tokio::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
@@ -377,6 +383,7 @@ impl<N: HostedNode> Clone for NodeHandle<N> {
             metrics: self.metrics.clone(),
             local_addr: self.local_addr,
             blocked: self.blocked.clone(),
+            cluster_id: self.cluster_id.clone(),
             task: self.task.clone(),
         }
     }
@@ -488,6 +495,12 @@ impl<N: HostedNode> NodeHandle<N> {
     /// while connections stay up.
     pub fn set_blocked_peers(&self, peers: impl IntoIterator<Item = NodeId>) {
         self.blocked.set(peers);
+    }
+
+    /// The cluster this node belongs to; `None` while a joining node has not yet been reached
+    /// by a member ([`HostConfig::learn_cluster_id`]).
+    pub fn cluster_id(&self) -> Option<u64> {
+        self.cluster_id.get()
     }
 
     /// Cuts this node off from the peers `faults` names ([`crate::faults`]), saying so in the
@@ -692,10 +705,15 @@ pub async fn start_with_listener<N: HostedNode>(
 
     let (inbound_sender, inbound) = mpsc::channel(config.transport.queue_capacity.max(1));
     let (lost_sender, lost) = mpsc::unbounded_channel();
+    let cluster_id = if config.learn_cluster_id {
+        ClusterId::learned_from_peers()
+    } else {
+        ClusterId::known(config.cluster_id)
+    };
     let transport = Transport::start(
         Identity {
             id: config.id,
-            cluster_id: config.cluster_id,
+            cluster_id: cluster_id.clone(),
         },
         config.transport.clone(),
         listener,
@@ -746,6 +764,7 @@ pub async fn start_with_listener<N: HostedNode>(
         metrics,
         local_addr,
         blocked,
+        cluster_id,
         task: Arc::new(tokio::sync::Mutex::new(Some(task))),
     })
 }

@@ -91,12 +91,53 @@ impl Default for TransportOptions {
 }
 
 /// Who this node is on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Identity {
     /// This node.
     pub id: NodeId,
     /// The cluster it belongs to; connections from other clusters are refused.
-    pub cluster_id: u64,
+    pub cluster_id: ClusterId,
+}
+
+/// The cluster a node belongs to, as its hellos say and check. Known from the start, or, for a
+/// node joining a running cluster it has never talked to, learned: the first peer to connect
+/// names it, and from then on it is fixed (until then the node's own hellos are refused, so it
+/// reaches nobody before a member has reached it). Cheap to clone; every clone is the same.
+#[derive(Clone, Debug)]
+pub struct ClusterId(Arc<RwLock<Option<u64>>>);
+
+impl ClusterId {
+    /// A known cluster.
+    pub fn known(id: u64) -> Self {
+        ClusterId(Arc::new(RwLock::new(Some(id))))
+    }
+
+    /// A cluster to learn from the first peer that connects.
+    pub fn learned_from_peers() -> Self {
+        ClusterId(Arc::new(RwLock::new(None)))
+    }
+
+    /// The cluster, once known.
+    pub fn get(&self) -> Option<u64> {
+        *self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Accepts a peer's cluster: the same as ours, or the first one seen while ours is unknown.
+    fn accept(&self, theirs: u64) -> Result<(), u64> {
+        let mut ours = self.0.write().unwrap_or_else(|e| e.into_inner());
+        match *ours {
+            Some(ours) if ours != theirs => Err(ours),
+            Some(_) => Ok(()),
+            None => {
+                info!(
+                    cluster = theirs,
+                    "learned the cluster's id from the first peer to connect"
+                );
+                *ours = Some(theirs);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Peers whose traffic is dropped both ways: a fault-injection hook shared by a transport and
@@ -180,7 +221,7 @@ impl Transport {
         let accept = tokio::spawn(accept_loop(
             listener,
             Accepting {
-                cluster_id: identity.cluster_id,
+                cluster_id: identity.cluster_id.clone(),
                 tls: options.tls.clone(),
                 max_frame_bytes: options.max_frame_bytes,
                 inbound,
@@ -257,7 +298,7 @@ impl Transport {
         let connected = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(dial_loop(
             Dialer {
-                identity: self.identity,
+                identity: self.identity.clone(),
                 peer: id,
                 options: self.options.clone(),
                 metrics: self.metrics.clone(),
@@ -306,17 +347,19 @@ impl Transport {
     }
 }
 
-fn hello(identity: Identity) -> [u8; HELLO_BYTES] {
+fn hello(identity: &Identity) -> [u8; HELLO_BYTES] {
     let mut hello = [0u8; HELLO_BYTES];
     hello[0..8].copy_from_slice(&PEER_MAGIC);
     hello[8..12].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-    hello[12..20].copy_from_slice(&identity.cluster_id.to_le_bytes());
+    // Not known yet: 0, which members refuse until a member has reached this node.
+    let cluster = identity.cluster_id.get().unwrap_or(0);
+    hello[12..20].copy_from_slice(&cluster.to_le_bytes());
     hello[20..28].copy_from_slice(&identity.id.to_le_bytes());
     hello
 }
 
 /// Checks a hello: the sender's id, or the answer code and a reason.
-fn check_hello(hello: &[u8; HELLO_BYTES], cluster_id: u64) -> Result<NodeId, (u8, String)> {
+fn check_hello(hello: &[u8; HELLO_BYTES], cluster_id: &ClusterId) -> Result<NodeId, (u8, String)> {
     let word = |range: std::ops::Range<usize>| {
         let mut bytes = [0u8; 8];
         bytes[..range.len()].copy_from_slice(&hello[range]);
@@ -333,10 +376,10 @@ fn check_hello(hello: &[u8; HELLO_BYTES], cluster_id: u64) -> Result<NodeId, (u8
         ));
     }
     let theirs = word(12..20);
-    if theirs != cluster_id {
+    if let Err(ours) = cluster_id.accept(theirs) {
         return Err((
             OTHER_CLUSTER,
-            format!("peer belongs to cluster {theirs}, this node to cluster {cluster_id}"),
+            format!("peer belongs to cluster {theirs}, this node to cluster {ours}"),
         ));
     }
     Ok(word(20..28))
@@ -345,7 +388,7 @@ fn check_hello(hello: &[u8; HELLO_BYTES], cluster_id: u64) -> Result<NodeId, (u8
 /// What every accepted connection is served with.
 #[derive(Clone)]
 struct Accepting {
-    cluster_id: u64,
+    cluster_id: ClusterId,
     tls: Option<PeerTls>,
     max_frame_bytes: u32,
     inbound: mpsc::Sender<(NodeId, Bytes)>,
@@ -410,8 +453,15 @@ async fn serve_connection(stream: TcpStream, remote: SocketAddr, accepting: Acce
             return;
         }
     }
-    let from = match check_hello(&hello, cluster_id) {
+    let from = match check_hello(&hello, &cluster_id) {
         Ok(from) => from,
+        // A joining node dials before it knows the cluster (its hello names cluster 0): it is
+        // refused until a member reaches it, as planned.
+        Err((code, reason)) if hello[12..20] == [0; 8] => {
+            debug!(%remote, "refused a joining node's connection until it is reached: {reason}");
+            let _ = stream.write_all(&[code]).await;
+            return;
+        }
         Err((code, reason)) => {
             error!(%remote, "rejected a peer connection: {reason}");
             let _ = stream.write_all(&[code]).await;
@@ -496,7 +546,7 @@ async fn dial_loop(
             metrics.dropped(peer);
         }
         let target = *address.borrow_and_update();
-        match connect(identity, target, &options).await {
+        match connect(&identity, target, &options).await {
             Ok(stream) => {
                 info!(peer, address = %target, "connected to peer");
                 connected_before = true;
@@ -514,6 +564,9 @@ async fn dial_loop(
             }
             Err(ConnectError::Rejected(reason)) => {
                 error!(peer, address = %target, "peer refused the handshake: {reason}");
+            }
+            Err(ConnectError::ClusterNotKnown) => {
+                debug!(peer, address = %target, "not dialing out before a member has reached this joining node");
             }
             Err(ConnectError::Io(error)) => {
                 if connected_before {
@@ -538,10 +591,13 @@ async fn dial_loop(
 enum ConnectError {
     Io(std::io::Error),
     Rejected(String),
+    /// This node joins a cluster it has not learned yet: its hellos are refused until a member
+    /// has reached it.
+    ClusterNotKnown,
 }
 
 async fn connect(
-    identity: Identity,
+    identity: &Identity,
     address: SocketAddr,
     options: &TransportOptions,
 ) -> Result<Stream, ConnectError> {
@@ -560,6 +616,7 @@ async fn connect(
                 Box::new(stream)
             }
         };
+        let cluster = identity.cluster_id.get();
         stream
             .write_all(&hello(identity))
             .await
@@ -571,10 +628,12 @@ async fn connect(
             BAD_VERSION => Err(ConnectError::Rejected(format!(
                 "it does not speak protocol version {PROTOCOL_VERSION}"
             ))),
-            OTHER_CLUSTER => Err(ConnectError::Rejected(format!(
-                "it belongs to another cluster than {}",
-                identity.cluster_id
-            ))),
+            OTHER_CLUSTER => Err(match cluster {
+                Some(ours) => {
+                    ConnectError::Rejected(format!("it belongs to another cluster than {ours}"))
+                }
+                None => ConnectError::ClusterNotKnown,
+            }),
             other => Err(ConnectError::Rejected(format!("unknown answer {other}"))),
         }
     };
@@ -694,7 +753,10 @@ mod tests {
         let peers = peers.iter().copied().collect();
         let (lost, _) = mpsc::unbounded_channel();
         let transport = Transport::start(
-            Identity { id, cluster_id },
+            Identity {
+                id,
+                cluster_id: ClusterId::known(cluster_id),
+            },
             options,
             listener,
             &peers,
@@ -862,17 +924,51 @@ mod tests {
 
     #[test]
     fn the_hello_names_version_cluster_and_sender() {
-        let hello = hello(Identity {
+        let hello = hello(&Identity {
             id: 3,
-            cluster_id: 9,
+            cluster_id: ClusterId::known(9),
         });
-        assert_eq!(check_hello(&hello, 9), Ok(3));
-        assert_eq!(check_hello(&hello, 10).unwrap_err().0, OTHER_CLUSTER);
+        let nine = ClusterId::known(9);
+        assert_eq!(check_hello(&hello, &nine), Ok(3));
+        let ten = ClusterId::known(10);
+        assert_eq!(check_hello(&hello, &ten).unwrap_err().0, OTHER_CLUSTER);
         let mut bad = hello;
         bad[0] = b'X';
-        assert_eq!(check_hello(&bad, 9).unwrap_err().0, BAD_MAGIC);
+        assert_eq!(check_hello(&bad, &nine).unwrap_err().0, BAD_MAGIC);
         let mut future = hello;
         future[8..12].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
-        assert_eq!(check_hello(&future, 9).unwrap_err().0, BAD_VERSION);
+        assert_eq!(check_hello(&future, &nine).unwrap_err().0, BAD_VERSION);
+    }
+
+    #[test]
+    fn a_joining_node_learns_its_cluster_from_the_first_peer_and_keeps_it() {
+        let joining = ClusterId::learned_from_peers();
+        let own = hello(&Identity {
+            id: 4,
+            cluster_id: joining.clone(),
+        });
+        // Before a member has reached it, its own hello names no cluster: members refuse it.
+        assert_eq!(
+            check_hello(&own, &ClusterId::known(9)).unwrap_err().0,
+            OTHER_CLUSTER
+        );
+        let from = |cluster: u64| {
+            hello(&Identity {
+                id: 1,
+                cluster_id: ClusterId::known(cluster),
+            })
+        };
+        assert_eq!(check_hello(&from(9), &joining), Ok(1));
+        assert_eq!(joining.get(), Some(9));
+        assert_eq!(
+            check_hello(&from(10), &joining).unwrap_err().0,
+            OTHER_CLUSTER
+        );
+        assert_eq!(check_hello(&from(9), &joining), Ok(1));
+        let own = hello(&Identity {
+            id: 4,
+            cluster_id: joining,
+        });
+        assert_eq!(check_hello(&own, &ClusterId::known(9)), Ok(4));
     }
 }

@@ -185,7 +185,6 @@ pub(crate) struct Shared {
     pub(crate) store_bytes: std::sync::atomic::AtomicU64,
     pub(crate) handle: NodeHandle<DbNode>,
     pub(crate) limits: Limits,
-    pub(crate) cluster_id: u64,
     /// The leader's lease clock; `None` on followers.
     pub(crate) lessor: StdMutex<Lessor>,
     pub(crate) lessor_config: LessorConfig,
@@ -221,7 +220,7 @@ impl Shared {
     /// The header fields besides the revision.
     pub(crate) fn header_info(&self) -> HeaderInfo {
         HeaderInfo {
-            cluster_id: self.cluster_id,
+            cluster_id: self.handle.cluster_id().unwrap_or(0),
             member_id: self.config.id,
             raft_term: self.handle.with_status(|status| status.term),
         }
@@ -657,14 +656,27 @@ impl Server {
             .copied()
             .filter(|&id| !config.join || id != config.id)
             .collect();
-        let cluster_id = concord_core::digest(
-            &members
-                .iter()
-                .flat_map(|id| id.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        );
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        // The cluster's id is fixed when it bootstraps (a digest of its first members) and kept
+        // in the data directory, so that later members and restarts with an updated
+        // `--initial-cluster` belong to the same cluster. A member joining a running cluster
+        // learns it from the first peer that reaches it.
+        let cluster_file = config.data_dir.join(CLUSTER_ID_FILE);
+        let (cluster_id, learn_cluster_id) = match read_cluster_id(&cluster_file)? {
+            Some(id) => (id, false),
+            None if config.join => (0, true),
+            None => {
+                let id = concord_core::digest(
+                    &members
+                        .iter()
+                        .flat_map(|id| id.to_le_bytes())
+                        .collect::<Vec<u8>>(),
+                );
+                write_cluster_id(&cluster_file, id)?;
+                (id, false)
+            }
+        };
         let mut host = HostConfig::new(
             config.id,
             members,
@@ -674,6 +686,7 @@ impl Server {
         );
         host.peers = config.initial_cluster.clone();
         host.cluster_id = cluster_id;
+        host.learn_cluster_id = learn_cluster_id;
         host.seed = config.id;
         host.tick_interval = config.heartbeat.min(Duration::from_millis(50));
         host.max_in_flight_requests = config.max_inflight.max(1);
@@ -729,7 +742,6 @@ impl Server {
             request_timeout: config.election_timeout * 5 + Duration::from_secs(2),
             config,
             handle,
-            cluster_id,
             lessor: StdMutex::new(Lessor::new(lessor_config)),
             lessor_config,
             started: Instant::now(),
@@ -739,6 +751,7 @@ impl Server {
             rng: StdMutex::new(concord_core::seeded_rng(seed, 0)),
         });
         let mut background = vec![
+            tokio::spawn(keep_cluster_id(Arc::clone(&shared), cluster_file)),
             tokio::spawn(lease::run_lessor(Arc::clone(&shared))),
             tokio::spawn(cluster::publish_and_track_members(Arc::clone(&shared))),
             tokio::spawn(metrics::track(Arc::clone(&shared))),
@@ -780,6 +793,60 @@ impl Server {
             .shutdown()
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// The file in a data directory that holds the cluster's id (decimal).
+const CLUSTER_ID_FILE: &str = "cluster-id";
+
+/// The cluster id a data directory holds, if it holds one.
+fn read_cluster_id(path: &std::path::Path) -> anyhow::Result<Option<u64>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .with_context(|| format!("{} does not hold a cluster id: {text:?}", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes the cluster id durably: a synced temporary file renamed over `path`, then the
+/// directory synced.
+fn write_cluster_id(path: &std::path::Path, id: u64) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let temp = path.with_extension("tmp");
+    let mut file =
+        std::fs::File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
+    file.write_all(format!("{id}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", temp.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Keeps the cluster id a joining member learns from its first peer, once it does.
+async fn keep_cluster_id(shared: Arc<Shared>, path: PathBuf) {
+    if path.exists() {
+        return;
+    }
+    let id = loop {
+        if let Some(id) = shared.handle.cluster_id() {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let node = shared.config.id;
+    match tokio::task::spawn_blocking(move || write_cluster_id(&path, id)).await {
+        Ok(Ok(())) => tracing::info!(node, cluster = id, "joined the cluster; its id is kept"),
+        Ok(Err(error)) => tracing::error!(node, "keeping the cluster id failed: {error:#}"),
+        Err(error) => tracing::error!(node, "keeping the cluster id failed: {error}"),
     }
 }
 
