@@ -422,7 +422,9 @@ pub(crate) struct LocalCluster {
     exe: PathBuf,
     /// `--listen-client` and `--listen-peer` of each node, node 1 first.
     ports: Vec<(u16, u16)>,
-    initial_cluster: String,
+    /// The member each node runs: node i starts as member i, and a node that replaced its
+    /// member ([`LocalCluster::replace`]) runs the new one, which joined the running cluster.
+    members: Vec<(u64, bool)>,
     /// Flags every node gets besides its own.
     extra: Vec<String>,
 }
@@ -450,11 +452,6 @@ impl LocalCluster {
                 .context("--peer-port too high for this many nodes")?;
             ports.push((client, peer));
         }
-        let initial_cluster = (1..)
-            .zip(&ports)
-            .map(|(index, (_, peer))| format!("{index}=127.0.0.1:{peer}"))
-            .collect::<Vec<_>>()
-            .join(",");
         let mut cluster = LocalCluster {
             children: Children(Vec::new()),
             endpoints: ports
@@ -463,8 +460,8 @@ impl LocalCluster {
                 .collect(),
             dir: dir.to_path_buf(),
             exe: std::env::current_exe().context("finding the concord binary")?,
+            members: (1..=nodes).map(|id| (id, false)).collect(),
             ports,
-            initial_cluster,
             extra,
         };
         for index in 1..=nodes {
@@ -473,20 +470,58 @@ impl LocalCluster {
         Ok(cluster)
     }
 
-    /// Starts (or restarts) node `index` from its data directory.
+    /// Starts (or restarts) node `index` from its data directory, with the members as they are
+    /// now as its `--initial-cluster`.
     pub(crate) fn spawn(&mut self, index: u64) -> Result<()> {
         let (client, peer) = self.ports[(index - 1) as usize];
+        let (member, joined) = self.members[(index - 1) as usize];
+        let initial_cluster = self
+            .members
+            .iter()
+            .zip(&self.ports)
+            .map(|((member, _), (_, peer))| format!("{member}=127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut command = Command::new(&self.exe);
         command
-            .args(["db", "serve", "--id", &index.to_string()])
+            .args(["db", "serve", "--id", &member.to_string()])
             .arg("--data-dir")
-            .arg(self.dir.join(format!("node{index}")))
+            .arg(self.data_dir(index))
             .args(["--listen-client", &format!("127.0.0.1:{client}")])
             .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
-            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster", &initial_cluster])
             .args(&self.extra);
+        if joined {
+            command.arg("--join");
+        }
         let log = self.dir.join(format!("node{index}.log"));
         self.children.spawn(index, &mut command, &log)
+    }
+
+    fn data_dir(&self, index: u64) -> PathBuf {
+        self.dir.join(format!("node{index}"))
+    }
+
+    /// The member node `index` runs now.
+    pub(crate) fn member(&self, index: u64) -> u64 {
+        self.members[(index - 1) as usize].0
+    }
+
+    /// The peer URL of node `index`.
+    pub(crate) fn peer_url(&self, index: u64) -> String {
+        format!("http://127.0.0.1:{}", self.ports[(index - 1) as usize].1)
+    }
+
+    /// Starts node `index`, stopped and removed from the cluster, afresh as `member` (added to
+    /// the cluster already): an empty data directory, joining the running cluster.
+    pub(crate) fn replace(&mut self, index: u64, member: u64) -> Result<()> {
+        let data_dir = self.data_dir(index);
+        if data_dir.exists() {
+            std::fs::remove_dir_all(&data_dir)
+                .with_context(|| format!("removing {}", data_dir.display()))?;
+        }
+        self.members[(index - 1) as usize] = (member, true);
+        self.spawn(index)
     }
 
     /// Waits until a node reports itself leader, or fails after `timeout` (or at once when a

@@ -5,7 +5,10 @@
 //! * `kill`: SIGKILL a node, then restart it from its data directory;
 //! * `partition`: cut a random minority off from the rest (`--fault-injection`, as
 //!   `concord db partition` does), then heal;
-//! * `pause`: SIGSTOP a node (a long GC pause, a stalled VM), then SIGCONT.
+//! * `pause`: SIGSTOP a node (a long GC pause, a stalled VM), then SIGCONT;
+//! * `member`: remove a node's member from the cluster and stop it, then bring the node back
+//!   afresh as a new member: added as a learner, started with an empty data directory and the
+//!   members as they are now, caught up, promoted (etcd's procedure to replace a member).
 //!
 //! At the end every fault is undone, the cluster must serve again, each member's final values
 //! are read, and the verdict says whether an acknowledged write was lost, whether the watchers
@@ -21,7 +24,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use concord_check::{check_linearizability, StringKvModel, Verdict};
-use concord_kv::workload::{Workload, WorkloadConfig};
+use concord_kv::pb::etcdserverpb::cluster_client::ClusterClient;
+use concord_kv::pb::etcdserverpb::{
+    MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
+};
+use concord_kv::workload::{self, Workload, WorkloadConfig, WorkloadOutcome};
 use rand::Rng as _;
 
 use crate::args::std_duration;
@@ -41,8 +48,12 @@ pub struct NemesisArgs {
     /// Cluster size.
     #[arg(long, default_value_t = 3)]
     pub nodes: u64,
-    /// The faults to draw from: kill, partition, pause.
-    #[arg(long, value_delimiter = ',', default_value = "kill,partition,pause")]
+    /// The faults to draw from: kill, partition, pause, member.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill,partition,pause,member"
+    )]
     pub faults: Vec<String>,
     /// The mean time between faults, and a fault's mean length (each drawn from half to one
     /// and a half times this).
@@ -72,6 +83,7 @@ enum Fault {
     Kill,
     Partition,
     Pause,
+    Member,
 }
 
 impl Fault {
@@ -80,7 +92,8 @@ impl Fault {
             "kill" => Fault::Kill,
             "partition" => Fault::Partition,
             "pause" => Fault::Pause,
-            other => bail!("--faults: unknown fault '{other}' (kill, partition, pause)"),
+            "member" => Fault::Member,
+            other => bail!("--faults: unknown fault '{other}' (kill, partition, pause, member)"),
         })
     }
 }
@@ -100,10 +113,12 @@ pub fn run(args: &NemesisArgs) -> Result<Outcome> {
     faults.sort();
     faults.dedup();
     if faults.is_empty() {
-        bail!("--faults: name at least one of kill, partition, pause");
+        bail!("--faults: name at least one of kill, partition, pause, member");
     }
-    if faults.contains(&Fault::Partition) && args.nodes < 3 {
-        bail!("--faults partition needs at least 3 nodes (a majority left on one side)");
+    for (fault, name) in [(Fault::Partition, "partition"), (Fault::Member, "member")] {
+        if faults.contains(&fault) && args.nodes < 3 {
+            bail!("--faults {name} needs at least 3 nodes (a majority left without one)");
+        }
     }
     let (dir, temporary) = match &args.dir {
         Some(dir) => (dir.clone(), false),
@@ -151,75 +166,36 @@ pub fn run(args: &NemesisArgs) -> Result<Outcome> {
     wait_for_acks(&workload, &mut cluster, 20, "before the first fault")?;
 
     let start = Instant::now();
-    let mut rng = concord_core::seeded_rng(args.seed, 0);
-    let draw = |rng: &mut concord_core::Rng| interval.mul_f64(rng.gen_range(0.5..1.5));
-    let mut injected = Vec::new();
-    loop {
-        let calm = draw(&mut rng);
-        let fault = faults[rng.gen_range(0..faults.len())];
-        let node = rng.gen_range(1..=args.nodes);
-        let length = draw(&mut rng);
-        if start.elapsed() + calm >= duration {
-            break;
+    let (injected, outcome) = match inject(
+        args,
+        &faults,
+        duration,
+        interval,
+        &rt,
+        &mut cluster,
+        workload,
+        start,
+    ) {
+        Ok(done) => done,
+        Err(error) => {
+            outln!();
+            outln!("the cluster did not recover: {error:#}");
+            drop(cluster);
+            outln!("kept: the nodes' logs under {}", dir.display());
+            outln!("replay: {}", replay(args));
+            return Ok(Outcome::Violation);
         }
-        std::thread::sleep(calm);
-        let at = start.elapsed().as_secs_f64();
-        let undo = match fault {
-            Fault::Kill => {
-                cluster.children.kill(node);
-                outln!("{at:7.1}s  kill -9 node {node}");
-                format!("restart node {node}")
-            }
-            Fault::Pause => {
-                cluster.children.signal(node, "STOP")?;
-                outln!("{at:7.1}s  pause node {node} (SIGSTOP)");
-                format!("resume node {node} (SIGCONT)")
-            }
-            Fault::Partition => {
-                // A random minority, `node` among it, cut off from the rest.
-                let mut minority = vec![node];
-                let size = rng.gen_range(1..=(args.nodes - 1) / 2) as usize;
-                while minority.len() < size {
-                    let other = rng.gen_range(1..=args.nodes);
-                    if !minority.contains(&other) {
-                        minority.push(other);
-                    }
-                }
-                minority.sort_unstable();
-                let rest: Vec<u64> = (1..=args.nodes)
-                    .filter(|id| !minority.contains(id))
-                    .collect();
-                let groups = format!("{}/{}", ids(&minority), ids(&rest));
-                split(&rt, &cluster, Some(groups.clone()))?;
-                outln!("{at:7.1}s  partition {groups}");
-                "heal".to_string()
-            }
-        };
-        std::thread::sleep(length);
-        match fault {
-            Fault::Kill => cluster.spawn(node)?,
-            Fault::Pause => cluster.children.signal(node, "CONT")?,
-            Fault::Partition => split(&rt, &cluster, None)?,
-        }
-        outln!("{:7.1}s  {undo}", start.elapsed().as_secs_f64());
-        injected.push(fault);
-    }
-
-    // Every fault is undone: the cluster must serve again.
-    cluster.wait_for_leader(&rt, Duration::from_secs(60))?;
-    wait_for_acks(&workload, &mut cluster, 20, "after the last fault")?;
-    let outcome = rt
-        .block_on(workload.finish(Duration::from_secs(60)))
-        .map_err(anyhow::Error::msg)?;
+    };
     drop(cluster);
 
     let count = |kind: Fault| injected.iter().filter(|&&f| f == kind).count();
     outln!();
     outln!(
-        "faults: {} kill, {} partition, {} pause in {:.1}s",
+        "faults: {} kill, {} partition, {} pause, {} member in {:.1}s",
         count(Fault::Kill),
         count(Fault::Partition),
         count(Fault::Pause),
+        count(Fault::Member),
         start.elapsed().as_secs_f64()
     );
     let counts: Vec<String> = outcome
@@ -301,18 +277,235 @@ pub fn run(args: &NemesisArgs) -> Result<Outcome> {
             history_path.display(),
             dir.display()
         );
-        outln!(
-            "replay: concord db nemesis --seed {} --duration {} --nodes {} --faults {} --interval {} --heartbeat {} --election-timeout {}",
-            args.seed,
-            args.duration,
-            args.nodes,
-            args.faults.join(","),
-            args.interval,
-            args.heartbeat,
-            args.election_timeout
-        );
+        outln!("replay: {}", replay(args));
     }
     Ok(outcome)
+}
+
+/// The command that runs `args`'s schedule again.
+fn replay(args: &NemesisArgs) -> String {
+    format!(
+        "concord db nemesis --seed {} --duration {} --nodes {} --faults {} --interval {} \
+         --heartbeat {} --election-timeout {}",
+        args.seed,
+        args.duration,
+        args.nodes,
+        args.faults.join(","),
+        args.interval,
+        args.heartbeat,
+        args.election_timeout
+    )
+}
+
+/// Injects the seed's faults, one at a time, each undone before the next, for `duration`;
+/// then waits for the cluster to serve again and finishes the workload. An error says the
+/// cluster did not recover (or a fault could not be injected).
+#[allow(clippy::too_many_arguments)]
+fn inject(
+    args: &NemesisArgs,
+    faults: &[Fault],
+    duration: Duration,
+    interval: Duration,
+    rt: &tokio::runtime::Runtime,
+    cluster: &mut LocalCluster,
+    workload: Workload,
+    start: Instant,
+) -> Result<(Vec<Fault>, WorkloadOutcome)> {
+    let mut rng = concord_core::seeded_rng(args.seed, 0);
+    let draw = |rng: &mut concord_core::Rng| interval.mul_f64(rng.gen_range(0.5..1.5));
+    let mut injected = Vec::new();
+    loop {
+        let calm = draw(&mut rng);
+        let fault = faults[rng.gen_range(0..faults.len())];
+        let node = rng.gen_range(1..=args.nodes);
+        let length = draw(&mut rng);
+        if start.elapsed() + calm >= duration {
+            break;
+        }
+        std::thread::sleep(calm);
+        let at = start.elapsed().as_secs_f64();
+        match fault {
+            Fault::Kill => {
+                cluster.children.kill(node);
+                outln!("{at:7.1}s  kill -9 node {node}");
+            }
+            Fault::Pause => {
+                cluster.children.signal(node, "STOP")?;
+                outln!("{at:7.1}s  pause node {node} (SIGSTOP)");
+            }
+            Fault::Partition => {
+                // A random minority, `node` among it, cut off from the rest.
+                let mut minority = vec![node];
+                let size = rng.gen_range(1..=(args.nodes - 1) / 2) as usize;
+                while minority.len() < size {
+                    let other = rng.gen_range(1..=args.nodes);
+                    if !minority.contains(&other) {
+                        minority.push(other);
+                    }
+                }
+                let members = |nodes: &mut dyn Iterator<Item = u64>| {
+                    let mut members: Vec<u64> = nodes.map(|n| cluster.member(n)).collect();
+                    members.sort_unstable();
+                    ids(&members)
+                };
+                let groups = format!(
+                    "{}/{}",
+                    members(&mut minority.iter().copied()),
+                    members(&mut (1..=args.nodes).filter(|n| !minority.contains(n)))
+                );
+                split(rt, cluster, Some(groups.clone()))?;
+                outln!("{at:7.1}s  partition {groups} (members)");
+            }
+            Fault::Member => {
+                let old = cluster.member(node);
+                rt.block_on(remove_member(cluster, node, old))?;
+                cluster.children.kill(node);
+                outln!("{at:7.1}s  remove member {old} (node {node}) and stop it");
+            }
+        }
+        std::thread::sleep(length);
+        let undone = match fault {
+            Fault::Kill => {
+                cluster.spawn(node)?;
+                format!("restart node {node}")
+            }
+            Fault::Pause => {
+                cluster.children.signal(node, "CONT")?;
+                format!("resume node {node} (SIGCONT)")
+            }
+            Fault::Partition => {
+                split(rt, cluster, None)?;
+                "heal".to_string()
+            }
+            Fault::Member => {
+                let new = rt.block_on(add_learner(cluster, node))?;
+                cluster.replace(node, new)?;
+                rt.block_on(promote(cluster, node, new))?;
+                format!("node {node} back as member {new}: added as a learner, caught up, promoted")
+            }
+        };
+        outln!("{:7.1}s  {undone}", start.elapsed().as_secs_f64());
+        injected.push(fault);
+    }
+    // Every fault is undone: the cluster must serve again.
+    cluster.wait_for_leader(rt, Duration::from_secs(60))?;
+    wait_for_acks(&workload, cluster, 20, "after the last fault")?;
+    let outcome = rt
+        .block_on(workload.finish(Duration::from_secs(60)))
+        .map_err(anyhow::Error::msg)?;
+    Ok((injected, outcome))
+}
+
+/// How long a membership change may take to go through.
+const MEMBERSHIP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Calls `call` at the members other than node `skip`, in turn, until one answers; an answer
+/// `done` accepts counts too. Retried until [`MEMBERSHIP_PATIENCE`] has passed.
+async fn at_others<T, F, Fut>(
+    cluster: &LocalCluster,
+    skip: u64,
+    what: &str,
+    done: impl Fn(&tonic::Status) -> Option<T>,
+    mut call: F,
+) -> Result<T>
+where
+    F: FnMut(ClusterClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = Instant::now() + MEMBERSHIP_PATIENCE;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        for (index, url) in (1..).zip(&cluster.endpoints) {
+            if index == skip {
+                continue;
+            }
+            let channel =
+                workload::channel(url, Duration::from_secs(5)).map_err(anyhow::Error::msg)?;
+            match call(ClusterClient::new(channel)).await {
+                Ok(answer) => return Ok(answer),
+                Err(status) => match done(&status) {
+                    Some(answer) => return Ok(answer),
+                    None => last = format!("{url}: {}", status.message()),
+                },
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{what} did not go through within {MEMBERSHIP_PATIENCE:?}: {last}")
+}
+
+/// Removes `member` (node `index`'s) through another member.
+async fn remove_member(cluster: &LocalCluster, index: u64, member: u64) -> Result<()> {
+    // "Not found": an earlier attempt that timed out went through.
+    let gone = |status: &tonic::Status| (status.code() == tonic::Code::NotFound).then_some(());
+    at_others(
+        cluster,
+        index,
+        &format!("removing member {member}"),
+        gone,
+        |mut client| async move {
+            client
+                .member_remove(MemberRemoveRequest { id: member })
+                .await
+                .map(|_| ())
+        },
+    )
+    .await
+}
+
+/// Adds node `index`'s peer URL as a learner; its new member ID.
+async fn add_learner(cluster: &LocalCluster, index: u64) -> Result<u64> {
+    let url = cluster.peer_url(index);
+    let added = at_others(
+        cluster,
+        index,
+        &format!("adding {url}"),
+        |_| None,
+        |mut client| {
+            let url = url.clone();
+            async move {
+                let request = MemberAddRequest {
+                    peer_ur_ls: vec![url.clone()],
+                    is_learner: true,
+                };
+                match client.member_add(request).await {
+                    Ok(response) => Ok(response.into_inner().member.map(|m| m.id)),
+                    // An earlier attempt that timed out went through: find the member it added.
+                    Err(status) if status.message().contains("Peer URLs already exists") => {
+                        let list = client
+                            .member_list(MemberListRequest { linearizable: true })
+                            .await?;
+                        Ok(list
+                            .into_inner()
+                            .members
+                            .into_iter()
+                            .find(|m| m.peer_ur_ls.contains(&url))
+                            .map(|m| m.id))
+                    }
+                    Err(status) => Err(status),
+                }
+            }
+        },
+    )
+    .await?;
+    added.with_context(|| format!("adding {url} named no member"))
+}
+
+/// Promotes learner `member` (node `index`'s) once it has caught up.
+async fn promote(cluster: &LocalCluster, index: u64, member: u64) -> Result<()> {
+    at_others(
+        cluster,
+        index,
+        &format!("promoting member {member}"),
+        |_| None,
+        |mut client| async move {
+            client
+                .member_promote(MemberPromoteRequest { id: member })
+                .await
+                .map(|_| ())
+        },
+    )
+    .await
 }
 
 fn ids(ids: &[u64]) -> String {

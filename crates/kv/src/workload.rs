@@ -103,12 +103,16 @@ impl Recorder {
 /// A client of `url` whose connection is made lazily (and remade after a restart), each request
 /// bounded by `timeout`. Call it within a tokio runtime.
 pub fn client(url: &str, timeout: Duration) -> Result<KvClient<Channel>, String> {
-    let channel = Endpoint::from_shared(url.to_string())
+    channel(url, timeout).map(KvClient::new)
+}
+
+/// A channel to `url` for any of the etcd services, made as [`client`]'s.
+pub fn channel(url: &str, timeout: Duration) -> Result<Channel, String> {
+    Ok(Endpoint::from_shared(url.to_string())
         .map_err(|e| format!("endpoint '{url}': {e}"))?
         .connect_timeout(Duration::from_millis(500))
         .timeout(timeout)
-        .connect_lazy();
-    Ok(KvClient::new(channel))
+        .connect_lazy())
 }
 
 /// One client per endpoint.
