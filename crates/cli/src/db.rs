@@ -45,8 +45,9 @@ pub enum DbCommand {
     /// with `--fault-injection`.
     Partition(PartitionArgs),
     /// Run a fresh local cluster under a checked workload while a seeded nemesis kills,
-    /// partitions and pauses nodes; then say whether an acknowledged write was lost and
-    /// whether the history is linearizable (Jepsen's method, on real processes).
+    /// partitions, pauses and replaces nodes; then say whether an acknowledged write was lost,
+    /// whether watches saw every revision once and in order, and whether the history is
+    /// linearizable (Jepsen's method, on real processes).
     Nemesis(crate::db_nemesis::NemesisArgs),
     /// Seed a new node's data directory from a backup (`etcdctl snapshot save FILE` against a
     /// running Concord DB or etcd node); restore every node of the new cluster from the same
