@@ -166,16 +166,13 @@ pub fn run(args: &NemesisArgs) -> Result<Outcome> {
     wait_for_acks(&workload, &mut cluster, 20, "before the first fault")?;
 
     let start = Instant::now();
-    let (injected, outcome) = match inject(
+    let schedule = Schedule {
         args,
-        &faults,
+        faults,
         duration,
         interval,
-        &rt,
-        &mut cluster,
-        workload,
-        start,
-    ) {
+    };
+    let (injected, outcome) = match inject(&schedule, &rt, &mut cluster, workload, start) {
         Ok(done) => done,
         Err(error) => {
             outln!();
@@ -297,20 +294,33 @@ fn replay(args: &NemesisArgs) -> String {
     )
 }
 
+/// What the nemesis draws from.
+struct Schedule<'a> {
+    args: &'a NemesisArgs,
+    /// The kinds of fault, each once, in a fixed order (so a seed means the same whatever the
+    /// order of `--faults`).
+    faults: Vec<Fault>,
+    duration: Duration,
+    interval: Duration,
+}
+
 /// Injects the seed's faults, one at a time, each undone before the next, for `duration`;
 /// then waits for the cluster to serve again and finishes the workload. An error says the
 /// cluster did not recover (or a fault could not be injected).
-#[allow(clippy::too_many_arguments)]
 fn inject(
-    args: &NemesisArgs,
-    faults: &[Fault],
-    duration: Duration,
-    interval: Duration,
+    schedule: &Schedule<'_>,
     rt: &tokio::runtime::Runtime,
     cluster: &mut LocalCluster,
     workload: Workload,
     start: Instant,
 ) -> Result<(Vec<Fault>, WorkloadOutcome)> {
+    let Schedule {
+        args,
+        faults,
+        duration,
+        interval,
+    } = schedule;
+    let (duration, interval) = (*duration, *interval);
     let mut rng = concord_core::seeded_rng(args.seed, 0);
     let draw = |rng: &mut concord_core::Rng| interval.mul_f64(rng.gen_range(0.5..1.5));
     let mut injected = Vec::new();
