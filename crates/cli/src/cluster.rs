@@ -323,18 +323,23 @@ pub(crate) async fn split_nodes(
     let mut members = BTreeSet::new();
     let mut unreachable = Vec::new();
     for endpoint in endpoints {
-        match call(endpoint, Method::GET, "/faults", None).await {
-            Ok((status, json)) if status.is_success() && json["id"].is_u64() => {
-                nodes.insert(json["id"].as_u64().unwrap_or_default(), endpoint);
-                let listed = json["members"].as_array().into_iter().flatten();
-                members.extend(listed.filter_map(Json::as_u64));
+        let answer = call(endpoint, Method::GET, "/faults", None).await;
+        let isolation = answer.as_ref().ok().and_then(|(status, json)| {
+            status
+                .is_success()
+                .then(|| serde_json::from_value::<faults::Isolation>(json.clone()).ok())?
+        });
+        match (answer, isolation) {
+            (_, Some(isolation)) => {
+                nodes.insert(isolation.id, endpoint);
+                members.extend(isolation.members);
             }
-            Ok((status, json)) => unreachable.push(format!(
+            (Ok((status, json)), None) => unreachable.push(format!(
                 "{endpoint}: no fault injection here ({status} {}): Concord DB nodes serve it \
                  when started with --fault-injection",
                 message(&json)
             )),
-            Err(error) => unreachable.push(format!("{endpoint}: {error:#}")),
+            (Err(error), None) => unreachable.push(format!("{endpoint}: {error:#}")),
         }
     }
     let isolate: BTreeMap<NodeId, Vec<NodeId>> = if args.heal {
@@ -360,7 +365,9 @@ pub(crate) async fn split_nodes(
     };
     let mut failed = Vec::new();
     for (id, cut) in &isolate {
-        let body = json!({ "isolate": cut }).to_string();
+        let body = serde_json::to_string(&faults::Faults {
+            isolate: cut.clone(),
+        })?;
         match call(nodes[id], Method::POST, "/faults", Some(body)).await {
             Ok((status, _)) if status.is_success() => {}
             Ok((status, json)) => failed.push(format!("node {id}: {status}: {}", message(&json))),

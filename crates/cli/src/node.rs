@@ -33,7 +33,6 @@ use concord_core::time::{format_duration, MILLISECOND};
 use concord_core::{
     KvOperation, KvOutcome, KvResult, KvService, KvStateMachine, NodeId, NodeStatus, Value,
 };
-use concord_runtime::faults::Faults;
 use concord_runtime::{HostConfig, HostError, HostedNode, NodeHandle, TimeOrigin};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -278,6 +277,12 @@ struct Served<N: ServedNode> {
     request_timeout: StdDuration,
 }
 
+impl<N: ServedNode> Served<N> {
+    fn member_set(&self) -> BTreeSet<NodeId> {
+        self.members.iter().copied().collect()
+    }
+}
+
 async fn serve<N: ServedNode>(
     settings: Settings,
     node_config: N::Config,
@@ -383,29 +388,15 @@ async fn status<N: ServedNode>(State(served): State<Arc<Served<N>>>) -> Response
     Json(report).into_response()
 }
 
-fn isolation<N: ServedNode>(served: &Served<N>) -> Response {
-    let isolated: Vec<NodeId> = served.handle.blocked_peers().into_iter().collect();
-    Json(json!({
-        "id": served.handle.id(),
-        "members": served.members,
-        "isolated": isolated,
-    }))
-    .into_response()
-}
-
 async fn faults<N: ServedNode>(State(served): State<Arc<Served<N>>>) -> Response {
-    isolation(&served)
+    Json(served.handle.isolation(served.member_set())).into_response()
 }
 
 async fn set_faults<N: ServedNode>(State(served): State<Arc<Served<N>>>, body: Bytes) -> Response {
-    let me = served.handle.id();
-    let members: BTreeSet<NodeId> = served.members.iter().copied().collect();
-    let faults = match Faults::from_request(me, &members, &body) {
-        Ok(faults) => faults,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
-    served.handle.apply_faults(faults);
-    isolation(&served)
+    match served.handle.apply_faults(served.member_set(), &body) {
+        Ok(isolation) => Json(isolation).into_response(),
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
+    }
 }
 
 /// The longest key accepted.

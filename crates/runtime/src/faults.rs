@@ -6,7 +6,7 @@
 //! members outside its own group splits the cluster into those groups, as a switch failing
 //! would: [`parse_groups`] reads a split written `1,2/3`, [`cut_offs`] says whom each member
 //! drops, and each member is told its part through its own fault endpoint
-//! (`POST /faults` with [`Faults`]).
+//! (`POST /faults` with [`Faults`]; `GET /faults` answers an [`Isolation`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,6 +41,18 @@ impl Faults {
         }
         Ok(faults)
     }
+}
+
+/// The answer of `GET /faults`, and of a `POST` that took: the node, the members it knows,
+/// and the peers it drops now.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Isolation {
+    /// The node that answers.
+    pub id: NodeId,
+    /// The members it knows.
+    pub members: BTreeSet<NodeId>,
+    /// The peers it is cut off from.
+    pub isolated: BTreeSet<NodeId>,
 }
 
 /// Parses a split of `members` into groups, `0,1/2,3,4`: each member in one group at most.

@@ -26,7 +26,7 @@
 //! Log records are `Record::Base(Storage)` (first, after a compaction) or `Record::Write(Write)`;
 //! on start the host replays them through `Node::apply_write` and calls `Node::restore`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -43,6 +43,7 @@ use tracing::{error, info, warn};
 
 use crate::clock::{Clock, Stopwatch, TimeOrigin};
 use crate::codec;
+use crate::faults::{Faults, Isolation};
 use crate::metrics::HostMetrics;
 use crate::transport::{BlockedPeers, ClusterId, Identity, Transport, TransportOptions};
 use crate::wal::{Wal, WalError, WalOptions, WrittenRewrite};
@@ -503,15 +504,31 @@ impl<N: HostedNode> NodeHandle<N> {
         self.cluster_id.get()
     }
 
-    /// Cuts this node off from the peers `faults` names ([`crate::faults`]), saying so in the
-    /// log.
-    pub fn apply_faults(&self, faults: crate::faults::Faults) {
+    /// Where this node stands ([`crate::faults`]): its id, `members`, the peers it drops now.
+    pub fn isolation(&self, members: BTreeSet<NodeId>) -> Isolation {
+        Isolation {
+            id: self.id,
+            members,
+            isolated: self.blocked_peers(),
+        }
+    }
+
+    /// Serves the body of a `POST /faults` ([`Faults::from_request`], checked against
+    /// `members`): cuts this node off from the peers it names, saying so in the log, and tells
+    /// where the node stands then.
+    pub fn apply_faults(
+        &self,
+        members: BTreeSet<NodeId>,
+        body: &[u8],
+    ) -> Result<Isolation, String> {
+        let faults = Faults::from_request(self.id, &members, body)?;
         tracing::warn!(node = self.id, isolate = ?faults.isolate, "dropping traffic with peers (fault injection)");
         self.set_blocked_peers(faults.isolate);
+        Ok(self.isolation(members))
     }
 
     /// The peers whose traffic is dropped now ([`NodeHandle::set_blocked_peers`]).
-    pub fn blocked_peers(&self) -> std::collections::BTreeSet<NodeId> {
+    pub fn blocked_peers(&self) -> BTreeSet<NodeId> {
         self.blocked.get()
     }
 

@@ -16,17 +16,16 @@
 //! the member drops every frame to and from those peers, as if the network between them
 //! failed, until told `{"isolate":[]}` ([`concord_runtime::faults`]; `concord db partition`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::Query as Params;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-
-use concord_runtime::faults::Faults;
 
 use super::cluster::API_VERSION;
 use super::{DbNode, Shared};
@@ -70,55 +69,39 @@ pub(crate) fn faults_router(shared: &Arc<Shared>) -> Router {
         "/faults",
         get(move || {
             let shared = Arc::clone(&read);
-            async move { isolation(&shared).await }
+            async move { faults(&shared, None).await }
         })
         .post(move |body: Bytes| {
             let shared = Arc::clone(&write);
-            async move { set_faults(&shared, &body).await }
+            async move { faults(&shared, Some(&body)).await }
         }),
     )
 }
 
-async fn set_faults(shared: &Shared, body: &[u8]) -> (StatusCode, Json<serde_json::Value>) {
-    let members = match members(shared).await {
-        Ok(members) => members,
-        Err(status) => return failed(StatusCode::SERVICE_UNAVAILABLE, status.message()),
+/// Where this node stands, after applying `body` (a `POST`) if there is one; the members are
+/// those of the Raft configuration it knows.
+async fn faults(shared: &Shared, body: Option<&[u8]>) -> Response {
+    let failed = |code: StatusCode, message: &str| {
+        (code, Json(serde_json::json!({ "error": message }))).into_response()
     };
-    match Faults::from_request(shared.config.id, &members, body) {
-        Ok(faults) => {
-            shared.handle.apply_faults(faults);
-            isolation(shared).await
-        }
-        Err(message) => failed(StatusCode::BAD_REQUEST, &message),
-    }
-}
-
-/// The members of the Raft configuration this node knows.
-async fn members(shared: &Shared) -> Result<BTreeSet<u64>, tonic::Status> {
-    shared
+    let members = shared
         .handle
         .inspect(|node: &DbNode| node.membership().members())
-        .await
-        .map_err(super::host_status)
-}
-
-/// This node, the members, and the peers it is cut off from.
-async fn isolation(shared: &Shared) -> (StatusCode, Json<serde_json::Value>) {
-    match members(shared).await {
-        Ok(members) => (
-            StatusCode::OK,
-            Json(serde_json::json!({
-                "id": shared.config.id,
-                "members": members,
-                "isolated": shared.handle.blocked_peers(),
-            })),
-        ),
-        Err(status) => failed(StatusCode::SERVICE_UNAVAILABLE, status.message()),
+        .await;
+    let members = match members {
+        Ok(members) => members,
+        Err(error) => {
+            let status = super::host_status(error);
+            return failed(StatusCode::SERVICE_UNAVAILABLE, status.message());
+        }
+    };
+    match body {
+        None => Json(shared.handle.isolation(members)).into_response(),
+        Some(body) => match shared.handle.apply_faults(members, body) {
+            Ok(isolation) => Json(isolation).into_response(),
+            Err(message) => failed(StatusCode::BAD_REQUEST, &message),
+        },
     }
-}
-
-fn failed(code: StatusCode, message: &str) -> (StatusCode, Json<serde_json::Value>) {
-    (code, Json(serde_json::json!({ "error": message })))
 }
 
 async fn check_health(
