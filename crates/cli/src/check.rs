@@ -285,11 +285,7 @@ pub fn run(args: &CheckArgs) -> Result<Outcome> {
                 outln!("{file}: {}", render::verdict(report));
             }
             write_picture(args, page)?;
-            match report.verdict {
-                linearizability::Verdict::Linearizable => Outcome::Success,
-                linearizability::Verdict::NotLinearizable(_) => Outcome::Violation,
-                linearizability::Verdict::Unknown { .. } => Outcome::Undecided,
-            }
+            linearizability_outcome(&report.verdict)
         }
         Checked::Sequential(report, page) => {
             if args.json {
@@ -333,4 +329,13 @@ pub fn run(args: &CheckArgs) -> Result<Outcome> {
         }
     };
     Ok(outcome)
+}
+
+/// The exit status a linearizability verdict calls for.
+pub(crate) fn linearizability_outcome(verdict: &linearizability::Verdict) -> Outcome {
+    match verdict {
+        linearizability::Verdict::Linearizable => Outcome::Success,
+        linearizability::Verdict::NotLinearizable(_) => Outcome::Violation,
+        linearizability::Verdict::Unknown { .. } => Outcome::Undecided,
+    }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use concord_check::{check_linearizability, StringKvModel, Verdict};
+use concord_check::{check_linearizability, StringKvModel};
 use concord_kv::pb::etcdserverpb::cluster_client::ClusterClient;
 use concord_kv::pb::etcdserverpb::{
     MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
@@ -32,9 +32,10 @@ use concord_kv::workload::{self, Workload, WorkloadConfig, WorkloadOutcome};
 use rand::Rng as _;
 
 use crate::args::std_duration;
+use crate::check::linearizability_outcome;
 use crate::cluster::{split_nodes, Split};
 use crate::db::LocalCluster;
-use crate::Outcome;
+use crate::{render, Outcome};
 
 /// Flags of `concord db nemesis`.
 #[derive(Debug, Args)]
@@ -243,24 +244,13 @@ pub fn run(args: &NemesisArgs) -> Result<Outcome> {
         Some(Duration::from_secs(300)),
     )
     .map_err(|e| anyhow::anyhow!("the recorded history is malformed: {e}"))?;
-    let (verdict, outcome) = match &report.verdict {
-        Verdict::Linearizable => ("linearizable".to_string(), Outcome::Success),
-        Verdict::NotLinearizable(counterexample) => (
-            format!(
-                "NOT linearizable (key {})",
-                counterexample.key.as_deref().unwrap_or("-")
-            ),
-            Outcome::Violation,
-        ),
-        Verdict::Unknown { reason } => (format!("undecided: {reason}"), Outcome::Undecided),
-    };
     outln!(
-        "history: {verdict} ({} operations, checked in {:.1}s)",
-        report.operations,
+        "history: {}, checked in {:.1}s",
+        render::verdict(&report),
         checked.elapsed().as_secs_f64()
     );
     let outcome = if lost.is_empty() && watch.is_empty() {
-        outcome
+        linearizability_outcome(&report.verdict)
     } else {
         Outcome::Violation
     };
@@ -353,16 +343,14 @@ fn inject(
                         minority.push(other);
                     }
                 }
-                let members = |nodes: &mut dyn Iterator<Item = u64>| {
+                // The split names members; the nodes' members change as they are replaced.
+                let group = |inside: bool| {
+                    let nodes = (1..=args.nodes).filter(|n| minority.contains(n) == inside);
                     let mut members: Vec<u64> = nodes.map(|n| cluster.member(n)).collect();
                     members.sort_unstable();
                     ids(&members)
                 };
-                let groups = format!(
-                    "{}/{}",
-                    members(&mut minority.iter().copied()),
-                    members(&mut (1..=args.nodes).filter(|n| !minority.contains(n)))
-                );
+                let groups = format!("{}/{}", group(true), group(false));
                 split(rt, cluster, Some(groups.clone()))?;
                 outln!("{at:7.1}s  partition {groups} (members)");
             }
@@ -409,13 +397,12 @@ fn inject(
 /// How long a membership change may take to go through.
 const MEMBERSHIP_PATIENCE: Duration = Duration::from_secs(60);
 
-/// Calls `call` at the members other than node `skip`, in turn, until one answers; an answer
-/// `done` accepts counts too. Retried until [`MEMBERSHIP_PATIENCE`] has passed.
+/// Calls `call` at the members other than node `skip`, in turn, until one answers. Retried
+/// until [`MEMBERSHIP_PATIENCE`] has passed.
 async fn at_others<T, F, Fut>(
     cluster: &LocalCluster,
     skip: u64,
     what: &str,
-    done: impl Fn(&tonic::Status) -> Option<T>,
     mut call: F,
 ) -> Result<T>
 where
@@ -433,10 +420,7 @@ where
                 workload::channel(url, Duration::from_secs(5)).map_err(anyhow::Error::msg)?;
             match call(ClusterClient::new(channel)).await {
                 Ok(answer) => return Ok(answer),
-                Err(status) => match done(&status) {
-                    Some(answer) => return Ok(answer),
-                    None => last = format!("{url}: {}", status.message()),
-                },
+                Err(status) => last = format!("{url}: {}", status.message()),
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -446,57 +430,49 @@ where
 
 /// Removes `member` (node `index`'s) through another member.
 async fn remove_member(cluster: &LocalCluster, index: u64, member: u64) -> Result<()> {
-    // "Not found": an earlier attempt that timed out went through.
-    let gone = |status: &tonic::Status| (status.code() == tonic::Code::NotFound).then_some(());
-    at_others(
-        cluster,
-        index,
-        &format!("removing member {member}"),
-        gone,
-        |mut client| async move {
-            client
-                .member_remove(MemberRemoveRequest { id: member })
-                .await
-                .map(|_| ())
-        },
-    )
+    let what = format!("removing member {member}");
+    at_others(cluster, index, &what, |mut client| async move {
+        match client
+            .member_remove(MemberRemoveRequest { id: member })
+            .await
+        {
+            // "Not found": an earlier attempt that timed out went through.
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+            Err(status) => Err(status),
+        }
+    })
     .await
 }
 
 /// Adds node `index`'s peer URL as a learner; its new member ID.
 async fn add_learner(cluster: &LocalCluster, index: u64) -> Result<u64> {
     let url = cluster.peer_url(index);
-    let added = at_others(
-        cluster,
-        index,
-        &format!("adding {url}"),
-        |_| None,
-        |mut client| {
-            let url = url.clone();
-            async move {
-                let request = MemberAddRequest {
-                    peer_ur_ls: vec![url.clone()],
-                    is_learner: true,
-                };
-                match client.member_add(request).await {
-                    Ok(response) => Ok(response.into_inner().member.map(|m| m.id)),
-                    // An earlier attempt that timed out went through: find the member it added.
-                    Err(status) if status.message().contains("Peer URLs already exists") => {
-                        let list = client
-                            .member_list(MemberListRequest { linearizable: true })
-                            .await?;
-                        Ok(list
-                            .into_inner()
-                            .members
-                            .into_iter()
-                            .find(|m| m.peer_ur_ls.contains(&url))
-                            .map(|m| m.id))
-                    }
-                    Err(status) => Err(status),
+    let added = at_others(cluster, index, &format!("adding {url}"), |mut client| {
+        let url = url.clone();
+        async move {
+            let request = MemberAddRequest {
+                peer_ur_ls: vec![url.clone()],
+                is_learner: true,
+            };
+            match client.member_add(request).await {
+                Ok(response) => Ok(response.into_inner().member.map(|m| m.id)),
+                // An earlier attempt that timed out went through: find the member it added.
+                Err(status) if status.message().contains("Peer URLs already exists") => {
+                    let list = client
+                        .member_list(MemberListRequest { linearizable: true })
+                        .await?;
+                    Ok(list
+                        .into_inner()
+                        .members
+                        .into_iter()
+                        .find(|m| m.peer_ur_ls.contains(&url))
+                        .map(|m| m.id))
                 }
+                Err(status) => Err(status),
             }
-        },
-    )
+        }
+    })
     .await?;
     added.with_context(|| format!("adding {url} named no member"))
 }
@@ -507,7 +483,6 @@ async fn promote(cluster: &LocalCluster, index: u64, member: u64) -> Result<()> 
         cluster,
         index,
         &format!("promoting member {member}"),
-        |_| None,
         |mut client| async move {
             client
                 .member_promote(MemberPromoteRequest { id: member })

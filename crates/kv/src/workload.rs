@@ -18,7 +18,7 @@
 //! so it is `fail` too.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,8 +70,6 @@ impl WorkloadConfig {
 struct Recorder {
     start: Instant,
     events: Mutex<Vec<Op>>,
-    /// Writes acknowledged so far.
-    acked: AtomicU64,
     /// Each acknowledged write's key, value and revision (from its response's header).
     acked_revisions: Mutex<Vec<(String, String, i64)>>,
     /// Errors seen, with how they were recorded and how often (for diagnosis).
@@ -108,11 +106,14 @@ pub fn client(url: &str, timeout: Duration) -> Result<KvClient<Channel>, String>
 
 /// A channel to `url` for any of the etcd services, made as [`client`]'s.
 pub fn channel(url: &str, timeout: Duration) -> Result<Channel, String> {
+    Ok(lazy_endpoint(url)?.timeout(timeout).connect_lazy())
+}
+
+/// `url`, connected to lazily and given half a second to connect.
+fn lazy_endpoint(url: &str) -> Result<Endpoint, String> {
     Ok(Endpoint::from_shared(url.to_string())
         .map_err(|e| format!("endpoint '{url}': {e}"))?
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(timeout)
-        .connect_lazy())
+        .connect_timeout(Duration::from_millis(500)))
 }
 
 /// One client per endpoint.
@@ -193,7 +194,6 @@ async fn writer(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push((key, value, revision));
-                recorder.acked.fetch_add(1, Ordering::SeqCst);
                 continue;
             }
             Ok(Err(status)) if definitely_not_applied(&status) => {
@@ -223,36 +223,49 @@ pub async fn get(
     key: &str,
     timeout: Duration,
 ) -> Result<String, String> {
+    read(client, key, timeout).await.map(|(value, _)| value)
+}
+
+/// [`get`], with the store's revision the answer was read at.
+async fn read(
+    client: &mut KvClient<Channel>,
+    key: &str,
+    timeout: Duration,
+) -> Result<(String, i64), String> {
     let request = RangeRequest {
         key: key.as_bytes().to_vec(),
         ..RangeRequest::default()
     };
     match tokio::time::timeout(timeout, client.range(request)).await {
-        Ok(Ok(response)) => Ok(response
-            .into_inner()
-            .kvs
-            .first()
-            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
-            .unwrap_or_default()),
+        Ok(Ok(response)) => {
+            let response = response.into_inner();
+            let value = response
+                .kvs
+                .first()
+                .map(|kv| &kv.value[..])
+                .unwrap_or_default();
+            let revision = response.header.map_or(0, |h| h.revision);
+            Ok((String::from_utf8_lossy(value).into_owned(), revision))
+        }
         Ok(Err(status)) => Err(status.message().to_string()),
         Err(_) => Err("timed out".to_string()),
     }
 }
 
-/// Reads `key` at `client` and records it.
+/// Reads `key` at `client` and records it; the value and the revision it was read at.
 async fn recorded_get(
     process: u64,
     client: &mut KvClient<Channel>,
     key: &str,
     config: &WorkloadConfig,
     recorder: &Recorder,
-) -> Option<String> {
+) -> Option<(String, i64)> {
     recorder.record(process, EventType::Invoke, "get", key, Json::Null);
-    match get(client, key, config.request_timeout).await {
-        Ok(value) => {
+    match read(client, key, config.request_timeout).await {
+        Ok((value, revision)) => {
             let recorded = Json::from(value.clone());
             recorder.record(process, EventType::Ok, "get", key, recorded);
-            Some(value)
+            Some((value, revision))
         }
         Err(error) => {
             recorder.error("get fail", &error);
@@ -312,15 +325,12 @@ async fn watcher(
     while !done(last) {
         let url = &config.endpoints[endpoint];
         endpoint = (endpoint + 1) % config.endpoints.len();
-        // No request timeout: a watch stream lives as long as it is read.
-        let Ok(channel) = Endpoint::from_shared(url.clone()) else {
+        // No request timeout: a watch stream lives as long as it is read. (The URLs were
+        // checked when the workload started.)
+        let Ok(target) = lazy_endpoint(url) else {
             return;
         };
-        let mut client = WatchClient::new(
-            channel
-                .connect_timeout(Duration::from_millis(500))
-                .connect_lazy(),
-        );
+        let mut client = WatchClient::new(target.connect_lazy());
         let create = WatchRequest {
             request_union: Some(watch_request::RequestUnion::CreateRequest(
                 WatchCreateRequest {
@@ -373,29 +383,6 @@ async fn watcher(
     }
 }
 
-/// The store's revision now, from a linearizable read at the first endpoint that answers.
-async fn current_revision(config: &WorkloadConfig) -> Result<i64, String> {
-    let mut errors = Vec::new();
-    for url in &config.endpoints {
-        let mut client = client(url, config.request_timeout)?;
-        let request = RangeRequest {
-            key: b"k0".to_vec(),
-            ..RangeRequest::default()
-        };
-        match tokio::time::timeout(config.request_timeout, client.range(request)).await {
-            Ok(Ok(response)) => {
-                return Ok(response.into_inner().header.map_or(0, |h| h.revision));
-            }
-            Ok(Err(status)) => errors.push(format!("{url}: {}", status.message())),
-            Err(_) => errors.push(format!("{url}: timed out")),
-        }
-    }
-    Err(format!(
-        "no endpoint told its revision: {}",
-        errors.join("; ")
-    ))
-}
-
 /// A running workload.
 pub struct Workload {
     config: Arc<WorkloadConfig>,
@@ -443,7 +430,6 @@ impl Workload {
         let recorder = Arc::new(Recorder {
             start: Instant::now(),
             events: Mutex::new(Vec::new()),
-            acked: AtomicU64::new(0),
             acked_revisions: Mutex::new(Vec::new()),
             errors: Mutex::new(BTreeMap::new()),
         });
@@ -489,7 +475,8 @@ impl Workload {
 
     /// Writes acknowledged so far.
     pub fn acknowledged(&self) -> u64 {
-        self.recorder.acked.load(Ordering::SeqCst)
+        let acked = self.recorder.acked_revisions.lock();
+        acked.unwrap_or_else(|e| e.into_inner()).len() as u64
     }
 
     /// Stops the clients, then reads every key linearizably at every endpoint, retrying each
@@ -503,15 +490,18 @@ impl Workload {
         let config = &self.config;
         let recorder = &self.recorder;
         let mut finals = Vec::new();
+        // The highest revision a final read saw: every write is at or below it.
+        let mut final_revision = 0;
         for (node, mut client) in clients(config)?.into_iter().enumerate() {
             let mut values = BTreeMap::new();
             let process = 200_000_000 + node as u64;
             for key in (0..config.keys).map(|key| format!("k{key}")) {
                 let deadline = Instant::now() + patience;
                 let value = loop {
-                    if let Some(value) =
+                    if let Some((value, revision)) =
                         recorded_get(process, &mut client, &key, config, recorder).await
                     {
+                        final_revision = final_revision.max(revision);
                         break value;
                     }
                     if Instant::now() >= deadline {
@@ -527,7 +517,6 @@ impl Workload {
             finals.push(values);
         }
         // Every watcher must catch up with the store's final revision.
-        let final_revision = current_revision(config).await?;
         self.target.store(final_revision, Ordering::SeqCst);
         let mut watches = Vec::new();
         for (index, (log, task)) in self.watches.into_iter().enumerate() {
@@ -651,8 +640,10 @@ impl WorkloadOutcome {
         for (index, log) in self.watches.iter().enumerate() {
             problems.extend(log.problems.iter().map(|p| format!("watcher {index}: {p}")));
             let mut previous = 1;
+            let mut broken = !log.problems.is_empty();
             for (revision, key, value) in &log.events {
                 if *revision != previous + 1 {
+                    broken = true;
                     let what = if *revision <= previous {
                         "again or out of order"
                     } else {
@@ -683,7 +674,7 @@ impl WorkloadOutcome {
                     }
                 }
             }
-            if previous < self.final_revision && log.problems.is_empty() {
+            if previous < self.final_revision && !broken {
                 problems.push(format!(
                     "watcher {index} stopped at revision {previous} of {}",
                     self.final_revision
