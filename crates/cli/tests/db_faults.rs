@@ -424,7 +424,16 @@ fn partitioning_needs_every_member_and_nodes_that_allow_it() {
     assert!(stderr.contains("lacks node(s) [3]"), "{stderr}");
     let stderr = refused(&cluster.urls(), "1/4");
     assert!(stderr.contains("node 4 is not a member"), "{stderr}");
-    // Nothing was cut: the cluster still serves through every member.
+    // Nothing was cut: every member drops no peer, and follows a leader.
+    for url in cluster.urls() {
+        let output = std::process::Command::new("curl")
+            .args(["-s", &format!("{url}/faults")])
+            .output()
+            .expect("curl runs");
+        let answer: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("GET /faults answers JSON");
+        assert_eq!(answer["isolated"], serde_json::json!([]), "{url}: {answer}");
+    }
     for id in 1..=3 {
         assert!(role(&cluster, id).is_some_and(|(_, leader)| leader.is_some()));
     }
