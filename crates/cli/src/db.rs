@@ -313,10 +313,7 @@ fn run_restore(args: &RestoreArgs) -> Result<Outcome> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    concord_runtime::server_runtime().context("starting the async runtime")
 }
 
 /// Parses `1=host:port,2=host:port`: ids start at 1, each listed once.

@@ -212,10 +212,7 @@ fn run_serve(args: &ServeArgs) -> Result<Outcome> {
         request_timeout: std_duration("request-timeout", &args.request_timeout)?,
         cluster_id: args.cluster_id,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = concord_runtime::server_runtime().context("starting the async runtime")?;
     let client = args.listen_client;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(client)

@@ -39,3 +39,22 @@ pub use metrics::HostMetrics;
 pub use tls::{PeerTls, TlsError, TlsFiles};
 pub use transport::{BlockedPeers, TransportOptions};
 pub use wal::{RecoveryReport, Rewrite, Wal, WalError, WalOptions, WrittenRewrite};
+
+/// The multi-threaded tokio runtime a server process runs on: one worker per core
+/// (`TOKIO_WORKER_THREADS` overrides it, as `GOMAXPROCS` does for etcd), timers and I/O on.
+///
+/// When built with `--cfg tokio_unstable` (the workspace's `.cargo/config.toml` sets it), the
+/// scheduler's LIFO slot is off: a woken task goes to the back of its worker's queue instead
+/// of running next. When a node applies a batch of commits it wakes every waiting request
+/// handler at once; with the slot, each handler's connection task ran right after it and
+/// wrote its one reply, a system call per reply. Without it the handlers run first, then
+/// each connection writes all its replies together. With three members and the load
+/// generator on two cores, this took the servers' CPU per put down by about a sixth
+/// (`docs/benchmarks.md`).
+pub fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    builder.build()
+}
