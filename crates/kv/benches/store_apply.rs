@@ -1,6 +1,7 @@
 //! Applying puts to the MVCC store, as every member does for every committed entry: 100-byte
 //! values over 100 000 keys (the load `scripts/bench-db` drives), with the history growing
-//! as it does between compactions. Per put, single-threaded, in-memory.
+//! as it does between compactions; and puts of keys never written before. Per put,
+//! single-threaded, in-memory.
 //!
 //!     cargo bench -p concord-kv --bench store_apply
 
@@ -51,6 +52,26 @@ fn apply(c: &mut Criterion) {
                 store.apply(command);
             }
         })
+    });
+    // New keys, as a key space fills: each run writes 10 000 keys never written before (with
+    // the same shape as the others, so they interleave with them in key order).
+    let mut next_new = KEYS;
+    group.bench_function("apply 10 000 puts of new keys", |b| {
+        b.iter_batched(
+            || {
+                let first = next_new;
+                next_new += 10_000;
+                (first..next_new)
+                    .map(|i| put(i * 7919 % (KEYS * 1000)))
+                    .collect::<Vec<_>>()
+            },
+            |commands| {
+                for command in &commands {
+                    store.apply(command);
+                }
+            },
+            criterion::BatchSize::PerIteration,
+        )
     });
     let reads: Vec<Query> = (0..10_000u64)
         .map(|i| {

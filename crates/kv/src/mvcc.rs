@@ -42,6 +42,17 @@ pub(crate) struct Record {
     pub(crate) kv: KeyValue,
 }
 
+impl Record {
+    /// What a later put of the key needs of this write: nothing after a delete.
+    fn version(&self) -> Option<PreviousVersion> {
+        (self.kind == EventKind::Put).then_some(PreviousVersion {
+            create_revision: self.kv.create_revision,
+            version: self.kv.version,
+            lease: self.kv.lease,
+        })
+    }
+}
+
 /// A change to a key, as a watcher sees it (etcd's `mvccpb.Event`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Event {
@@ -135,7 +146,7 @@ impl Mvcc {
     ) -> Self {
         let mut index = Index::default();
         for (at, record) in &records {
-            index.push(&record.kv.key, *at);
+            index.push(&record.kv.key, *at, record.version());
         }
         let encoded = EncodedRecords::of(records.iter());
         let mut store = Self {
@@ -152,6 +163,12 @@ impl Mvcc {
             .filter(|k| store.latest(k).is_some())
             .count() as u64;
         store
+    }
+
+    /// What a put needs of the key's live version at the current revision, without reading
+    /// the version itself (including writes of an unfinished write transaction).
+    pub(crate) fn latest_version(&self, key: &[u8]) -> Option<PreviousVersion> {
+        self.index.latest_version(key)
     }
 
     /// The key's live key-value at the current revision (including writes of an unfinished
@@ -437,6 +454,12 @@ impl Mvcc {
                     return Err(format!("record at {at:?} is after the revision"));
                 }
             }
+            let last = history.last().and_then(|at| self.log.get(at));
+            if self.index.latest_version(key) != last.and_then(Record::version) {
+                return Err(format!(
+                    "the index's copy of {key:?}'s live version differs from its last write"
+                ));
+            }
             listed += history.len();
         }
         if listed != self.log.len() {
@@ -462,8 +485,18 @@ impl Mvcc {
 /// appears or its last retained write is compacted away.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Index {
-    histories: HashMap<Vec<u8>, Vec<SubRevision>, foldhash::fast::FixedState>,
+    histories: HashMap<Vec<u8>, KeyHistory, foldhash::fast::FixedState>,
     ordered: BTreeSet<OrderedKey>,
+}
+
+/// A key's retained writes, and what a put needs of its live version: a put then reads one
+/// hash map entry instead of also finding its last write in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct KeyHistory {
+    revisions: Vec<SubRevision>,
+    /// Of the last write; `None` when it is a delete. Compaction never removes the last write
+    /// of a key unless it removes the key.
+    latest: Option<PreviousVersion>,
 }
 
 /// A key in the index's sorted set, with its first 16 bytes copied inline. Inserting a key
@@ -514,23 +547,37 @@ impl std::borrow::Borrow<[u8]> for OrderedKey {
 
 impl Index {
     fn get(&self, key: &[u8]) -> Option<&Vec<SubRevision>> {
-        self.histories.get(key)
+        self.histories.get(key).map(|history| &history.revisions)
     }
 
+    /// The key's revisions, for compaction (which keeps the last write, or removes the key).
     fn get_mut(&mut self, key: &[u8]) -> Option<&mut Vec<SubRevision>> {
-        self.histories.get_mut(key)
+        self.histories
+            .get_mut(key)
+            .map(|history| &mut history.revisions)
     }
 
     fn get_key_value(&self, key: &[u8]) -> Option<(&Vec<u8>, &Vec<SubRevision>)> {
-        self.histories.get_key_value(key)
+        self.histories
+            .get_key_value(key)
+            .map(|(key, history)| (key, &history.revisions))
     }
 
-    /// Adds the write at `at` (after every other write of `key`).
-    fn push(&mut self, key: &[u8], at: SubRevision) {
+    fn latest_version(&self, key: &[u8]) -> Option<PreviousVersion> {
+        self.histories.get(key)?.latest
+    }
+
+    /// Adds the write at `at` (after every other write of `key`), which leaves `latest`.
+    fn push(&mut self, key: &[u8], at: SubRevision, latest: Option<PreviousVersion>) {
         match self.histories.get_mut(key) {
-            Some(history) => history.push(at),
+            Some(history) => {
+                history.revisions.push(at);
+                history.latest = latest;
+            }
             None => {
-                self.histories.insert(key.to_vec(), vec![at]);
+                let revisions = vec![at];
+                self.histories
+                    .insert(key.to_vec(), KeyHistory { revisions, latest });
                 self.ordered.insert(OrderedKey::new(key));
             }
         }
@@ -548,7 +595,7 @@ impl Index {
     ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<SubRevision>)> + 'a {
         self.ordered
             .range::<[u8], _>(bounds)
-            .filter_map(|ordered| self.histories.get_key_value(ordered.key.as_slice()))
+            .filter_map(|ordered| self.get_key_value(ordered.key.as_slice()))
     }
 
     /// Every key with its history, in key order.
@@ -644,13 +691,13 @@ impl WriteTxn<'_> {
             sub: self.next_sub,
         };
         self.next_sub += 1;
-        self.store.index.push(&record.kv.key, at);
+        self.store.index.push(&record.kv.key, at, record.version());
         self.store.encoded.push(&at, &record);
         self.store.log.insert(at, record);
     }
 
     /// Writes `value` at `key` attached to `lease`. `previous` describes the key's live
-    /// version, which the caller has looked up (`store().latest(key)`).
+    /// version, which the caller has looked up (`store().latest_version(key)`).
     pub(crate) fn put(
         &mut self,
         key: &[u8],

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::KvError;
 use crate::lease::MAX_LEASE_TTL;
 use crate::members::MemberAttrs;
-use crate::mvcc::{Event, Mvcc, PreviousVersion, WriteTxn};
+use crate::mvcc::{Event, Mvcc, WriteTxn};
 use crate::request::{
     CompactRequest, CompactResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
     DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
@@ -710,10 +710,15 @@ fn execute_txn(
 
 /// Writes one key (checked), moving it between leases as needed.
 fn execute_put(write: &mut WriteTxn<'_>, leases: &mut Leases, request: &PutRequest) -> PutResponse {
-    // Only what the write needs is copied out of the previous version: the whole of it only
-    // when the client asked for it back.
-    let previous = write.store().latest(&request.key);
-    let value = match (previous, request.ignore_value) {
+    // The previous version itself is read only when the request needs its value or returns
+    // it; a plain put needs only what the index keeps of it.
+    let previous = write.store().latest_version(&request.key);
+    let previous_kv = if request.ignore_value || request.prev_kv {
+        write.store().latest(&request.key)
+    } else {
+        None
+    };
+    let value = match (previous_kv, request.ignore_value) {
         (Some(previous), true) => previous.value.clone(),
         _ => request.value.clone(),
     };
@@ -721,12 +726,7 @@ fn execute_put(write: &mut WriteTxn<'_>, leases: &mut Leases, request: &PutReque
         (Some(previous), true) => previous.lease,
         _ => request.lease,
     };
-    let prev_kv = previous.filter(|_| request.prev_kv).cloned();
-    let previous = previous.map(|p| PreviousVersion {
-        create_revision: p.create_revision,
-        version: p.version,
-        lease: p.lease,
-    });
+    let prev_kv = previous_kv.filter(|_| request.prev_kv).cloned();
     write.put(&request.key, value, lease, previous);
     if let Some(previous) = previous {
         detach(leases, previous.lease, &request.key);
