@@ -49,8 +49,9 @@ pub use wal::{RecoveryReport, Rewrite, Wal, WalError, WalOptions, WrittenRewrite
 /// handler at once; with the slot, each handler's connection task ran right after it and
 /// wrote its one reply, a system call per reply. Without it the handlers run first, then
 /// each connection writes all its replies together. With three members and the load
-/// generator on two cores, this took the servers' CPU per put down by about a sixth
-/// (`docs/benchmarks.md`).
+/// generator (which runs on this too) sharing two cores at 64 clients: 0.3 writes per put
+/// to clients instead of 1, half the peer sends, and 68–81 instead of 90–101 µs of the
+/// servers' CPU per put (`docs/benchmarks.md`).
 pub fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
