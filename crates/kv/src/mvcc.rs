@@ -149,20 +149,15 @@ impl Mvcc {
             index.push(&record.kv.key, *at, record.version());
         }
         let encoded = EncodedRecords::of(records.iter());
-        let mut store = Self {
+        let live_keys = index.live_keys();
+        Self {
             index,
             log: records,
             revision,
             compact_revision,
-            live_keys: 0,
+            live_keys,
             encoded,
-        };
-        store.live_keys = store
-            .index
-            .keys()
-            .filter(|k| store.latest(k).is_some())
-            .count() as u64;
-        store
+        }
     }
 
     /// What a put needs of the key's live version at the current revision, without reading
@@ -565,6 +560,14 @@ impl Index {
 
     fn latest_version(&self, key: &[u8]) -> Option<PreviousVersion> {
         self.histories.get(key)?.latest
+    }
+
+    /// Keys whose last write is a put.
+    fn live_keys(&self) -> u64 {
+        self.ordered
+            .iter()
+            .filter(|ordered| self.latest_version(&ordered.key).is_some())
+            .count() as u64
     }
 
     /// Adds the write at `at` (after every other write of `key`), which leaves `latest`.
