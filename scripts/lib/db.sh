@@ -1,0 +1,28 @@
+# Shell pieces shared by scripts/bench-db and scripts/ab-db (sourced, not run).
+
+# The client port of Concord DB member $1 (1-based) in a local three-member cluster; its peer
+# port is the next one.
+CONCORD_BASE_PORT=22379
+concord_client_port() { echo $((CONCORD_BASE_PORT + 10 * ($1 - 1))); }
+
+# Runs member $2 of a local three-member Concord DB cluster with binary $1 and data under $3,
+# with etcd's heartbeat and election timeout. Start it in the background (`concord_member … &`):
+# it replaces the subshell, so `$!` is the server's process id.
+concord_member() {
+  local binary="$1" id="$2" data_dir="$3" cluster="" j
+  for j in 1 2 3; do cluster+="$j=127.0.0.1:$(($(concord_client_port "$j") + 1)),"; done
+  CONCORD_LOG=warn exec "$binary" db serve --id "$id" --data-dir "$data_dir" \
+    --listen-client "127.0.0.1:$(concord_client_port "$id")" \
+    --listen-peer "127.0.0.1:$(($(concord_client_port "$id") + 1))" \
+    --initial-cluster "${cluster%,}" --heartbeat 100ms --election-timeout 1s
+}
+
+# CPU time (user + system, in clock ticks) the processes given have used.
+process_ticks() {
+  local pid total=0 fields
+  for pid in "$@"; do
+    fields=$(cut -d' ' -f14,15 "/proc/$pid/stat")
+    total=$((total + ${fields% *} + ${fields#* }))
+  done
+  echo "$total"
+}
