@@ -110,9 +110,9 @@ pub fn summary(report: &RunReport, linearizability: &Report) -> String {
     out.push('\n');
     let s = &report.stats;
     out.push_str(&format!(
-        "events: {}   messages: {} sent, {} delivered, {} dropped   writes: {} persisted, {} lost   crashes: {}   nemesis actions: {}\n",
+        "events: {}   messages: {} sent, {} delivered, {} dropped   writes: {} persisted, {} lost   crashes: {} ({} lost checkpoints)   nemesis actions: {}\n",
         s.events, s.messages_sent, s.messages_delivered, s.messages_dropped + s.messages_lost + s.messages_cut,
-        s.persists_completed, s.persists_lost, s.crashes, s.nemesis_actions
+        s.persists_completed, s.persists_lost, s.crashes, s.checkpoints_lost, s.nemesis_actions
     ));
     let h = &report.history_summary;
     out.push_str(&format!(

@@ -117,9 +117,13 @@ fn assert_linearizable(history: &History, cluster: &DbCluster, name: &str) {
     }
 }
 
+/// A snapshot every this many entries, so that kills land before, during and after the log
+/// compactions snapshots start (a snapshot is confirmed before its compaction is in place).
+const FREQUENT_SNAPSHOTS: &[&str] = &["--snapshot-entries", "25"];
+
 #[test]
 fn killing_the_leader_under_load_loses_no_acknowledged_write() {
-    let mut cluster = DbCluster::start(3, &[]);
+    let mut cluster = DbCluster::start(3, FREQUENT_SNAPSHOTS);
     let load = Load::start(cluster.urls());
     load.wait_for_more_acks(150, Duration::from_secs(30), &cluster, "before the crash");
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
@@ -138,7 +142,7 @@ fn killing_the_leader_under_load_loses_no_acknowledged_write() {
 
 #[test]
 fn killing_every_node_under_load_loses_no_acknowledged_write() {
-    let mut cluster = DbCluster::start(3, &[]);
+    let mut cluster = DbCluster::start(3, FREQUENT_SNAPSHOTS);
     let load = Load::start(cluster.urls());
     load.wait_for_more_acks(150, Duration::from_secs(30), &cluster, "before the crash");
     for id in 1..=3 {

@@ -23,6 +23,12 @@ pub trait StateMachine: Clone + std::fmt::Debug {
     fn query(&self, query: &Self::Query) -> Self::Output;
     /// Serializes the whole state for a snapshot.
     fn snapshot(&self) -> Vec<u8>;
+    /// The same bytes as [`StateMachine::snapshot`], as shared parts. A state machine that
+    /// keeps its encoding up to date overrides it, so that taking a snapshot (on the node's
+    /// step) copies little.
+    fn snapshot_parts(&self) -> crate::StateBytes {
+        crate::StateBytes::from(self.snapshot())
+    }
     /// Replaces the state with a snapshot made by [`StateMachine::snapshot`].
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String>;
 }

@@ -13,6 +13,7 @@
 pub mod agreement;
 pub mod kv;
 pub mod node;
+pub mod state_bytes;
 pub mod status;
 pub mod time;
 
@@ -22,6 +23,7 @@ pub use node::{
     digest, ClusterInvariant, Effect, EffectOf, Env, Input, KvService, Node, NodeId, PersistToken,
     RequestId, Violation,
 };
+pub use state_bytes::StateBytes;
 pub use status::{NodeStatus, PeerProgress, Role};
 pub use time::{Duration, Time};
 

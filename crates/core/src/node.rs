@@ -20,6 +20,13 @@
 //! A node may exempt a write from the barrier with [`Node::is_barrier`]: a write no later
 //! message depends on (a Raft leader's own log appends) still reaches storage in order and is
 //! still confirmed, but sends and replies after it need not wait for it.
+//!
+//! A node may also mark a write as a *checkpoint* with [`Node::is_checkpoint`]: one that only
+//! restates what the writes before it add up to (a Raft snapshot of its own applied state). A
+//! driver may confirm a checkpoint as soon as every write before it is durable, and make it
+//! durable later (a real runtime folds it into its next log compaction instead of writing it
+//! out while other writes wait), so a crash may lose a confirmed checkpoint, but never a write
+//! before it nor a write after it that was confirmed.
 
 use std::fmt::Debug;
 
@@ -189,6 +196,15 @@ pub trait Node: Sized {
     fn is_barrier(write: &Self::Write) -> bool {
         let _ = write;
         true
+    }
+
+    /// Whether `write` is a checkpoint (module docs): it changes nothing the writes before it
+    /// do not already hold, so restarting without it, from those writes and the ones after it,
+    /// gives an equivalent node. Its confirmation says only that the writes before it are
+    /// durable, so nothing should wait for it ([`Node::is_barrier`] false). False by default.
+    fn is_checkpoint(write: &Self::Write) -> bool {
+        let _ = write;
+        false
     }
 
     /// Handles one input, appending the effects it causes to `effects` in order.

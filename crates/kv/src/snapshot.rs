@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use bytes::{Bytes, BytesMut};
+use concord_core::StateBytes;
 use serde::{Deserialize, Serialize};
 
 use crate::members::MemberAttrs;
@@ -99,19 +101,21 @@ struct SnapshotRecordRef<'a> {
 
 /// The records of a store's log encoded as its snapshot encodes them — the elements of
 /// `SnapshotData::records`, in revision order — kept up to date write by write, so that a
-/// snapshot copies these bytes instead of encoding every record while the node waits. Writes
+/// snapshot shares these bytes instead of encoding every record while the node waits. Writes
 /// only append to the log; a compaction (which removes records) re-encodes it. It costs a second
 /// copy of the log's contents in memory. The bytes are kept in chunks of about
-/// [`CHUNK_BYTES`]: one growing buffer would, each time it doubles, copy all of itself while
-/// the node waits (hundreds of milliseconds for a large store) and briefly hold both copies.
+/// [`CHUNK_BYTES`]: full chunks are sealed (immutable and shared), so a snapshot
+/// ([`KvStore::encode_parts`]) copies only the chunk still growing; and one growing buffer
+/// would, each time it doubles, copy all of itself while the node waits.
 #[derive(Clone, Default)]
 pub(crate) struct EncodedRecords {
-    chunks: Vec<Vec<u8>>,
+    sealed: Vec<Bytes>,
+    tail: BytesMut,
     count: usize,
 }
 
 /// Appends what postcard writes to a buffer it borrows.
-struct Append<'a>(&'a mut Vec<u8>);
+struct Append<'a>(&'a mut BytesMut);
 
 impl Extend<u8> for Append<'_> {
     fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
@@ -119,7 +123,7 @@ impl Extend<u8> for Append<'_> {
     }
 }
 
-/// The size a chunk of [`EncodedRecords`] grows to before the next one starts.
+/// The size a chunk of [`EncodedRecords`] grows to before it is sealed.
 const CHUNK_BYTES: usize = 1 << 20;
 
 impl EncodedRecords {
@@ -134,7 +138,7 @@ impl EncodedRecords {
 
     /// The encoded records' bytes.
     pub(crate) fn len(&self) -> usize {
-        self.chunks.iter().map(Vec::len).sum()
+        self.sealed.iter().map(Bytes::len).sum::<usize>() + self.tail.len()
     }
 
     /// Appends one record (written after every record already here).
@@ -144,30 +148,28 @@ impl EncodedRecords {
             kind: record.kind,
             kv: &record.kv,
         };
-        if self
-            .chunks
-            .last()
-            .is_none_or(|chunk| chunk.len() >= CHUNK_BYTES)
-        {
-            self.chunks.push(Vec::with_capacity(CHUNK_BYTES + 1024));
+        if self.tail.len() >= CHUNK_BYTES {
+            let full =
+                std::mem::replace(&mut self.tail, BytesMut::with_capacity(CHUNK_BYTES + 1024));
+            self.sealed.push(full.freeze());
+        } else if self.tail.capacity() == 0 {
+            self.tail.reserve(CHUNK_BYTES + 1024);
         }
-        let Some(chunk) = self.chunks.last_mut() else {
-            return;
-        };
-        let before = chunk.len();
-        // Encoding plain data into a Vec cannot fail; were it to, nothing is kept of it.
-        if postcard::to_extend(&value, Append(chunk)).is_ok() {
+        let before = self.tail.len();
+        // Encoding plain data into a buffer cannot fail; were it to, nothing is kept of it.
+        if postcard::to_extend(&value, Append(&mut self.tail)).is_ok() {
             self.count += 1;
         } else {
-            chunk.truncate(before);
+            self.tail.truncate(before);
         }
     }
 
-    /// Appends the encoded records to `out`.
-    fn copy_to(&self, out: &mut Vec<u8>) {
-        for chunk in &self.chunks {
-            out.extend_from_slice(chunk);
-        }
+    /// The encoded records as shared parts: the sealed chunks, and a copy of the growing one.
+    fn parts(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.sealed
+            .iter()
+            .cloned()
+            .chain(std::iter::once(Bytes::copy_from_slice(&self.tail)))
     }
 }
 
@@ -198,8 +200,20 @@ fn inconsistent(message: String) -> SnapshotError {
 impl KvStore {
     /// The whole state as bytes (what [`concord_core::StateMachine::snapshot`] returns).
     pub fn encode(&self) -> Vec<u8> {
+        let parts = self.encode_parts();
+        let mut bytes = Vec::with_capacity(parts.len());
+        for part in parts.parts() {
+            bytes.extend_from_slice(part);
+        }
+        bytes
+    }
+
+    /// [`KvStore::encode`]'s bytes as shared parts (what
+    /// [`concord_core::StateMachine::snapshot_parts`] returns): the records' sealed chunks are
+    /// shared, so this copies at most one chunk of them.
+    pub fn encode_parts(&self) -> StateBytes {
         // The same bytes as `SnapshotData` (postcard encodes a struct as its fields in order, a
-        // vector as its length then its elements), with the records copied from the store's
+        // vector as its length then its elements), with the records taken from the store's
         // running encoding of its log.
         let records = self.mvcc.encoded();
         let leases: Vec<SnapshotLease> = self
@@ -212,23 +226,26 @@ impl KvStore {
             })
             .collect();
         let members: Vec<&MemberAttrs> = self.members.values().collect();
-        let mut bytes = Vec::with_capacity(MAGIC.len() + 32 + records.len());
-        bytes.extend_from_slice(MAGIC);
-        let head = (
+        let mut head = Vec::with_capacity(MAGIC.len() + 32);
+        head.extend_from_slice(MAGIC);
+        let counts = (
             self.mvcc.revision(),
             self.mvcc.compact_revision(),
             records.count,
         );
         // Encoding plain data into a Vec cannot fail.
-        bytes = postcard::to_extend(&head, bytes).unwrap_or_default();
-        records.copy_to(&mut bytes);
+        head = postcard::to_extend(&counts, head).unwrap_or_default();
         let removed: Vec<u64> = self.removed.iter().copied().collect();
-        bytes = postcard::to_extend(&(leases, members, removed), bytes).unwrap_or_default();
+        let mut tail = postcard::to_allocvec(&(leases, members, removed)).unwrap_or_default();
         if !self.alarms.is_empty() {
             let alarms: Vec<(u64, Alarm)> = self.alarms.iter().copied().collect();
-            bytes = postcard::to_extend(&alarms, bytes).unwrap_or_default();
+            tail = postcard::to_extend(&alarms, tail).unwrap_or_default();
         }
-        bytes
+        StateBytes::from_parts(
+            std::iter::once(Bytes::from(head))
+                .chain(records.parts())
+                .chain(std::iter::once(Bytes::from(tail))),
+        )
     }
 
     /// Rebuilds a store from [`KvStore::encode`]'s bytes, checking them.
@@ -420,14 +437,16 @@ mod tests {
             put(&mut store, &format!("key/{i:06}"), &value);
         }
         let records = store.mvcc.encoded();
-        assert!(records.chunks.len() > 2, "{} chunks", records.chunks.len());
+        assert!(records.sealed.len() >= 2, "{} chunks", records.sealed.len());
         let decoded = KvStore::decode(&store.encode()).unwrap();
         assert_eq!(decoded, store);
         // A compaction (which keeps every record here: each key was written once) re-encodes
         // the log from scratch: the same bytes as grown write by write.
         let bytes = |records: &EncodedRecords| {
             let mut out = Vec::new();
-            records.copy_to(&mut out);
+            for part in records.parts() {
+                out.extend_from_slice(&part);
+            }
             out
         };
         let grown = bytes(store.mvcc.encoded());
@@ -438,6 +457,32 @@ mod tests {
         }));
         assert_eq!(bytes(store.mvcc.encoded()), grown);
         assert_eq!(KvStore::decode(&store.encode()).unwrap(), store);
+    }
+
+    #[test]
+    fn a_snapshot_shares_the_sealed_chunks_and_later_writes_leave_it_unchanged() {
+        let mut store = KvStore::default();
+        let value = "v".repeat(100);
+        for i in 0..20_000 {
+            put(&mut store, &format!("key/{i:06}"), &value);
+        }
+        let first = store.encode_parts();
+        assert_eq!(&first.contiguous()[..], &store.encode()[..]);
+        let sealed = store.mvcc.encoded().sealed.clone();
+        assert!(sealed.len() >= 2, "{} sealed chunks", sealed.len());
+        // The head (magic and counts) is the first part; the sealed chunks follow, shared.
+        for (part, chunk) in first.parts()[1..].iter().zip(&sealed) {
+            assert_eq!(part.as_ptr(), chunk.as_ptr());
+        }
+        let before = first.contiguous();
+        for i in 0..20_000 {
+            put(&mut store, &format!("more/{i:06}"), &value);
+        }
+        assert_eq!(first.contiguous(), before, "a taken snapshot never changes");
+        assert_eq!(KvStore::decode(&before).unwrap().revision(), 20_001);
+        let second = store.encode_parts();
+        assert_eq!(second.parts()[1].as_ptr(), first.parts()[1].as_ptr());
+        assert_eq!(KvStore::decode(&second.contiguous()).unwrap(), store);
     }
 
     #[test]

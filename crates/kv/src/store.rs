@@ -829,6 +829,10 @@ impl concord_core::StateMachine for KvStore {
         self.encode()
     }
 
+    fn snapshot_parts(&self) -> concord_core::StateBytes {
+        self.encode_parts()
+    }
+
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
         *self = Self::decode(snapshot).map_err(|error| error.to_string())?;
         Ok(())

@@ -82,7 +82,7 @@ impl<S: StateMachine> RaftNode<S> {
                 last_term: term,
                 membership,
             }),
-            data: Arc::from(self.state_machine.snapshot()),
+            data: self.state_machine.snapshot_parts(),
         };
         self.compact_log(snapshot, true);
     }

@@ -147,7 +147,7 @@ impl<S: StateMachine + Default> RaftNode<S> {
         let mut state_machine = S::default();
         let (log, snapshot) = match &storage.snapshot {
             Some(snapshot) => {
-                if let Err(error) = state_machine.restore(&snapshot.data) {
+                if let Err(error) = state_machine.restore(&snapshot.data.contiguous()) {
                     panic!("node {id}: stored snapshot cannot be restored: {error}");
                 }
                 let meta = &snapshot.meta;
@@ -577,6 +577,12 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
                 ..
             } | Write::Compact(_)
         )
+    }
+
+    /// A snapshot of this node's own applied state replaces entries its storage already
+    /// holds: restarting without it replays them instead.
+    fn is_checkpoint(write: &Self::Write) -> bool {
+        matches!(write, Write::Compact(_))
     }
 
     fn state_digest(&self) -> Option<u64> {

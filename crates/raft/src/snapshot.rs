@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use concord_core::{NodeId, StateMachine};
+use concord_core::{NodeId, StateBytes, StateMachine};
 
 use crate::node::{RaftNode, RaftRole};
 use crate::progress::ProgressState;
@@ -55,7 +55,7 @@ impl<S: StateMachine> RaftNode<S> {
         let total = snapshot.data.len() as u64;
         let start = (*offset).min(total);
         let end = (start + chunk_size).min(total);
-        let data: Arc<[u8]> = Arc::from(&snapshot.data[start as usize..end as usize]);
+        let data: Arc<[u8]> = Arc::from(&snapshot.data.slice(start as usize..end as usize)[..]);
         let message = Message::InstallSnapshot {
             term,
             meta: Arc::clone(&snapshot.meta),
@@ -196,7 +196,7 @@ impl<S: StateMachine> RaftNode<S> {
         self.compact_log(
             Snapshot {
                 meta,
-                data: Arc::from(bytes),
+                data: StateBytes::from(bytes),
             },
             false,
         );

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use concord_core::NodeId;
+use concord_core::{NodeId, StateBytes};
 
 use crate::{Entry, LogIndex, Membership, Term};
 
@@ -35,9 +35,9 @@ pub struct SnapshotMeta {
 pub struct Snapshot {
     /// What it covers (shared: sent with every chunk).
     pub meta: Arc<SnapshotMeta>,
-    /// The state machine's bytes, shared (never copied when sent or persisted).
-    #[serde(with = "crate::serde_bytes_arc")]
-    pub data: Arc<[u8]>,
+    /// The state machine's bytes, in shared parts (never copied when kept or sent; joined
+    /// when persisted).
+    pub data: StateBytes,
 }
 
 /// A durable mutation.
@@ -61,10 +61,11 @@ pub enum Write<C> {
     /// whole log is discarded (paper §7).
     Snapshot(Snapshot),
     /// A snapshot this node took of its own applied state: stored and the log compacted as for
-    /// [`Write::Snapshot`], but no barrier — it covers only entries already durable and applied,
-    /// so nothing this node says depends on it (if it is lost in a crash, the log still holds
-    /// those entries). Its write, the size of the whole state, no longer holds back every
-    /// message and reply emitted after it.
+    /// [`Write::Snapshot`], but no barrier and a checkpoint ([`concord_core::Node::is_checkpoint`]):
+    /// it covers only entries written before it, so nothing this node says depends on it (if it
+    /// is lost in a crash, the log still holds those entries). Its write, the size of the whole
+    /// state, holds back no message or reply, and a runtime folds it into its next log
+    /// compaction instead of writing it while other writes wait.
     Compact(Snapshot),
 }
 
@@ -165,7 +166,7 @@ mod tests {
                 last_term,
                 membership: Membership::new([1]),
             }),
-            data: Arc::from(&b"state"[..]),
+            data: StateBytes::from(&b"state"[..]),
         }
     }
 

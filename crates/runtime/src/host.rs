@@ -13,8 +13,12 @@
 //! The WAL thread does group commit: it takes every write waiting, appends them, syncs once,
 //! folds them into its copy of the node's `Storage`, and confirms the last one. When the log has
 //! grown past the compaction threshold it rewrites it as one base record holding that `Storage`:
-//! it encodes the record, and a thread of its own writes, syncs and renames it into place while
-//! durable writes go on.
+//! a thread of its own encodes a copy of it, writes, syncs and renames it into place while
+//! durable writes go on. A checkpoint write (`Node::is_checkpoint`, e.g. a Raft snapshot of
+//! applied state, the size of the whole state) is not appended: it is folded into the `Storage`,
+//! confirmed with its batch, and made durable by the compaction it starts. A crash before that
+//! compaction is in place loses it, which the contract allows: the log still holds the writes
+//! it restates.
 //! A WAL failure (corruption at start, a failed write or fsync later) stops the host with the
 //! error; it never retries and continues.
 //!
@@ -716,6 +720,7 @@ pub async fn start_with_listener<N: HostedNode>(
         metrics: metrics.clone(),
         gate: config.sync_gate.clone(),
         compacting: None,
+        checkpoint_folded: false,
     };
     let wal_task =
         tokio::task::spawn_blocking(move || wal_worker.run(wal_receiver, wal_events_sender));
@@ -1139,6 +1144,9 @@ struct WalWorker<N: HostedNode> {
     gate: Option<SyncGate>,
     /// The compaction whose base is being written on a thread of its own, if any.
     compacting: Option<Compacting>,
+    /// A checkpoint write was folded into `storage` without being appended: the next
+    /// compaction makes it durable.
+    checkpoint_folded: bool,
 }
 
 /// A compaction under way: its thread writes the base segment while durable writes go on.
@@ -1208,6 +1216,10 @@ impl<N: HostedNode> WalWorker<N> {
             last = Some((*sequence, *token));
         }
         for WalCommand::Write { write, .. } in batch.iter() {
+            if N::is_checkpoint(write) {
+                self.checkpoint_folded = true;
+                continue;
+            }
             let bytes = codec::encode(&RecordRef::<N::Storage, N::Write>::Write(write))
                 .map_err(|e| e.to_string())?;
             self.wal.append(&bytes).map_err(|e| e.to_string())?;
@@ -1234,9 +1246,10 @@ impl<N: HostedNode> WalWorker<N> {
     }
 
     /// Finishes a compaction whose base is written, or starts one once the log has grown
-    /// past the threshold. The base (the `Storage` every confirmed write adds up to) is
-    /// encoded here, and written, synced and renamed into place on a thread of its own, so
-    /// that durable writes wait only for the encoding.
+    /// past the threshold or a checkpoint was folded in. The base (the `Storage` every
+    /// confirmed write adds up to) is copied here, and encoded, written, synced and renamed
+    /// into place on a thread of its own, so that durable writes wait only for the copy (whose
+    /// large parts, such as a snapshot's bytes, are shared).
     fn maybe_compact(&mut self) -> Result<(), WalError> {
         if let Some(compacting) = self.compacting.take() {
             if !compacting.thread.is_finished() {
@@ -1250,28 +1263,31 @@ impl<N: HostedNode> WalWorker<N> {
             self.size_after_compaction
                 .saturating_mul(self.compaction.growth_factor),
         );
-        if size <= threshold {
+        if size <= threshold && !self.checkpoint_folded {
             return Ok(());
         }
+        self.checkpoint_folded = false;
         let started = Stopwatch::start();
-        let base = codec::encode(&RecordRef::<N::Storage, N::Write>::Base(&self.storage)).map_err(
-            |e| WalError::Io {
-                context: "encoding the base record".into(),
-                source: std::io::Error::other(e.to_string()),
-            },
-        )?;
-        let encoded = started.elapsed_seconds();
-        if encoded >= 0.05 {
+        let storage = self.storage.clone();
+        let copied = started.elapsed_seconds();
+        if copied >= 0.05 {
             warn!(
-                seconds = encoded,
-                bytes = base.len(),
-                "encoding the write-ahead log's base record held durable writes back"
+                seconds = copied,
+                "copying the write-ahead log's base record held durable writes back"
             );
         }
         let rewrite = self.wal.begin_rewrite()?;
         let thread = std::thread::Builder::new()
             .name("wal-compaction".into())
-            .spawn(move || rewrite.write(&[base]))
+            .spawn(move || {
+                let base = codec::encode(&RecordRef::<N::Storage, N::Write>::Base(&storage))
+                    .map_err(|e| WalError::Io {
+                        context: "encoding the base record".into(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+                drop(storage);
+                rewrite.write(&[base])
+            })
             .map_err(|source| WalError::Io {
                 context: "starting the compaction thread".into(),
                 source,

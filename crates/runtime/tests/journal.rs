@@ -15,6 +15,9 @@ use concord_runtime::{
     start, CompactionPolicy, HostConfig, HostError, SyncGate, Wal, WalError, WalOptions,
 };
 
+/// The write a journal treats as a checkpoint ([`Node::is_checkpoint`]).
+const CHECKPOINT: u64 = u64::MAX;
+
 /// A one-node journal: each request is persisted, then acknowledged.
 #[derive(Debug)]
 struct Journal {
@@ -42,6 +45,10 @@ impl Node for Journal {
 
     fn apply_write(storage: &mut Vec<u64>, write: &u64) {
         storage.push(*write);
+    }
+
+    fn is_checkpoint(write: &u64) -> bool {
+        *write == CHECKPOINT
     }
 
     fn step(
@@ -230,4 +237,42 @@ async fn a_failed_wal_write_stops_the_host_with_the_error() {
         host.shutdown().await.is_err(),
         "shutdown reports the fatal error"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_is_not_appended_but_made_durable_by_the_compaction_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::new();
+    let mut config = journal_config(dir.path(), &gate);
+    // Far above what this test writes: only the checkpoint starts a compaction.
+    config.compaction = CompactionPolicy {
+        min_bytes: 1 << 30,
+        growth_factor: 2,
+    };
+    let host = start(config).await.unwrap();
+    for request in [1, 2] {
+        host.request(request).await.unwrap();
+    }
+    let metrics = host.metrics().clone();
+    assert_eq!(metrics.wal_compactions.get(), 0);
+    assert_eq!(host.request(CHECKPOINT).await.unwrap(), CHECKPOINT);
+    host.request(3).await.unwrap();
+    // Shutting down finishes the compaction under way.
+    host.shutdown().await.unwrap();
+    assert_eq!(
+        metrics.wal_compactions.get(),
+        1,
+        "the checkpoint compacted the log"
+    );
+
+    // The log: one base record (1, 2 and the checkpoint), then the write after it.
+    let (_, records, _) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let host = start(journal_config(dir.path(), &gate)).await.unwrap();
+    let entries = host
+        .inspect(|journal| journal.entries.clone())
+        .await
+        .unwrap();
+    assert_eq!(entries, vec![1, 2, CHECKPOINT, 3]);
+    host.shutdown().await.unwrap();
 }

@@ -14,7 +14,10 @@
 //! * **Persistence.** Each [`Effect::Persist`] goes to the node's disk, which completes writes in
 //!   FIFO order after a latency drawn from `[persist_latency_min, persist_latency_max]`. On
 //!   completion the write is added to the node's durable storage with [`Node::apply_write`] and
-//!   [`Input::Persisted`] is delivered.
+//!   [`Input::Persisted`] is delivered. A confirmed checkpoint ([`Node::is_checkpoint`])
+//!   settles only after 1 to 16 more writes are durable (a fixed pseudo-random count per
+//!   checkpoint); a crash before that loses it, as a real runtime loses a checkpoint whose log
+//!   compaction is not in place yet.
 //! * **Ordering rule.** A `Send` or `Reply` emitted after a `Persist` (in the same step or a
 //!   later one) is held until that write, and every write before it, is durable. Sends with no
 //!   unconfirmed write before them leave at once, and so do sends whose only unconfirmed writes
@@ -675,7 +678,7 @@ impl<N: Node> Simulation<N> {
             return Ok(());
         };
         debug_assert_eq!(write.sequence, sequence, "writes complete in FIFO order");
-        N::apply_write(&mut slot.storage, &write.write);
+        slot.store(write.sequence, &write.write);
         slot.durable = write.sequence;
         self.stats.persists_completed += 1;
         let durable = slot.durable;

@@ -22,10 +22,18 @@ impl<N: concord_core::Node> Simulation<N> {
         if slot.node.is_none() {
             return Ok(());
         }
-        let lost = slot.crash(self.now);
+        let (lost, lost_checkpoints) = slot.crash(self.now);
         self.stats.crashes += 1;
         self.stats.persists_lost += lost as u64;
-        self.trace_line(|| format!("n{id} crashed ({lost} unconfirmed writes lost)"));
+        self.stats.checkpoints_lost += u64::from(lost_checkpoints);
+        self.trace_line(|| {
+            let checkpoints = if lost_checkpoints {
+                ", and its unsettled checkpoints"
+            } else {
+                ""
+            };
+            format!("n{id} crashed ({lost} unconfirmed writes lost{checkpoints})")
+        });
         // Its kernel closes its connections: every running node it can reach sees the reset
         // after the link's smallest latency (a partitioned one sees nothing).
         for other in 0..self.config.nodes as NodeId {

@@ -60,6 +60,8 @@ pub struct Stats {
     pub persists_completed: u64,
     /// Writes lost to a crash before becoming durable.
     pub persists_lost: u64,
+    /// Crashes that lost confirmed checkpoints not yet settled ([`concord_core::Node::is_checkpoint`]).
+    pub checkpoints_lost: u64,
     /// Node crashes.
     pub crashes: u64,
     /// Node restarts.

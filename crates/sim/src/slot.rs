@@ -126,6 +126,17 @@ pub(crate) struct InFlightWrite<W> {
     pub write: W,
 }
 
+/// Confirmed checkpoint writes ([`Node::is_checkpoint`]) not yet settled: a crash now loses
+/// them, as a real runtime loses a checkpoint whose log compaction is not in place yet.
+pub(crate) struct Unsettled<N: Node> {
+    /// The storage before the oldest of them.
+    pub before: N::Storage,
+    /// Every other write confirmed since, in order.
+    pub since: Vec<N::Write>,
+    /// They settle once the write with this sequence number is durable.
+    pub settle_at: u64,
+}
+
 pub(crate) struct Slot<N: Node> {
     /// The running incarnation; `None` while crashed.
     pub node: Option<N>,
@@ -156,6 +167,8 @@ pub(crate) struct Slot<N: Node> {
     /// Sends and replies behind unconfirmed writes: `(barrier, effect)`, barriers ascending.
     pub held: VecDeque<(u64, HeldEffect<N>)>,
     pub byzantine: Option<Rewriter<N>>,
+    /// Confirmed checkpoints a crash would still lose.
+    pub unsettled: Option<Unsettled<N>>,
 }
 
 impl<N: Node> std::fmt::Debug for Slot<N> {
@@ -189,13 +202,50 @@ impl<N: Node> Slot<N> {
             durable: 0,
             held: VecDeque::new(),
             byzantine: None,
+            unsettled: None,
         }
     }
 
-    /// Forgets everything volatile: the node, queued writes, held sends, parked events.
-    /// Returns how many writes were lost.
-    pub(crate) fn crash(&mut self, now: Time) -> usize {
+    /// Makes confirmed write `write` (sequence number `sequence`) durable: folds it into the
+    /// storage, and keeps what a crash before its checkpoints settle must restore.
+    pub(crate) fn store(&mut self, sequence: u64, write: &N::Write) {
+        if N::is_checkpoint(write) {
+            // Settles after 1 to 16 more writes, a fixed pseudo-random number per checkpoint
+            // (drawing from a generator would shift every later draw of the run).
+            let mut seed = self.incarnation.to_le_bytes().to_vec();
+            seed.extend_from_slice(&sequence.to_le_bytes());
+            let settle_at = sequence + 1 + concord_core::digest(&seed) % 16;
+            match &mut self.unsettled {
+                Some(unsettled) => unsettled.settle_at = settle_at,
+                None => {
+                    self.unsettled = Some(Unsettled {
+                        before: self.storage.clone(),
+                        since: Vec::new(),
+                        settle_at,
+                    })
+                }
+            }
+        } else if let Some(unsettled) = &mut self.unsettled {
+            if sequence >= unsettled.settle_at {
+                self.unsettled = None;
+            } else {
+                unsettled.since.push(write.clone());
+            }
+        }
+        N::apply_write(&mut self.storage, write);
+    }
+
+    /// Forgets everything volatile: the node, queued writes, held sends, parked events, and
+    /// unsettled checkpoints. Returns how many writes were lost, and whether checkpoints were.
+    pub(crate) fn crash(&mut self, now: Time) -> (usize, bool) {
         let lost = self.writes.len();
+        let lost_checkpoints = self.unsettled.is_some();
+        if let Some(unsettled) = self.unsettled.take() {
+            self.storage = unsettled.before;
+            for write in &unsettled.since {
+                N::apply_write(&mut self.storage, write);
+            }
+        }
         self.node = None;
         self.incarnation += 1;
         self.paused = false;
@@ -208,7 +258,7 @@ impl<N: Node> Slot<N> {
         self.barrier = 0;
         self.durable = 0;
         self.held.clear();
-        lost
+        (lost, lost_checkpoints)
     }
 }
 

@@ -75,7 +75,8 @@ fn a_thousand_seeds_with_all_faults_have_no_violation() {
 
 /// Snapshots under every fault: the same sweep with a snapshot every 8 applied entries (sent
 /// in 64-byte chunks), so compaction, InstallSnapshot to lagging or restarted followers, and
-/// restarts from a snapshot happen under partitions, crashes, loss and the rest.
+/// restarts from a snapshot happen under partitions, crashes, loss and the rest — and crashes
+/// that lose a confirmed snapshot not yet settled (a checkpoint, `Node::is_checkpoint`).
 #[test]
 fn snapshots_under_all_faults_keep_every_invariant() {
     let config = concord_raft::Config {
@@ -84,6 +85,7 @@ fn snapshots_under_all_faults_keep_every_invariant() {
         ..concord_raft::Config::default()
     };
     let activity = Arc::new(Mutex::new((0u64, 0u64)));
+    let mut checkpoints_lost = 0;
     for seed in 0..300 {
         let options = SimOptions {
             seed,
@@ -109,9 +111,17 @@ fn snapshots_under_all_faults_keep_every_invariant() {
             "seed {seed}: history not linearizable: {:?}",
             verdict.verdict
         );
+        checkpoints_lost += report.stats.checkpoints_lost;
     }
     let (compactions, installs) = *activity.lock().unwrap();
-    eprintln!("{compactions} snapshots taken, {installs} InstallSnapshot messages");
+    eprintln!(
+        "{compactions} snapshots taken, {installs} InstallSnapshot messages, \
+         {checkpoints_lost} crashes lost unsettled snapshots"
+    );
+    assert!(
+        checkpoints_lost > 20,
+        "only {checkpoints_lost} crashes lost an unsettled snapshot"
+    );
     assert!(compactions > 1000, "only {compactions} snapshots taken");
     assert!(
         installs > 10,

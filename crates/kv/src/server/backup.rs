@@ -370,7 +370,7 @@ pub fn restore(
                 last_term: 1,
                 membership,
             }),
-            data: Arc::from(store.encode()),
+            data: store.encode_parts(),
         }),
         entries: Vec::new(),
     };
