@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use concord_core::StateBytes;
 use serde::{Deserialize, Serialize};
 
@@ -110,12 +110,12 @@ struct SnapshotRecordRef<'a> {
 #[derive(Clone, Default)]
 pub(crate) struct EncodedRecords {
     sealed: Vec<Bytes>,
-    tail: BytesMut,
+    tail: Vec<u8>,
     count: usize,
 }
 
 /// Appends what postcard writes to a buffer it borrows.
-struct Append<'a>(&'a mut BytesMut);
+struct Append<'a>(&'a mut Vec<u8>);
 
 impl Extend<u8> for Append<'_> {
     fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
@@ -149,11 +149,11 @@ impl EncodedRecords {
             kv: &record.kv,
         };
         if self.tail.len() >= CHUNK_BYTES {
-            let full =
-                std::mem::replace(&mut self.tail, BytesMut::with_capacity(CHUNK_BYTES + 1024));
-            self.sealed.push(full.freeze());
+            let full = std::mem::replace(&mut self.tail, Vec::with_capacity(CHUNK_BYTES + 1024));
+            // Sealing shares the buffer, not copies it.
+            self.sealed.push(Bytes::from(full));
         } else if self.tail.capacity() == 0 {
-            self.tail.reserve(CHUNK_BYTES + 1024);
+            self.tail.reserve_exact(CHUNK_BYTES + 1024);
         }
         let before = self.tail.len();
         // Encoding plain data into a buffer cannot fail; were it to, nothing is kept of it.
