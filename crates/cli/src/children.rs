@@ -83,6 +83,27 @@ impl Children {
         Ok(())
     }
 
+    /// Waits up to `patience` for node `id` to exit on its own, then forgets it; how it exited,
+    /// or `None` if it still runs.
+    pub(crate) fn wait_exited(
+        &mut self,
+        id: u64,
+        patience: Duration,
+    ) -> Result<Option<std::process::ExitStatus>> {
+        let Some(at) = self.0.iter().position(|(node, _)| *node == id) else {
+            anyhow::bail!("node {id} is not running");
+        };
+        let step = Duration::from_millis(20);
+        for _ in 0..=patience.as_millis() / step.as_millis() {
+            if let Some(status) = self.0[at].1.try_wait()? {
+                self.0.remove(at);
+                return Ok(Some(status));
+            }
+            std::thread::sleep(step);
+        }
+        Ok(None)
+    }
+
     /// Reports a node that exited on its own.
     pub(crate) fn exited(&mut self) -> Result<Option<String>> {
         for (id, child) in &mut self.0 {

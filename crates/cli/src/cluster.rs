@@ -367,6 +367,7 @@ pub(crate) async fn split_nodes(
     for (id, cut) in &isolate {
         let body = serde_json::to_string(&faults::Faults {
             isolate: cut.clone(),
+            fail_sync: false,
         })?;
         match call(nodes[id], Method::POST, "/faults", Some(body)).await {
             Ok((status, _)) if status.is_success() => {}
@@ -379,6 +380,19 @@ pub(crate) async fn split_nodes(
         bail!("not every node was reached:\n  {}", failed.join("\n  "));
     }
     Ok(isolate)
+}
+
+/// Makes the node at `endpoint` fail its next write-ahead log sync, as a failing disk would:
+/// the node stops (`POST /faults` with `fail_sync`; it heals the node's partition, if any).
+pub(crate) async fn fail_next_sync(endpoint: &str) -> Result<()> {
+    let body = serde_json::to_string(&faults::Faults {
+        isolate: Vec::new(),
+        fail_sync: true,
+    })?;
+    match call(endpoint, Method::POST, "/faults", Some(body)).await? {
+        (status, _) if status.is_success() => Ok(()),
+        (status, json) => bail!("{endpoint}: {status}: {}", message(&json)),
+    }
 }
 
 /// Sends one key's request to each endpoint in turn until one gives a definite answer (done,

@@ -45,7 +45,7 @@ pub enum DbCommand {
     /// with `--fault-injection`.
     Partition(PartitionArgs),
     /// Run a fresh local cluster under a checked workload while a seeded nemesis kills,
-    /// partitions, pauses and replaces nodes; then say whether an acknowledged write was lost,
+    /// partitions, pauses, fails the fsync of, and replaces nodes; then say whether an acknowledged write was lost,
     /// whether watches saw every revision once and in order, and whether the history is
     /// linearizable (Jepsen's method, on real processes).
     Nemesis(crate::db_nemesis::NemesisArgs),
@@ -178,7 +178,8 @@ pub struct ServeArgs {
     #[arg(long, requires = "peer_cert_file")]
     pub peer_client_cert_auth: bool,
     /// Serve `GET` and `POST /faults` on the client port, so that `concord db partition` can
-    /// cut members off from each other. For tests of partitions; never in production.
+    /// cut members off from each other and `concord db nemesis` can fail a sync. For tests of
+    /// partitions and failing disks; never in production.
     #[arg(long)]
     pub fault_injection: bool,
 }

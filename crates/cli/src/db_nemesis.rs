@@ -6,6 +6,9 @@
 //! * `partition`: cut a random minority off from the rest (`--fault-injection`, as
 //!   `concord db partition` does), then heal;
 //! * `pause`: SIGSTOP a node (a long GC pause, a stalled VM), then SIGCONT;
+//! * `disk`: make a node's next write-ahead log sync fail, as a failing disk's would
+//!   (`--fault-injection`); the node must stop rather than retry and go on, and it is then
+//!   restarted from its data directory;
 //! * `member`: remove a node's member from the cluster and stop it, then bring the node back
 //!   afresh as a new member: added as a learner, started with an empty data directory and the
 //!   members as they are now, caught up, promoted (etcd's procedure to replace a member).
@@ -33,7 +36,7 @@ use rand::Rng as _;
 
 use crate::args::std_duration;
 use crate::check::linearizability_outcome;
-use crate::cluster::{split_nodes, Split};
+use crate::cluster::{fail_next_sync, split_nodes, Split};
 use crate::db::LocalCluster;
 use crate::{render, Outcome};
 
@@ -49,11 +52,11 @@ pub struct NemesisArgs {
     /// Cluster size.
     #[arg(long, default_value_t = 3)]
     pub nodes: u64,
-    /// The faults to draw from: kill, partition, pause, member.
+    /// The faults to draw from: kill, partition, pause, disk, member.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill,partition,pause,member"
+        default_value = "kill,partition,pause,disk,member"
     )]
     pub faults: Vec<String>,
     /// The mean time between faults, and a fault's mean length (each drawn from half to one
@@ -84,6 +87,7 @@ enum Fault {
     Kill,
     Partition,
     Pause,
+    Disk,
     Member,
 }
 
@@ -93,8 +97,11 @@ impl Fault {
             "kill" => Fault::Kill,
             "partition" => Fault::Partition,
             "pause" => Fault::Pause,
+            "disk" => Fault::Disk,
             "member" => Fault::Member,
-            other => bail!("--faults: unknown fault '{other}' (kill, partition, pause, member)"),
+            other => {
+                bail!("--faults: unknown fault '{other}' (kill, partition, pause, disk, member)")
+            }
         })
     }
 }
@@ -114,7 +121,7 @@ pub fn run(args: &NemesisArgs) -> Result<Outcome> {
     faults.sort();
     faults.dedup();
     if faults.is_empty() {
-        bail!("--faults: name at least one of kill, partition, pause, member");
+        bail!("--faults: name at least one of kill, partition, pause, disk, member");
     }
     for (fault, name) in [(Fault::Partition, "partition"), (Fault::Member, "member")] {
         if faults.contains(&fault) && args.nodes < 3 {
@@ -189,10 +196,11 @@ pub fn run(args: &NemesisArgs) -> Result<Outcome> {
     let count = |kind: Fault| injected.iter().filter(|&&f| f == kind).count();
     outln!();
     outln!(
-        "faults: {} kill, {} partition, {} pause, {} member in {:.1}s",
+        "faults: {} kill, {} partition, {} pause, {} disk, {} member in {:.1}s",
         count(Fault::Kill),
         count(Fault::Partition),
         count(Fault::Pause),
+        count(Fault::Disk),
         count(Fault::Member),
         start.elapsed().as_secs_f64()
     );
@@ -354,6 +362,10 @@ fn inject(
                 split(rt, cluster, Some(groups.clone()))?;
                 outln!("{at:7.1}s  partition {groups} (members)");
             }
+            Fault::Disk => {
+                rt.block_on(fail_next_sync(&cluster.endpoints[node as usize - 1]))?;
+                outln!("{at:7.1}s  fail node {node}'s next fsync");
+            }
             Fault::Member => {
                 let old = cluster.member(node);
                 rt.block_on(remove_member(cluster, node, old))?;
@@ -374,6 +386,18 @@ fn inject(
             Fault::Partition => {
                 split(rt, cluster, None)?;
                 "heal".to_string()
+            }
+            Fault::Disk => {
+                // Under the load every member syncs many times a second: it has stopped by now.
+                let how = match cluster
+                    .children
+                    .wait_exited(node, Duration::from_secs(10))?
+                {
+                    Some(status) => format!("node {node} had stopped ({status})"),
+                    None => bail!("node {node} still runs 10 s after its fsync was made to fail"),
+                };
+                cluster.spawn(node)?;
+                format!("{how}; restart it")
             }
             Fault::Member => {
                 let new = rt.block_on(add_learner(cluster, node))?;

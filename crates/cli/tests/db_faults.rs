@@ -517,6 +517,7 @@ fn the_nemesis_kills_partitions_pauses_and_replaces_members_and_the_history_chec
             line.contains("kill -9 node")
                 || line.contains("partition ")
                 || line.contains("(SIGSTOP)")
+                || line.contains("next fsync")
                 || line.contains("remove member")
         })
         .count();
@@ -527,9 +528,58 @@ fn the_nemesis_kills_partitions_pauses_and_replaces_members_and_the_history_chec
 }
 
 #[test]
+fn a_failed_fsync_stops_the_node_under_load_and_its_restart_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let port = nemesis_ports(3);
+    let output = db::concord()
+        .args(["db", "nemesis", "--seed", "3", "--faults", "disk"])
+        .args(["--duration", "5s", "--interval", "700ms"])
+        .args(["--heartbeat", "50ms", "--election-timeout", "300ms"])
+        .args(["--client-port", &port.to_string()])
+        .args(["--peer-port", &(port + 1).to_string()])
+        .arg("--dir")
+        .arg(dir.path().join("run"))
+        .output()
+        .expect("concord db nemesis runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let logs: String = (1..=3)
+        .map(|i| {
+            let log = dir.path().join(format!("run/node{i}.log"));
+            std::fs::read_to_string(log).unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        output.status.success(),
+        "{stdout}{}\n{logs}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Each injected failure stopped its node (the process exited on its own with the CLI's
+    // error status, 3, never retrying), and the node was restarted from its data directory.
+    let injected = stdout.matches("next fsync").count();
+    let stopped = stdout
+        .matches("had stopped (exit status: 3); restart it")
+        .count();
+    assert!(injected >= 2, "{stdout}");
+    assert_eq!(stopped, injected, "{stdout}");
+    assert!(
+        logs.matches("syncing the write-ahead log failed").count() >= injected,
+        "{logs}"
+    );
+    assert!(
+        stdout.contains("acknowledged writes: every one present at every member"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("history: linearizable"), "{stdout}");
+}
+
+#[test]
 fn the_nemesis_refuses_bad_flags_before_starting_anything() {
     for (flags, reason) in [
         (&["--faults", "kill,meteor"][..], "unknown fault 'meteor'"),
+        (
+            &["--faults", "disk,fire"][..],
+            "(kill, partition, pause, disk, member)",
+        ),
         (
             &["--faults", "partition", "--nodes", "2"][..],
             "at least 3 nodes",

@@ -1,24 +1,30 @@
-//! Network partitions between real processes, for tests of what a cluster does under them
-//! (the simulator's partitions, on real nodes).
+//! Network partitions and a failing disk on real processes, for tests of what a cluster does
+//! under them (the simulator's partitions and crashes, on real nodes).
 //!
 //! A node told to isolate itself from some peers drops every frame to and from them
 //! ([`crate::BlockedPeers`]); its clients still reach it. Cutting every member off from the
 //! members outside its own group splits the cluster into those groups, as a switch failing
 //! would: [`parse_groups`] reads a split written `1,2/3`, [`cut_offs`] says whom each member
 //! drops, and each member is told its part through its own fault endpoint
-//! (`POST /faults` with [`Faults`]; `GET /faults` answers an [`Isolation`]).
+//! (`POST /faults` with [`Faults`]; `GET /faults` answers an [`Isolation`]). The same body
+//! can make the node's next write-ahead log sync fail (`fail_sync`), which stops the node as a
+//! failing disk does: it never retries and goes on.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use concord_core::NodeId;
 use serde::{Deserialize, Serialize};
 
-/// The body of `POST /faults`: the peers this node is cut off from (empty heals every link).
+/// The body of `POST /faults`: every fault of this node at once (a field left out is off).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Faults {
-    /// Peers whose traffic to and from this node is dropped.
+    /// Peers whose traffic to and from this node is dropped (empty heals every link).
+    #[serde(default)]
     pub isolate: Vec<NodeId>,
+    /// The node's next write-ahead log sync fails, and the node stops.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_sync: bool,
 }
 
 impl Faults {
@@ -29,8 +35,9 @@ impl Faults {
         members: &BTreeSet<NodeId>,
         body: &[u8],
     ) -> Result<Faults, String> {
-        let faults: Faults = serde_json::from_slice(body)
-            .map_err(|e| format!("expected {{\"isolate\": [node ids]}}: {e}"))?;
+        let faults: Faults = serde_json::from_slice(body).map_err(|e| {
+            format!("expected {{\"isolate\": [node ids], \"fail_sync\": true or false}}: {e}")
+        })?;
         for &peer in &faults.isolate {
             if peer == me {
                 return Err(format!("node {me} cannot be isolated from itself"));
@@ -156,5 +163,18 @@ mod tests {
         assert!(request(r#"{"cut":[2]}"#)
             .unwrap_err()
             .contains("expected {\"isolate\""));
+    }
+
+    #[test]
+    fn a_body_names_every_fault_and_one_left_out_is_off() {
+        let all = members(&[1, 2, 3]);
+        let request = |body: &str| Faults::from_request(1, &all, body.as_bytes());
+        let disk = request(r#"{"fail_sync":true}"#).unwrap();
+        assert!(disk.fail_sync && disk.isolate.is_empty());
+        assert!(!request(r#"{"isolate":[2]}"#).unwrap().fail_sync);
+        assert_eq!(request("{}").unwrap(), Faults::default());
+        assert!(request(r#"{"fail_sync":"yes"}"#)
+            .unwrap_err()
+            .contains("\"fail_sync\": true or false"));
     }
 }

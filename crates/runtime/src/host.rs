@@ -33,6 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -370,6 +371,8 @@ pub struct NodeHandle<N: HostedNode> {
     metrics: HostMetrics,
     local_addr: SocketAddr,
     blocked: BlockedPeers,
+    /// Set by fault injection: the WAL thread fails its next sync.
+    fail_sync: Arc<AtomicBool>,
     cluster_id: ClusterId,
     task: Arc<tokio::sync::Mutex<Option<JoinHandle<()>>>>,
 }
@@ -388,6 +391,7 @@ impl<N: HostedNode> Clone for NodeHandle<N> {
             metrics: self.metrics.clone(),
             local_addr: self.local_addr,
             blocked: self.blocked.clone(),
+            fail_sync: self.fail_sync.clone(),
             cluster_id: self.cluster_id.clone(),
             task: self.task.clone(),
         }
@@ -518,7 +522,8 @@ impl<N: HostedNode> NodeHandle<N> {
     }
 
     /// Serves the body of a `POST /faults` ([`Faults::from_request`], checked against
-    /// `members`): cuts this node off from the peers it names, saying so in the log, and tells
+    /// `members`): cuts this node off from the peers it names, and with `fail_sync` makes its
+    /// next WAL sync fail (so the node stops, as on a failing disk), saying so in the log; tells
     /// where the node stands then.
     pub fn apply_faults(
         &self,
@@ -528,6 +533,13 @@ impl<N: HostedNode> NodeHandle<N> {
         let faults = Faults::from_request(self.id, &members, body)?;
         tracing::warn!(node = self.id, isolate = ?faults.isolate, "dropping traffic with peers (fault injection)");
         self.set_blocked_peers(faults.isolate);
+        if faults.fail_sync {
+            tracing::warn!(
+                node = self.id,
+                "the next write-ahead log sync will fail (fault injection)"
+            );
+        }
+        self.fail_sync.store(faults.fail_sync, Ordering::SeqCst);
         Ok(self.isolation(members))
     }
 
@@ -719,9 +731,11 @@ pub async fn start_with_listener<N: HostedNode>(
         size_after_compaction: 0,
         metrics: metrics.clone(),
         gate: config.sync_gate.clone(),
+        fail_sync: Arc::new(AtomicBool::new(false)),
         compacting: None,
         checkpoint_folded: false,
     };
+    let fail_sync = wal_worker.fail_sync.clone();
     let wal_task =
         tokio::task::spawn_blocking(move || wal_worker.run(wal_receiver, wal_events_sender));
 
@@ -786,6 +800,7 @@ pub async fn start_with_listener<N: HostedNode>(
         metrics,
         local_addr,
         blocked,
+        fail_sync,
         cluster_id,
         task: Arc::new(tokio::sync::Mutex::new(Some(task))),
     })
@@ -1142,6 +1157,8 @@ struct WalWorker<N: HostedNode> {
     size_after_compaction: u64,
     metrics: HostMetrics,
     gate: Option<SyncGate>,
+    /// Fault injection ([`NodeHandle::apply_faults`]): fail the next sync.
+    fail_sync: Arc<AtomicBool>,
     /// The compaction whose base is being written on a thread of its own, if any.
     compacting: Option<Compacting>,
     /// A checkpoint write was folded into `storage` without being appended: the next
@@ -1226,6 +1243,13 @@ impl<N: HostedNode> WalWorker<N> {
         }
         if let Some(gate) = &self.gate {
             gate.wait();
+        }
+        if self.fail_sync.swap(false, Ordering::SeqCst) {
+            return Err(
+                "syncing the write-ahead log failed: a failure injected as a failing \
+                        disk's (fault injection)"
+                    .into(),
+            );
         }
         let stopwatch = Stopwatch::start();
         self.wal.sync().map_err(|e| e.to_string())?;

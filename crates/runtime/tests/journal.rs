@@ -276,3 +276,31 @@ async fn a_checkpoint_is_not_appended_but_made_durable_by_the_compaction_it_star
     assert_eq!(entries, vec![1, 2, CHECKPOINT, 3]);
     host.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_sync_failure_stops_the_host_and_the_write_is_never_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::new();
+    let host = start(journal_config(dir.path(), &gate)).await.unwrap();
+    assert_eq!(host.request(1).await.unwrap(), 1);
+    let members = std::collections::BTreeSet::from([0]);
+    assert!(host
+        .apply_faults(members.clone(), br#"{"fail_sync": maybe}"#)
+        .unwrap_err()
+        .contains("fail_sync"));
+    host.apply_faults(members, br#"{"fail_sync": true}"#)
+        .unwrap();
+    let failed = host.request(2).await;
+    assert!(
+        matches!(failed, Err(HostError::Stopped { .. })),
+        "{failed:?}"
+    );
+    let reason = tokio::time::timeout(PATIENCE, host.wait_stopped())
+        .await
+        .unwrap();
+    assert!(reason.contains("failing disk"), "{reason}");
+    assert!(
+        host.shutdown().await.is_err(),
+        "shutdown reports the failure"
+    );
+}
