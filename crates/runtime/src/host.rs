@@ -1246,9 +1246,7 @@ impl<N: HostedNode> WalWorker<N> {
         }
         if self.fail_sync.swap(false, Ordering::SeqCst) {
             return Err(
-                "syncing the write-ahead log failed: a failure injected as a failing \
-                        disk's (fault injection)"
-                    .into(),
+                "syncing the write-ahead log failed (fault injection: a failing disk)".into(),
             );
         }
         let stopwatch = Stopwatch::start();
