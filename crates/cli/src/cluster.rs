@@ -367,7 +367,7 @@ pub(crate) async fn split_nodes(
     for (id, cut) in &isolate {
         let body = serde_json::to_string(&faults::Faults {
             isolate: cut.clone(),
-            fail_sync: false,
+            ..faults::Faults::default()
         })?;
         match call(nodes[id], Method::POST, "/faults", Some(body)).await {
             Ok((status, _)) if status.is_success() => {}
@@ -382,13 +382,11 @@ pub(crate) async fn split_nodes(
     Ok(isolate)
 }
 
-/// Makes the node at `endpoint` fail its next write-ahead log sync, as a failing disk would:
-/// the node stops (`POST /faults` with `fail_sync`; it heals the node's partition, if any).
-pub(crate) async fn fail_next_sync(endpoint: &str) -> Result<()> {
-    let body = serde_json::to_string(&faults::Faults {
-        isolate: Vec::new(),
-        fail_sync: true,
-    })?;
+/// Tells the node at `endpoint` its faults (`POST /faults`): e.g. to fail its next
+/// write-ahead log sync, as a failing disk would (the node stops), or to jump its clock ahead.
+/// Any partition of the node that `faults` does not name is healed.
+pub(crate) async fn inject_faults(endpoint: &str, faults: &faults::Faults) -> Result<()> {
+    let body = serde_json::to_string(faults)?;
     match call(endpoint, Method::POST, "/faults", Some(body)).await? {
         (status, _) if status.is_success() => Ok(()),
         (status, json) => bail!("{endpoint}: {status}: {}", message(&json)),

@@ -9,6 +9,9 @@
 //! * `disk`: make a node's next write-ahead log sync fail, as a failing disk's would
 //!   (`--fault-injection`); the node must stop rather than retry and go on, and it is then
 //!   restarted from its data directory;
+//! * `clock`: jump a node's clock ahead by one to four election timeouts, as a clock set
+//!   forward would (`--fault-injection`); its timers fire early. Never undone: clocks here only
+//!   go forward;
 //! * `member`: remove a node's member from the cluster and stop it, then bring the node back
 //!   afresh as a new member: added as a learner, started with an empty data directory and the
 //!   members as they are now, caught up, promoted (etcd's procedure to replace a member).
@@ -36,9 +39,10 @@ use rand::Rng as _;
 
 use crate::args::std_duration;
 use crate::check::linearizability_outcome;
-use crate::cluster::{fail_next_sync, split_nodes, Split};
+use crate::cluster::{inject_faults, split_nodes, Split};
 use crate::db::LocalCluster;
 use crate::{render, Outcome};
+use concord_runtime::faults::Faults;
 
 /// Flags of `concord db nemesis`.
 #[derive(Debug, Args)]
@@ -52,11 +56,11 @@ pub struct NemesisArgs {
     /// Cluster size.
     #[arg(long, default_value_t = 3)]
     pub nodes: u64,
-    /// The faults to draw from: kill, partition, pause, disk, member.
+    /// The faults to draw from: kill, partition, pause, disk, clock, member.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill,partition,pause,disk,member"
+        default_value = "kill,partition,pause,disk,clock,member"
     )]
     pub faults: Vec<String>,
     /// The mean time between faults, and a fault's mean length (each drawn from half to one
@@ -88,6 +92,7 @@ enum Fault {
     Partition,
     Pause,
     Disk,
+    Clock,
     Member,
 }
 
@@ -98,10 +103,11 @@ impl Fault {
             "partition" => Fault::Partition,
             "pause" => Fault::Pause,
             "disk" => Fault::Disk,
+            "clock" => Fault::Clock,
             "member" => Fault::Member,
-            other => {
-                bail!("--faults: unknown fault '{other}' (kill, partition, pause, disk, member)")
-            }
+            other => bail!(
+                "--faults: unknown fault '{other}' (kill, partition, pause, disk, clock, member)"
+            ),
         })
     }
 }
@@ -110,6 +116,7 @@ impl Fault {
 pub fn run(args: &NemesisArgs) -> Result<Outcome> {
     let duration = std_duration("duration", &args.duration)?;
     let interval = std_duration("interval", &args.interval)?;
+    let election_timeout = std_duration("election-timeout", &args.election_timeout)?;
     if interval.is_zero() {
         bail!("--interval must be positive");
     }
@@ -121,7 +128,7 @@ pub fn run(args: &NemesisArgs) -> Result<Outcome> {
     faults.sort();
     faults.dedup();
     if faults.is_empty() {
-        bail!("--faults: name at least one of kill, partition, pause, disk, member");
+        bail!("--faults: name at least one of kill, partition, pause, disk, clock, member");
     }
     for (fault, name) in [(Fault::Partition, "partition"), (Fault::Member, "member")] {
         if faults.contains(&fault) && args.nodes < 3 {
@@ -179,6 +186,7 @@ pub fn run(args: &NemesisArgs) -> Result<Outcome> {
         faults,
         duration,
         interval,
+        election_timeout,
     };
     let (injected, outcome) = match inject(&schedule, &rt, &mut cluster, workload, start) {
         Ok(done) => done,
@@ -196,11 +204,12 @@ pub fn run(args: &NemesisArgs) -> Result<Outcome> {
     let count = |kind: Fault| injected.iter().filter(|&&f| f == kind).count();
     outln!();
     outln!(
-        "faults: {} kill, {} partition, {} pause, {} disk, {} member in {:.1}s",
+        "faults: {} kill, {} partition, {} pause, {} disk, {} clock, {} member in {:.1}s",
         count(Fault::Kill),
         count(Fault::Partition),
         count(Fault::Pause),
         count(Fault::Disk),
+        count(Fault::Clock),
         count(Fault::Member),
         start.elapsed().as_secs_f64()
     );
@@ -300,6 +309,8 @@ struct Schedule<'a> {
     faults: Vec<Fault>,
     duration: Duration,
     interval: Duration,
+    /// The nodes' election timeout: what a clock jump is measured in.
+    election_timeout: Duration,
 }
 
 /// Injects the seed's faults, one at a time, each undone before the next, for `duration`;
@@ -317,8 +328,9 @@ fn inject(
         faults,
         duration,
         interval,
+        election_timeout,
     } = schedule;
-    let (duration, interval) = (*duration, *interval);
+    let (duration, interval, election_timeout) = (*duration, *interval, *election_timeout);
     let mut rng = concord_core::seeded_rng(args.seed, 0);
     let draw = |rng: &mut concord_core::Rng| interval.mul_f64(rng.gen_range(0.5..1.5));
     let mut injected = Vec::new();
@@ -363,8 +375,30 @@ fn inject(
                 outln!("{at:7.1}s  partition {groups} (members)");
             }
             Fault::Disk => {
-                rt.block_on(fail_next_sync(&cluster.endpoints[node as usize - 1]))?;
+                let faults = Faults {
+                    fail_sync: true,
+                    ..Faults::default()
+                };
+                rt.block_on(inject_faults(
+                    &cluster.endpoints[node as usize - 1],
+                    &faults,
+                ))?;
                 outln!("{at:7.1}s  fail node {node}'s next fsync");
+            }
+            Fault::Clock => {
+                let jump = election_timeout.mul_f64(rng.gen_range(1.0..4.0));
+                let faults = Faults {
+                    clock_jump_ms: jump.as_millis() as u64,
+                    ..Faults::default()
+                };
+                rt.block_on(inject_faults(
+                    &cluster.endpoints[node as usize - 1],
+                    &faults,
+                ))?;
+                outln!(
+                    "{at:7.1}s  jump node {node}'s clock {} ms ahead",
+                    faults.clock_jump_ms
+                );
             }
             Fault::Member => {
                 let old = cluster.member(node);
@@ -399,6 +433,7 @@ fn inject(
                 cluster.spawn(node)?;
                 format!("{how}; restart it")
             }
+            Fault::Clock => format!("node {node}'s clock stays ahead (clocks only go forward)"),
             Fault::Member => {
                 let new = rt.block_on(add_learner(cluster, node))?;
                 cluster.replace(node, new)?;

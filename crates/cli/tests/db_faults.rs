@@ -518,6 +518,7 @@ fn the_nemesis_kills_partitions_pauses_and_replaces_members_and_the_history_chec
                 || line.contains("partition ")
                 || line.contains("(SIGSTOP)")
                 || line.contains("next fsync")
+                || line.contains("s clock ")
                 || line.contains("remove member")
         })
         .count();
@@ -578,7 +579,11 @@ fn the_nemesis_refuses_bad_flags_before_starting_anything() {
         (&["--faults", "kill,meteor"][..], "unknown fault 'meteor'"),
         (
             &["--faults", "disk,fire"][..],
-            "(kill, partition, pause, disk, member)",
+            "(kill, partition, pause, disk, clock, member)",
+        ),
+        (
+            &["--election-timeout", "soon"][..],
+            "--election-timeout 'soon'",
         ),
         (
             &["--faults", "partition", "--nodes", "2"][..],
@@ -600,4 +605,50 @@ fn the_nemesis_refuses_bad_flags_before_starting_anything() {
         assert_eq!(output.status.code(), Some(3), "{flags:?}: {stderr}");
         assert!(stderr.contains(reason), "{flags:?}: {stderr}");
     }
+}
+
+#[test]
+fn clocks_jumping_ahead_under_load_lose_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let port = nemesis_ports(3);
+    let output = db::concord()
+        .args(["db", "nemesis", "--seed", "5", "--faults", "clock"])
+        .args(["--duration", "4s", "--interval", "500ms"])
+        .args(["--heartbeat", "50ms", "--election-timeout", "300ms"])
+        .args(["--client-port", &port.to_string()])
+        .args(["--peer-port", &(port + 1).to_string()])
+        .arg("--dir")
+        .arg(dir.path().join("run"))
+        .output()
+        .expect("concord db nemesis runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let logs: String = (1..=3)
+        .map(|i| {
+            let log = dir.path().join(format!("run/node{i}.log"));
+            std::fs::read_to_string(log).unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        output.status.success(),
+        "{stdout}{}\n{logs}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Jumps of one to four election timeouts (300 ms), each told to its node.
+    let jumps: Vec<u64> = stdout
+        .lines()
+        .filter_map(|line| line.split("clock ").nth(1)?.strip_suffix(" ms ahead"))
+        .map(|ms| ms.parse().expect("a jump in ms"))
+        .collect();
+    assert!(jumps.len() >= 2, "{stdout}");
+    assert!(jumps.iter().all(|ms| (300..1200).contains(ms)), "{jumps:?}");
+    assert_eq!(
+        logs.matches("the clock jumped ahead").count(),
+        jumps.len(),
+        "{logs}"
+    );
+    assert!(
+        stdout.contains("acknowledged writes: every one present at every member"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("history: linearizable"), "{stdout}");
 }

@@ -2,7 +2,10 @@
 //!
 //! Nodes never read a clock (`clippy.toml` forbids it): the host passes them [`Time`], the
 //! nanoseconds since an origin ([`TimeOrigin`]: the host's start, or the UNIX epoch), measured
-//! on tokio's monotonic clock.
+//! on tokio's monotonic clock, plus how far fault injection has jumped it ahead.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use concord_core::Time;
 use tokio::time::Instant;
@@ -23,11 +26,13 @@ pub enum TimeOrigin {
 }
 
 /// The host's monotonic clock.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Clock {
     start: Instant,
     /// The time at `start`.
     origin: Time,
+    /// Nanoseconds the clock was jumped ahead ([`Clock::jump`]); shared with the node's handle.
+    ahead: Arc<AtomicU64>,
 }
 
 impl Clock {
@@ -40,17 +45,30 @@ impl Clock {
         Clock {
             start: now(),
             origin,
+            ahead: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// Nanoseconds since the clock's origin.
     pub(crate) fn now(&self) -> Time {
-        self.origin + now().saturating_duration_since(self.start).as_nanos() as Time
+        self.origin + self.ahead() + now().saturating_duration_since(self.start).as_nanos() as Time
     }
 
     /// The instant at which this clock reads `time` (now, for a time before the clock started).
     pub(crate) fn instant_at(&self, time: Time) -> Instant {
-        self.start + std::time::Duration::from_nanos(time.saturating_sub(self.origin))
+        let since_start = time.saturating_sub(self.origin + self.ahead());
+        self.start + std::time::Duration::from_nanos(since_start)
+    }
+
+    /// Jumps the clock `by` nanoseconds ahead, as a clock set forward does (fault injection).
+    /// Never back: a node's time never decreases.
+    pub(crate) fn jump(&self, by: Time) {
+        self.ahead.fetch_add(by, Ordering::SeqCst);
+    }
+
+    /// Nanoseconds the clock was jumped ahead in all.
+    pub(crate) fn ahead(&self) -> Time {
+        self.ahead.load(Ordering::SeqCst)
     }
 }
 
@@ -98,5 +116,22 @@ mod tests {
         let later = from_epoch.instant_at(now + 5 * concord_core::time::MILLISECOND);
         assert!(later >= from_epoch.start + std::time::Duration::from_millis(5));
         assert_eq!(from_epoch.instant_at(0), from_epoch.start);
+    }
+
+    #[test]
+    fn a_jump_moves_the_time_and_every_deadline_ahead() {
+        let clock = Clock::start(TimeOrigin::HostStart);
+        let copy = clock.clone();
+        let before = clock.now();
+        let deadline = before + 10 * concord_core::time::SECOND;
+        let at = clock.instant_at(deadline);
+        copy.jump(4 * concord_core::time::SECOND);
+        assert!(clock.now() >= before + 4 * concord_core::time::SECOND);
+        assert_eq!(clock.ahead(), 4 * concord_core::time::SECOND);
+        // The same deadline now comes 4 s sooner.
+        assert_eq!(
+            clock.instant_at(deadline) + std::time::Duration::from_secs(4),
+            at
+        );
     }
 }

@@ -25,6 +25,14 @@ pub struct Faults {
     /// The node's next write-ahead log sync fails, and the node stops.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fail_sync: bool,
+    /// Jump the node's clock this many milliseconds ahead (a clock set forward; it never goes
+    /// back). Its timers fire early: elections, heartbeats, lease expiry.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub clock_jump_ms: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 impl Faults {
@@ -36,7 +44,10 @@ impl Faults {
         body: &[u8],
     ) -> Result<Faults, String> {
         let faults: Faults = serde_json::from_slice(body).map_err(|e| {
-            format!("expected {{\"isolate\": [node ids], \"fail_sync\": true or false}}: {e}")
+            format!(
+                "expected {{\"isolate\": [node ids], \"fail_sync\": true or false, \
+                 \"clock_jump_ms\": milliseconds}}: {e}"
+            )
         })?;
         for &peer in &faults.isolate {
             if peer == me {
@@ -60,6 +71,9 @@ pub struct Isolation {
     pub members: BTreeSet<NodeId>,
     /// The peers it is cut off from.
     pub isolated: BTreeSet<NodeId>,
+    /// How far its clock was jumped ahead in all, in milliseconds.
+    #[serde(default)]
+    pub clock_ahead_ms: u64,
 }
 
 /// Parses a split of `members` into groups, `0,1/2,3,4`: each member in one group at most.
@@ -173,6 +187,11 @@ mod tests {
         assert!(disk.fail_sync && disk.isolate.is_empty());
         assert!(!request(r#"{"isolate":[2]}"#).unwrap().fail_sync);
         assert_eq!(request("{}").unwrap(), Faults::default());
+        assert_eq!(
+            request(r#"{"clock_jump_ms":1500}"#).unwrap().clock_jump_ms,
+            1500
+        );
+        assert!(request(r#"{"clock_jump_ms":-5}"#).is_err());
         assert!(request(r#"{"fail_sync":"yes"}"#)
             .unwrap_err()
             .contains("\"fail_sync\": true or false"));

@@ -373,6 +373,8 @@ pub struct NodeHandle<N: HostedNode> {
     blocked: BlockedPeers,
     /// Set by fault injection: the WAL thread fails its next sync.
     fail_sync: Arc<AtomicBool>,
+    /// The node's clock, shared with its task (fault injection jumps it).
+    clock: Clock,
     cluster_id: ClusterId,
     task: Arc<tokio::sync::Mutex<Option<JoinHandle<()>>>>,
 }
@@ -392,6 +394,7 @@ impl<N: HostedNode> Clone for NodeHandle<N> {
             local_addr: self.local_addr,
             blocked: self.blocked.clone(),
             fail_sync: self.fail_sync.clone(),
+            clock: self.clock.clone(),
             cluster_id: self.cluster_id.clone(),
             task: self.task.clone(),
         }
@@ -518,13 +521,14 @@ impl<N: HostedNode> NodeHandle<N> {
             id: self.id,
             members,
             isolated: self.blocked_peers(),
+            clock_ahead_ms: self.clock.ahead() / concord_core::time::MILLISECOND,
         }
     }
 
     /// Serves the body of a `POST /faults` ([`Faults::from_request`], checked against
-    /// `members`): cuts this node off from the peers it names, and with `fail_sync` makes its
-    /// next WAL sync fail (so the node stops, as on a failing disk), saying so in the log; tells
-    /// where the node stands then.
+    /// `members`): cuts this node off from the peers it names, with `fail_sync` makes its next
+    /// WAL sync fail (so the node stops, as on a failing disk), and with `clock_jump_ms` jumps
+    /// its clock ahead, saying so in the log; tells where the node stands then.
     pub fn apply_faults(
         &self,
         members: BTreeSet<NodeId>,
@@ -540,6 +544,18 @@ impl<N: HostedNode> NodeHandle<N> {
             );
         }
         self.fail_sync.store(faults.fail_sync, Ordering::SeqCst);
+        if faults.clock_jump_ms > 0 {
+            self.clock.jump(
+                faults
+                    .clock_jump_ms
+                    .saturating_mul(concord_core::time::MILLISECOND),
+            );
+            tracing::warn!(
+                node = self.id,
+                by_ms = faults.clock_jump_ms,
+                "the clock jumped ahead (fault injection)"
+            );
+        }
         Ok(self.isolation(members))
     }
 
@@ -763,7 +779,7 @@ pub async fn start_with_listener<N: HostedNode>(
     let host = NodeTask::<N> {
         node,
         rng,
-        clock,
+        clock: clock.clone(),
         tick_interval: config.tick_interval,
         transport,
         wal_commands: Some(wal_commands),
@@ -801,6 +817,7 @@ pub async fn start_with_listener<N: HostedNode>(
         local_addr,
         blocked,
         fail_sync,
+        clock,
         cluster_id,
         task: Arc::new(tokio::sync::Mutex::new(Some(task))),
     })
