@@ -100,6 +100,11 @@ pub struct RunArgs {
     /// Isolate these nodes (comma-separated ids) for the middle half of the run and observe.
     #[arg(long, value_delimiter = ',')]
     pub partition: Option<Vec<NodeId>>,
+    /// Raft and Multi-Paxos: take a snapshot every this many applied entries, so that
+    /// compaction, snapshot transfer and restarts from a snapshot happen under the faults
+    /// (default: the protocol's, 10 000 and 1 000).
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
 }
 
 /// Flags of `concord sim` and `concord replay`.
@@ -253,6 +258,7 @@ impl RunArgs {
             nemesis,
             nemesis_source: self.nemesis.as_ref().map(|p| p.display().to_string()),
             partition: self.partition.clone(),
+            snapshot_every: self.snapshot_every,
             ..defaults
         };
         options.validate()?;

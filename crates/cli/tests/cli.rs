@@ -335,6 +335,55 @@ fn sweep_runs_seeds_and_reports_zero_violations() {
     );
 }
 
+#[test]
+fn frequent_snapshots_run_from_the_command_line_and_their_replay_keeps_them() {
+    for algorithm in ["raft", "paxos"] {
+        let args = [
+            "sim",
+            "--algorithm",
+            algorithm,
+            "--seed",
+            "3",
+            "--duration",
+            "4s",
+            "--snapshot-every",
+            "8",
+            "--json",
+        ];
+        let output = concord(&args);
+        let out = stdout(&output);
+        assert!(
+            output.status.success(),
+            "{args:?}: {out}{}",
+            stderr(&output)
+        );
+        let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        let replay = json["report"]["replay"].as_str().unwrap_or_default();
+        assert!(replay.ends_with("--snapshot-every 8"), "{args:?}: {replay}");
+    }
+    let output = concord(&[
+        "sweep",
+        "--seeds",
+        "4",
+        "--duration",
+        "3s",
+        "--snapshot-every",
+        "8",
+        "--check",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("0 violations"),
+        "{}",
+        stdout(&output)
+    );
+    assert_clear_error(&["sim", "--snapshot-every", "0"], "at least 1 entry");
+    assert_clear_error(
+        &["sim", "--algorithm", "pbft", "--snapshot-every", "8"],
+        "applies to raft and paxos",
+    );
+}
+
 /// Regression: `concord replay | head` panicked with "failed printing to stdout: Broken pipe".
 #[test]
 fn a_reader_closing_the_pipe_ends_the_command_quietly() {

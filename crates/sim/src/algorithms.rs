@@ -57,7 +57,7 @@ mod raft {
     pub(super) fn run(options: &SimOptions) -> Result<RunReport, SimError> {
         crate::runner::run_protocol::<Raft>(
             options,
-            concord_raft::Config::default(),
+            options.raft_config(),
             concord_raft::invariants::<KvStateMachine>(),
         )
     }
@@ -90,7 +90,7 @@ mod paxos {
     pub(super) fn run(options: &SimOptions) -> Result<RunReport, SimError> {
         crate::runner::run_protocol::<Paxos>(
             options,
-            concord_paxos::multi::Config::default(),
+            options.paxos_config(),
             concord_paxos::multi::invariants::<KvStateMachine>(),
         )
     }

@@ -68,6 +68,10 @@ pub struct SimOptions {
     pub partition: Option<Vec<NodeId>>,
     /// How every link starts out.
     pub link: LinkConfig,
+    /// Raft and Multi-Paxos: take a snapshot every this many applied entries (Raft sends it in
+    /// 64-byte chunks, so that installing one takes several messages); `None`: the protocol's
+    /// default (10 000 and 1 000 entries).
+    pub snapshot_every: Option<u64>,
     /// Keep a trace.
     pub trace: bool,
 }
@@ -89,6 +93,7 @@ impl Default for SimOptions {
             nemesis_source: None,
             partition: None,
             link: LinkConfig::default(),
+            snapshot_every: None,
             trace: false,
         }
     }
@@ -131,7 +136,29 @@ impl SimOptions {
             let ids: Vec<String> = partition.iter().map(|n| n.to_string()).collect();
             command.push_str(&format!(" --partition {}", ids.join(",")));
         }
+        if let Some(entries) = self.snapshot_every {
+            command.push_str(&format!(" --snapshot-every {entries}"));
+        }
         command
+    }
+
+    /// The Raft configuration these options ask for.
+    pub fn raft_config(&self) -> concord_raft::Config {
+        let mut config = concord_raft::Config::default();
+        if let Some(entries) = self.snapshot_every {
+            config.snapshot_threshold = entries;
+            config.snapshot_chunk_size = 64;
+        }
+        config
+    }
+
+    /// The Multi-Paxos configuration these options ask for.
+    pub fn paxos_config(&self) -> concord_paxos::multi::Config {
+        let mut config = concord_paxos::multi::Config::default();
+        if let Some(entries) = self.snapshot_every {
+            config.snapshot_threshold = entries;
+        }
+        config
     }
 
     /// Checks what can be checked without the protocol.
@@ -160,6 +187,24 @@ impl SimOptions {
         }
         if let Some(plan) = &self.nemesis {
             plan.validate(self.nodes)?;
+        }
+        match self.snapshot_every {
+            Some(0) => {
+                return Err(SimError::InvalidOption {
+                    name: "snapshot-every",
+                    message: "must be at least 1 entry".into(),
+                })
+            }
+            Some(_) if !matches!(self.algorithm.as_str(), "raft" | "paxos") => {
+                return Err(SimError::InvalidOption {
+                    name: "snapshot-every",
+                    message: format!(
+                        "applies to raft and paxos; {} checkpoints on its own schedule",
+                        self.algorithm
+                    ),
+                })
+            }
+            _ => {}
         }
         self.link.validate()?;
         Ok(())

@@ -79,11 +79,6 @@ fn a_thousand_seeds_with_all_faults_have_no_violation() {
 /// that lose a confirmed snapshot not yet settled (a checkpoint, `Node::is_checkpoint`).
 #[test]
 fn snapshots_under_all_faults_keep_every_invariant() {
-    let config = concord_raft::Config {
-        snapshot_threshold: 8,
-        snapshot_chunk_size: 64,
-        ..concord_raft::Config::default()
-    };
     let activity = Arc::new(Mutex::new((0u64, 0u64)));
     let mut checkpoints_lost = 0;
     for seed in 0..300 {
@@ -92,24 +87,31 @@ fn snapshots_under_all_faults_keep_every_invariant() {
             duration: 8 * SECOND,
             ops: 150,
             faults: FaultSelection::All,
+            snapshot_every: Some(8),
             ..SimOptions::default()
         };
         let mut checkers = concord_raft::invariants::<KvStateMachine>();
         checkers.push(Box::new(SnapshotActivity(Arc::clone(&activity))));
         let report =
-            run_protocol::<RaftNode<KvStateMachine>>(&options, config.clone(), checkers).unwrap();
+            run_protocol::<RaftNode<KvStateMachine>>(&options, options.raft_config(), checkers)
+                .unwrap();
         if let Some(failure) = &report.failure {
             panic!(
-                "seed {seed}: invariant '{}' violated at step {}: {}",
-                failure.invariant, failure.step, failure.detail
+                "seed {seed}: invariant '{}' violated at step {}: {}\nreplay: {}",
+                failure.invariant, failure.step, failure.detail, report.replay
             );
         }
-        assert!(report.converged, "seed {seed} did not converge");
+        assert!(
+            report.converged,
+            "seed {seed} did not converge\nreplay: {}",
+            report.replay
+        );
         let verdict = check_linearizability(&report.history, &RegisterModel, None).unwrap();
         assert!(
             verdict.verdict == Verdict::Linearizable,
-            "seed {seed}: history not linearizable: {:?}",
-            verdict.verdict
+            "seed {seed}: history not linearizable: {:?}\nreplay: {}",
+            verdict.verdict,
+            report.replay
         );
         checkpoints_lost += report.stats.checkpoints_lost;
     }
