@@ -12,9 +12,32 @@ use std::sync::{Arc, Mutex};
 
 use concord_core::{ClusterInvariant, Effect, EffectOf, KvStateMachine, NodeId, Violation};
 use concord_raft::RaftNode;
-use concord_sim::{run, run_protocol, FaultSelection, SimOptions};
+use concord_sim::{run, run_protocol, FaultSelection, RunReport, SimOptions};
 
 const SEEDS: u64 = 1000;
+
+/// Fails the test, naming the seed and the replay command, unless run `report` kept every
+/// invariant, converged and has a linearizable history.
+fn check(seed: u64, report: &RunReport) {
+    if let Some(failure) = &report.failure {
+        panic!(
+            "seed {seed}: invariant '{}' violated at step {}: {}\nreplay: {}",
+            failure.invariant, failure.step, failure.detail, report.replay
+        );
+    }
+    assert!(
+        report.converged,
+        "seed {seed} did not converge\nreplay: {}",
+        report.replay
+    );
+    let verdict = check_linearizability(&report.history, &RegisterModel, None).unwrap();
+    assert!(
+        verdict.verdict == Verdict::Linearizable,
+        "seed {seed}: history not linearizable: {:?}\nreplay: {}",
+        verdict.verdict,
+        report.replay
+    );
+}
 
 #[test]
 fn a_thousand_seeds_with_all_faults_have_no_violation() {
@@ -29,24 +52,7 @@ fn a_thousand_seeds_with_all_faults_have_no_violation() {
             ..SimOptions::default()
         };
         let report = run(&options).unwrap();
-        if let Some(failure) = &report.failure {
-            panic!(
-                "seed {seed}: invariant '{}' violated at step {}: {}\nreplay: {}",
-                failure.invariant, failure.step, failure.detail, failure.replay
-            );
-        }
-        assert!(
-            report.converged,
-            "seed {seed} did not converge\nreplay: {}",
-            report.replay
-        );
-        let verdict = check_linearizability(&report.history, &RegisterModel, None).unwrap();
-        assert!(
-            verdict.verdict == Verdict::Linearizable,
-            "seed {seed}: history not linearizable: {:?}\nreplay: {}",
-            verdict.verdict,
-            report.replay
-        );
+        check(seed, &report);
         for fault in &report.faults {
             *faults_seen.entry(fault.clone()).or_default() += 1;
         }
@@ -95,24 +101,7 @@ fn snapshots_under_all_faults_keep_every_invariant() {
         let report =
             run_protocol::<RaftNode<KvStateMachine>>(&options, options.raft_config(), checkers)
                 .unwrap();
-        if let Some(failure) = &report.failure {
-            panic!(
-                "seed {seed}: invariant '{}' violated at step {}: {}\nreplay: {}",
-                failure.invariant, failure.step, failure.detail, report.replay
-            );
-        }
-        assert!(
-            report.converged,
-            "seed {seed} did not converge\nreplay: {}",
-            report.replay
-        );
-        let verdict = check_linearizability(&report.history, &RegisterModel, None).unwrap();
-        assert!(
-            verdict.verdict == Verdict::Linearizable,
-            "seed {seed}: history not linearizable: {:?}\nreplay: {}",
-            verdict.verdict,
-            report.replay
-        );
+        check(seed, &report);
         checkpoints_lost += report.stats.checkpoints_lost;
     }
     let (compactions, installs) = *activity.lock().unwrap();
