@@ -91,12 +91,6 @@ impl From<Bytes> for StateBytes {
     }
 }
 
-impl From<&[u8]> for StateBytes {
-    fn from(bytes: &[u8]) -> Self {
-        StateBytes::from(Bytes::copy_from_slice(bytes))
-    }
-}
-
 impl PartialEq for StateBytes {
     fn eq(&self, other: &Self) -> bool {
         if self.len != other.len {

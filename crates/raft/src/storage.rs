@@ -166,7 +166,7 @@ mod tests {
                 last_term,
                 membership: Membership::new([1]),
             }),
-            data: StateBytes::from(&b"state"[..]),
+            data: StateBytes::from(b"state".to_vec()),
         }
     }
 

@@ -1,5 +1,6 @@
-//! Network partitions and a failing disk on real processes, for tests of what a cluster does
-//! under them (the simulator's partitions and crashes, on real nodes).
+//! Network partitions, a failing disk and a clock set forward on real processes, for tests of
+//! what a cluster does under them (the simulator's partitions, crashes and clock faults, on
+//! real nodes).
 //!
 //! A node told to isolate itself from some peers drops every frame to and from them
 //! ([`crate::BlockedPeers`]); its clients still reach it. Cutting every member off from the
@@ -8,7 +9,8 @@
 //! drops, and each member is told its part through its own fault endpoint
 //! (`POST /faults` with [`Faults`]; `GET /faults` answers an [`Isolation`]). The same body
 //! can make the node's next write-ahead log sync fail (`fail_sync`), which stops the node as a
-//! failing disk does: it never retries and goes on.
+//! failing disk does: it never retries and goes on; and jump its clock ahead
+//! (`clock_jump_ms`), which [`Isolation::clock_ahead_ms`] then reports.
 
 use std::collections::{BTreeMap, BTreeSet};
 

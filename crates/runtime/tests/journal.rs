@@ -304,3 +304,25 @@ async fn an_injected_sync_failure_stops_the_host_and_the_write_is_never_acknowle
         "shutdown reports the failure"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_jumps_add_up_and_the_fault_endpoint_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::new();
+    let host = start(journal_config(dir.path(), &gate)).await.unwrap();
+    let members = std::collections::BTreeSet::from([0]);
+    let jump = |ms: u64| {
+        host.apply_faults(
+            members.clone(),
+            format!(r#"{{"clock_jump_ms": {ms}}}"#).as_bytes(),
+        )
+        .unwrap()
+        .clock_ahead_ms
+    };
+    assert_eq!(jump(1500), 1500);
+    assert_eq!(jump(500), 2000);
+    // A body without a jump leaves the clock where it is.
+    assert_eq!(jump(0), 2000);
+    assert_eq!(host.request(1).await.unwrap(), 1, "the node still serves");
+    host.shutdown().await.unwrap();
+}
