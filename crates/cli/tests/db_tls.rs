@@ -193,6 +193,14 @@ fn a_cluster_with_tls_on_both_ports_serves_only_clients_with_a_certificate() {
         .expect("concord db bench runs");
     let report: serde_json::Value = serde_json::from_slice(&bench.stdout).expect("a JSON report");
     assert!(report["ok"].as_u64().unwrap_or(0) > 0, "{report}");
+    // The load generator reports what driving the load cost it (whole 10 ms ticks of CPU, so
+    // possibly none in so short a run).
+    assert!(
+        report["client_cpu_us_per_op"]
+            .as_f64()
+            .is_some_and(|us| us >= 0.0),
+        "{report}"
+    );
 }
 
 #[test]

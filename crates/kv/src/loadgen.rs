@@ -92,6 +92,9 @@ pub struct LoadReport {
     pub max_ack_gap_ms: f64,
     /// Why requests failed: each distinct gRPC status (code and message) with its count.
     pub errors: BTreeMap<String, u64>,
+    /// The CPU time this process (the load generator) spent per acknowledged request, in
+    /// microseconds: what driving the load costs on a machine it shares with the servers.
+    pub client_cpu_us_per_op: Option<f64>,
 }
 
 struct Shared {
@@ -133,6 +136,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
         last_ack: None,
         max_gap: Duration::ZERO,
     }));
+    let cpu_before = concord_runtime::process_cpu_time();
     let start = Instant::now();
     let deadline = start + config.duration;
     let mut tasks = Vec::with_capacity(config.clients);
@@ -148,6 +152,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
         task.await?;
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu = concord_runtime::process_cpu_time().saturating_sub(cpu_before);
     let shared = shared.lock().unwrap_or_else(|e| e.into_inner());
     let quantile_ms = |q: f64| shared.histogram.value_at_quantile(q) as f64 / 1000.0;
     Ok(LoadReport {
@@ -161,6 +166,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
         p99_ms: quantile_ms(0.99),
         max_ack_gap_ms: shared.max_gap.as_secs_f64() * 1000.0,
         errors: shared.errors.clone(),
+        client_cpu_us_per_op: (shared.ok > 0).then(|| cpu.as_secs_f64() * 1e6 / shared.ok as f64),
     })
 }
 

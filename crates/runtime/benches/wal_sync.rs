@@ -7,25 +7,11 @@
 
 use std::time::Duration;
 
-use concord_runtime::{Wal, WalOptions};
+use concord_runtime::{process_cpu_time, Wal, WalOptions};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 /// About what one group commit of a dozen 100-byte puts writes.
 const RECORD: usize = 1500;
-
-/// CPU time this process has used (user + system), from /proc.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
-    // Linux reports these in USER_HZ, 100 per second on every common configuration.
-    Duration::from_millis(ticks * 10)
-}
 
 fn sync(c: &mut Criterion) {
     let mut group = c.benchmark_group("wal_append_and_sync");
@@ -43,7 +29,7 @@ fn sync(c: &mut Criterion) {
         let (mut wal, _, _) = Wal::open(dir.path(), options).expect("a new log");
         let record = vec![7u8; RECORD];
         let mut syncs = 0u64;
-        let cpu_before = cpu_time();
+        let cpu_before = process_cpu_time();
         group.bench_function(name, |b| {
             b.iter(|| {
                 wal.append(&record).expect("append");
@@ -51,7 +37,7 @@ fn sync(c: &mut Criterion) {
                 syncs += 1;
             })
         });
-        let cpu = cpu_time().saturating_sub(cpu_before);
+        let cpu = process_cpu_time().saturating_sub(cpu_before);
         println!(
             "wal_append_and_sync/{name}: {:.1} µs of CPU per sync over {syncs} syncs",
             cpu.as_secs_f64() * 1e6 / syncs.max(1) as f64
