@@ -87,7 +87,11 @@ pub struct RaftNode<S: StateMachine> {
     pub(crate) next_read_id: u64,
     /// Orders reads waiting for the state machine.
     pub(crate) next_read_sequence: u64,
-    pub(crate) forwarded_reads: BTreeMap<u64, (RequestId, S::Query, Time)>,
+    /// Reads waiting to be forwarded to the leader, in one batch, once the batch in flight is
+    /// answered.
+    pub(crate) reads_to_forward: Vec<(RequestId, S::Query)>,
+    /// The batch of reads whose ReadIndexRequest is in flight, by its read id.
+    pub(crate) forwarded_reads: Option<(u64, crate::read::ForwardedReads<S::Query>)>,
     pub(crate) reads_awaiting_apply: BTreeMap<(LogIndex, u64), (RequestId, S::Query)>,
     /// An InstallSnapshot being received in chunks: its metadata and the bytes so far.
     pub(crate) incoming_snapshot: Option<(std::sync::Arc<crate::SnapshotMeta>, Vec<u8>)>,
@@ -194,7 +198,8 @@ impl<S: StateMachine + Default> RaftNode<S> {
             leader: None,
             next_read_id: rng.gen(),
             next_read_sequence: 0,
-            forwarded_reads: BTreeMap::new(),
+            reads_to_forward: Vec::new(),
+            forwarded_reads: None,
             reads_awaiting_apply: BTreeMap::new(),
             incoming_snapshot: None,
             next_token: 0,
@@ -538,8 +543,8 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
             }
             None => self.election_deadline,
         };
-        if let Some((_, _, sent)) = self.forwarded_reads.values().next() {
-            deadline = deadline.min(sent + self.config.election_timeout_max);
+        if let Some((_, batch)) = &self.forwarded_reads {
+            deadline = deadline.min(batch.sent + self.config.election_timeout_max);
         }
         Some(deadline)
     }

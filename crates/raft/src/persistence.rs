@@ -121,6 +121,7 @@ impl<S: StateMachine> RaftNode<S> {
 
     /// Emits everything this step produced, in the order the contract needs (module docs).
     pub(crate) fn flush(&mut self, rng: &mut Rng, effects: &mut Vec<RaftEffect<S>>) {
+        self.forward_reads();
         let leading = self.role == RaftRole::Leader;
         if leading {
             self.flush_leader_sends();

@@ -5,18 +5,32 @@
 //! quorum acknowledges; (4) answers once its applied index reaches the read index.
 //!
 //! **Follower reads** (§6.4): a follower asks the leader for a read index
-//! (`ReadIndexRequest`), waits until it has applied that far, and answers locally.
+//! (`ReadIndexRequest`), waits until it has applied that far, and answers locally. One request
+//! is in flight at a time: the reads that arrive meanwhile wait, and the next request asks for
+//! all of them (as etcd's read loop does), so follower reads cost O(round trips) messages, not
+//! O(reads).
 //!
 //! **Lease reads** (§6.4.1, opt-in): a leader whose quorum round sent at `t` was acknowledged
 //! knows no other leader can be elected before `t + election_timeout_min` (followers ignore
 //! votes that long, by stickiness); it serves reads locally until then, minus the clock drift
 //! bound.
 
-use concord_core::{NodeId, RequestId, StateMachine};
+use concord_core::{NodeId, RequestId, StateMachine, Time};
 
 use crate::leader::{PendingRead, ReadOrigin};
 use crate::node::RaftNode;
 use crate::{LogIndex, Message, RaftError, Response};
+
+/// Reads a follower asked the leader a read index for, in one ReadIndexRequest.
+#[derive(Clone, Debug)]
+pub(crate) struct ForwardedReads<Q> {
+    /// The leader asked.
+    pub(crate) to: NodeId,
+    /// When the request left; the batch fails an election timeout later.
+    pub(crate) sent: Time,
+    /// The reads, in arrival order.
+    pub(crate) reads: Vec<(RequestId, Q)>,
+}
 
 impl<S: StateMachine> RaftNode<S> {
     /// A client read arrives.
@@ -25,19 +39,68 @@ impl<S: StateMachine> RaftNode<S> {
             self.start_read(ReadOrigin::Local { id, query });
             return;
         }
-        let Some(leader) = self.leader_id else {
+        if self.leader_id.is_none() {
             self.reply(id, Response::Failed(RaftError::NotLeader { leader: None }));
             return;
-        };
-        let pending = self.forwarded_reads.len() + self.reads_awaiting_apply.len();
+        }
+        let pending = self.reads_to_forward.len()
+            + self
+                .forwarded_reads
+                .as_ref()
+                .map_or(0, |(_, batch)| batch.reads.len())
+            + self.reads_awaiting_apply.len();
         if pending >= self.config.max_pending_requests {
             self.reply(id, Response::Failed(RaftError::Overloaded { pending }));
             return;
         }
+        // Forwarded at the end of the step (`forward_reads`), with every other read waiting.
+        self.reads_to_forward.push((id, query));
+    }
+
+    /// Sends the reads waiting to be forwarded, as one batch, unless a batch is in flight.
+    /// Run at the end of every step, before anything is emitted.
+    ///
+    /// A batch in flight to a node that is no longer the leader is asked for again: a read has
+    /// no effect, so asking twice is harmless, and the late answer to the old request matches
+    /// nothing. A node that became leader serves its waiting reads itself; one that knows no
+    /// leader fails them at once, as it fails a new read.
+    pub(crate) fn forward_reads(&mut self) {
+        let stale = self
+            .forwarded_reads
+            .as_ref()
+            .is_some_and(|(_, batch)| self.leader.is_some() || Some(batch.to) != self.leader_id);
+        if stale {
+            if let Some((_, batch)) = self.forwarded_reads.take() {
+                let mut reads = batch.reads;
+                reads.append(&mut self.reads_to_forward);
+                self.reads_to_forward = reads;
+            }
+        }
+        if self.reads_to_forward.is_empty() || self.forwarded_reads.is_some() {
+            return;
+        }
+        let reads = std::mem::take(&mut self.reads_to_forward);
+        if self.leader.is_some() {
+            for (id, query) in reads {
+                self.start_read(ReadOrigin::Local { id, query });
+            }
+            return;
+        }
+        let Some(leader) = self.leader_id else {
+            for (id, _) in reads {
+                self.reply(id, Response::Failed(RaftError::NotLeader { leader: None }));
+            }
+            return;
+        };
         self.next_read_id = self.next_read_id.wrapping_add(1);
         let read_id = self.next_read_id;
-        self.forwarded_reads.insert(read_id, (id, query, self.now));
         self.send(leader, Message::ReadIndexRequest { read_id });
+        let batch = ForwardedReads {
+            to: leader,
+            sent: self.now,
+            reads,
+        };
+        self.forwarded_reads = Some((read_id, batch));
     }
 
     /// A follower asks this node for a read index.
@@ -62,25 +125,34 @@ impl<S: StateMachine> RaftNode<S> {
         read_index: Option<LogIndex>,
         leader: Option<NodeId>,
     ) {
-        let Some((id, query, _)) = self.forwarded_reads.remove(&read_id) else {
+        if self.forwarded_reads.as_ref().map(|(id, _)| *id) != Some(read_id) {
+            return;
+        }
+        let Some((_, batch)) = self.forwarded_reads.take() else {
             return;
         };
-        match read_index {
-            Some(read_index) => self.await_apply(read_index, id, query),
-            None => self.reply(id, Response::Failed(RaftError::NotLeader { leader })),
+        for (id, query) in batch.reads {
+            match read_index {
+                Some(read_index) => self.await_apply(read_index, id, query),
+                None => self.reply(id, Response::Failed(RaftError::NotLeader { leader })),
+            }
         }
     }
 
-    /// Forwarded reads unanswered for an election timeout fail (the leader may be gone); a
+    /// A forwarded batch unanswered for an election timeout fails (the leader may be gone); a
     /// read has no effect, so "not leader" is a definite answer.
     pub(crate) fn expire_forwarded_reads(&mut self) {
         let timeout = self.config.election_timeout_max;
-        while let Some((&read_id, &(_, _, sent))) = self.forwarded_reads.iter().next() {
-            if sent + timeout > self.now {
-                break;
-            }
-            if let Some((id, _, _)) = self.forwarded_reads.remove(&read_id) {
-                let leader = self.leader_id;
+        let expired = self
+            .forwarded_reads
+            .as_ref()
+            .is_some_and(|(_, batch)| batch.sent + timeout <= self.now);
+        if !expired {
+            return;
+        }
+        if let Some((_, batch)) = self.forwarded_reads.take() {
+            let leader = self.leader_id;
+            for (id, _) in batch.reads {
                 self.reply(id, Response::Failed(RaftError::NotLeader { leader }));
             }
         }

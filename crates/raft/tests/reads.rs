@@ -126,6 +126,90 @@ fn a_follower_read_gets_its_read_index_from_the_leader() {
     assert_eq!(answered_by, Some(1), "answered by the follower");
 }
 
+fn read_index_requests(cluster: &Cluster) -> usize {
+    cluster
+        .network
+        .iter()
+        .filter(|e| matches!(e.message, Message::ReadIndexRequest { .. }))
+        .count()
+}
+
+/// §6.4, batched: a follower keeps one ReadIndexRequest in flight; the reads that arrive
+/// meanwhile leave together in the next one, so reads cost messages per round trip, not per
+/// read.
+#[test]
+fn a_follower_asks_for_one_read_index_per_batch_of_reads() {
+    let (mut cluster, leader) = settled(Config::default());
+    let first = cluster.read(1, "x");
+    let rest: Vec<_> = (0..3).map(|_| cluster.read(1, "x")).collect();
+    assert_eq!(read_index_requests(&cluster), 1, "one request in flight");
+    let mut asked = 0;
+    for _ in 0..200 {
+        let Some(front) = cluster.network.front() else {
+            cluster.now += cluster.config.heartbeat_interval;
+            cluster.tick(leader);
+            if cluster.network.is_empty() {
+                break;
+            }
+            continue;
+        };
+        if matches!(front.message, Message::ReadIndexRequest { .. }) {
+            asked += 1;
+        }
+        cluster.deliver_one();
+    }
+    for id in std::iter::once(first).chain(rest) {
+        assert_eq!(
+            cluster.reply(id),
+            Some(&Response::Read {
+                read_index: 2,
+                output: value(1)
+            }),
+            "read {id}"
+        );
+    }
+    assert_eq!(asked, 2, "the three later reads shared one request");
+}
+
+/// A batch in flight to a leader that lost its place is asked for again, of the new leader,
+/// instead of waiting out an election timeout.
+#[test]
+fn a_follower_asks_the_new_leader_again_for_a_batch_in_flight() {
+    let (mut cluster, _) = settled(Config::default());
+    let id = cluster.read(2, "x");
+    let old = cluster.take_messages();
+    assert!(matches!(
+        old.as_slice(),
+        [e] if e.to == 0 && matches!(e.message, Message::ReadIndexRequest { .. })
+    ));
+    // Leadership moves to node 1 while node 2 is cut off; node 2 learns of it from the new
+    // leader's first append.
+    cluster.isolate(2);
+    let transfer = cluster.request(0, concord_raft::Request::TransferLeadership { to: 1 });
+    assert_eq!(
+        cluster.reply(transfer),
+        Some(&Response::TransferStarted { to: 1 })
+    );
+    cluster.deliver_all();
+    assert_eq!(cluster.leader(), Some(1));
+    cluster.heal();
+    cluster.propose(1, "x", 2);
+    for _ in 0..5 {
+        cluster.deliver_all();
+        cluster.now += cluster.config.heartbeat_interval;
+        cluster.tick(1);
+    }
+    cluster.deliver_all();
+    assert_eq!(
+        cluster.reply(id),
+        Some(&Response::Read {
+            read_index: 4,
+            output: value(2)
+        }),
+        "answered through the new leader"
+    );
+}
+
 /// A node that knows no leader refuses a read at once.
 #[test]
 fn a_node_without_a_leader_refuses_reads() {
