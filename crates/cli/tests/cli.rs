@@ -235,6 +235,10 @@ fn bad_input_gets_a_one_line_error() {
         &["demo", "--algorithm", "zab"],
         "unknown algorithm 'zab'; supported: raft, paxos, pbft",
     );
+    assert_clear_error(
+        &["db", "bench", "--threads", "0"],
+        "--threads must be at least 1",
+    );
     assert_clear_error(&["check", "/no/such/history.jsonl"], "cannot open");
     assert_clear_error(&["check", "--model", "queue", "Cargo.toml"], "");
 
