@@ -98,6 +98,7 @@ impl<S: StateMachine> RaftNode<S> {
     /// term changes before that. So this is done only with PreVote on — and not with lease
     /// reads, whose leader counts on every follower's stickiness window lasting.
     pub(crate) fn on_peer_lost(&mut self, peer: NodeId) {
+        self.reask_reads_sent_to(peer);
         if self.role != RaftRole::Follower
             || self.leader_id != Some(peer)
             || !self.config.pre_vote

@@ -65,15 +65,9 @@ impl<S: StateMachine> RaftNode<S> {
     /// nothing. A node that became leader serves its waiting reads itself; one that knows no
     /// leader fails them at once, as it fails a new read.
     pub(crate) fn forward_reads(&mut self) {
-        let stale = self
-            .forwarded_reads
-            .as_ref()
-            .is_some_and(|(_, batch)| self.leader.is_some() || Some(batch.to) != self.leader_id);
-        if stale {
-            if let Some((_, batch)) = self.forwarded_reads.take() {
-                let mut reads = batch.reads;
-                reads.append(&mut self.reads_to_forward);
-                self.reads_to_forward = reads;
+        if let Some(to) = self.forwarded_reads.as_ref().map(|(_, batch)| batch.to) {
+            if self.leader.is_some() || Some(to) != self.leader_id {
+                self.reask_reads_sent_to(to);
             }
         }
         if self.reads_to_forward.is_empty() || self.forwarded_reads.is_some() {
@@ -101,6 +95,22 @@ impl<S: StateMachine> RaftNode<S> {
             reads,
         };
         self.forwarded_reads = Some((read_id, batch));
+    }
+
+    /// The connection to `peer` was lost: the request in flight to it, or its answer, may be
+    /// lost with it, so its reads are asked for again at the end of the step.
+    pub(crate) fn reask_reads_sent_to(&mut self, peer: NodeId) {
+        if self
+            .forwarded_reads
+            .as_ref()
+            .is_some_and(|(_, batch)| batch.to == peer)
+        {
+            if let Some((_, batch)) = self.forwarded_reads.take() {
+                let mut reads = batch.reads;
+                reads.append(&mut self.reads_to_forward);
+                self.reads_to_forward = reads;
+            }
+        }
     }
 
     /// A follower asks this node for a read index.

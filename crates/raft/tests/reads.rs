@@ -210,6 +210,38 @@ fn a_follower_asks_the_new_leader_again_for_a_batch_in_flight() {
     );
 }
 
+/// A lost connection to the leader may have lost the request in flight or its answer: the
+/// follower asks again, with a new read id, instead of waiting out an election timeout.
+#[test]
+fn a_follower_asks_again_when_its_connection_to_the_leader_is_lost() {
+    let (mut cluster, _) = settled(Config::default());
+    let id = cluster.read(1, "x");
+    let first = cluster.take_messages();
+    let read_id = |messages: &[concord_raft::testing::Envelope]| match messages {
+        [e] => match e.message {
+            Message::ReadIndexRequest { read_id } if e.to == 0 => read_id,
+            _ => panic!("expected a ReadIndexRequest to the leader, got {e:?}"),
+        },
+        other => panic!("expected one message, got {other:?}"),
+    };
+    let lost = read_id(&first);
+    cluster.step(1, Input::PeerLost { peer: 0 });
+    let again = cluster.take_messages();
+    assert_ne!(read_id(&again), lost, "a new request");
+    cluster.network.extend(again);
+    cluster.deliver_all();
+    cluster.now += cluster.config.heartbeat_interval;
+    cluster.tick(0);
+    cluster.deliver_all();
+    assert_eq!(
+        cluster.reply(id),
+        Some(&Response::Read {
+            read_index: 2,
+            output: value(1)
+        })
+    );
+}
+
 /// A node that knows no leader refuses a read at once.
 #[test]
 fn a_node_without_a_leader_refuses_reads() {
