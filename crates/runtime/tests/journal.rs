@@ -326,3 +326,26 @@ async fn clock_jumps_add_up_and_the_fault_endpoint_reports_them() {
     assert_eq!(host.request(1).await.unwrap(), 1, "the node still serves");
     host.shutdown().await.unwrap();
 }
+
+/// `inspect` reads the node as of its last step; once the host has stopped it fails instead
+/// of reading a node nothing drives any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_reads_the_last_step_and_fails_once_the_host_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::new();
+    let host = start(journal_config(dir.path(), &gate)).await.unwrap();
+    for value in 1..=50 {
+        assert_eq!(host.request(value).await.unwrap(), value);
+        let entries = host
+            .inspect(|journal| journal.entries.clone())
+            .await
+            .unwrap();
+        assert_eq!(entries, (1..=value).collect::<Vec<_>>(), "after {value}");
+    }
+    let reader = host.clone();
+    host.shutdown().await.unwrap();
+    assert!(matches!(
+        reader.inspect(|journal| journal.entries.len()).await,
+        Err(HostError::Stopped { .. })
+    ));
+}
