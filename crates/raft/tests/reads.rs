@@ -22,6 +22,22 @@ fn value(v: i64) -> KvResult {
     KvResult::Read(Some(Value::Int(v)))
 }
 
+/// Delivers what is in flight, lets leader 0 send its next heartbeat round, and checks that
+/// read `id` of `settled`'s cluster is then answered at read index 2 with x = 1.
+fn answer_at_the_leaders_next_round(cluster: &mut Cluster, id: u64) {
+    cluster.deliver_all();
+    cluster.now += cluster.config.heartbeat_interval;
+    cluster.tick(0);
+    cluster.deliver_all();
+    assert_eq!(
+        cluster.reply(id),
+        Some(&Response::Read {
+            read_index: 2,
+            output: value(1)
+        })
+    );
+}
+
 /// §6.4 ReadIndex: the read writes nothing to the log; the leader confirms it is still leader
 /// with a heartbeat round acknowledged by a quorum, then answers from its state machine at
 /// (at least) the read index.
@@ -107,17 +123,7 @@ fn a_follower_read_gets_its_read_index_from_the_leader() {
         cluster.network.back().map(|e| (e.to, &e.message)),
         Some((0, Message::ReadIndexRequest { .. }))
     ));
-    cluster.deliver_all();
-    cluster.now += cluster.config.heartbeat_interval;
-    cluster.tick(0);
-    cluster.deliver_all();
-    assert_eq!(
-        cluster.reply(id),
-        Some(&Response::Read {
-            read_index: 2,
-            output: value(1)
-        })
-    );
+    answer_at_the_leaders_next_round(&mut cluster, id);
     let answered_by = cluster
         .replies
         .iter()
@@ -229,17 +235,7 @@ fn a_follower_asks_again_when_its_connection_to_the_leader_is_lost() {
     let again = cluster.take_messages();
     assert_ne!(read_id(&again), lost, "a new request");
     cluster.network.extend(again);
-    cluster.deliver_all();
-    cluster.now += cluster.config.heartbeat_interval;
-    cluster.tick(0);
-    cluster.deliver_all();
-    assert_eq!(
-        cluster.reply(id),
-        Some(&Response::Read {
-            read_index: 2,
-            output: value(1)
-        })
-    );
+    answer_at_the_leaders_next_round(&mut cluster, id);
 }
 
 /// A node that knows no leader refuses a read at once.
