@@ -100,16 +100,9 @@ impl<S: StateMachine> RaftNode<S> {
     /// The connection to `peer` was lost: the request in flight to it, or its answer, may be
     /// lost with it, so its reads are asked for again at the end of the step.
     pub(crate) fn reask_reads_sent_to(&mut self, peer: NodeId) {
-        if self
-            .forwarded_reads
-            .as_ref()
-            .is_some_and(|(_, batch)| batch.to == peer)
-        {
-            if let Some((_, batch)) = self.forwarded_reads.take() {
-                let mut reads = batch.reads;
-                reads.append(&mut self.reads_to_forward);
-                self.reads_to_forward = reads;
-            }
+        if let Some((_, batch)) = self.forwarded_reads.take_if(|(_, batch)| batch.to == peer) {
+            // Ahead of the reads that arrived after them.
+            self.reads_to_forward.splice(0..0, batch.reads);
         }
     }
 
@@ -135,10 +128,7 @@ impl<S: StateMachine> RaftNode<S> {
         read_index: Option<LogIndex>,
         leader: Option<NodeId>,
     ) {
-        if self.forwarded_reads.as_ref().map(|(id, _)| *id) != Some(read_id) {
-            return;
-        }
-        let Some((_, batch)) = self.forwarded_reads.take() else {
+        let Some((_, batch)) = self.forwarded_reads.take_if(|(id, _)| *id == read_id) else {
             return;
         };
         for (id, query) in batch.reads {
@@ -152,15 +142,11 @@ impl<S: StateMachine> RaftNode<S> {
     /// A forwarded batch unanswered for an election timeout fails (the leader may be gone); a
     /// read has no effect, so "not leader" is a definite answer.
     pub(crate) fn expire_forwarded_reads(&mut self) {
-        let timeout = self.config.election_timeout_max;
-        let expired = self
+        let (now, timeout) = (self.now, self.config.election_timeout_max);
+        if let Some((_, batch)) = self
             .forwarded_reads
-            .as_ref()
-            .is_some_and(|(_, batch)| batch.sent + timeout <= self.now);
-        if !expired {
-            return;
-        }
-        if let Some((_, batch)) = self.forwarded_reads.take() {
+            .take_if(|(_, batch)| batch.sent + timeout <= now)
+        {
             let leader = self.leader_id;
             for (id, _) in batch.reads {
                 self.reply(id, Response::Failed(RaftError::NotLeader { leader }));

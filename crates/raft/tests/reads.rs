@@ -132,6 +132,17 @@ fn a_follower_read_gets_its_read_index_from_the_leader() {
     assert_eq!(answered_by, Some(1), "answered by the follower");
 }
 
+/// The read id of `messages`, which must be exactly one ReadIndexRequest, to node 0.
+fn the_read_index_request_to_0(messages: &[concord_raft::testing::Envelope]) -> u64 {
+    match messages {
+        [e] => match e.message {
+            Message::ReadIndexRequest { read_id } if e.to == 0 => read_id,
+            _ => panic!("expected a ReadIndexRequest to node 0, got {e:?}"),
+        },
+        other => panic!("expected one message, got {other:?}"),
+    }
+}
+
 fn read_index_requests(cluster: &Cluster) -> usize {
     cluster
         .network
@@ -183,11 +194,7 @@ fn a_follower_asks_for_one_read_index_per_batch_of_reads() {
 fn a_follower_asks_the_new_leader_again_for_a_batch_in_flight() {
     let (mut cluster, _) = settled(Config::default());
     let id = cluster.read(2, "x");
-    let old = cluster.take_messages();
-    assert!(matches!(
-        old.as_slice(),
-        [e] if e.to == 0 && matches!(e.message, Message::ReadIndexRequest { .. })
-    ));
+    the_read_index_request_to_0(&cluster.take_messages());
     // Leadership moves to node 1 while node 2 is cut off; node 2 learns of it from the new
     // leader's first append.
     cluster.isolate(2);
@@ -222,18 +229,10 @@ fn a_follower_asks_the_new_leader_again_for_a_batch_in_flight() {
 fn a_follower_asks_again_when_its_connection_to_the_leader_is_lost() {
     let (mut cluster, _) = settled(Config::default());
     let id = cluster.read(1, "x");
-    let first = cluster.take_messages();
-    let read_id = |messages: &[concord_raft::testing::Envelope]| match messages {
-        [e] => match e.message {
-            Message::ReadIndexRequest { read_id } if e.to == 0 => read_id,
-            _ => panic!("expected a ReadIndexRequest to the leader, got {e:?}"),
-        },
-        other => panic!("expected one message, got {other:?}"),
-    };
-    let lost = read_id(&first);
+    let lost = the_read_index_request_to_0(&cluster.take_messages());
     cluster.step(1, Input::PeerLost { peer: 0 });
     let again = cluster.take_messages();
-    assert_ne!(read_id(&again), lost, "a new request");
+    assert_ne!(the_read_index_request_to_0(&again), lost, "a new request");
     cluster.network.extend(again);
     answer_at_the_leaders_next_round(&mut cluster, id);
 }
