@@ -143,10 +143,7 @@ pub fn run(args: &ClusterArgs) -> Result<Outcome> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    crate::db::client_runtime(1)
 }
 
 /// `host:port` or `http://host:port` as a base URL.

@@ -288,7 +288,7 @@ pub fn run(args: &DbArgs) -> Result<Outcome> {
         DbCommand::Up(up) => run_up(up),
         DbCommand::Serve(serve) => run_serve(serve),
         DbCommand::Status(status) => runtime()?.block_on(run_status(status)),
-        DbCommand::Bench(bench) => load_runtime(bench.threads)?.block_on(run_bench(bench)),
+        DbCommand::Bench(bench) => client_runtime(bench.threads)?.block_on(run_bench(bench)),
         DbCommand::Nemesis(nemesis) => crate::db_nemesis::run(nemesis),
         DbCommand::Partition(partition) => {
             runtime()?.block_on(partition_nodes(&partition.endpoints, &partition.split))
@@ -317,8 +317,9 @@ fn run_restore(args: &RestoreArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// The load generator's runtime: one thread, or a pool of `threads` workers.
-fn load_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
+/// A client's runtime (the load generator, the nemesis, `concord cluster`): one thread, or a
+/// pool of `threads` workers.
+pub(crate) fn client_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
     if threads == 0 {
         bail!("--threads must be at least 1");
     }

@@ -152,11 +152,7 @@ pub fn run(args: &NemesisArgs) -> Result<Outcome> {
             dir.display()
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = crate::db::client_runtime(2)?;
     let extra = vec![
         "--fault-injection".to_string(),
         "--heartbeat".to_string(),
