@@ -38,7 +38,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use concord_core::{seeded_rng, Effect, Env, Input, Node, NodeId, NodeStatus, PersistToken, Rng};
+use concord_core::{
+    seeded_rng, Effect, Env, Input, Node, NodeId, NodeStatus, PersistToken, Rng, Role,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -358,6 +360,29 @@ enum Record<S, W> {
     Write(W),
 }
 
+/// A node's role, term and the leader it believes in: what changes only with elections, for
+/// tasks that follow those alone ([`NodeHandle::watch_leadership`]). Its status
+/// ([`NodeHandle::watch_status`]) changes with almost every step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    /// The node's role.
+    pub role: Role,
+    /// Term (Raft), ballot (Paxos) or view (PBFT).
+    pub term: u64,
+    /// The leader it believes in, if any.
+    pub leader: Option<NodeId>,
+}
+
+impl Leadership {
+    fn of(status: &NodeStatus) -> Self {
+        Leadership {
+            role: status.role,
+            term: status.term,
+            leader: status.leader,
+        }
+    }
+}
+
 /// The application's side of a running host. Cheap to clone.
 pub struct NodeHandle<N: HostedNode> {
     id: NodeId,
@@ -365,6 +390,7 @@ pub struct NodeHandle<N: HostedNode> {
     in_flight: Arc<Semaphore>,
     in_flight_limit: usize,
     status: watch::Receiver<NodeStatus>,
+    leadership: watch::Receiver<Leadership>,
     applied: watch::Receiver<u64>,
     stopped: watch::Receiver<Option<Arc<str>>>,
     removed_by: watch::Receiver<Option<NodeId>>,
@@ -387,6 +413,7 @@ impl<N: HostedNode> Clone for NodeHandle<N> {
             in_flight: self.in_flight.clone(),
             in_flight_limit: self.in_flight_limit,
             status: self.status.clone(),
+            leadership: self.leadership.clone(),
             applied: self.applied.clone(),
             stopped: self.stopped.clone(),
             removed_by: self.removed_by.clone(),
@@ -486,9 +513,16 @@ impl<N: HostedNode> NodeHandle<N> {
         f(&self.status.borrow())
     }
 
-    /// A receiver of the node's status, updated after every step that changes it.
+    /// A receiver of the node's status, updated after every step that changes it: under load,
+    /// thousands of times a second. A task that follows elections alone should watch
+    /// [`NodeHandle::watch_leadership`] instead, or it wakes for every step.
     pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
         self.status.clone()
+    }
+
+    /// A receiver of the node's role, term and leader, updated only when one of them changes.
+    pub fn watch_leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
     }
 
     /// A receiver of the node's applied index: wakes whoever waits for new applied entries.
@@ -734,6 +768,7 @@ pub async fn start_with_listener<N: HostedNode>(
     let initial_status = node.status();
     metrics.observe_status(&initial_status);
     let (status_sender, status) = watch::channel(initial_status.clone());
+    let (leadership_sender, leadership) = watch::channel(Leadership::of(&initial_status));
     let (applied_sender, applied) = watch::channel(initial_status.applied_index);
     let (stopped_sender, stopped) = watch::channel(None);
     let (removed_sender, removed_by) = watch::channel(None);
@@ -796,11 +831,11 @@ pub async fn start_with_listener<N: HostedNode>(
         removed_peer: config.removed_peer,
         effects: Vec::new(),
         status_sender,
+        leadership_sender,
         applied_sender,
         stopped_sender,
         removed_sender,
         metrics: metrics.clone(),
-        last_status: initial_status,
     };
     let task = tokio::spawn(host.run(command_receiver, inbound, wal_events, lost));
     let limit = config.max_in_flight_requests.max(1);
@@ -810,6 +845,7 @@ pub async fn start_with_listener<N: HostedNode>(
         in_flight: Arc::new(Semaphore::new(limit)),
         in_flight_limit: limit,
         status,
+        leadership,
         applied,
         stopped,
         removed_by,
@@ -860,11 +896,11 @@ struct NodeTask<N: HostedNode> {
     removed_peer: fn(&N, NodeId) -> bool,
     effects: Vec<concord_core::EffectOf<N>>,
     status_sender: watch::Sender<NodeStatus>,
+    leadership_sender: watch::Sender<Leadership>,
     applied_sender: watch::Sender<u64>,
     stopped_sender: watch::Sender<Option<Arc<str>>>,
     removed_sender: watch::Sender<Option<NodeId>>,
     metrics: HostMetrics,
-    last_status: NodeStatus,
 }
 
 impl<N: HostedNode> NodeTask<N> {
@@ -1118,11 +1154,11 @@ impl<N: HostedNode> NodeTask<N> {
 
     fn publish_status(&mut self) {
         let status = self.node.status();
-        if status != self.last_status {
-            let before = &self.last_status;
-            if (status.role, status.term, status.leader)
-                != (before.role, before.term, before.leader)
-            {
+        // The channel keeps the last status published: compared there, and moved in, not
+        // copied (a leader's status holds a list of its peers).
+        if status != *self.status_sender.borrow() {
+            let leadership = Leadership::of(&status);
+            if leadership != *self.leadership_sender.borrow() {
                 info!(
                     node = status.id,
                     role = ?status.role,
@@ -1130,13 +1166,13 @@ impl<N: HostedNode> NodeTask<N> {
                     leader = ?status.leader,
                     "role, term or leader changed"
                 );
+                self.leadership_sender.send_replace(leadership);
             }
             self.metrics.observe_status(&status);
             self.applied_sender.send_if_modified(|applied| {
                 std::mem::replace(applied, status.applied_index) != status.applied_index
             });
-            self.status_sender.send_replace(status.clone());
-            self.last_status = status;
+            self.status_sender.send_replace(status);
         }
     }
 
@@ -1157,7 +1193,8 @@ impl<N: HostedNode> NodeTask<N> {
         }
         self.transport.shutdown().await;
         let mut status = NodeStatus::down(self.node.id());
-        status.term = self.last_status.term;
+        status.term = self.status_sender.borrow().term;
+        self.leadership_sender.send_replace(Leadership::of(&status));
         self.status_sender.send_replace(status);
         info!(node = self.node.id(), "host stopped: {reason}");
         let _ = self.stopped_sender.send(Some(reason));

@@ -33,7 +33,7 @@ pub mod wal;
 pub use clock::{process_cpu_time, TimeOrigin};
 pub use host::{
     seed_storage, start, start_with_listener, CompactionPolicy, HostConfig, HostError, HostedNode,
-    NodeHandle, SyncGate, REMOVED,
+    Leadership, NodeHandle, SyncGate, REMOVED,
 };
 pub use metrics::HostMetrics;
 pub use tls::{PeerTls, TlsError, TlsFiles};

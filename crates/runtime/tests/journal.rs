@@ -349,3 +349,32 @@ async fn inspect_reads_the_last_step_and_fails_once_the_host_stopped() {
         Err(HostError::Stopped { .. })
     ));
 }
+
+/// The status changes with every step; the leadership watch (role, term, leader) only when one
+/// of those does, so a task that follows elections is not woken for each request. A stop is a
+/// change: the node is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leadership_watch_wakes_for_elections_and_stops_not_for_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::new();
+    let host = start(journal_config(dir.path(), &gate)).await.unwrap();
+    let mut status = host.watch_status();
+    let mut leadership = host.watch_leadership();
+    status.borrow_and_update();
+    assert_eq!(leadership.borrow_and_update().role, Role::Leader);
+    for value in 1..=20 {
+        assert_eq!(host.request(value).await.unwrap(), value);
+    }
+    assert!(
+        status.has_changed().unwrap(),
+        "the status follows each step"
+    );
+    assert_eq!(status.borrow().log_length, 20);
+    assert!(
+        !leadership.has_changed().unwrap(),
+        "steps that leave role, term and leader alone changed the leadership watch"
+    );
+    host.shutdown().await.unwrap();
+    assert!(leadership.has_changed().unwrap_or(true));
+    assert_eq!(leadership.borrow().role, Role::Down);
+}

@@ -46,26 +46,12 @@ fn own_attrs(shared: &Shared) -> MemberAttrs {
 /// member's current peer address.
 pub(crate) async fn publish_and_track_members(shared: Arc<Shared>) {
     let mut known: BTreeMap<u64, SocketAddr> = shared.config.initial_cluster.clone();
-    let mut status = shared.handle.watch_status();
+    let mut leadership = shared.handle.watch_leadership();
     loop {
-        // Wake on a role or leader change (to publish at once after an election), or every
-        // 250 ms (to follow other members' published addresses).
-        let _ = tokio::time::timeout(Duration::from_millis(250), async {
-            let before = {
-                let now = status.borrow_and_update();
-                (now.role, now.leader)
-            };
-            loop {
-                if status.changed().await.is_err() {
-                    return;
-                }
-                let now = status.borrow_and_update();
-                if (now.role, now.leader) != before {
-                    return;
-                }
-            }
-        })
-        .await;
+        // Wake on a role, term or leader change (to publish at once after an election), or
+        // every 250 ms (to follow other members' published addresses).
+        leadership.borrow_and_update();
+        let _ = tokio::time::timeout(Duration::from_millis(250), leadership.changed()).await;
         if shared.handle.stopped().is_some() {
             return;
         }

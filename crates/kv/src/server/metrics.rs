@@ -30,15 +30,21 @@ pub(crate) struct DbMetrics {
     pub(crate) apply_lag: Gauge,
 }
 
-/// Follows the node's status to count leader changes and the apply lag.
+/// How often the apply lag and the store's size are read.
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+/// Follows the node's role and leader to count leader changes, and samples the apply lag.
 pub(crate) async fn track(shared: Arc<Shared>) {
-    let mut status = shared.handle.watch_status();
-    let mut leader = status.borrow().leader;
+    let mut leadership = shared.handle.watch_leadership();
+    let mut leader = leadership.borrow().leader;
     loop {
-        if status.changed().await.is_err() {
+        // Every change of leader is counted; the rest is sampled (the status changes with
+        // every step, and watching it would wake this task for each).
+        let changed = tokio::time::timeout(SAMPLE_EVERY, leadership.changed()).await;
+        if matches!(changed, Ok(Err(_))) {
             return;
         }
-        let now = status.borrow_and_update().clone();
+        let now = *leadership.borrow_and_update();
         if now.leader != leader {
             leader = now.leader;
             if leader.is_some() {
@@ -49,15 +55,17 @@ pub(crate) async fn track(shared: Arc<Shared>) {
             .metrics
             .is_leader
             .set(i64::from(now.role == Role::Leader));
-        shared.metrics.apply_lag.set(
-            i64::try_from(now.commit_index.saturating_sub(now.applied_index)).unwrap_or(i64::MAX),
-        );
+        let lag = shared
+            .handle
+            .with_status(|status| status.commit_index.saturating_sub(status.applied_index));
+        shared
+            .metrics
+            .apply_lag
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
         // The quota check reads the store's size from here.
         if let Ok(size) = shared.with_store(crate::KvStore::size_bytes).await {
             shared.store_bytes.store(size, Ordering::Relaxed);
         }
-        // Status changes with every step; sampling is enough for metrics.
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
