@@ -375,6 +375,5 @@ async fn the_leadership_watch_wakes_for_elections_and_stops_not_for_steps() {
         "steps that leave role, term and leader alone changed the leadership watch"
     );
     host.shutdown().await.unwrap();
-    assert!(leadership.has_changed().unwrap_or(true));
     assert_eq!(leadership.borrow().role, Role::Down);
 }
