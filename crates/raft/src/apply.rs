@@ -10,7 +10,7 @@ use std::sync::Arc;
 use concord_core::{Effect, StateMachine};
 
 use crate::node::RaftNode;
-use crate::{Payload, Response, Snapshot, SnapshotMeta};
+use crate::{Payload, ProposalOrigin, Response, Snapshot, SnapshotMeta};
 
 impl<S: StateMachine> RaftNode<S> {
     /// Applies every committed entry not applied yet, then serves reads and maybe snapshots.
@@ -28,7 +28,10 @@ impl<S: StateMachine> RaftNode<S> {
             let payload = entry.payload.clone();
             self.last_applied = index;
             match payload {
-                Payload::Command(command) => self.apply_command(index, &command),
+                Payload::Command(command) => self.apply_command(index, &command, None),
+                Payload::Forwarded { command, origin } => {
+                    self.apply_command(index, &command, Some(origin))
+                }
                 Payload::Membership(_) => self.on_membership_applied(index),
                 Payload::Noop => {}
             }
@@ -37,12 +40,20 @@ impl<S: StateMachine> RaftNode<S> {
         self.maybe_take_snapshot();
     }
 
-    fn apply_command(&mut self, index: u64, command: &S::Command) {
+    /// Applies one command; answers its client if this node holds the request: the leader
+    /// its own proposals, a follower those it forwarded (`origin`).
+    fn apply_command(&mut self, index: u64, command: &S::Command, origin: Option<ProposalOrigin>) {
         let output = self.state_machine.apply(command);
         self.early_effects.push(Effect::Apply {
             index,
             command: command.clone(),
         });
+        if let Some(origin) = origin {
+            if let Some(id) = self.take_forwarded(&origin) {
+                self.reply(id, Response::Applied { index, output });
+            }
+            return;
+        }
         let Some(leader) = self.leader.as_mut() else {
             return;
         };

@@ -44,6 +44,13 @@ pub struct Config {
     /// per follower instead of one each. A driver that drains its queued inputs before timers
     /// (as the runtime does) loses no time to it.
     pub batch_proposals: bool,
+    /// A follower forwards the proposals it gets to the leader (`Message::Propose`, one
+    /// message for all that arrived together) and answers them when it applies their entries,
+    /// instead of failing them with `RaftError::NotLeader` (etcd's default; openraft's is
+    /// not to). A forwarded proposal whose leader changes, whose connection is lost, or
+    /// that is not applied within an election timeout fails with
+    /// `RaftError::ForwardedOutcomeUnknown`: it may still take effect.
+    pub forward_proposals: bool,
 }
 
 impl Default for Config {
@@ -63,6 +70,7 @@ impl Default for Config {
             max_clock_drift: 50 * MILLISECOND,
             max_pending_requests: 100_000,
             batch_proposals: true,
+            forward_proposals: false,
         }
     }
 }

@@ -32,7 +32,9 @@ impl<S: StateMachine> RaftNode<S> {
                 self.become_follower(term, None);
                 true
             }
-            Message::AppendEntries { .. } | Message::InstallSnapshot { .. } => {
+            Message::AppendEntries { .. }
+            | Message::InstallSnapshot { .. }
+            | Message::Commit { .. } => {
                 self.become_follower(term, Some(from));
                 true
             }
@@ -99,6 +101,8 @@ impl<S: StateMachine> RaftNode<S> {
     /// reads, whose leader counts on every follower's stickiness window lasting.
     pub(crate) fn on_peer_lost(&mut self, peer: NodeId) {
         self.reask_reads_sent_to(peer);
+        // The proposals forwarded to it may be lost with the connection, or may be in its log.
+        self.fail_forwarded_proposals(|to| to == peer);
         if self.role != RaftRole::Follower
             || self.leader_id != Some(peer)
             || !self.config.pre_vote
@@ -141,6 +145,7 @@ impl<S: StateMachine> RaftNode<S> {
         self.abandon_leadership();
         self.role = RaftRole::PreCandidate;
         self.leader_id = None;
+        self.leader_match = 0;
         self.votes.clear();
         self.votes.insert(self.id, true);
         self.reset_election_timer();
@@ -155,6 +160,7 @@ impl<S: StateMachine> RaftNode<S> {
         self.voted_for = Some(self.id);
         self.role = RaftRole::Candidate;
         self.leader_id = None;
+        self.leader_match = 0;
         self.votes.clear();
         self.votes.insert(self.id, true);
         self.reset_election_timer();
@@ -194,6 +200,9 @@ impl<S: StateMachine> RaftNode<S> {
     /// log could win might never time out while others keep campaigning. A former leader gets
     /// a fresh deadline, having had none.
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.current_term || self.leader_id != leader {
+            self.leader_match = 0;
+        }
         if term > self.current_term {
             self.current_term = term;
             self.voted_for = None;

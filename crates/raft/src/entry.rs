@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+use concord_core::NodeId;
+
 use crate::Membership;
 
 /// A term number (paper §5.1).
@@ -19,8 +21,26 @@ pub enum Payload<C> {
     Noop,
     /// A client command for the state machine.
     Command(Arc<C>),
+    /// A client command a follower forwarded to the leader (`Config::forward_proposals`):
+    /// the follower answers its client when it applies this entry itself.
+    Forwarded {
+        /// The command.
+        command: Arc<C>,
+        /// Who forwarded it, and under which id.
+        origin: ProposalOrigin,
+    },
     /// A cluster configuration (thesis §4.3); takes effect as soon as it is appended.
     Membership(Arc<Membership>),
+}
+
+/// The follower that forwarded a proposal, and its id for it (unique per incarnation: each
+/// starts its ids at a random number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProposalOrigin {
+    /// The follower.
+    pub node: NodeId,
+    /// Its id for the proposal.
+    pub id: u64,
 }
 
 /// One entry of the replicated log.
@@ -38,7 +58,7 @@ impl<C> Entry<C> {
     /// The command, if this entry carries one.
     pub fn command(&self) -> Option<&C> {
         match &self.payload {
-            Payload::Command(command) => Some(command),
+            Payload::Command(command) | Payload::Forwarded { command, .. } => Some(command),
             _ => None,
         }
     }

@@ -15,8 +15,12 @@ const MAX_REMEMBERED_ROUNDS: usize = 1024;
 
 impl<S: StateMachine> RaftNode<S> {
     /// §8: a client command becomes a log entry of the leader's term.
-    pub(crate) fn on_propose(&mut self, id: RequestId, command: S::Command) {
+    pub(crate) fn on_propose(&mut self, id: RequestId, command: Arc<S::Command>) {
         let Some(leader) = &self.leader else {
+            if self.config.forward_proposals {
+                self.queue_forward(id, command);
+                return;
+            }
             let leader = self.leader_id;
             self.reply(id, Response::Failed(RaftError::NotLeader { leader }));
             return;
@@ -30,7 +34,7 @@ impl<S: StateMachine> RaftNode<S> {
             self.reply(id, Response::Failed(RaftError::Overloaded { pending }));
             return;
         }
-        let index = self.append_to_log(self.current_term, Payload::Command(Arc::new(command)));
+        let index = self.append_to_log(self.current_term, Payload::Command(command));
         if let Some(leader) = self.leader.as_mut() {
             leader.proposals.push_back((index, id));
         }

@@ -42,6 +42,7 @@ mod checks;
 mod config;
 mod election;
 mod entry;
+mod forward;
 pub mod invariants;
 mod kv;
 mod leader;
@@ -64,7 +65,7 @@ pub mod testing;
 mod transfer;
 
 pub use config::{Config, ConfigError};
-pub use entry::{Entry, LogIndex, Payload, Term};
+pub use entry::{Entry, LogIndex, Payload, ProposalOrigin, Term};
 pub use invariants::invariants;
 pub use log::RaftLog;
 pub use membership::{Membership, MembershipError};

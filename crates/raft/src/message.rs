@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use concord_core::NodeId;
 
-use crate::{Entry, LogIndex, SnapshotMeta, Term};
+use crate::{Entry, LogIndex, RaftError, SnapshotMeta, Term};
 
 /// A message between Raft peers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +116,30 @@ pub enum Message<C> {
         /// The leader the responder believes in (itself, when it answers with an index).
         leader: Option<NodeId>,
     },
+    /// A follower forwards client proposals to the leader, all those that arrived since its
+    /// last such message (`Config::forward_proposals`; etcd's MsgProp). It answers each
+    /// client itself when it applies the entry, so the leader sends nothing back unless it
+    /// refuses them.
+    Propose {
+        /// The proposals: the follower's id for each, and the command.
+        proposals: Vec<(u64, Arc<C>)>,
+    },
+    /// The answer to a [`Message::Propose`] the receiver did not append: none of its
+    /// proposals is in the log.
+    ProposeRejected {
+        /// The follower's ids of the refused proposals.
+        ids: Vec<u64>,
+        /// Why.
+        error: RaftError,
+    },
+    /// The leader's commit index advanced over entries a follower forwarded: the follower
+    /// applies them (and answers their clients) without waiting for the next AppendEntries.
+    Commit {
+        /// The leader's term.
+        term: Term,
+        /// The leader's commit index.
+        commit_index: LogIndex,
+    },
 }
 
 impl<C> Message<C> {
@@ -128,8 +152,12 @@ impl<C> Message<C> {
             | Message::AppendEntriesResponse { term, .. }
             | Message::InstallSnapshot { term, .. }
             | Message::InstallSnapshotResponse { term, .. }
-            | Message::TimeoutNow { term } => Some(*term),
-            Message::ReadIndexRequest { .. } | Message::ReadIndexResponse { .. } => None,
+            | Message::TimeoutNow { term }
+            | Message::Commit { term, .. } => Some(*term),
+            Message::ReadIndexRequest { .. }
+            | Message::ReadIndexResponse { .. }
+            | Message::Propose { .. }
+            | Message::ProposeRejected { .. } => None,
         }
     }
 }

@@ -93,6 +93,23 @@ pub struct RaftNode<S: StateMachine> {
     /// The batch of reads whose ReadIndexRequest is in flight, by its read id.
     pub(crate) forwarded_reads: Option<(u64, crate::read::ForwardedReads<S::Query>)>,
     pub(crate) reads_awaiting_apply: BTreeMap<(LogIndex, u64), (RequestId, S::Query)>,
+    // Proposal forwarding (`Config::forward_proposals`, module `forward`).
+    /// Proposals to forward to the leader, in one message, at the end of the first step that
+    /// is not itself a proposal (as `batch_proposals` holds a leader's broadcast back).
+    pub(crate) proposals_to_forward: Vec<(RequestId, std::sync::Arc<S::Command>)>,
+    /// Proposals forwarded and not yet applied here, by sequence number (so the first is the
+    /// oldest).
+    pub(crate) forwarded_proposals: BTreeMap<u64, crate::forward::ForwardedProposal>,
+    /// The sequence number of the next forwarded proposal. Its id on the wire is offset by the
+    /// incarnation's random number, so that an entry forwarded by an earlier incarnation
+    /// cannot answer a new proposal.
+    pub(crate) next_proposal: u64,
+    /// This follower's log matches its leader's through this index (what that leader's
+    /// AppendEntries established in this term): a `Message::Commit` is adopted up to here.
+    pub(crate) leader_match: LogIndex,
+    /// A leader's followers whose forwarded entries it committed in this step; each gets a
+    /// `Message::Commit` unless an AppendEntries of this step carries the commit index.
+    pub(crate) commit_notify: Vec<NodeId>,
     /// An InstallSnapshot being received in chunks: its metadata and the bytes so far.
     pub(crate) incoming_snapshot: Option<(std::sync::Arc<crate::SnapshotMeta>, Vec<u8>)>,
 
@@ -201,6 +218,11 @@ impl<S: StateMachine + Default> RaftNode<S> {
             reads_to_forward: Vec::new(),
             forwarded_reads: None,
             reads_awaiting_apply: BTreeMap::new(),
+            proposals_to_forward: Vec::new(),
+            forwarded_proposals: BTreeMap::new(),
+            next_proposal: 0,
+            leader_match: 0,
+            commit_notify: Vec::new(),
             incoming_snapshot: None,
             next_token: 0,
             pending_writes: VecDeque::new(),
@@ -357,11 +379,12 @@ impl<S: StateMachine> RaftNode<S> {
             self.on_election_timeout();
         }
         self.expire_forwarded_reads();
+        self.expire_forwarded_proposals();
     }
 
     fn on_request(&mut self, id: RequestId, request: Request<S::Command, S::Query>) {
         match request {
-            Request::Propose(command) => self.on_propose(id, command),
+            Request::Propose(command) => self.on_propose(id, std::sync::Arc::new(command)),
             Request::Read(query) => self.on_read(id, query),
             Request::TransferLeadership { to } => self.on_transfer_leadership(id, to),
             Request::ChangeMembership { voters, learners } => {
@@ -461,6 +484,11 @@ impl<S: StateMachine> RaftNode<S> {
                 read_index,
                 leader,
             } => self.on_read_index_response(read_id, read_index, leader),
+            Message::Propose { proposals } => self.on_forwarded_proposals(from, proposals),
+            Message::ProposeRejected { ids, error } => {
+                self.on_proposals_rejected(from, &ids, &error)
+            }
+            Message::Commit { commit_index, .. } => self.on_commit(from, commit_index),
         }
     }
 
@@ -543,6 +571,13 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
             }
             None => self.election_deadline,
         };
+        if !self.proposals_to_forward.is_empty() {
+            // Held back by `batch_proposals`: forward them at the next chance.
+            deadline = deadline.min(self.now);
+        }
+        if let Some(oldest) = self.forwarded_proposals.values().next() {
+            deadline = deadline.min(oldest.sent + self.config.election_timeout_max);
+        }
         if let Some((_, batch)) = &self.forwarded_reads {
             deadline = deadline.min(batch.sent + self.config.election_timeout_max);
         }

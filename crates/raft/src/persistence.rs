@@ -59,6 +59,7 @@ impl<S: StateMachine> RaftNode<S> {
     pub(crate) fn truncate_log(&mut self, from: LogIndex) {
         self.log.truncate_from(from);
         self.limit_durable(from - 1);
+        self.leader_match = self.leader_match.min(from - 1);
         self.log_dirty_from = Some(self.log_dirty_from.map_or(from, |d| d.min(from)));
     }
 
@@ -122,6 +123,7 @@ impl<S: StateMachine> RaftNode<S> {
     /// Emits everything this step produced, in the order the contract needs (module docs).
     pub(crate) fn flush(&mut self, rng: &mut Rng, effects: &mut Vec<RaftEffect<S>>) {
         self.forward_reads();
+        self.forward_proposals();
         let leading = self.role == RaftRole::Leader;
         if leading {
             self.flush_leader_sends();
@@ -180,6 +182,7 @@ impl<S: StateMachine> RaftNode<S> {
         if new_round {
             self.confirm_reads();
         }
+        self.send_commit_notices();
     }
 
     /// Group commit (thesis §10.2.1): while one of a leader's writes is in flight, new entries

@@ -43,12 +43,7 @@ impl<S: StateMachine> RaftNode<S> {
             self.reply(id, Response::Failed(RaftError::NotLeader { leader: None }));
             return;
         }
-        let pending = self.reads_to_forward.len()
-            + self
-                .forwarded_reads
-                .as_ref()
-                .map_or(0, |(_, batch)| batch.reads.len())
-            + self.reads_awaiting_apply.len();
+        let pending = self.waiting_requests();
         if pending >= self.config.max_pending_requests {
             self.reply(id, Response::Failed(RaftError::Overloaded { pending }));
             return;

@@ -164,8 +164,11 @@ impl<S: StateMachine> RaftNode<S> {
         if !self.merge_entries(&entries) {
             return;
         }
+        // The log now matches this leader's through `last_new`, and through what earlier
+        // AppendEntries of this leader established (`forward` module docs).
+        self.leader_match = self.leader_match.max(last_new);
         if leader_commit > self.commit_index {
-            self.commit_index = self.commit_index.max(leader_commit.min(last_new));
+            self.commit_index = self.commit_index.max(leader_commit.min(self.leader_match));
             self.apply_committed();
         }
         let message = Message::AppendEntriesResponse {
@@ -315,6 +318,7 @@ impl<S: StateMachine> RaftNode<S> {
             && quorum_index != u64::MAX
             && self.log.term_at(quorum_index) == Some(self.current_term)
         {
+            self.note_forwarded_commits(self.commit_index, quorum_index);
             self.commit_index = quorum_index;
             self.on_leader_commit();
         }

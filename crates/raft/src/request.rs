@@ -79,6 +79,14 @@ pub enum RaftError {
         /// Where it was appended.
         index: LogIndex,
     },
+    /// The proposal was forwarded to leader `to`, which lost leadership or contact (or the
+    /// proposal was not applied here within an election timeout): it may or may not take
+    /// effect.
+    #[error("forwarded to leader {to}, which lost leadership or contact before the proposal was applied here; outcome unknown")]
+    ForwardedOutcomeUnknown {
+        /// The leader it was forwarded to.
+        to: NodeId,
+    },
     /// Too many requests are waiting.
     #[error("overloaded: {pending} requests already waiting")]
     Overloaded {

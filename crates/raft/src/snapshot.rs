@@ -193,6 +193,11 @@ impl<S: StateMachine> RaftNode<S> {
         }
         self.commit_index = index;
         self.last_applied = index;
+        // The leader's snapshot is its committed state, so the log matches its log through
+        // `index`. Entries this node forwarded may be inside it, never to be applied here one
+        // by one: their outcome is unknown.
+        self.leader_match = self.leader_match.max(index);
+        self.fail_forwarded_proposals(|_| true);
         self.compact_log(
             Snapshot {
                 meta,

@@ -131,6 +131,25 @@ fn corrupt(message: &mut KvMessage, rng: &mut Rng) {
             *read_id = small(rng);
             *read_index = rng.gen_bool(0.5).then(|| small(rng));
         }
+        Message::Propose { proposals } => {
+            for (id, _) in proposals.iter_mut() {
+                *id = small(rng);
+            }
+            if rng.gen_bool(0.2) {
+                proposals.clear();
+            }
+        }
+        Message::ProposeRejected { ids, .. } => {
+            for id in ids.iter_mut() {
+                *id = small(rng);
+            }
+        }
+        Message::Commit { term, commit_index } => {
+            *commit_index = small(rng);
+            if rng.gen_bool(0.3) {
+                *term = small(rng);
+            }
+        }
     }
 }
 
@@ -145,11 +164,16 @@ fn corrupted_messages_never_panic_a_node() {
         let config = Config {
             snapshot_threshold: 5,
             snapshot_chunk_size: 8,
+            forward_proposals: true,
             ..Config::default()
         };
         let mut cluster = Cluster::new(3, config);
         cluster.check_cluster_invariants = false;
         for step in 0..2_000 {
+            if step % 13 == 0 {
+                // To any node: followers forward it.
+                cluster.propose(rng.gen_range(0..3), "k", step);
+            }
             if let Some(leader) = cluster.leader() {
                 if step % 7 == 0 {
                     cluster.propose(leader, "k", step);

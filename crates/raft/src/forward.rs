@@ -1,0 +1,266 @@
+//! Proposal forwarding (`Config::forward_proposals`, etcd's MsgProp).
+//!
+//! **Follower.** A proposal to a follower waits in `proposals_to_forward` until the first step
+//! that is not itself a proposal (as `batch_proposals` holds a leader's broadcast back), and
+//! then leaves with every other waiting one in a single `Message::Propose`. The leader appends
+//! each as a `Payload::Forwarded` entry tagged with the follower's id for it. The follower
+//! answers its client when it applies that entry itself: the leader sends no answer, and a
+//! client of a follower reads its own writes there.
+//!
+//! **Outcomes.** A leader that cannot take the proposals (it is not the leader, a transfer is
+//! under way, it is overloaded, the sender is no member) answers `Message::ProposeRejected`:
+//! none is in the log, and they fail with its error. A forwarded proposal whose leader changes
+//! (or which this node now leads), whose connection to the leader is lost, or that is not
+//! applied within an election timeout fails with `RaftError::ForwardedOutcomeUnknown`: it may
+//! still take effect, as a leader's own proposal may when it steps down. An installed snapshot
+//! fails them the same way, since it may hold their entries.
+//!
+//! **Commitment.** A follower learns the commit index from AppendEntries, which may come only
+//! with the next heartbeat when no new entries flow. So when a leader commits entries a
+//! follower forwarded, it sends that follower a `Message::Commit` at once, unless an
+//! AppendEntries of the same step carries the new commit index. A follower adopts a commit
+//! index only up to `leader_match`, the prefix its log shares with this leader's log (Log
+//! Matching, paper §5.3): what this leader's AppendEntries established in its term.
+
+use std::sync::Arc;
+
+use concord_core::{NodeId, RequestId, StateMachine, Time};
+
+use crate::node::{RaftNode, RaftRole};
+use crate::{LogIndex, Message, Payload, ProposalOrigin, RaftError, Response};
+
+/// A proposal this node forwarded to the leader, waiting to be applied here.
+#[derive(Clone, Debug)]
+pub(crate) struct ForwardedProposal {
+    /// The client's request.
+    pub(crate) request: RequestId,
+    /// The leader it went to.
+    pub(crate) to: NodeId,
+    /// When it left; it fails an election timeout later.
+    pub(crate) sent: Time,
+}
+
+impl<S: StateMachine> RaftNode<S> {
+    /// A follower takes a client proposal to forward at the end of the step.
+    pub(crate) fn queue_forward(&mut self, id: RequestId, command: Arc<S::Command>) {
+        if self.leader_id.is_none() {
+            self.reply(id, Response::Failed(RaftError::NotLeader { leader: None }));
+            return;
+        }
+        let pending = self.waiting_requests();
+        if pending >= self.config.max_pending_requests {
+            self.reply(id, Response::Failed(RaftError::Overloaded { pending }));
+            return;
+        }
+        self.proposals_to_forward.push((id, command));
+    }
+
+    /// The client requests a follower keeps waiting: reads and proposals, forwarded or about
+    /// to be (bounded by `Config::max_pending_requests`, as a leader's are).
+    pub(crate) fn waiting_requests(&self) -> usize {
+        self.reads_to_forward.len()
+            + self
+                .forwarded_reads
+                .as_ref()
+                .map_or(0, |(_, batch)| batch.reads.len())
+            + self.reads_awaiting_apply.len()
+            + self.proposals_to_forward.len()
+            + self.forwarded_proposals.len()
+    }
+
+    /// Run at the end of every step, before anything is emitted: fails the forwarded
+    /// proposals whose leader changed, then forwards the waiting ones in one message — unless
+    /// this step is a proposal and `batch_proposals` holds them back for the next.
+    pub(crate) fn forward_proposals(&mut self) {
+        // Every forwarded proposal went to the leader of its time, and a change of leader fails
+        // them all, so they share one destination: checking the first checks them all.
+        if let Some(to) = self.forwarded_proposals.values().next().map(|p| p.to) {
+            if self.leader.is_some() || self.leader_id != Some(to) {
+                self.fail_forwarded_proposals(|_| true);
+            }
+        }
+        if self.hold_broadcast || self.proposals_to_forward.is_empty() {
+            return;
+        }
+        let proposals = std::mem::take(&mut self.proposals_to_forward);
+        if self.leader.is_some() {
+            for (id, command) in proposals {
+                self.on_propose(id, command);
+            }
+            return;
+        }
+        let Some(to) = self.leader_id else {
+            for (id, _) in proposals {
+                self.reply(id, Response::Failed(RaftError::NotLeader { leader: None }));
+            }
+            return;
+        };
+        let mut batch =
+            Vec::with_capacity(proposals.len().min(self.config.max_entries_per_message));
+        for (request, command) in proposals {
+            let sequence = self.next_proposal;
+            self.next_proposal += 1;
+            self.forwarded_proposals.insert(
+                sequence,
+                ForwardedProposal {
+                    request,
+                    to,
+                    sent: self.now,
+                },
+            );
+            batch.push((self.incarnation.wrapping_add(sequence), command));
+            if batch.len() == self.config.max_entries_per_message {
+                let proposals = std::mem::take(&mut batch);
+                self.send(to, Message::Propose { proposals });
+            }
+        }
+        if !batch.is_empty() {
+            self.send(to, Message::Propose { proposals: batch });
+        }
+    }
+
+    /// Fails, with an unknown outcome, the forwarded proposals `which` selects (by leader).
+    pub(crate) fn fail_forwarded_proposals(&mut self, which: impl Fn(NodeId) -> bool) {
+        let failed: Vec<u64> = self
+            .forwarded_proposals
+            .iter()
+            .filter(|(_, proposal)| which(proposal.to))
+            .map(|(&sequence, _)| sequence)
+            .collect();
+        for sequence in failed {
+            if let Some(proposal) = self.forwarded_proposals.remove(&sequence) {
+                let error = RaftError::ForwardedOutcomeUnknown { to: proposal.to };
+                self.reply(proposal.request, Response::Failed(error));
+            }
+        }
+    }
+
+    /// Forwarded proposals not applied within an election timeout fail.
+    pub(crate) fn expire_forwarded_proposals(&mut self) {
+        let timeout = self.config.election_timeout_max;
+        while let Some(entry) = self.forwarded_proposals.first_entry() {
+            if entry.get().sent + timeout > self.now {
+                break;
+            }
+            let proposal = entry.remove();
+            let error = RaftError::ForwardedOutcomeUnknown { to: proposal.to };
+            self.reply(proposal.request, Response::Failed(error));
+        }
+    }
+
+    /// The leader side: a follower's proposals become entries of this term, unless this node
+    /// cannot take them.
+    pub(crate) fn on_forwarded_proposals(
+        &mut self,
+        from: NodeId,
+        proposals: Vec<(u64, Arc<S::Command>)>,
+    ) {
+        let refusal = match &self.leader {
+            None => Some(RaftError::NotLeader {
+                leader: self.leader_id,
+            }),
+            // A removed node learns nothing more of the cluster: as if no leader were known.
+            Some(_) if !self.log.membership().contains(from) => {
+                Some(RaftError::NotLeader { leader: None })
+            }
+            Some(leader) if leader.transfer.is_some() => Some(RaftError::TransferInProgress),
+            Some(leader)
+                if leader.pending_requests() + proposals.len()
+                    > self.config.max_pending_requests =>
+            {
+                Some(RaftError::Overloaded {
+                    pending: leader.pending_requests(),
+                })
+            }
+            Some(_) => None,
+        };
+        if let Some(error) = refusal {
+            let ids = proposals.into_iter().map(|(id, _)| id).collect();
+            self.send(from, Message::ProposeRejected { ids, error });
+            return;
+        }
+        for (id, command) in proposals {
+            let origin = ProposalOrigin { node: from, id };
+            self.append_to_log(self.current_term, Payload::Forwarded { command, origin });
+        }
+        self.needs_broadcast = true;
+    }
+
+    /// The leader refused proposals this node forwarded to `from`: none is in its log.
+    pub(crate) fn on_proposals_rejected(&mut self, from: NodeId, ids: &[u64], error: &RaftError) {
+        for &id in ids {
+            let sequence = id.wrapping_sub(self.incarnation);
+            if self
+                .forwarded_proposals
+                .get(&sequence)
+                .is_some_and(|proposal| proposal.to == from)
+            {
+                if let Some(proposal) = self.forwarded_proposals.remove(&sequence) {
+                    self.reply(proposal.request, Response::Failed(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Applying an entry this node forwarded answers its client.
+    pub(crate) fn take_forwarded(&mut self, origin: &ProposalOrigin) -> Option<RequestId> {
+        if origin.node != self.id {
+            return None;
+        }
+        let sequence = origin.id.wrapping_sub(self.incarnation);
+        self.forwarded_proposals
+            .remove(&sequence)
+            .map(|proposal| proposal.request)
+    }
+
+    /// The leader's commit index, sent because it committed entries this node forwarded.
+    pub(crate) fn on_commit(&mut self, from: NodeId, commit_index: LogIndex) {
+        if self.role != RaftRole::Follower || self.leader_id != Some(from) {
+            return;
+        }
+        let commit = commit_index.min(self.leader_match);
+        if commit > self.commit_index {
+            self.commit_index = commit;
+            self.apply_committed();
+        }
+    }
+
+    /// The leader committed `(from, to]`: the followers that forwarded any of it are told.
+    pub(crate) fn note_forwarded_commits(&mut self, from: LogIndex, to: LogIndex) {
+        for index in from + 1..=to {
+            if let Some(Payload::Forwarded { origin, .. }) =
+                self.log.entry(index).map(|entry| &entry.payload)
+            {
+                if origin.node != self.id && !self.commit_notify.contains(&origin.node) {
+                    self.commit_notify.push(origin.node);
+                }
+            }
+        }
+    }
+
+    /// Sends the commit index to the followers `note_forwarded_commits` noted, unless an
+    /// AppendEntries of this step already carries it to them.
+    pub(crate) fn send_commit_notices(&mut self) {
+        if self.commit_notify.is_empty() {
+            return;
+        }
+        let (term, commit_index) = (self.current_term, self.commit_index);
+        let notify = std::mem::take(&mut self.commit_notify);
+        for &peer in &notify {
+            let carried = self.outbox.iter().any(|(to, message)| {
+                *to == peer
+                    && matches!(message, Message::AppendEntries { leader_commit, .. }
+                        if *leader_commit >= commit_index)
+            });
+            let follower = self
+                .leader
+                .as_ref()
+                .is_some_and(|leader| leader.progress.contains_key(&peer));
+            if follower && !carried {
+                self.send(peer, Message::Commit { term, commit_index });
+            }
+        }
+        self.commit_notify = notify;
+        self.commit_notify.clear();
+    }
+}

@@ -1,0 +1,280 @@
+//! Proposal forwarding (`Config::forward_proposals`): a follower sends the proposals it gets
+//! to the leader in one `Propose` message and answers each when it applies its entry; the
+//! leader tells it the commit index at once; every way a forwarded proposal can be lost ends
+//! in a clear failure.
+
+mod common;
+
+use concord_core::{Input, KvOperation, KvResult};
+use concord_raft::testing::Cluster;
+use concord_raft::{Config, Message, Payload, ProposalOrigin, RaftError, Request, Response};
+
+fn forwarding() -> Config {
+    Config {
+        forward_proposals: true,
+        ..Config::default()
+    }
+}
+
+/// A three-node cluster led by node 0, with its no-op and one write committed everywhere.
+fn settled(config: Config) -> Cluster {
+    let mut cluster = Cluster::new(3, config);
+    cluster.elect(0);
+    cluster.propose(0, "x", 1);
+    cluster.deliver_all();
+    cluster.now += cluster.config.heartbeat_interval;
+    cluster.tick(0);
+    cluster.deliver_all();
+    assert_eq!(cluster.node(1).commit_index(), 2);
+    cluster
+}
+
+fn kind(message: &Message<concord_core::KvCommand>) -> &'static str {
+    match message {
+        Message::Propose { .. } => "Propose",
+        Message::ProposeRejected { .. } => "ProposeRejected",
+        Message::Commit { .. } => "Commit",
+        Message::AppendEntries { .. } => "AppendEntries",
+        Message::AppendEntriesResponse { .. } => "AppendEntriesResponse",
+        _ => "other",
+    }
+}
+
+/// Delivers every message, at the current time, and returns their kinds in delivery order.
+fn deliver_all_kinds(cluster: &mut Cluster) -> Vec<&'static str> {
+    let mut kinds = Vec::new();
+    while let Some(front) = cluster.network.front() {
+        kinds.push(kind(&front.message));
+        cluster.deliver_one();
+    }
+    kinds
+}
+
+/// The proposals of the one `Propose` message in flight, from node 1 to node 0.
+fn forwarded_ids(cluster: &Cluster) -> Vec<u64> {
+    let proposes: Vec<_> = cluster
+        .network
+        .iter()
+        .filter_map(|e| match &e.message {
+            Message::Propose { proposals } => Some((e.from, e.to, proposals.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(proposes.len(), 1, "one Propose message: {proposes:?}");
+    let (from, to, proposals) = &proposes[0];
+    assert_eq!((*from, *to), (1, 0));
+    proposals.iter().map(|(id, _)| *id).collect()
+}
+
+#[test]
+fn a_follower_forwards_its_proposals_in_one_message_and_answers_them_from_its_own_apply() {
+    let mut cluster = settled(forwarding());
+    let ids: Vec<u64> = (0..3).map(|i| cluster.propose(1, "y", i)).collect();
+    assert!(
+        cluster.network.is_empty(),
+        "proposals are held while more may come"
+    );
+    cluster.tick(1);
+    let forwarded = forwarded_ids(&cluster);
+    assert_eq!(forwarded.len(), 3, "all three in one message");
+    // No time passes, so no heartbeat: the follower can learn that its entries committed only
+    // from the leader's Commit.
+    let kinds = deliver_all_kinds(&mut cluster);
+    assert!(kinds.contains(&"Commit"), "{kinds:?}");
+    for (i, id) in ids.iter().enumerate() {
+        let answer = cluster
+            .replies
+            .iter()
+            .find(|(_, request, _)| request == id)
+            .unwrap_or_else(|| panic!("request {id} answered"));
+        assert_eq!(answer.0, 1, "answered by the follower that got it");
+        assert_eq!(
+            answer.2,
+            Response::Applied {
+                index: 3 + i as u64,
+                output: KvResult::Written
+            }
+        );
+    }
+    // The leader's log carries each one's origin.
+    let log = cluster.node(0).log();
+    for (i, id) in forwarded.iter().enumerate() {
+        let entry = log.entry(3 + i as u64).expect("appended");
+        assert!(matches!(
+            &entry.payload,
+            Payload::Forwarded { origin: ProposalOrigin { node: 1, id: got }, .. } if got == id
+        ));
+    }
+    for id in &ids {
+        let answers = cluster.replies.iter().filter(|(_, r, _)| r == id).count();
+        assert_eq!(answers, 1, "request {id} answered once");
+    }
+}
+
+#[test]
+fn without_forwarding_a_follower_refuses_a_proposal_with_the_leaders_name() {
+    let mut cluster = settled(Config::default());
+    let id = cluster.propose(1, "y", 1);
+    assert_eq!(
+        cluster.reply(id),
+        Some(&Response::Failed(RaftError::NotLeader { leader: Some(0) }))
+    );
+}
+
+#[test]
+fn a_leader_that_lost_its_place_refuses_forwarded_proposals_and_the_follower_fails_them() {
+    let mut cluster = settled(forwarding());
+    let id = cluster.propose(1, "y", 1);
+    cluster.tick(1);
+    let propose = cluster.network.pop_front().expect("the Propose");
+    // A transfer's vote request with a higher term makes node 0 a follower at once.
+    let term = cluster.node(0).current_term() + 1;
+    let vote = Message::RequestVote {
+        term,
+        last_log_index: 2,
+        last_log_term: 1,
+        pre_vote: false,
+        transfer: true,
+    };
+    cluster.step(
+        0,
+        Input::Message {
+            from: 2,
+            message: vote,
+        },
+    );
+    assert!(!cluster.node(0).is_leader());
+    cluster.network.clear();
+    cluster.network.push_back(propose);
+    cluster.deliver_one();
+    let rejection = cluster.network.front().map(|e| kind(&e.message));
+    assert_eq!(rejection, Some("ProposeRejected"));
+    cluster.deliver_one();
+    assert_eq!(
+        cluster.reply(id),
+        Some(&Response::Failed(RaftError::NotLeader { leader: None }))
+    );
+    assert!(
+        cluster.node(0).log().last_index() == 2,
+        "nothing was appended"
+    );
+}
+
+#[test]
+fn a_forwarded_proposal_whose_leader_changes_fails_with_an_unknown_outcome() {
+    let mut cluster = settled(forwarding());
+    let id = cluster.propose(1, "y", 1);
+    cluster.tick(1);
+    cluster.deliver_one(); // The Propose reaches node 0, which appends it...
+    cluster.crash(0); // ...and crashes before anyone else has it.
+    cluster.drop_messages();
+    cluster.run_for(3 * cluster.config.election_timeout_max);
+    let leader = cluster.leader().expect("a new leader");
+    assert_ne!(leader, 0);
+    assert_eq!(
+        cluster.reply(id),
+        Some(&Response::Failed(RaftError::ForwardedOutcomeUnknown {
+            to: 0
+        }))
+    );
+}
+
+#[test]
+fn a_forwarded_proposal_that_is_lost_fails_after_an_election_timeout() {
+    let mut cluster = settled(forwarding());
+    cluster.cut(1, 0); // Node 1 hears the leader, but the leader does not hear it.
+    let id = cluster.propose(1, "y", 1);
+    let sent = cluster.now;
+    cluster.run_for(cluster.config.election_timeout_max / 2);
+    assert_eq!(cluster.reply(id), None, "still waiting");
+    assert_eq!(cluster.leader(), Some(0), "the leader stays");
+    cluster.run_for(cluster.config.election_timeout_max);
+    assert_eq!(
+        cluster.reply(id),
+        Some(&Response::Failed(RaftError::ForwardedOutcomeUnknown {
+            to: 0
+        }))
+    );
+    assert!(cluster.now >= sent + cluster.config.election_timeout_max);
+}
+
+#[test]
+fn a_restarted_follower_is_not_answered_by_the_entries_of_its_earlier_incarnation() {
+    let mut cluster = settled(forwarding());
+    let old = cluster.propose(1, "y", 1);
+    cluster.tick(1);
+    // The leader appends the old incarnation's proposal; node 1 restarts before learning of it.
+    cluster.deliver_one();
+    cluster.crash(1);
+    cluster.drop_messages();
+    cluster.restart(1);
+    cluster.now += cluster.config.heartbeat_interval;
+    cluster.tick(0);
+    cluster.deliver_all();
+    let new = cluster.propose(1, "y", 2);
+    cluster.tick(1);
+    cluster.deliver_all();
+    assert_eq!(cluster.reply(old), None, "the crash lost its client");
+    // The first entry node 1's new incarnation forwarded has the same sequence number as the
+    // old one's: only the incarnation tells them apart.
+    assert_eq!(
+        cluster.reply(new),
+        Some(&Response::Applied {
+            index: 4,
+            output: KvResult::Written
+        }),
+        "answered by its own entry (4), not the old incarnation's (3)"
+    );
+    let first = cluster.node(0).log().entry(3).expect("the old proposal");
+    assert!(matches!(&first.payload, Payload::Forwarded { origin, .. } if origin.node == 1));
+}
+
+#[test]
+fn a_commit_notice_is_adopted_only_up_to_what_the_log_shares_with_the_leader() {
+    let mut cluster = settled(forwarding());
+    cluster.propose(0, "z", 1);
+    cluster.take_messages(); // Entry 3 never reaches node 1.
+    let term = cluster.node(0).current_term();
+    let notice = Message::Commit {
+        term,
+        commit_index: 3,
+    };
+    cluster.step(
+        1,
+        Input::Message {
+            from: 0,
+            message: notice.clone(),
+        },
+    );
+    assert_eq!(cluster.node(1).commit_index(), 2, "it lacks entry 3");
+    // From anyone but its leader, a notice changes nothing.
+    cluster.step(
+        1,
+        Input::Message {
+            from: 2,
+            message: notice,
+        },
+    );
+    assert_eq!(cluster.node(1).commit_index(), 2);
+}
+
+#[test]
+fn a_follower_with_too_many_proposals_waiting_refuses_more() {
+    let mut cluster = settled(Config {
+        max_pending_requests: 2,
+        ..forwarding()
+    });
+    cluster.propose(1, "y", 1);
+    cluster.propose(1, "y", 2);
+    let third = cluster.propose(1, "y", 3);
+    assert_eq!(
+        cluster.reply(third),
+        Some(&Response::Failed(RaftError::Overloaded { pending: 2 }))
+    );
+    let read = cluster.request(1, Request::Read(KvOperation::Read { key: "y".into() }));
+    assert_eq!(
+        cluster.reply(read),
+        Some(&Response::Failed(RaftError::Overloaded { pending: 2 })),
+        "reads and proposals share the bound"
+    );
+}
