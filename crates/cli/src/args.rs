@@ -105,6 +105,10 @@ pub struct RunArgs {
     /// (default: the protocol's, 10 000 and 1 000).
     #[arg(long)]
     pub snapshot_every: Option<u64>,
+    /// Raft: followers forward the proposals they get to the leader and answer their clients
+    /// themselves, instead of redirecting them to the leader.
+    #[arg(long)]
+    pub forward_proposals: bool,
 }
 
 /// Flags of `concord sim` and `concord replay`.
@@ -259,6 +263,7 @@ impl RunArgs {
             nemesis_source: self.nemesis.as_ref().map(|p| p.display().to_string()),
             partition: self.partition.clone(),
             snapshot_every: self.snapshot_every,
+            forward_proposals: self.forward_proposals,
             ..defaults
         };
         options.validate()?;

@@ -295,7 +295,7 @@ async fn serve<N: ServedNode>(
         node_config,
     );
     config.peers = settings.peers.clone();
-    config.seed = settings.cluster_id;
+    config.seed = concord_runtime::fresh_seed();
     config.cluster_id = settings.cluster_id;
     config.time_origin = match settings.algorithm {
         // A PBFT proxy stamps requests with its node's time, which must keep increasing

@@ -70,6 +70,16 @@ impl<S: StateMachine> RaftNode<S> {
                 granted: false,
                 pre_vote: *pre_vote,
             },
+            Message::Propose {
+                incarnation,
+                first,
+                commands,
+                ..
+            } => Message::ProposeRejected {
+                incarnation: *incarnation,
+                first: *first,
+                count: commands.len() as u64,
+            },
             _ => return,
         };
         self.send(from, answer);

@@ -7,13 +7,19 @@
 //! answers its client when it applies that entry itself: the leader sends no answer, and a
 //! client of a follower reads its own writes there.
 //!
-//! **Outcomes.** A leader that cannot take the proposals (it is not the leader, a transfer is
-//! under way, it is overloaded, the sender is no member) answers `Message::ProposeRejected`:
-//! none is in the log, and they fail with its error. A forwarded proposal whose leader changes
-//! (or which this node now leads), whose connection to the leader is lost, or that is not
-//! applied within an election timeout fails with `RaftError::ForwardedOutcomeUnknown`: it may
-//! still take effect, as a leader's own proposal may when it steps down. An installed snapshot
-//! fails them the same way, since it may hold their entries.
+//! **Once each.** A `Propose` names the term of the leader it is for, and only that leader
+//! appends it (the term rules of §5.1 turn it away anywhere else). Proposals are numbered per
+//! follower incarnation, in order, and the leader remembers, per follower incarnation, the
+//! number after the last one it appended: a copy of the message (the network may duplicate
+//! one) appends nothing again. So a proposal enters the log at most once.
+//!
+//! **Outcomes.** A forwarded proposal fails with `RaftError::ForwardedOutcomeUnknown` — it
+//! may still take effect, as a leader's own proposal may when it steps down — when its leader
+//! changes (or this node now leads), when the connection to the leader is lost, when it is not
+//! applied within an election timeout, when an installed snapshot may hold its entry, and when
+//! the receiver refuses it (`Message::ProposeRejected`: not the leader of that term, a
+//! transfer under way, overloaded, the sender no member). A refusal is no proof either: the
+//! refused message may be a copy of one the same node took while it led.
 //!
 //! **Commitment.** A follower learns the commit index from AppendEntries, which may come only
 //! with the next heartbeat when no new entries flow. So when a leader commits entries a
@@ -28,6 +34,10 @@ use concord_core::{NodeId, RequestId, StateMachine, Time};
 
 use crate::node::{RaftNode, RaftRole};
 use crate::{LogIndex, Message, Payload, ProposalOrigin, RaftError, Response};
+
+/// Most incarnations of one follower whose forwarded proposals a leader tracks (a follower
+/// restarts a few times at most within one leader's term).
+const MAX_INCARNATIONS: usize = 8;
 
 /// A proposal this node forwarded to the leader, waiting to be applied here.
 #[derive(Clone, Debug)]
@@ -95,27 +105,28 @@ impl<S: StateMachine> RaftNode<S> {
             }
             return;
         };
-        let mut batch =
-            Vec::with_capacity(proposals.len().min(self.config.max_entries_per_message));
-        for (request, command) in proposals {
-            let sequence = self.next_proposal;
-            self.next_proposal += 1;
-            self.forwarded_proposals.insert(
-                sequence,
-                ForwardedProposal {
+        let mut proposals = proposals.into_iter().peekable();
+        while proposals.peek().is_some() {
+            let first = self.next_proposal;
+            let mut commands = Vec::new();
+            for (request, command) in proposals.by_ref().take(self.config.max_entries_per_message) {
+                let proposal = ForwardedProposal {
                     request,
                     to,
                     sent: self.now,
-                },
-            );
-            batch.push((self.incarnation.wrapping_add(sequence), command));
-            if batch.len() == self.config.max_entries_per_message {
-                let proposals = std::mem::take(&mut batch);
-                self.send(to, Message::Propose { proposals });
+                };
+                self.forwarded_proposals
+                    .insert(self.next_proposal, proposal);
+                self.next_proposal += 1;
+                commands.push(command);
             }
-        }
-        if !batch.is_empty() {
-            self.send(to, Message::Propose { proposals: batch });
+            let message = Message::Propose {
+                term: self.current_term,
+                incarnation: self.incarnation,
+                first,
+                commands,
+            };
+            self.send(to, message);
         }
     }
 
@@ -148,56 +159,86 @@ impl<S: StateMachine> RaftNode<S> {
         }
     }
 
-    /// The leader side: a follower's proposals become entries of this term, unless this node
-    /// cannot take them.
+    /// The leader side: a follower's proposals become entries of this term (those not
+    /// appended before), unless this node cannot take them. The term rules already turned
+    /// away a message for another term.
     pub(crate) fn on_forwarded_proposals(
         &mut self,
         from: NodeId,
-        proposals: Vec<(u64, Arc<S::Command>)>,
+        incarnation: u64,
+        first: u64,
+        commands: Vec<Arc<S::Command>>,
     ) {
-        let refusal = match &self.leader {
-            None => Some(RaftError::NotLeader {
-                leader: self.leader_id,
-            }),
-            // A removed node learns nothing more of the cluster: as if no leader were known.
-            Some(_) if !self.log.membership().contains(from) => {
-                Some(RaftError::NotLeader { leader: None })
+        let count = commands.len() as u64;
+        let refuse = match &self.leader {
+            None => true,
+            // A removed node learns nothing more of the cluster.
+            Some(_) if !self.log.membership().contains(from) => true,
+            Some(leader) => {
+                leader.transfer.is_some()
+                    || leader.pending_requests() + commands.len() > self.config.max_pending_requests
             }
-            Some(leader) if leader.transfer.is_some() => Some(RaftError::TransferInProgress),
-            Some(leader)
-                if leader.pending_requests() + proposals.len()
-                    > self.config.max_pending_requests =>
-            {
-                Some(RaftError::Overloaded {
-                    pending: leader.pending_requests(),
-                })
-            }
-            Some(_) => None,
         };
-        if let Some(error) = refusal {
-            let ids = proposals.into_iter().map(|(id, _)| id).collect();
-            self.send(from, Message::ProposeRejected { ids, error });
+        if refuse {
+            let message = Message::ProposeRejected {
+                incarnation,
+                first,
+                count,
+            };
+            self.send(from, message);
             return;
         }
-        for (id, command) in proposals {
-            let origin = ProposalOrigin { node: from, id };
-            self.append_to_log(self.current_term, Payload::Forwarded { command, origin });
+        let term = self.current_term;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        let incarnations = leader.forwarded.entry(from).or_default();
+        let position = match incarnations.iter().position(|(i, _)| *i == incarnation) {
+            Some(position) => position,
+            None => {
+                if incarnations.len() == MAX_INCARNATIONS {
+                    incarnations.remove(0);
+                }
+                incarnations.push((incarnation, first));
+                incarnations.len() - 1
+            }
+        };
+        let next = &mut incarnations[position].1;
+        // Proposals before `next` were appended already (or overtaken by later ones, and left
+        // to fail at the follower).
+        let skip = next.saturating_sub(first).min(count);
+        *next = (*next).max(first.saturating_add(count));
+        for (offset, command) in (0..count).zip(commands).skip(skip as usize) {
+            let origin = ProposalOrigin {
+                node: from,
+                id: incarnation.wrapping_add(first.wrapping_add(offset)),
+            };
+            self.append_to_log(term, Payload::Forwarded { command, origin });
+            self.needs_broadcast = true;
         }
-        self.needs_broadcast = true;
     }
 
-    /// The leader refused proposals this node forwarded to `from`: none is in its log.
-    pub(crate) fn on_proposals_rejected(&mut self, from: NodeId, ids: &[u64], error: &RaftError) {
-        for &id in ids {
-            let sequence = id.wrapping_sub(self.incarnation);
-            if self
-                .forwarded_proposals
-                .get(&sequence)
-                .is_some_and(|proposal| proposal.to == from)
-            {
-                if let Some(proposal) = self.forwarded_proposals.remove(&sequence) {
-                    self.reply(proposal.request, Response::Failed(error.clone()));
-                }
+    /// A node refused proposals this node forwarded to it: they may or may not be in a log.
+    pub(crate) fn on_proposals_rejected(
+        &mut self,
+        from: NodeId,
+        incarnation: u64,
+        first: u64,
+        count: u64,
+    ) {
+        if incarnation != self.incarnation {
+            return;
+        }
+        let refused: Vec<u64> = self
+            .forwarded_proposals
+            .range(first..first.saturating_add(count))
+            .filter(|(_, proposal)| proposal.to == from)
+            .map(|(&sequence, _)| sequence)
+            .collect();
+        for sequence in refused {
+            if let Some(proposal) = self.forwarded_proposals.remove(&sequence) {
+                let error = RaftError::ForwardedOutcomeUnknown { to: proposal.to };
+                self.reply(proposal.request, Response::Failed(error));
             }
         }
     }

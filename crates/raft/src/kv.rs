@@ -22,7 +22,9 @@ impl KvService for RaftNode<KvStateMachine> {
             Response::Failed(RaftError::NotLeader { leader }) => {
                 KvOutcome::NotLeader { leader: *leader }
             }
-            Response::Failed(RaftError::OutcomeUnknown { .. }) => KvOutcome::Unknown,
+            Response::Failed(
+                RaftError::OutcomeUnknown { .. } | RaftError::ForwardedOutcomeUnknown { .. },
+            ) => KvOutcome::Unknown,
             Response::Failed(error) => KvOutcome::Rejected(error.to_string()),
             Response::TransferStarted { .. } | Response::MembershipChanged { .. } => {
                 KvOutcome::Rejected("an administrative response to a key-value request".into())

@@ -96,6 +96,10 @@ pub(crate) struct LeaderState<Q> {
     pub transfer: Option<Transfer>,
     /// A membership change in progress.
     pub membership_request: Option<MembershipRequest>,
+    /// Per follower, the forwarded proposals this leader appended: for each incarnation of
+    /// the follower (a few at most), the sequence number after the last one. A copy of a
+    /// `Propose` (a duplicated message) appends nothing again.
+    pub forwarded: BTreeMap<NodeId, Vec<(u64, u64)>>,
 }
 
 impl<Q> LeaderState<Q> {
@@ -116,6 +120,7 @@ impl<Q> LeaderState<Q> {
             check_quorum_deadline,
             transfer: None,
             membership_request: None,
+            forwarded: BTreeMap::new(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use concord_core::NodeId;
 
-use crate::{Entry, LogIndex, RaftError, SnapshotMeta, Term};
+use crate::{Entry, LogIndex, SnapshotMeta, Term};
 
 /// A message between Raft peers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,21 +116,31 @@ pub enum Message<C> {
         /// The leader the responder believes in (itself, when it answers with an index).
         leader: Option<NodeId>,
     },
-    /// A follower forwards client proposals to the leader, all those that arrived since its
-    /// last such message (`Config::forward_proposals`; etcd's MsgProp). It answers each
-    /// client itself when it applies the entry, so the leader sends nothing back unless it
-    /// refuses them.
+    /// A follower forwards client proposals to the leader of `term`, all those that arrived
+    /// since its last such message (`Config::forward_proposals`; etcd's MsgProp). It answers
+    /// each client itself when it applies the entry, so the leader sends nothing back unless
+    /// it refuses them. Only the leader of `term` appends them, once each however often the
+    /// message arrives.
     Propose {
-        /// The proposals: the follower's id for each, and the command.
-        proposals: Vec<(u64, Arc<C>)>,
+        /// The term of the leader they are for.
+        term: Term,
+        /// The follower's incarnation (a random number drawn at its start).
+        incarnation: u64,
+        /// The follower's sequence number of the first proposal; the rest follow in order.
+        first: u64,
+        /// The commands.
+        commands: Vec<Arc<C>>,
     },
-    /// The answer to a [`Message::Propose`] the receiver did not append: none of its
-    /// proposals is in the log.
+    /// The answer to a [`Message::Propose`] the receiver did not take. Whether an earlier
+    /// copy of the same proposals was taken (by this node when it led, or now) it cannot
+    /// tell, so the follower fails them with an unknown outcome.
     ProposeRejected {
-        /// The follower's ids of the refused proposals.
-        ids: Vec<u64>,
-        /// Why.
-        error: RaftError,
+        /// The follower's incarnation, echoed.
+        incarnation: u64,
+        /// The first refused sequence number.
+        first: u64,
+        /// How many, from `first` on.
+        count: u64,
     },
     /// The leader's commit index advanced over entries a follower forwarded: the follower
     /// applies them (and answers their clients) without waiting for the next AppendEntries.
@@ -153,10 +163,10 @@ impl<C> Message<C> {
             | Message::InstallSnapshot { term, .. }
             | Message::InstallSnapshotResponse { term, .. }
             | Message::TimeoutNow { term }
+            | Message::Propose { term, .. }
             | Message::Commit { term, .. } => Some(*term),
             Message::ReadIndexRequest { .. }
             | Message::ReadIndexResponse { .. }
-            | Message::Propose { .. }
             | Message::ProposeRejected { .. } => None,
         }
     }

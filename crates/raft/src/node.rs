@@ -484,10 +484,17 @@ impl<S: StateMachine> RaftNode<S> {
                 read_index,
                 leader,
             } => self.on_read_index_response(read_id, read_index, leader),
-            Message::Propose { proposals } => self.on_forwarded_proposals(from, proposals),
-            Message::ProposeRejected { ids, error } => {
-                self.on_proposals_rejected(from, &ids, &error)
-            }
+            Message::Propose {
+                incarnation,
+                first,
+                commands,
+                ..
+            } => self.on_forwarded_proposals(from, incarnation, first, commands),
+            Message::ProposeRejected {
+                incarnation,
+                first,
+                count,
+            } => self.on_proposals_rejected(from, incarnation, first, count),
             Message::Commit { commit_index, .. } => self.on_commit(from, commit_index),
         }
     }

@@ -131,17 +131,32 @@ fn corrupt(message: &mut KvMessage, rng: &mut Rng) {
             *read_id = small(rng);
             *read_index = rng.gen_bool(0.5).then(|| small(rng));
         }
-        Message::Propose { proposals } => {
-            for (id, _) in proposals.iter_mut() {
-                *id = small(rng);
+        Message::Propose {
+            term,
+            incarnation,
+            first,
+            commands,
+        } => {
+            *first = small(rng);
+            if rng.gen_bool(0.3) {
+                *term = small(rng);
+            }
+            if rng.gen_bool(0.3) {
+                *incarnation = small(rng);
             }
             if rng.gen_bool(0.2) {
-                proposals.clear();
+                commands.clear();
             }
         }
-        Message::ProposeRejected { ids, .. } => {
-            for id in ids.iter_mut() {
-                *id = small(rng);
+        Message::ProposeRejected {
+            incarnation,
+            first,
+            count,
+        } => {
+            *first = small(rng);
+            *count = small(rng);
+            if rng.gen_bool(0.3) {
+                *incarnation = small(rng);
             }
         }
         Message::Commit { term, commit_index } => {

@@ -50,20 +50,28 @@ fn deliver_all_kinds(cluster: &mut Cluster) -> Vec<&'static str> {
     kinds
 }
 
-/// The proposals of the one `Propose` message in flight, from node 1 to node 0.
+/// The ids (as entries carry them) of the proposals in the one `Propose` message in flight,
+/// from node 1 to node 0.
 fn forwarded_ids(cluster: &Cluster) -> Vec<u64> {
     let proposes: Vec<_> = cluster
         .network
         .iter()
         .filter_map(|e| match &e.message {
-            Message::Propose { proposals } => Some((e.from, e.to, proposals.clone())),
+            Message::Propose {
+                incarnation,
+                first,
+                commands,
+                ..
+            } => Some((e.from, e.to, *incarnation, *first, commands.len() as u64)),
             _ => None,
         })
         .collect();
     assert_eq!(proposes.len(), 1, "one Propose message: {proposes:?}");
-    let (from, to, proposals) = &proposes[0];
-    assert_eq!((*from, *to), (1, 0));
-    proposals.iter().map(|(id, _)| *id).collect()
+    let (from, to, incarnation, first, count) = proposes[0];
+    assert_eq!((from, to), (1, 0));
+    (first..first + count)
+        .map(|sequence| incarnation.wrapping_add(sequence))
+        .collect()
 }
 
 #[test]
@@ -122,6 +130,68 @@ fn without_forwarding_a_follower_refuses_a_proposal_with_the_leaders_name() {
 }
 
 #[test]
+fn a_duplicated_propose_message_appends_its_proposals_once() {
+    let mut cluster = settled(forwarding());
+    let ids: Vec<u64> = (0..2).map(|i| cluster.propose(1, "y", i)).collect();
+    cluster.tick(1);
+    let propose = cluster.network.front().expect("the Propose").clone();
+    cluster.deliver_one();
+    cluster.network.push_back(propose.clone());
+    cluster.deliver_all();
+    cluster.network.push_back(propose);
+    cluster.deliver_all();
+    let log = cluster.node(0).log();
+    assert_eq!(log.last_index(), 4, "two entries, not four");
+    for id in ids {
+        let answers = cluster.replies.iter().filter(|(_, r, _)| *r == id).count();
+        assert_eq!(answers, 1);
+    }
+    assert_eq!(
+        cluster.applied[1].len(),
+        cluster.applied[0].len(),
+        "the follower applied what the leader did"
+    );
+}
+
+#[test]
+fn a_propose_for_an_earlier_term_is_refused_by_the_next_leader() {
+    let mut cluster = settled(forwarding());
+    let id = cluster.propose(1, "y", 1);
+    cluster.tick(1);
+    let propose = cluster.network.pop_front().expect("the Propose");
+    cluster.drop_messages();
+    // Node 0 steps down to a higher term (a transfer's vote request), and wins it again.
+    let term = cluster.node(0).current_term() + 1;
+    let vote = Message::RequestVote {
+        term,
+        last_log_index: 2,
+        last_log_term: 1,
+        pre_vote: false,
+        transfer: true,
+    };
+    cluster.step(
+        0,
+        Input::Message {
+            from: 2,
+            message: vote,
+        },
+    );
+    cluster.drop_messages();
+    cluster.elect(0);
+    assert!(cluster.node(0).is_leader());
+    assert!(cluster.node(0).current_term() >= term);
+    let last = cluster.node(0).log().last_index();
+    cluster.network.push_back(propose);
+    cluster.deliver_one();
+    assert_eq!(cluster.node(0).log().last_index(), last, "not appended");
+    cluster.deliver_all();
+    assert!(matches!(
+        cluster.reply(id),
+        Some(Response::Failed(RaftError::ForwardedOutcomeUnknown { .. }))
+    ));
+}
+
+#[test]
 fn a_leader_that_lost_its_place_refuses_forwarded_proposals_and_the_follower_fails_them() {
     let mut cluster = settled(forwarding());
     let id = cluster.propose(1, "y", 1);
@@ -150,9 +220,12 @@ fn a_leader_that_lost_its_place_refuses_forwarded_proposals_and_the_follower_fai
     let rejection = cluster.network.front().map(|e| kind(&e.message));
     assert_eq!(rejection, Some("ProposeRejected"));
     cluster.deliver_one();
+    // A refusal proves nothing (it may answer a copy of a message node 0 took while it led).
     assert_eq!(
         cluster.reply(id),
-        Some(&Response::Failed(RaftError::NotLeader { leader: None }))
+        Some(&Response::Failed(RaftError::ForwardedOutcomeUnknown {
+            to: 0
+        }))
     );
     assert!(
         cluster.node(0).log().last_index() == 2,

@@ -122,7 +122,9 @@ pub struct HostConfig<N: Node> {
     pub wal: WalOptions,
     /// When to compact the WAL.
     pub compaction: CompactionPolicy,
-    /// Seeds the node's random generator (with the node id as the stream).
+    /// Seeds the node's random generator (with the node id as the stream). A real process
+    /// should draw it afresh at every start ([`crate::fresh_seed`]): the same seed would make
+    /// a restarted node draw the same incarnation number as before.
     pub seed: u64,
     /// What the node's time counts from: the host's start (the default), or the UNIX epoch for
     /// nodes whose times must keep increasing across restarts.

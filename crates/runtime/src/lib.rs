@@ -30,7 +30,7 @@ pub mod tls;
 pub mod transport;
 pub mod wal;
 
-pub use clock::{process_cpu_time, TimeOrigin};
+pub use clock::{fresh_seed, process_cpu_time, TimeOrigin};
 pub use host::{
     seed_storage, start, start_with_listener, CompactionPolicy, HostConfig, HostError, HostedNode,
     Leadership, NodeHandle, SyncGate, REMOVED,

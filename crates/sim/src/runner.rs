@@ -72,6 +72,9 @@ pub struct SimOptions {
     /// 64-byte chunks, so that installing one takes several messages); `None`: the protocol's
     /// default (10 000 and 1 000 entries).
     pub snapshot_every: Option<u64>,
+    /// Raft: followers forward the proposals they get to the leader and answer them
+    /// themselves (`concord_raft::Config::forward_proposals`) instead of redirecting clients.
+    pub forward_proposals: bool,
     /// Keep a trace.
     pub trace: bool,
 }
@@ -94,6 +97,7 @@ impl Default for SimOptions {
             partition: None,
             link: LinkConfig::default(),
             snapshot_every: None,
+            forward_proposals: false,
             trace: false,
         }
     }
@@ -139,6 +143,9 @@ impl SimOptions {
         if let Some(entries) = self.snapshot_every {
             command.push_str(&format!(" --snapshot-every {entries}"));
         }
+        if self.forward_proposals {
+            command.push_str(" --forward-proposals");
+        }
         command
     }
 
@@ -149,6 +156,7 @@ impl SimOptions {
             config.snapshot_threshold = entries;
             config.snapshot_chunk_size = 64;
         }
+        config.forward_proposals = self.forward_proposals;
         config
     }
 
@@ -205,6 +213,12 @@ impl SimOptions {
                 })
             }
             _ => {}
+        }
+        if self.forward_proposals && self.algorithm != "raft" {
+            return Err(SimError::InvalidOption {
+                name: "forward-proposals",
+                message: format!("applies to raft only, not {}", self.algorithm),
+            });
         }
         self.link.validate()?;
         Ok(())

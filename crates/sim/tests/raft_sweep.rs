@@ -120,6 +120,98 @@ fn snapshots_under_all_faults_keep_every_invariant() {
     );
 }
 
+/// Proposal forwarding under every fault: followers forward what clients send them and answer
+/// from their own apply, so forwarded proposals meet partitions, crashes (of the follower, of
+/// the leader, between the two), loss, duplication and reordering of `Propose` and `Commit`,
+/// and leader changes; half of the runs also snapshot every 8 entries, so installed snapshots
+/// swallow forwarded entries.
+#[test]
+fn forwarded_proposals_under_all_faults_keep_every_invariant() {
+    let activity = Arc::new(Mutex::new(ForwardCounts::default()));
+    for seed in 0..300 {
+        let options = SimOptions {
+            seed,
+            duration: 8 * SECOND,
+            ops: 150,
+            faults: FaultSelection::All,
+            forward_proposals: true,
+            snapshot_every: (seed % 2 == 1).then_some(8),
+            ..SimOptions::default()
+        };
+        assert!(options.replay_command().contains("--forward-proposals"));
+        let mut checkers = concord_raft::invariants::<KvStateMachine>();
+        checkers.push(Box::new(ForwardActivity(Arc::clone(&activity))));
+        let report =
+            run_protocol::<RaftNode<KvStateMachine>>(&options, options.raft_config(), checkers)
+                .unwrap();
+        check(seed, &report);
+    }
+    let counts = *activity.lock().unwrap();
+    eprintln!("{counts:?}");
+    assert!(counts.proposes > 1000, "{counts:?}");
+    assert!(counts.commits > 1000, "{counts:?}");
+    assert!(counts.answered > 1000, "{counts:?}");
+    assert!(counts.rejected > 0, "{counts:?}");
+    assert!(counts.unknown > 10, "{counts:?}");
+}
+
+/// What the forwarding sweep saw happen.
+#[derive(Clone, Copy, Debug, Default)]
+struct ForwardCounts {
+    /// `Propose` messages sent.
+    proposes: u64,
+    /// `Commit` messages sent.
+    commits: u64,
+    /// Forwarded proposals refused by a node that could not take them.
+    rejected: u64,
+    /// Proposals answered by a follower from its own apply.
+    answered: u64,
+    /// Forwarded proposals failed with an unknown outcome.
+    unknown: u64,
+}
+
+/// Not a safety property: counts forwarding's messages and outcomes, so the sweep shows it
+/// exercised them.
+#[derive(Debug)]
+struct ForwardActivity(Arc<Mutex<ForwardCounts>>);
+
+impl ClusterInvariant<RaftNode<KvStateMachine>> for ForwardActivity {
+    fn name(&self) -> &'static str {
+        "forward-activity"
+    }
+
+    fn check(
+        &mut self,
+        nodes: &[Option<&RaftNode<KvStateMachine>>],
+        stepped: NodeId,
+        effects: &[EffectOf<RaftNode<KvStateMachine>>],
+    ) -> Result<(), Violation> {
+        use concord_raft::{Message, RaftError, Response};
+        let mut counts = self.0.lock().unwrap();
+        let leading = nodes[stepped as usize].is_some_and(|node| node.is_leader());
+        for effect in effects {
+            match effect {
+                Effect::Send { message, .. } => match message {
+                    Message::Propose { .. } => counts.proposes += 1,
+                    Message::Commit { .. } => counts.commits += 1,
+                    Message::ProposeRejected { count, .. } => counts.rejected += count,
+                    _ => {}
+                },
+                Effect::Reply {
+                    response: Response::Applied { .. },
+                    ..
+                } if !leading => counts.answered += 1,
+                Effect::Reply {
+                    response: Response::Failed(RaftError::ForwardedOutcomeUnknown { .. }),
+                    ..
+                } => counts.unknown += 1,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Not a safety property: counts snapshots taken (`Write::Compact`) and InstallSnapshot
 /// messages sent, so the sweep shows it exercised them.
 #[derive(Debug)]

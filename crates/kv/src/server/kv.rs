@@ -39,13 +39,18 @@ fn check_txn_sizes(txn: &TxnRequest, shared: &Shared) -> Result<(), Status> {
 }
 
 impl KvService {
-    /// Proposes `command` (a follower forwards it to the leader over the peer transport).
+    /// Proposes `command` (a follower's Raft forwards it to the leader).
     async fn write(&self, command: Command) -> Result<Output, Status> {
         let shared = &self.0;
         match shared.propose(command).await? {
             Ok(output) => Ok(output),
             Err(error) => {
-                if matches!(error, RaftError::NotLeader { leader: None }) {
+                if matches!(
+                    error,
+                    RaftError::NotLeader { leader: None }
+                        | RaftError::ForwardedOutcomeUnknown { .. }
+                ) {
+                    // A removed member's forwards are refused: say it was removed.
                     shared.check_member().await?;
                 }
                 Err(raft_status(&error))

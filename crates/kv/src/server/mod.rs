@@ -154,6 +154,7 @@ impl ServerConfig {
             heartbeat_interval: nanos(self.heartbeat),
             snapshot_threshold: self.snapshot_entries.max(1),
             max_pending_requests: self.max_inflight.max(1),
+            forward_proposals: true,
             pre_vote: true,
             check_quorum: true,
             ..concord_raft::Config::default()
@@ -226,9 +227,9 @@ impl Shared {
         }
     }
 
-    /// Proposes `command` and waits until it is applied: here when this node leads; else the
-    /// proposal is forwarded over the peer transport to the leader this node knows, and the
-    /// answer is the leader's.
+    /// Proposes `command` and waits until it is applied here: a follower's Raft forwards it
+    /// to the leader (`forward_proposals`) and answers once it applied the entry itself, so a
+    /// client reads its own write on the member it wrote to, as with etcd.
     pub(crate) async fn propose(
         &self,
         command: Command,
@@ -236,8 +237,11 @@ impl Shared {
         self.propose_at(command, true).await
     }
 
-    /// Proposes `command` at this node only (a follower answers `NotLeader`): for requests
-    /// whose handler also changes the leader's own state (its lessor), and so must run there.
+    /// Proposes `command` at this node only (a follower answers `NotLeader` without proposing
+    /// it): for requests whose handler also changes the leader's own state (its lessor), and so
+    /// must run there. Should the node lose its leadership in between, its Raft forwards the
+    /// proposal after all; the handler then touches a lessor that is not primary, which
+    /// is rebuilt from the replicated lease table when its node leads again.
     pub(crate) async fn propose_here(
         &self,
         command: Command,
@@ -253,25 +257,14 @@ impl Shared {
         if command.adds_data() {
             self.check_quota(&command).await?;
         }
-        let request = concord_raft::Request::Propose(command);
-        let id = self.config.id;
-        let leader = self.handle.with_status(|status| status.leader);
-        let response = match leader {
-            Some(leader) if forward && leader != id => {
-                let response = self
-                    .handle
-                    .forward(leader, request, self.request_timeout)
-                    .await
-                    .map_err(host_status)?;
-                if let concord_raft::Response::Failed(RaftError::NotLeader { .. }) = response {
-                    return Err(Status::unavailable(
-                        "etcdserver: leader changed while the request was forwarded",
-                    ));
-                }
-                response
+        if !forward {
+            let leader = self.handle.with_status(|status| status.leader);
+            if leader != Some(self.config.id) {
+                return Ok(Err(RaftError::NotLeader { leader }));
             }
-            _ => self.timed(self.handle.request(request)).await?,
-        };
+        }
+        let request = concord_raft::Request::Propose(command);
+        let response = self.timed(self.handle.request(request)).await?;
         Ok(match response {
             concord_raft::Response::Applied { output, .. } => {
                 self.metrics.proposals_committed.inc();
@@ -515,9 +508,11 @@ pub(crate) fn raft_status(error: &RaftError) -> Status {
         RaftError::NotLeader { leader: Some(_) } => {
             Status::unavailable("etcdserver: not leader (leader changed)")
         }
-        RaftError::OutcomeUnknown { .. } => Status::unavailable(
-            "etcdserver: request timed out, possibly due to previous leader failure",
-        ),
+        RaftError::OutcomeUnknown { .. } | RaftError::ForwardedOutcomeUnknown { .. } => {
+            Status::unavailable(
+                "etcdserver: request timed out, possibly due to previous leader failure",
+            )
+        }
         RaftError::Overloaded { .. } => Status::resource_exhausted("etcdserver: too many requests"),
         RaftError::TransferInProgress => {
             Status::unavailable("etcdserver: leadership transfer in progress")
@@ -687,11 +682,9 @@ impl Server {
         host.peers = config.initial_cluster.clone();
         host.cluster_id = cluster_id;
         host.learn_cluster_id = learn_cluster_id;
-        host.seed = config.id;
+        host.seed = concord_runtime::fresh_seed();
         host.tick_interval = config.heartbeat.min(Duration::from_millis(50));
         host.max_in_flight_requests = config.max_inflight.max(1);
-        // A removed member must not keep serving writes through the leader.
-        host.accept_forward = |node: &DbNode, from| node.membership().contains(from);
         // A member removed while it was down learns it from its old peers, and stops.
         host.removed_peer = |node: &DbNode, from| node.state_machine().is_removed(from);
         if let Some(files) = &config.peer_tls {
@@ -725,14 +718,7 @@ impl Server {
             .await
             .with_context(|| format!("starting node {}", config.id))?;
         let lessor_config = LessorConfig::default();
-        let seed = u64::try_from(
-            std::time::SystemTime::UNIX_EPOCH
-                .elapsed()
-                .unwrap_or_default()
-                .as_nanos()
-                & u128::from(u64::MAX),
-        )
-        .unwrap_or_default();
+        let seed = concord_runtime::fresh_seed();
         let shared = Arc::new(Shared {
             store_bytes: std::sync::atomic::AtomicU64::new(0),
             limits: Limits {
