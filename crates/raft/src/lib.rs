@@ -9,6 +9,8 @@
 //! * log replication with fast backtracking, per-follower probe/replicate flow control,
 //!   pipelining and batching (paper §5.3, thesis §10.2); the commit rule of §5.4.2;
 //! * linearizable reads by ReadIndex, forwarded follower reads and opt-in leases (thesis §6.4);
+//! * opt-in proposal forwarding: a follower batches the proposals it gets into one message to
+//!   the leader and answers them from its own apply (etcd's MsgProp; see `forward`);
 //! * snapshots sent in chunks (paper §7, thesis chapter 5);
 //! * leadership transfer (thesis §3.10);
 //! * membership changes by joint consensus, and learners (thesis chapter 4).

@@ -257,11 +257,22 @@ impl Shared {
         if command.adds_data() {
             self.check_quota(&command).await?;
         }
-        if !forward {
-            let leader = self.handle.with_status(|status| status.leader);
-            if leader != Some(self.config.id) {
-                return Ok(Err(RaftError::NotLeader { leader }));
+        let leader = self.handle.with_status(|status| status.leader);
+        match leader {
+            Some(leader) if leader != self.config.id => {
+                if !forward {
+                    return Ok(Err(RaftError::NotLeader {
+                        leader: Some(leader),
+                    }));
+                }
+                // Cut off from the leader (fault injection), fail at once and surely: nothing
+                // was proposed.
+                if self.handle.blocked_peers().contains(&leader) {
+                    return Err(leader_unreachable());
+                }
             }
+            None if !forward => return Ok(Err(RaftError::NotLeader { leader: None })),
+            _ => {}
         }
         let request = concord_raft::Request::Propose(command);
         let response = self.timed(self.handle.request(request)).await?;
