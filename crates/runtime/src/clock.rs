@@ -115,6 +115,18 @@ fn since_unix_epoch() -> Time {
         .map_or(0, |since| since.as_nanos() as Time)
 }
 
+/// A seed for a real process's random generator, different at every start: the wall clock's
+/// nanoseconds mixed with the process id. A restarted node is a new incarnation, and Raft tells
+/// incarnations apart by a number it draws at start (forwarded reads and proposals), so a
+/// host must not seed a restarted node the way it seeded the last one.
+pub fn fresh_seed() -> u64 {
+    let nanos = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    nanos ^ u64::from(std::process::id()).rotate_left(40)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,16 +161,4 @@ mod tests {
             at
         );
     }
-}
-
-/// A seed for a real process's random generator, different at every start: the wall clock's
-/// nanoseconds mixed with the process id. A restarted node is a new incarnation, and Raft tells
-/// incarnations apart by a number it draws at start (forwarded reads and proposals), so a
-/// host must not seed a restarted node the way it seeded the last one.
-pub fn fresh_seed() -> u64 {
-    let nanos = std::time::SystemTime::UNIX_EPOCH
-        .elapsed()
-        .unwrap_or_default()
-        .as_nanos() as u64;
-    nanos ^ u64::from(std::process::id()).rotate_left(40)
 }
