@@ -913,8 +913,16 @@ impl<N: HostedNode> NodeTask<N> {
         mut wal_events: mpsc::UnboundedReceiver<WalEvent>,
         mut lost: mpsc::UnboundedReceiver<NodeId>,
     ) {
+        // The last tick came at once, for a deadline already due.
+        let mut ticked_at_once = false;
         let reason: Arc<str> = loop {
             let wake = self.next_wake();
+            // A deadline already due (a node holding proposals back until the queued inputs
+            // are in, `next_deadline` = now) is met as soon as no input waits, not at the timer
+            // wheel's next millisecond: a timer rounds its deadline up to one. Not twice in a
+            // row, though: a node whose deadline a tick leaves due waits for the timer.
+            let due = !ticked_at_once && wake <= tokio::time::Instant::now();
+            ticked_at_once = false;
             tokio::select! {
                 biased;
                 event = wal_events.recv() => match event {
@@ -955,7 +963,12 @@ impl<N: HostedNode> NodeTask<N> {
                     self.on_connection_lost(peer);
                     self.step(Input::PeerLost { peer });
                 }
-                () = tokio::time::sleep_until(wake) => {
+                () = async {
+                    if !due {
+                        tokio::time::sleep_until(wake).await;
+                    }
+                } => {
+                    ticked_at_once = due;
                     // Forwards whose caller gave up waiting are forgotten.
                     self.forwards.retain(|_, (_, reply)| !reply.is_closed());
                     self.step(Input::Tick);
