@@ -124,13 +124,20 @@ impl<S: StateMachine> RaftNode<S> {
         self.hurry_election = true;
     }
 
-    /// Whether this node may campaign: it votes in its latest configuration, or that
-    /// configuration is not committed yet and it votes in the committed one — it may still be
-    /// needed until the new configuration commits (thesis §4.2.2).
+    /// Whether this node may campaign: it votes in its latest configuration, or in one it may
+    /// still be needed for: the configuration at its commit index or any later one, none of
+    /// which it knows superseded by a committed one (thesis §4.2.2: a server not in its latest
+    /// configuration still starts elections until that configuration commits). After a
+    /// restart the commit index starts low, so a joint configuration this node votes in may
+    /// be all that lets anyone be elected: its log may be the only one holding the final
+    /// configuration that the remaining voters need.
     pub(crate) fn is_promotable(&self) -> bool {
         self.log.membership().is_voter(self.id)
             || (self.log.membership_index() > self.commit_index
-                && self.log.membership_at(self.commit_index).is_voter(self.id))
+                && self
+                    .log
+                    .memberships_from(self.commit_index)
+                    .any(|membership| membership.is_voter(self.id)))
     }
 
     /// The election timer fired: a voter campaigns, anyone else just waits again.

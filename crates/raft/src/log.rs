@@ -166,6 +166,16 @@ impl<C> RaftLog<C> {
             .map_or(self.snapshot_index, |(index, _)| *index)
     }
 
+    /// The configuration in effect at `index`, then every later one, in log order.
+    pub fn memberships_from(&self, index: LogIndex) -> impl Iterator<Item = &Membership> {
+        let later = self
+            .membership_changes
+            .iter()
+            .filter(move |(i, _)| *i > index)
+            .map(|(_, m)| m.as_ref());
+        std::iter::once(self.membership_at(index)).chain(later)
+    }
+
     /// The configuration in effect at `index` (for snapshots taken there).
     pub fn membership_at(&self, index: LogIndex) -> &Membership {
         self.membership_changes

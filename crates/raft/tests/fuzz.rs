@@ -20,6 +20,7 @@ fn fuzz_config(rng: &mut Rng) -> Config {
         snapshot_threshold: rng.gen_range(5..40),
         snapshot_chunk_size: rng.gen_range(16..256),
         pre_vote: rng.gen_bool(0.5),
+        forward_proposals: rng.gen_bool(0.5),
         ..Config::default()
     }
 }

@@ -156,3 +156,63 @@ fn a_follower_that_lost_acknowledged_entries_catches_up() {
         cluster.node(0).commit_index()
     );
 }
+
+/// Found by `tests/fuzz.rs` once followers forwarded proposals (seed 11756): voters {1, 2}
+/// were moving to {1} (2 becoming a learner). Node 2 held the final configuration, node 1 only
+/// the joint one, and both had restarted, so neither knew either was committed. Node 1 could
+/// not win (the joint configuration needs node 2's vote, and node 2's log is longer); node 2
+/// did not campaign, judging itself by the configuration at its commit index (where it is no
+/// voter) and not by the joint one it may still be needed for (thesis §4.2.2). Nobody was ever
+/// elected. A node now campaigns if it votes in any configuration from its commit index on.
+#[test]
+fn a_voter_of_an_uncommitted_joint_configuration_campaigns_after_a_restart() {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use concord_raft::{Entry, HardState, Membership, Payload, Storage};
+
+    let set = |ids: &[u64]| ids.iter().copied().collect::<BTreeSet<u64>>();
+    let joint = Membership {
+        voters: set(&[1]),
+        outgoing_voters: set(&[1, 2]),
+        learners: set(&[0, 2]),
+    };
+    let last = Membership {
+        voters: set(&[1]),
+        outgoing_voters: BTreeSet::new(),
+        learners: set(&[0, 2]),
+    };
+    let entry = |index, membership: &Membership| Entry {
+        index,
+        term: 1,
+        payload: Payload::Membership(Arc::new(membership.clone())),
+    };
+    let storage = |entries: Vec<Entry<concord_core::KvCommand>>| Storage {
+        hard_state: HardState {
+            current_term: 1,
+            voted_for: None,
+        },
+        snapshot: None,
+        entries,
+    };
+    let mut cluster = Cluster::with_members(3, vec![1], concord_raft::Config::default());
+    cluster.storage = vec![
+        storage(vec![entry(1, &joint)]),
+        storage(vec![entry(1, &joint)]),
+        storage(vec![entry(1, &joint), entry(2, &last)]),
+    ];
+    for id in 0..3 {
+        cluster.restart(id);
+    }
+    cluster.run_for(20 * cluster.config.election_timeout_max);
+    assert_eq!(
+        cluster.leader(),
+        Some(1),
+        "the one voter of the final configuration"
+    );
+    assert!(
+        cluster.node(1).commit_index() >= 2,
+        "the final configuration committed"
+    );
+    assert_eq!(cluster.node(1).log().membership(), &last);
+}
