@@ -513,6 +513,16 @@ fn etcdctl_check_datascale_passes() {
 fn per_endpoint_calls_with_url_endpoints_and_cluster_forms() {
     let cluster = DbCluster::start(3, &[]);
     let first = cluster.nodes[0].client.clone();
+    // `--cluster` reaches the members whose client URLs are published (right after start).
+    eventually("every member published", Duration::from_secs(20), || {
+        let list = json(&first, &["member", "list"]);
+        let members = list["members"].as_array().cloned().unwrap_or_default();
+        (members.len() == 3
+            && members
+                .iter()
+                .all(|m| m["clientURLs"].as_array().is_some_and(|u| !u.is_empty())))
+        .then_some(())
+    });
     let status = json(&first, &["endpoint", "status", "--cluster"]);
     let rows = status.as_array().expect("one row per member");
     assert_eq!(rows.len(), 3, "{status}");

@@ -315,6 +315,9 @@ fn a_replacement_joins_with_the_current_members_and_restarts_with_them_keep_the_
     let survivors = cluster.endpoints_of(&[1, 2]);
     etcdctl_ok(&survivors, &["member", "remove", "3"]);
     cluster.kill(3);
+    // Node 3 may have led: a leader that removes itself steps down, and the others elect one
+    // of their own (as in etcd, requests fail with "no leader" meanwhile).
+    cluster.wait_for_leader(Duration::from_secs(20));
     let node4 = cluster.add_node(&[]);
     let peer_url = format!("http://{}", cluster.nodes[3].peer);
     let added = etcdctl_ok(

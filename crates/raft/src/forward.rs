@@ -16,7 +16,7 @@
 //! **Outcomes.** A forwarded proposal fails with `RaftError::ForwardedOutcomeUnknown` — it
 //! may still take effect, as a leader's own proposal may when it steps down — when its leader
 //! changes (or this node now leads), when the connection to the leader is lost, when it is not
-//! applied within an election timeout, when an installed snapshot may hold its entry, and when
+//! applied within `Config::forward_timeout`, when an installed snapshot may hold its entry, and when
 //! the receiver refuses it (`Message::ProposeRejected`: not the leader of that term, a
 //! transfer under way, overloaded, the sender no member). A refusal is no proof either: the
 //! refused message may be a copy of one the same node took while it led.
@@ -46,7 +46,7 @@ pub(crate) struct ForwardedProposal {
     pub(crate) request: RequestId,
     /// The leader it went to.
     pub(crate) to: NodeId,
-    /// When it left; it fails an election timeout later.
+    /// When it left; it fails `Config::forward_timeout` later.
     pub(crate) sent: Time,
 }
 
@@ -146,9 +146,9 @@ impl<S: StateMachine> RaftNode<S> {
         }
     }
 
-    /// Forwarded proposals not applied within an election timeout fail.
+    /// Forwarded proposals not applied within `Config::forward_timeout` fail.
     pub(crate) fn expire_forwarded_proposals(&mut self) {
-        let timeout = self.config.election_timeout_max;
+        let timeout = self.config.forward_timeout;
         while let Some(entry) = self.forwarded_proposals.first_entry() {
             if entry.get().sent + timeout > self.now {
                 break;

@@ -583,7 +583,7 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
             deadline = deadline.min(self.now);
         }
         if let Some(oldest) = self.forwarded_proposals.values().next() {
-            deadline = deadline.min(oldest.sent + self.config.election_timeout_max);
+            deadline = deadline.min(oldest.sent + self.config.forward_timeout);
         }
         if let Some((_, batch)) = &self.forwarded_reads {
             deadline = deadline.min(batch.sent + self.config.election_timeout_max);

@@ -253,22 +253,23 @@ fn a_forwarded_proposal_whose_leader_changes_fails_with_an_unknown_outcome() {
 }
 
 #[test]
-fn a_forwarded_proposal_that_is_lost_fails_after_an_election_timeout() {
+fn a_forwarded_proposal_that_is_lost_fails_after_the_forward_timeout() {
     let mut cluster = settled(forwarding());
+    let timeout = cluster.config.forward_timeout;
     cluster.cut(1, 0); // Node 1 hears the leader, but the leader does not hear it.
     let id = cluster.propose(1, "y", 1);
     let sent = cluster.now;
-    cluster.run_for(cluster.config.election_timeout_max / 2);
+    cluster.run_for(timeout / 2);
     assert_eq!(cluster.reply(id), None, "still waiting");
     assert_eq!(cluster.leader(), Some(0), "the leader stays");
-    cluster.run_for(cluster.config.election_timeout_max);
+    cluster.run_for(timeout);
     assert_eq!(
         cluster.reply(id),
         Some(&Response::Failed(RaftError::ForwardedOutcomeUnknown {
             to: 0
         }))
     );
-    assert!(cluster.now >= sent + cluster.config.election_timeout_max);
+    assert!(cluster.now >= sent + timeout);
 }
 
 #[test]

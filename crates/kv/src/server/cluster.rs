@@ -41,9 +41,9 @@ fn own_attrs(shared: &Shared) -> MemberAttrs {
     }
 }
 
-/// Publishes this member's name and URLs through Raft once it leads (followers are published
-/// by the leader they forward to: see `Node.Status`), and points the transport at every
-/// member's current peer address.
+/// Publishes this member's name and URLs through Raft once there is a leader (a follower's
+/// proposal is forwarded to it), and points the transport at every member's current peer
+/// address.
 pub(crate) async fn publish_and_track_members(shared: Arc<Shared>) {
     let mut known: BTreeMap<u64, SocketAddr> = shared.config.initial_cluster.clone();
     let mut leadership = shared.handle.watch_leadership();
@@ -81,24 +81,9 @@ pub(crate) async fn publish_and_track_members(shared: Arc<Shared>) {
         if current {
             continue;
         }
-        let status = shared.handle.status();
-        if status.role == Role::Leader {
+        // A follower's Raft forwards it to the leader; a failure is retried at the next wake.
+        if shared.handle.with_status(|status| status.leader.is_some()) {
             let _ = shared.propose(Command::SetMember(mine)).await;
-        } else if let Some(leader) = status.leader {
-            // Ask the leader to publish us: it knows its own client URL once it has published
-            // itself, which it does first.
-            let probe = Request::new(());
-            if let Ok(Route::Leader(channel)) = shared.route_to_leader(&probe, Some(leader)).await {
-                let attrs = mine;
-                let _ = concordpb::node_client::NodeClient::new(channel)
-                    .publish(forwarded(concordpb::PublishRequest {
-                        id: attrs.id,
-                        name: attrs.name,
-                        peer_urls: attrs.peer_urls,
-                        client_urls: attrs.client_urls,
-                    }))
-                    .await;
-            }
         }
     }
 }
@@ -638,30 +623,5 @@ impl concordpb::node_server::Node for NodeService {
             revision,
             snapshot_index,
         }))
-    }
-
-    async fn publish(
-        &self,
-        request: Request<concordpb::PublishRequest>,
-    ) -> Result<Response<concordpb::PublishResponse>, Status> {
-        let shared = &self.0;
-        let message = request.into_inner();
-        if message.id == 0 {
-            return Err(Status::invalid_argument(
-                "etcdserver: member ID must not be 0",
-            ));
-        }
-        let attrs = MemberAttrs {
-            id: message.id,
-            name: message.name,
-            peer_urls: message.peer_urls,
-            client_urls: message.client_urls,
-            is_learner: false,
-        };
-        match shared.propose(Command::SetMember(attrs)).await? {
-            Ok(Output::Error(error)) => Err(status_of(&error)),
-            Ok(_) => Ok(Response::new(concordpb::PublishResponse {})),
-            Err(error) => Err(raft_status(&error)),
-        }
     }
 }

@@ -146,6 +146,12 @@ impl ServerConfig {
         }
     }
 
+    /// How long a client request may wait for its answer (five election timeouts and two
+    /// seconds, as etcd's request timeout is).
+    fn request_timeout(&self) -> Duration {
+        self.election_timeout * 5 + Duration::from_secs(2)
+    }
+
     fn raft_config(&self) -> anyhow::Result<concord_raft::Config> {
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let config = concord_raft::Config {
@@ -155,6 +161,8 @@ impl ServerConfig {
             snapshot_threshold: self.snapshot_entries.max(1),
             max_pending_requests: self.max_inflight.max(1),
             forward_proposals: true,
+            // Forwarded writes fail no sooner than the client-facing timeout would.
+            forward_timeout: nanos(self.request_timeout()),
             pre_vote: true,
             check_quorum: true,
             ..concord_raft::Config::default()
@@ -736,7 +744,7 @@ impl Server {
                 max_request_bytes: config.max_request_bytes,
                 max_key_bytes: config.max_key_bytes,
             },
-            request_timeout: config.election_timeout * 5 + Duration::from_secs(2),
+            request_timeout: config.request_timeout(),
             config,
             handle,
             lessor: StdMutex::new(Lessor::new(lessor_config)),
