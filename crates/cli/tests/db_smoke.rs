@@ -65,3 +65,54 @@ fn every_node_serves_prometheus_metrics() {
         .expect("a committed-proposals counter");
     assert!(committed >= 1.0, "the put was counted: {committed}");
 }
+
+/// A write to a follower is answered once that follower applied it (it forwards the write to
+/// the leader through Raft and answers from its own apply, as etcd's followers do), so a
+/// serializable read there right after sees it: read-your-writes on the member written to.
+#[test]
+fn a_follower_answers_a_write_once_its_own_serializable_reads_see_it() {
+    use concord_kv::pb::etcdserverpb::kv_client::KvClient;
+    use concord_kv::pb::etcdserverpb::{PutRequest, RangeRequest};
+
+    let cluster = DbCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(std::time::Duration::from_secs(20));
+    let follower = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != leader)
+        .expect("a follower");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let mut client = KvClient::connect(format!("http://{}", follower.client))
+            .await
+            .expect("the follower answers");
+        for i in 0..50 {
+            let value = format!("v{i}").into_bytes();
+            let put = PutRequest {
+                key: b"ryw".to_vec(),
+                value: value.clone(),
+                ..Default::default()
+            };
+            let revision = client
+                .put(put)
+                .await
+                .expect("the write")
+                .into_inner()
+                .header
+                .expect("a header")
+                .revision;
+            let read = RangeRequest {
+                key: b"ryw".to_vec(),
+                serializable: true,
+                ..Default::default()
+            };
+            let range = client.range(read).await.expect("the read").into_inner();
+            assert_eq!(range.kvs.len(), 1, "write {i}");
+            assert_eq!(range.kvs[0].value, value, "write {i}");
+            assert_eq!(range.kvs[0].mod_revision, revision, "write {i}");
+        }
+    });
+}
