@@ -53,16 +53,25 @@ pub(crate) struct ForwardedProposal {
 impl<S: StateMachine> RaftNode<S> {
     /// A follower takes a client proposal to forward at the end of the step.
     pub(crate) fn queue_forward(&mut self, id: RequestId, command: Arc<S::Command>) {
+        if self.follower_admits(id) {
+            self.proposals_to_forward.push((id, command));
+        }
+    }
+
+    /// Whether a follower takes client request `id` to pass on to the leader: not when it
+    /// knows no leader, nor when `Config::max_pending_requests` requests already wait (it
+    /// answers the request then).
+    pub(crate) fn follower_admits(&mut self, id: RequestId) -> bool {
         if self.leader_id.is_none() {
             self.reply(id, Response::Failed(RaftError::NotLeader { leader: None }));
-            return;
+            return false;
         }
         let pending = self.waiting_requests();
         if pending >= self.config.max_pending_requests {
             self.reply(id, Response::Failed(RaftError::Overloaded { pending }));
-            return;
+            return false;
         }
-        self.proposals_to_forward.push((id, command));
+        true
     }
 
     /// The client requests a follower keeps waiting: reads and proposals, forwarded or about

@@ -39,17 +39,10 @@ impl<S: StateMachine> RaftNode<S> {
             self.start_read(ReadOrigin::Local { id, query });
             return;
         }
-        if self.leader_id.is_none() {
-            self.reply(id, Response::Failed(RaftError::NotLeader { leader: None }));
-            return;
+        if self.follower_admits(id) {
+            // Forwarded at the end of the step (`forward_reads`), with every other read waiting.
+            self.reads_to_forward.push((id, query));
         }
-        let pending = self.waiting_requests();
-        if pending >= self.config.max_pending_requests {
-            self.reply(id, Response::Failed(RaftError::Overloaded { pending }));
-            return;
-        }
-        // Forwarded at the end of the step (`forward_reads`), with every other read waiting.
-        self.reads_to_forward.push((id, query));
     }
 
     /// Sends the reads waiting to be forwarded, as one batch, unless a batch is in flight.

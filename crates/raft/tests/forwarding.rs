@@ -40,6 +40,28 @@ fn kind(message: &Message<concord_core::KvCommand>) -> &'static str {
     }
 }
 
+/// Makes leader 0 of `settled`'s cluster a follower at once, of the next term (the term
+/// returned), with a transfer's vote request from node 2, which overrides stickiness.
+fn depose_node_0(cluster: &mut Cluster) -> u64 {
+    let term = cluster.node(0).current_term() + 1;
+    let vote = Message::RequestVote {
+        term,
+        last_log_index: 2,
+        last_log_term: 1,
+        pre_vote: false,
+        transfer: true,
+    };
+    cluster.step(
+        0,
+        Input::Message {
+            from: 2,
+            message: vote,
+        },
+    );
+    assert!(!cluster.node(0).is_leader());
+    term
+}
+
 /// Delivers every message, at the current time, and returns their kinds in delivery order.
 fn deliver_all_kinds(cluster: &mut Cluster) -> Vec<&'static str> {
     let mut kinds = Vec::new();
@@ -160,22 +182,8 @@ fn a_propose_for_an_earlier_term_is_refused_by_the_next_leader() {
     cluster.tick(1);
     let propose = cluster.network.pop_front().expect("the Propose");
     cluster.drop_messages();
-    // Node 0 steps down to a higher term (a transfer's vote request), and wins it again.
-    let term = cluster.node(0).current_term() + 1;
-    let vote = Message::RequestVote {
-        term,
-        last_log_index: 2,
-        last_log_term: 1,
-        pre_vote: false,
-        transfer: true,
-    };
-    cluster.step(
-        0,
-        Input::Message {
-            from: 2,
-            message: vote,
-        },
-    );
+    // Node 0 steps down to a higher term, and wins it again.
+    let term = depose_node_0(&mut cluster);
     cluster.drop_messages();
     cluster.elect(0);
     assert!(cluster.node(0).is_leader());
@@ -197,23 +205,7 @@ fn a_leader_that_lost_its_place_refuses_forwarded_proposals_and_the_follower_fai
     let id = cluster.propose(1, "y", 1);
     cluster.tick(1);
     let propose = cluster.network.pop_front().expect("the Propose");
-    // A transfer's vote request with a higher term makes node 0 a follower at once.
-    let term = cluster.node(0).current_term() + 1;
-    let vote = Message::RequestVote {
-        term,
-        last_log_index: 2,
-        last_log_term: 1,
-        pre_vote: false,
-        transfer: true,
-    };
-    cluster.step(
-        0,
-        Input::Message {
-            from: 2,
-            message: vote,
-        },
-    );
-    assert!(!cluster.node(0).is_leader());
+    depose_node_0(&mut cluster);
     cluster.network.clear();
     cluster.network.push_back(propose);
     cluster.deliver_one();
