@@ -148,23 +148,26 @@ impl<S: StateMachine> RaftNode<S> {
             .map(|(&sequence, _)| sequence)
             .collect();
         for sequence in failed {
-            if let Some(proposal) = self.forwarded_proposals.remove(&sequence) {
-                let error = RaftError::ForwardedOutcomeUnknown { to: proposal.to };
-                self.reply(proposal.request, Response::Failed(error));
-            }
+            self.fail_forwarded(sequence);
+        }
+    }
+
+    /// Fails forwarded proposal `sequence`, if still waiting, with an unknown outcome.
+    fn fail_forwarded(&mut self, sequence: u64) {
+        if let Some(proposal) = self.forwarded_proposals.remove(&sequence) {
+            let error = RaftError::ForwardedOutcomeUnknown { to: proposal.to };
+            self.reply(proposal.request, Response::Failed(error));
         }
     }
 
     /// Forwarded proposals not applied within `Config::forward_timeout` fail.
     pub(crate) fn expire_forwarded_proposals(&mut self) {
         let timeout = self.config.forward_timeout;
-        while let Some(entry) = self.forwarded_proposals.first_entry() {
-            if entry.get().sent + timeout > self.now {
+        while let Some((&sequence, oldest)) = self.forwarded_proposals.first_key_value() {
+            if oldest.sent + timeout > self.now {
                 break;
             }
-            let proposal = entry.remove();
-            let error = RaftError::ForwardedOutcomeUnknown { to: proposal.to };
-            self.reply(proposal.request, Response::Failed(error));
+            self.fail_forwarded(sequence);
         }
     }
 
@@ -245,10 +248,7 @@ impl<S: StateMachine> RaftNode<S> {
             .map(|(&sequence, _)| sequence)
             .collect();
         for sequence in refused {
-            if let Some(proposal) = self.forwarded_proposals.remove(&sequence) {
-                let error = RaftError::ForwardedOutcomeUnknown { to: proposal.to };
-                self.reply(proposal.request, Response::Failed(error));
-            }
+            self.fail_forwarded(sequence);
         }
     }
 
@@ -265,12 +265,16 @@ impl<S: StateMachine> RaftNode<S> {
 
     /// The leader's commit index, sent because it committed entries this node forwarded.
     pub(crate) fn on_commit(&mut self, from: NodeId, commit_index: LogIndex) {
-        if self.role != RaftRole::Follower || self.leader_id != Some(from) {
-            return;
+        if self.role == RaftRole::Follower && self.leader_id == Some(from) {
+            self.adopt_leader_commit(commit_index);
         }
-        let commit = commit_index.min(self.leader_match);
-        if commit > self.commit_index {
-            self.commit_index = commit;
+    }
+
+    /// A follower takes its leader's commit index, as far as its log shares the leader's
+    /// (`leader_match`), and applies what that commits.
+    pub(crate) fn adopt_leader_commit(&mut self, leader_commit: LogIndex) {
+        if leader_commit > self.commit_index {
+            self.commit_index = self.commit_index.max(leader_commit.min(self.leader_match));
             self.apply_committed();
         }
     }

@@ -167,10 +167,7 @@ impl<S: StateMachine> RaftNode<S> {
         // The log now matches this leader's through `last_new`, and through what earlier
         // AppendEntries of this leader established (`forward` module docs).
         self.leader_match = self.leader_match.max(last_new);
-        if leader_commit > self.commit_index {
-            self.commit_index = self.commit_index.max(leader_commit.min(self.leader_match));
-            self.apply_committed();
-        }
+        self.adopt_leader_commit(leader_commit);
         let message = Message::AppendEntriesResponse {
             term,
             success: true,

@@ -219,8 +219,9 @@ fn a_leader_that_lost_its_place_refuses_forwarded_proposals_and_the_follower_fai
             to: 0
         }))
     );
-    assert!(
-        cluster.node(0).log().last_index() == 2,
+    assert_eq!(
+        cluster.node(0).log().last_index(),
+        2,
         "nothing was appended"
     );
 }
