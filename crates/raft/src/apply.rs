@@ -15,6 +15,7 @@ use crate::{Payload, ProposalOrigin, Response, Snapshot, SnapshotMeta};
 impl<S: StateMachine> RaftNode<S> {
     /// Applies every committed entry not applied yet, then serves reads and maybe snapshots.
     pub(crate) fn apply_committed(&mut self) {
+        let mut applied_term = None;
         while self.last_applied < self.commit_index {
             let index = self.last_applied + 1;
             let Some(entry) = self.log.entry(index) else {
@@ -26,23 +27,45 @@ impl<S: StateMachine> RaftNode<S> {
                 );
             };
             let payload = entry.payload.clone();
+            let term = entry.term;
+            applied_term = Some(term);
             self.last_applied = index;
-            match payload {
+            let unclaimed = match payload {
                 Payload::Command(command) => self.apply_command(index, &command, None),
                 Payload::Forwarded { command, origin } => {
-                    self.apply_command(index, &command, Some(origin))
+                    self.apply_command(index, &command, Some(origin));
+                    None
                 }
-                Payload::Membership(_) => self.on_membership_applied(index),
-                Payload::Noop => {}
+                Payload::Membership(_) => {
+                    self.on_membership_applied(index);
+                    None
+                }
+                Payload::Noop => None,
+            };
+            if self
+                .deposed_proposals
+                .front()
+                .is_some_and(|proposal| proposal.index <= index)
+            {
+                self.settle_deposed(index, term, unclaimed);
             }
+        }
+        if let Some(term) = applied_term {
+            self.drop_superseded_forwards(term);
         }
         self.serve_applied_reads();
         self.maybe_take_snapshot();
     }
 
     /// Applies one command; answers its client if this node holds the request: the leader
-    /// its own proposals, a follower those it forwarded (`origin`).
-    fn apply_command(&mut self, index: u64, command: &S::Command, origin: Option<ProposalOrigin>) {
+    /// its own proposals, a follower those it forwarded (`origin`). Returns the output of a
+    /// plain command no request of the leader took (a deposed leader's proposal may).
+    fn apply_command(
+        &mut self,
+        index: u64,
+        command: &S::Command,
+        origin: Option<ProposalOrigin>,
+    ) -> Option<S::Output> {
         let output = self.state_machine.apply(command);
         self.early_effects.push(Effect::Apply {
             index,
@@ -52,10 +75,10 @@ impl<S: StateMachine> RaftNode<S> {
             if let Some(id) = self.take_forwarded(&origin) {
                 self.reply(id, Response::Applied { index, output });
             }
-            return;
+            return None;
         }
         let Some(leader) = self.leader.as_mut() else {
-            return;
+            return Some(output);
         };
         while leader
             .proposals
@@ -71,7 +94,9 @@ impl<S: StateMachine> RaftNode<S> {
         {
             let (_, id) = leader.proposals.pop_front().expect("checked above");
             self.reply(id, Response::Applied { index, output });
+            return None;
         }
+        Some(output)
     }
 
     /// Thesis §5.1: once enough entries were applied since the last snapshot, the state

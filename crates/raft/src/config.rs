@@ -47,13 +47,15 @@ pub struct Config {
     /// A follower forwards the proposals it gets to the leader (`Message::Propose`, one
     /// message for all that arrived together) and answers them when it applies their entries,
     /// instead of failing them with `RaftError::NotLeader` (etcd's default; openraft's is
-    /// not to). A forwarded proposal whose leader changes, whose connection is lost, or
-    /// that is not applied within `forward_timeout` fails with
-    /// `RaftError::ForwardedOutcomeUnknown`: it may still take effect.
+    /// not to). A forwarded proposal waits for its outcome across leader changes; one whose
+    /// connection is lost, or that is not applied within `outcome_timeout`, fails with
+    /// `RaftError::ForwardedOutcomeUnknown`: it may still take effect (module `forward`).
     pub forward_proposals: bool,
-    /// How long a follower waits for a forwarded proposal to be applied before it fails it
-    /// (a driver that times its clients' requests out sets it to that timeout; etcd's is 5 s).
-    pub forward_timeout: Duration,
+    /// How long a proposal that no longer waits at its own leader waits for its outcome
+    /// before it fails with an unknown one: a follower's forwarded proposal from when it left,
+    /// a deposed leader's from the step-down (a driver that times its clients' requests out
+    /// sets it to that timeout; etcd's is 5 s).
+    pub outcome_timeout: Duration,
 }
 
 impl Default for Config {
@@ -74,7 +76,7 @@ impl Default for Config {
             max_pending_requests: 100_000,
             batch_proposals: true,
             forward_proposals: false,
-            forward_timeout: 5000 * MILLISECOND,
+            outcome_timeout: 5000 * MILLISECOND,
         }
     }
 }
@@ -143,7 +145,7 @@ impl Config {
             ("snapshot_threshold", self.snapshot_threshold),
             ("snapshot_chunk_size", self.snapshot_chunk_size as u64),
             ("max_pending_requests", self.max_pending_requests as u64),
-            ("forward_timeout", self.forward_timeout),
+            ("outcome_timeout", self.outcome_timeout),
         ];
         if let Some((field, _)) = limits.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::ZeroLimit { field });

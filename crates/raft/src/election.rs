@@ -79,6 +79,7 @@ impl<S: StateMachine> RaftNode<S> {
                 incarnation: *incarnation,
                 first: *first,
                 count: commands.len() as u64,
+                refusal: None,
             },
             _ => return,
         };
@@ -96,6 +97,7 @@ impl<S: StateMachine> RaftNode<S> {
     /// starts the stickiness window.
     pub(crate) fn note_leader_contact(&mut self, leader: NodeId) {
         self.leader_id = Some(leader);
+        self.unreachable_leader = None;
         self.vote_lease_until = self.now + self.config.election_timeout_min;
         self.reset_election_timer();
     }
@@ -112,7 +114,11 @@ impl<S: StateMachine> RaftNode<S> {
     pub(crate) fn on_peer_lost(&mut self, peer: NodeId) {
         self.reask_reads_sent_to(peer);
         // The proposals forwarded to it may be lost with the connection, or may be in its log.
-        self.fail_forwarded_proposals(|to| to == peer);
+        self.fail_forwarded_proposals(|proposal| proposal.to == peer);
+        if self.leader_id == Some(peer) && self.leader.is_none() {
+            // Forwarding more to it until it is heard from again would only lose them too.
+            self.unreachable_leader = Some(peer);
+        }
         if self.role != RaftRole::Follower
             || self.leader_id != Some(peer)
             || !self.config.pre_vote
@@ -252,6 +258,7 @@ impl<S: StateMachine> RaftNode<S> {
             }
         }
         self.leader = Some(Box::new(leader));
+        self.adopt_deposed();
         self.append_to_log(self.current_term, Payload::Noop);
         self.needs_broadcast = true;
         self.needs_round = true;

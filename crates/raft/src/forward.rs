@@ -13,13 +13,23 @@
 //! number after the last one it appended: a copy of the message (the network may duplicate
 //! one) appends nothing again. So a proposal enters the log at most once.
 //!
-//! **Outcomes.** A forwarded proposal fails with `RaftError::ForwardedOutcomeUnknown` — it
-//! may still take effect, as a leader's own proposal may when it steps down — when its leader
-//! changes (or this node now leads), when the connection to the leader is lost, when it is not
-//! applied within `Config::forward_timeout`, when an installed snapshot may hold its entry, and when
-//! the receiver refuses it (`Message::ProposeRejected`: not the leader of that term, a
-//! transfer under way, overloaded, the sender no member). A refusal is no proof either: the
-//! refused message may be a copy of one the same node took while it led.
+//! **Outcomes.** A forwarded proposal waits for its entry to be applied here, across leader
+//! changes: entries a deposed leader appended often commit under the next one. It fails:
+//! - with `RaftError::LeaderChanged`, surely not applied, once an entry of a later term than
+//!   its leader's is applied here: the entry it became (if any) has its leader's term, and log
+//!   terms only grow, so it is not in the committed prefix and never will be;
+//! - with the leader's reason, surely not applied, when the leader of its term refuses it
+//!   (`Message::ProposeRejected` with a reason: a transfer under way, overloaded, the sender
+//!   no member) — that leader then never appends a copy of it either;
+//! - with `RaftError::ForwardedOutcomeUnknown`, when the connection to its leader is lost,
+//!   when it is not applied within `Config::outcome_timeout`, and when an installed snapshot
+//!   may hold its entry.
+//!
+//! A refusal from a node that no longer leads proves nothing (it may answer a copy of a
+//! message the node took while it led), so the proposal keeps waiting. After the connection
+//! to the leader is lost, the follower forwards nothing more until it hears from a leader
+//! again: it refuses proposals with `RaftError::LeaderUnreachable`. (Reads it forwards are
+//! asked again of the next leader, as they are safe to repeat.)
 //!
 //! **Commitment.** A follower learns the commit index from AppendEntries, which may come only
 //! with the next heartbeat when no new entries flow. So when a leader commits entries a
@@ -33,7 +43,7 @@ use std::sync::Arc;
 use concord_core::{NodeId, RequestId, StateMachine, Time};
 
 use crate::node::{RaftNode, RaftRole};
-use crate::{LogIndex, Message, Payload, ProposalOrigin, RaftError, Response};
+use crate::{LogIndex, Message, Payload, ProposalOrigin, RaftError, Response, Term};
 
 /// Most incarnations of one follower whose forwarded proposals a leader tracks (a follower
 /// restarts a few times at most within one leader's term).
@@ -46,13 +56,25 @@ pub(crate) struct ForwardedProposal {
     pub(crate) request: RequestId,
     /// The leader it went to.
     pub(crate) to: NodeId,
-    /// When it left; it fails `Config::forward_timeout` later.
+    /// That leader's term: the term of the entry it becomes, if any.
+    pub(crate) term: Term,
+    /// When it left; it fails `Config::outcome_timeout` later.
     pub(crate) sent: Time,
 }
 
 impl<S: StateMachine> RaftNode<S> {
     /// A follower takes a client proposal to forward at the end of the step.
     pub(crate) fn queue_forward(&mut self, id: RequestId, command: Arc<S::Command>) {
+        if let Some(leader) = self
+            .unreachable_leader
+            .filter(|l| self.leader_id == Some(*l))
+        {
+            self.reply(
+                id,
+                Response::Failed(RaftError::LeaderUnreachable { leader }),
+            );
+            return;
+        }
         if self.follower_admits(id) {
             self.proposals_to_forward.push((id, command));
         }
@@ -85,19 +107,13 @@ impl<S: StateMachine> RaftNode<S> {
             + self.reads_awaiting_apply.len()
             + self.proposals_to_forward.len()
             + self.forwarded_proposals.len()
+            + self.deposed_proposals.len()
     }
 
-    /// Run at the end of every step, before anything is emitted: fails the forwarded
-    /// proposals whose leader changed, then forwards the waiting ones in one message — unless
-    /// this step is a proposal and `batch_proposals` holds them back for the next.
+    /// Run at the end of every step, before anything is emitted: forwards the waiting
+    /// proposals in one message — unless this step is a proposal and `batch_proposals` holds
+    /// them back for the next.
     pub(crate) fn forward_proposals(&mut self) {
-        // Every forwarded proposal went to the leader of its time, and a change of leader fails
-        // them all, so they share one destination: checking the first checks them all.
-        if let Some(to) = self.forwarded_proposals.values().next().map(|p| p.to) {
-            if self.leader.is_some() || self.leader_id != Some(to) {
-                self.fail_forwarded_proposals(|_| true);
-            }
-        }
         if self.hold_broadcast || self.proposals_to_forward.is_empty() {
             return;
         }
@@ -122,6 +138,7 @@ impl<S: StateMachine> RaftNode<S> {
                 let proposal = ForwardedProposal {
                     request,
                     to,
+                    term: self.current_term,
                     sent: self.now,
                 };
                 self.forwarded_proposals
@@ -139,12 +156,12 @@ impl<S: StateMachine> RaftNode<S> {
         }
     }
 
-    /// Fails, with an unknown outcome, the forwarded proposals `which` selects (by leader).
-    pub(crate) fn fail_forwarded_proposals(&mut self, which: impl Fn(NodeId) -> bool) {
+    /// Fails, with an unknown outcome, the forwarded proposals `which` selects.
+    pub(crate) fn fail_forwarded_proposals(&mut self, which: impl Fn(&ForwardedProposal) -> bool) {
         let failed: Vec<u64> = self
             .forwarded_proposals
             .iter()
-            .filter(|(_, proposal)| which(proposal.to))
+            .filter(|(_, proposal)| which(proposal))
             .map(|(&sequence, _)| sequence)
             .collect();
         for sequence in failed {
@@ -160,9 +177,25 @@ impl<S: StateMachine> RaftNode<S> {
         }
     }
 
-    /// Forwarded proposals not applied within `Config::forward_timeout` fail.
+    /// An entry of term `applied` was applied: the forwarded proposals of earlier terms still
+    /// waiting were not committed, and never will be (their entries would have the earlier
+    /// term, and the committed prefix, whose terms only grow, is final up to here).
+    pub(crate) fn drop_superseded_forwards(&mut self, applied: Term) {
+        // Proposals are numbered in the order they left, and terms only grow with it.
+        while let Some((&sequence, proposal)) = self.forwarded_proposals.first_key_value() {
+            if proposal.term >= applied {
+                break;
+            }
+            let term = proposal.term;
+            let request = proposal.request;
+            self.forwarded_proposals.remove(&sequence);
+            self.reply(request, Response::Failed(RaftError::LeaderChanged { term }));
+        }
+    }
+
+    /// Forwarded proposals not applied within `Config::outcome_timeout` fail.
     pub(crate) fn expire_forwarded_proposals(&mut self) {
-        let timeout = self.config.forward_timeout;
+        let timeout = self.config.outcome_timeout;
         while let Some((&sequence, oldest)) = self.forwarded_proposals.first_key_value() {
             if oldest.sent + timeout > self.now {
                 break;
@@ -182,24 +215,26 @@ impl<S: StateMachine> RaftNode<S> {
         commands: Vec<Arc<S::Command>>,
     ) {
         let count = commands.len() as u64;
-        let refuse = match &self.leader {
-            None => true,
+        let refusal = match &self.leader {
+            None => {
+                let message = Message::ProposeRejected {
+                    incarnation,
+                    first,
+                    count,
+                    refusal: None,
+                };
+                self.send(from, message);
+                return;
+            }
             // A removed node learns nothing more of the cluster.
-            Some(_) if !self.log.membership().contains(from) => true,
+            Some(_) if !self.log.membership().contains(from) => Some(RaftError::NotMember),
+            Some(leader) if leader.transfer.is_some() => Some(RaftError::TransferInProgress),
             Some(leader) => {
-                leader.transfer.is_some()
-                    || leader.pending_requests() + commands.len() > self.config.max_pending_requests
+                let pending = leader.pending_requests();
+                (pending + commands.len() > self.config.max_pending_requests)
+                    .then_some(RaftError::Overloaded { pending })
             }
         };
-        if refuse {
-            let message = Message::ProposeRejected {
-                incarnation,
-                first,
-                count,
-            };
-            self.send(from, message);
-            return;
-        }
         let term = self.current_term;
         let Some(leader) = self.leader.as_mut() else {
             return;
@@ -216,10 +251,23 @@ impl<S: StateMachine> RaftNode<S> {
             }
         };
         let next = &mut incarnations[position].1;
-        // Proposals before `next` were appended already (or overtaken by later ones, and left
-        // to fail at the follower).
+        // Proposals before `next` were appended already, refused, or overtaken by later ones
+        // (and left to fail at the follower).
         let skip = next.saturating_sub(first).min(count);
         *next = (*next).max(first.saturating_add(count));
+        if let Some(refusal) = refusal {
+            // Refused surely: `next` moved past them, so no copy is appended later.
+            if skip < count {
+                let message = Message::ProposeRejected {
+                    incarnation,
+                    first: first + skip,
+                    count: count - skip,
+                    refusal: Some(refusal),
+                };
+                self.send(from, message);
+            }
+            return;
+        }
         for (offset, command) in (0..count).zip(commands).skip(skip as usize) {
             let origin = ProposalOrigin {
                 node: from,
@@ -230,14 +278,20 @@ impl<S: StateMachine> RaftNode<S> {
         }
     }
 
-    /// A node refused proposals this node forwarded to it: they may or may not be in a log.
+    /// A node refused proposals this node forwarded to it. With a reason, the leader of their
+    /// term appended none of them (and never will): they fail with it. Without one, the node
+    /// no longer leads and may have taken a copy when it did: they keep waiting.
     pub(crate) fn on_proposals_rejected(
         &mut self,
         from: NodeId,
         incarnation: u64,
         first: u64,
         count: u64,
+        refusal: Option<RaftError>,
     ) {
+        let Some(refusal) = refusal else {
+            return;
+        };
         if incarnation != self.incarnation {
             return;
         }
@@ -248,7 +302,9 @@ impl<S: StateMachine> RaftNode<S> {
             .map(|(&sequence, _)| sequence)
             .collect();
         for sequence in refused {
-            self.fail_forwarded(sequence);
+            if let Some(proposal) = self.forwarded_proposals.remove(&sequence) {
+                self.reply(proposal.request, Response::Failed(refusal.clone()));
+            }
         }
     }
 

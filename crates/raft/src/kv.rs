@@ -22,6 +22,10 @@ impl KvService for RaftNode<KvStateMachine> {
             Response::Failed(RaftError::NotLeader { leader }) => {
                 KvOutcome::NotLeader { leader: *leader }
             }
+            // The client may reach the leader this node cannot.
+            Response::Failed(RaftError::LeaderUnreachable { leader }) => KvOutcome::NotLeader {
+                leader: Some(*leader),
+            },
             Response::Failed(
                 RaftError::OutcomeUnknown { .. } | RaftError::ForwardedOutcomeUnknown { .. },
             ) => KvOutcome::Unknown,

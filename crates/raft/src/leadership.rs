@@ -106,15 +106,15 @@ impl<S: StateMachine> RaftNode<S> {
         self.peer_scratch = peers;
     }
 
-    /// Steps down from leadership: every request the leader holds fails (proposals with an
-    /// unknown outcome, since they may still commit).
+    /// Steps down from leadership: every request the leader holds fails, except proposals,
+    /// which wait for the entry applied at their index (module `deposed`).
     pub(crate) fn abandon_leadership(&mut self) {
         let Some(leader) = self.leader.take() else {
             return;
         };
         let leader = *leader;
         for (index, id) in leader.proposals {
-            self.reply(id, Response::Failed(RaftError::OutcomeUnknown { index }));
+            self.keep_deposed(index, id);
         }
         for read in leader.reads_awaiting_quorum {
             self.fail_read(read.origin);

@@ -42,6 +42,7 @@
 mod apply;
 mod checks;
 mod config;
+mod deposed;
 mod election;
 mod entry;
 mod forward;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use concord_core::NodeId;
 
-use crate::{Entry, LogIndex, SnapshotMeta, Term};
+use crate::{Entry, LogIndex, RaftError, SnapshotMeta, Term};
 
 /// A message between Raft peers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,9 +131,7 @@ pub enum Message<C> {
         /// The commands.
         commands: Vec<Arc<C>>,
     },
-    /// The answer to a [`Message::Propose`] the receiver did not take. Whether an earlier
-    /// copy of the same proposals was taken (by this node when it led, or now) it cannot
-    /// tell, so the follower fails them with an unknown outcome.
+    /// The answer to a [`Message::Propose`] the receiver did not take.
     ProposeRejected {
         /// The follower's incarnation, echoed.
         incarnation: u64,
@@ -141,6 +139,11 @@ pub enum Message<C> {
         first: u64,
         /// How many, from `first` on.
         count: u64,
+        /// Why, when the receiver is the leader of the message's term and appended none of
+        /// them (it appends no copy of them later either): the follower fails them with it.
+        /// `None` from a node that is not that leader, which cannot tell whether it took an
+        /// earlier copy when it led: the follower keeps waiting for their outcome.
+        refusal: Option<RaftError>,
     },
     /// The leader's commit index advanced over entries a follower forwarded: the follower
     /// applies them (and answers their clients) without waiting for the next AppendEntries.

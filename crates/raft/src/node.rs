@@ -104,6 +104,13 @@ pub struct RaftNode<S: StateMachine> {
     /// incarnation's random number, so that an entry forwarded by an earlier incarnation
     /// cannot answer a new proposal.
     pub(crate) next_proposal: u64,
+    /// The proposals this node appended as leader and did not see commit before it stepped
+    /// down, in index order, waiting for the entries applied at their indexes (module
+    /// `deposed`).
+    pub(crate) deposed_proposals: VecDeque<crate::deposed::DeposedProposal>,
+    /// The leader whose connection broke (`Input::PeerLost`) and that has not been heard from
+    /// since: nothing is forwarded to it meanwhile.
+    pub(crate) unreachable_leader: Option<NodeId>,
     /// This follower's log matches its leader's through this index (what that leader's
     /// AppendEntries established in this term): a `Message::Commit` is adopted up to here.
     pub(crate) leader_match: LogIndex,
@@ -221,6 +228,8 @@ impl<S: StateMachine + Default> RaftNode<S> {
             proposals_to_forward: Vec::new(),
             forwarded_proposals: BTreeMap::new(),
             next_proposal: 0,
+            unreachable_leader: None,
+            deposed_proposals: VecDeque::new(),
             leader_match: 0,
             commit_notify: Vec::new(),
             incoming_snapshot: None,
@@ -380,6 +389,7 @@ impl<S: StateMachine> RaftNode<S> {
         }
         self.expire_forwarded_reads();
         self.expire_forwarded_proposals();
+        self.expire_deposed();
     }
 
     fn on_request(&mut self, id: RequestId, request: Request<S::Command, S::Query>) {
@@ -494,7 +504,8 @@ impl<S: StateMachine> RaftNode<S> {
                 incarnation,
                 first,
                 count,
-            } => self.on_proposals_rejected(from, incarnation, first, count),
+                refusal,
+            } => self.on_proposals_rejected(from, incarnation, first, count, refusal),
             Message::Commit { commit_index, .. } => self.on_commit(from, commit_index),
         }
     }
@@ -583,7 +594,10 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
             deadline = deadline.min(self.now);
         }
         if let Some(oldest) = self.forwarded_proposals.values().next() {
-            deadline = deadline.min(oldest.sent + self.config.forward_timeout);
+            deadline = deadline.min(oldest.sent + self.config.outcome_timeout);
+        }
+        if let Some(oldest) = self.deposed_proposals.front() {
+            deadline = deadline.min(oldest.since + self.config.outcome_timeout);
         }
         if let Some((_, batch)) = &self.forwarded_reads {
             deadline = deadline.min(batch.sent + self.config.election_timeout_max);

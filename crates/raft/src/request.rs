@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use concord_core::NodeId;
 
-use crate::{LogIndex, Membership, MembershipError};
+use crate::{LogIndex, Membership, MembershipError, Term};
 
 /// A request to a Raft node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,14 +79,33 @@ pub enum RaftError {
         /// Where it was appended.
         index: LogIndex,
     },
-    /// The proposal was forwarded to leader `to`, which lost leadership or contact (or the
-    /// proposal was not applied here within an election timeout): it may or may not take
-    /// effect.
-    #[error("forwarded to leader {to}, which lost leadership or contact before the proposal was applied here; outcome unknown")]
+    /// The proposal was forwarded to leader `to`, and then the connection to it was lost, or
+    /// it was not applied here within `Config::outcome_timeout`, or a snapshot that may hold
+    /// it was installed: it may or may not take effect.
+    #[error("forwarded to leader {to}, whose connection was lost or which did not commit it in time; outcome unknown")]
     ForwardedOutcomeUnknown {
         /// The leader it was forwarded to.
         to: NodeId,
     },
+    /// The proposal was forwarded to the leader of `term`, and an entry of a later term was
+    /// applied before it: it was not committed, and never will be (log terms only grow, and
+    /// the committed prefix is final). Safe to retry.
+    #[error("the leader of term {term} lost leadership before committing the forwarded proposal; it was not applied and never will be")]
+    LeaderChanged {
+        /// The term of the leader it was forwarded to.
+        term: Term,
+    },
+    /// The connection to leader `leader` broke and the leader has not been heard from since,
+    /// so the proposal was not forwarded. Nothing was done.
+    #[error("the connection to leader {leader} is down; the proposal was not forwarded")]
+    LeaderUnreachable {
+        /// The leader this node believes in.
+        leader: NodeId,
+    },
+    /// The leader refused a forwarded proposal because this node is not in its configuration
+    /// (it was removed). Nothing was done.
+    #[error("this node is not a member of the leader's configuration")]
+    NotMember,
     /// Too many requests are waiting.
     #[error("overloaded: {pending} requests already waiting")]
     Overloaded {

@@ -194,10 +194,13 @@ impl<S: StateMachine> RaftNode<S> {
         self.commit_index = index;
         self.last_applied = index;
         // The leader's snapshot is its committed state, so the log matches its log through
-        // `index`. Entries this node forwarded may be inside it, never to be applied here one
-        // by one: their outcome is unknown.
+        // `index`. Entries this node forwarded to leaders of terms up to the snapshot's last
+        // may be inside it, never to be applied here one by one: their outcome is unknown.
+        // Those of later terms are not.
         self.leader_match = self.leader_match.max(index);
-        self.fail_forwarded_proposals(|_| true);
+        let last_term = meta.last_term;
+        self.fail_forwarded_proposals(|proposal| proposal.term <= last_term);
+        self.settle_deposed_by_snapshot(index, last_term);
         self.compact_log(
             Snapshot {
                 meta,

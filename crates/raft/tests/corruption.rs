@@ -152,11 +152,15 @@ fn corrupt(message: &mut KvMessage, rng: &mut Rng) {
             incarnation,
             first,
             count,
+            refusal,
         } => {
             *first = small(rng);
             *count = small(rng);
             if rng.gen_bool(0.3) {
                 *incarnation = small(rng);
+            }
+            if rng.gen_bool(0.3) {
+                *refusal = Some(concord_raft::RaftError::Overloaded { pending: 0 });
             }
         }
         Message::Commit { term, commit_index } => {

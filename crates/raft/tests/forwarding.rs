@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{depose_node_0, settled};
+
 use concord_core::{Input, KvOperation, KvResult};
 use concord_raft::testing::Cluster;
 use concord_raft::{Config, Message, Payload, ProposalOrigin, RaftError, Request, Response};
@@ -16,19 +18,6 @@ fn forwarding() -> Config {
     }
 }
 
-/// A three-node cluster led by node 0, with its no-op and one write committed everywhere.
-fn settled(config: Config) -> Cluster {
-    let mut cluster = Cluster::new(3, config);
-    cluster.elect(0);
-    cluster.propose(0, "x", 1);
-    cluster.deliver_all();
-    cluster.now += cluster.config.heartbeat_interval;
-    cluster.tick(0);
-    cluster.deliver_all();
-    assert_eq!(cluster.node(1).commit_index(), 2);
-    cluster
-}
-
 fn kind(message: &Message<concord_core::KvCommand>) -> &'static str {
     match message {
         Message::Propose { .. } => "Propose",
@@ -38,28 +27,6 @@ fn kind(message: &Message<concord_core::KvCommand>) -> &'static str {
         Message::AppendEntriesResponse { .. } => "AppendEntriesResponse",
         _ => "other",
     }
-}
-
-/// Makes leader 0 of `settled`'s cluster a follower at once, of the next term (the term
-/// returned), with a transfer's vote request from node 2, which overrides stickiness.
-fn depose_node_0(cluster: &mut Cluster) -> u64 {
-    let term = cluster.node(0).current_term() + 1;
-    let vote = Message::RequestVote {
-        term,
-        last_log_index: 2,
-        last_log_term: 1,
-        pre_vote: false,
-        transfer: true,
-    };
-    cluster.step(
-        0,
-        Input::Message {
-            from: 2,
-            message: vote,
-        },
-    );
-    assert!(!cluster.node(0).is_leader());
-    term
 }
 
 /// Delivers every message, at the current time, and returns their kinds in delivery order.
@@ -178,6 +145,7 @@ fn a_duplicated_propose_message_appends_its_proposals_once() {
 #[test]
 fn a_propose_for_an_earlier_term_is_refused_by_the_next_leader() {
     let mut cluster = settled(forwarding());
+    let old_term = cluster.node(0).current_term();
     let id = cluster.propose(1, "y", 1);
     cluster.tick(1);
     let propose = cluster.network.pop_front().expect("the Propose");
@@ -193,14 +161,21 @@ fn a_propose_for_an_earlier_term_is_refused_by_the_next_leader() {
     cluster.deliver_one();
     assert_eq!(cluster.node(0).log().last_index(), last, "not appended");
     cluster.deliver_all();
-    assert!(matches!(
+    cluster.now += cluster.config.heartbeat_interval;
+    cluster.tick(0);
+    cluster.deliver_all();
+    // The refusal came from a leader of a later term, which proves nothing; the new term's
+    // no-op, applied at node 1, does: the proposal can no longer commit.
+    assert_eq!(
         cluster.reply(id),
-        Some(Response::Failed(RaftError::ForwardedOutcomeUnknown { .. }))
-    ));
+        Some(&Response::Failed(RaftError::LeaderChanged {
+            term: old_term
+        }))
+    );
 }
 
 #[test]
-fn a_leader_that_lost_its_place_refuses_forwarded_proposals_and_the_follower_fails_them() {
+fn a_refusal_from_a_deposed_leader_leaves_the_proposal_waiting_for_a_later_term() {
     let mut cluster = settled(forwarding());
     let id = cluster.propose(1, "y", 1);
     cluster.tick(1);
@@ -209,25 +184,62 @@ fn a_leader_that_lost_its_place_refuses_forwarded_proposals_and_the_follower_fai
     cluster.network.clear();
     cluster.network.push_back(propose);
     cluster.deliver_one();
-    let rejection = cluster.network.front().map(|e| kind(&e.message));
-    assert_eq!(rejection, Some("ProposeRejected"));
-    cluster.deliver_one();
-    // A refusal proves nothing (it may answer a copy of a message node 0 took while it led).
-    assert_eq!(
-        cluster.reply(id),
-        Some(&Response::Failed(RaftError::ForwardedOutcomeUnknown {
-            to: 0
-        }))
+    let rejection = cluster.network.front().map(|e| e.message.clone());
+    assert!(
+        matches!(
+            rejection,
+            Some(Message::ProposeRejected { refusal: None, .. })
+        ),
+        "{rejection:?}"
     );
+    cluster.deliver_one();
+    // A refusal without a reason may answer a copy of a message node 0 took while it led.
+    assert_eq!(cluster.reply(id), None, "still waiting");
     assert_eq!(
         cluster.node(0).log().last_index(),
         2,
         "nothing was appended"
     );
+    cluster.run_for(3 * cluster.config.election_timeout_max);
+    assert!(cluster.leader().is_some());
+    assert!(matches!(
+        cluster.reply(id),
+        Some(Response::Failed(RaftError::LeaderChanged { term: 1 }))
+    ));
 }
 
 #[test]
-fn a_forwarded_proposal_whose_leader_changes_fails_with_an_unknown_outcome() {
+fn a_leader_refusing_a_forwarded_proposal_says_why_and_never_appends_a_copy() {
+    let mut cluster = settled(Config {
+        max_pending_requests: 2,
+        ..forwarding()
+    });
+    // The leader holds two proposals of its own, uncommitted: it is full.
+    cluster.propose(0, "x", 2);
+    cluster.propose(0, "x", 3);
+    cluster.tick(0);
+    cluster.drop_messages();
+    let id = cluster.propose(1, "y", 1);
+    cluster.tick(1);
+    let propose = cluster.network.front().expect("the Propose").clone();
+    cluster.deliver_all();
+    assert_eq!(
+        cluster.reply(id),
+        Some(&Response::Failed(RaftError::Overloaded { pending: 2 })),
+        "a refusal by the leader of the proposal's term is final"
+    );
+    let last = cluster.node(0).log().last_index();
+    assert_eq!(last, 4, "the leader's two entries only");
+    // Once the leader has room again, a late copy of the refused message appends nothing.
+    cluster.run_for(4 * cluster.config.heartbeat_interval);
+    assert_eq!(cluster.node(0).commit_index(), 4);
+    cluster.network.push_back(propose);
+    cluster.deliver_all();
+    assert_eq!(cluster.node(0).log().last_index(), last, "no copy appended");
+}
+
+#[test]
+fn a_forwarded_proposal_lost_with_its_leader_fails_surely_once_a_later_term_commits() {
     let mut cluster = settled(forwarding());
     let id = cluster.propose(1, "y", 1);
     cluster.tick(1);
@@ -239,16 +251,77 @@ fn a_forwarded_proposal_whose_leader_changes_fails_with_an_unknown_outcome() {
     assert_ne!(leader, 0);
     assert_eq!(
         cluster.reply(id),
-        Some(&Response::Failed(RaftError::ForwardedOutcomeUnknown {
-            to: 0
-        }))
+        Some(&Response::Failed(RaftError::LeaderChanged { term: 1 }))
     );
 }
 
 #[test]
-fn a_forwarded_proposal_that_is_lost_fails_after_the_forward_timeout() {
+fn a_forwarded_proposal_outlives_its_leader_when_the_next_leader_holds_it() {
     let mut cluster = settled(forwarding());
-    let timeout = cluster.config.forward_timeout;
+    let id = cluster.propose(1, "y", 1);
+    cluster.tick(1);
+    cluster.deliver_one(); // The Propose reaches node 0, which appends entry 3...
+    let to_node_2 = cluster
+        .network
+        .iter()
+        .position(|e| e.to == 2 && matches!(e.message, Message::AppendEntries { .. }))
+        .expect("an AppendEntries to node 2");
+    cluster.deliver_nth(to_node_2); // ...and replicates it to node 2 only...
+    cluster.crash(0); // ...before crashing.
+    cluster.drop_messages();
+    assert_eq!(cluster.reply(id), None);
+    cluster.run_for(3 * cluster.config.election_timeout_max);
+    assert_eq!(cluster.leader(), Some(2), "only node 2 has the longer log");
+    // The next leader commits it with its no-op; node 1 applies it and answers its client.
+    assert_eq!(
+        cluster.reply(id),
+        Some(&Response::Applied {
+            index: 3,
+            output: KvResult::Written
+        })
+    );
+}
+
+#[test]
+fn after_losing_its_leader_connection_a_follower_forwards_nothing_until_it_hears_from_it() {
+    let mut cluster = settled(forwarding());
+    let forwarded = cluster.propose(1, "y", 1);
+    cluster.tick(1);
+    cluster.drop_messages();
+    cluster.step(1, Input::PeerLost { peer: 0 });
+    assert_eq!(
+        cluster.reply(forwarded),
+        Some(&Response::Failed(RaftError::ForwardedOutcomeUnknown {
+            to: 0
+        })),
+        "what went to it may be lost, or in its log"
+    );
+    let refused = cluster.propose(1, "y", 2);
+    assert_eq!(
+        cluster.reply(refused),
+        Some(&Response::Failed(RaftError::LeaderUnreachable {
+            leader: 0
+        })),
+        "nothing forwarded"
+    );
+    // The leader's next heartbeat shows the connection back.
+    cluster.now += cluster.config.heartbeat_interval;
+    cluster.tick(0);
+    cluster.deliver_all();
+    let later = cluster.propose(1, "y", 3);
+    cluster.tick(1);
+    cluster.deliver_all();
+    assert!(
+        matches!(cluster.reply(later), Some(Response::Applied { .. })),
+        "{:?}",
+        cluster.reply(later)
+    );
+}
+
+#[test]
+fn a_forwarded_proposal_that_is_lost_fails_after_the_outcome_timeout() {
+    let mut cluster = settled(forwarding());
+    let timeout = cluster.config.outcome_timeout;
     cluster.cut(1, 0); // Node 1 hears the leader, but the leader does not hear it.
     let id = cluster.propose(1, "y", 1);
     let sent = cluster.now;

@@ -241,7 +241,9 @@ fn membership_changes_wait_for_a_term_commit_and_go_one_at_a_time() {
 }
 
 /// The key-value service: a follower refuses with a leader hint and nothing proposed; a
-/// proposal whose leader is deposed before it commits is "unknown"; applied ones are Ok.
+/// proposal whose leader is deposed before it commits fails surely once another entry is
+/// applied at its index, and is "unknown" if its node learns nothing within the outcome
+/// timeout; applied ones are Ok.
 #[test]
 fn kv_outcomes_distinguish_not_leader_unknown_and_ok() {
     let mut cluster = settled(3, &[0, 1, 2]);
@@ -262,8 +264,24 @@ fn kv_outcomes_distinguish_not_leader_unknown_and_ok() {
         Some(KvOutcome::Ok(KvResult::Written))
     );
     cluster.isolate(0);
-    let lost = cluster.request(0, KvNode::kv_request(&write));
+    let dropped = cluster.request(0, KvNode::kv_request(&write));
     cluster.run_for(3 * cluster.config.election_timeout_max);
+    assert!(!cluster.node(0).is_leader());
+    assert_eq!(cluster.reply(dropped), None, "deposed, it waits");
+    cluster.heal();
+    cluster.run_for(3 * cluster.config.election_timeout_max);
+    assert!(
+        matches!(
+            cluster.reply(dropped).map(KvNode::kv_outcome),
+            Some(KvOutcome::Rejected(ref why)) if why.contains("never will be")
+        ),
+        "{:?}",
+        cluster.reply(dropped)
+    );
+    let leader = cluster.leader().expect("a leader");
+    cluster.isolate(leader);
+    let lost = cluster.request(leader, KvNode::kv_request(&write));
+    cluster.run_for(cluster.config.outcome_timeout + 3 * cluster.config.election_timeout_max);
     assert_eq!(
         cluster.reply(lost).map(KvNode::kv_outcome),
         Some(KvOutcome::Unknown)

@@ -153,6 +153,7 @@ fn forwarded_proposals_under_all_faults_keep_every_invariant() {
     assert!(counts.answered > 1000, "{counts:?}");
     assert!(counts.rejected > 0, "{counts:?}");
     assert!(counts.unknown > 10, "{counts:?}");
+    assert!(counts.superseded > 10, "{counts:?}");
 }
 
 /// What the forwarding sweep saw happen.
@@ -164,10 +165,14 @@ struct ForwardCounts {
     commits: u64,
     /// Forwarded proposals refused by a node that could not take them.
     rejected: u64,
+    /// Of those, refused by the leader of their term with a reason (the follower fails them).
+    refused_surely: u64,
     /// Proposals answered by a follower from its own apply.
     answered: u64,
     /// Forwarded proposals failed with an unknown outcome.
     unknown: u64,
+    /// Forwarded proposals failed surely, because an entry of a later term was applied first.
+    superseded: u64,
 }
 
 /// Not a safety property: counts forwarding's messages and outcomes, so the sweep shows it
@@ -194,7 +199,12 @@ impl ClusterInvariant<RaftNode<KvStateMachine>> for ForwardActivity {
                 Effect::Send { message, .. } => match message {
                     Message::Propose { .. } => counts.proposes += 1,
                     Message::Commit { .. } => counts.commits += 1,
-                    Message::ProposeRejected { count, .. } => counts.rejected += count,
+                    Message::ProposeRejected { count, refusal, .. } => {
+                        counts.rejected += count;
+                        if refusal.is_some() {
+                            counts.refused_surely += count;
+                        }
+                    }
                     _ => {}
                 },
                 Effect::Reply {
@@ -205,6 +215,10 @@ impl ClusterInvariant<RaftNode<KvStateMachine>> for ForwardActivity {
                     response: Response::Failed(RaftError::ForwardedOutcomeUnknown { .. }),
                     ..
                 } => counts.unknown += 1,
+                Effect::Reply {
+                    response: Response::Failed(RaftError::LeaderChanged { .. }),
+                    ..
+                } => counts.superseded += 1,
                 _ => {}
             }
         }

@@ -48,6 +48,7 @@ impl KvService {
                 if matches!(
                     error,
                     RaftError::NotLeader { leader: None }
+                        | RaftError::NotMember
                         | RaftError::ForwardedOutcomeUnknown { .. }
                 ) {
                     // A removed member's forwards are refused: say it was removed.

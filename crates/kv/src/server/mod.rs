@@ -162,7 +162,7 @@ impl ServerConfig {
             max_pending_requests: self.max_inflight.max(1),
             forward_proposals: true,
             // Forwarded writes fail no sooner than the client-facing timeout would.
-            forward_timeout: nanos(self.request_timeout()),
+            outcome_timeout: nanos(self.request_timeout()),
             pre_vote: true,
             check_quorum: true,
             ..concord_raft::Config::default()
@@ -527,6 +527,9 @@ pub(crate) fn raft_status(error: &RaftError) -> Status {
         RaftError::NotLeader { leader: Some(_) } => {
             Status::unavailable("etcdserver: not leader (leader changed)")
         }
+        RaftError::LeaderChanged { .. } => Status::unavailable("etcdserver: leader changed"),
+        RaftError::LeaderUnreachable { .. } => leader_unreachable(),
+        RaftError::NotMember => removed_status(),
         RaftError::OutcomeUnknown { .. } | RaftError::ForwardedOutcomeUnknown { .. } => {
             Status::unavailable(
                 "etcdserver: request timed out, possibly due to previous leader failure",

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use concord_core::{Effect, KvCommand, KvOperation};
-use concord_raft::testing::{KvEffect, KvMessage};
-use concord_raft::{Config, Entry, HardState, Payload, Storage, Write};
+use concord_core::{Effect, Input, KvCommand, KvOperation};
+use concord_raft::testing::{Cluster, KvEffect, KvMessage};
+use concord_raft::{Config, Entry, HardState, Message, Payload, Storage, Write};
 
 /// Plain Raft as in the paper: no pre-vote, no check-quorum.
 pub fn paper_config() -> Config {
@@ -91,4 +91,39 @@ pub fn kinds(effects: &[KvEffect]) -> Vec<&'static str> {
 /// The terms of a node's log entries in memory.
 pub fn log_terms(node: &concord_raft::testing::KvNode) -> Vec<u64> {
     node.log().entries().iter().map(|e| e.term).collect()
+}
+
+/// A three-node cluster led by node 0, with its no-op and one write committed everywhere.
+pub fn settled(config: Config) -> Cluster {
+    let mut cluster = Cluster::new(3, config);
+    cluster.elect(0);
+    cluster.propose(0, "x", 1);
+    cluster.deliver_all();
+    cluster.now += cluster.config.heartbeat_interval;
+    cluster.tick(0);
+    cluster.deliver_all();
+    assert_eq!(cluster.node(1).commit_index(), 2);
+    cluster
+}
+
+/// Makes leader 0 of [`settled`]'s cluster a follower at once, of the next term (the term
+/// returned), with a transfer's vote request from node 2, which overrides stickiness.
+pub fn depose_node_0(cluster: &mut Cluster) -> u64 {
+    let term = cluster.node(0).current_term() + 1;
+    let vote = Message::RequestVote {
+        term,
+        last_log_index: 2,
+        last_log_term: 1,
+        pre_vote: false,
+        transfer: true,
+    };
+    cluster.step(
+        0,
+        Input::Message {
+            from: 2,
+            message: vote,
+        },
+    );
+    assert!(!cluster.node(0).is_leader());
+    term
 }
