@@ -43,6 +43,7 @@ fn check(seed: u64, report: &RunReport) {
 fn a_thousand_seeds_with_all_faults_have_no_violation() {
     let mut faults_seen = std::collections::BTreeMap::<String, u64>::new();
     let mut operations_ok = 0;
+    let deposed = Arc::new(Mutex::new(DeposedCounts::default()));
     for seed in 0..SEEDS {
         let options = SimOptions {
             seed,
@@ -51,7 +52,20 @@ fn a_thousand_seeds_with_all_faults_have_no_violation() {
             faults: FaultSelection::All,
             ..SimOptions::default()
         };
-        let report = run(&options).unwrap();
+        assert_eq!(options.raft_config(), concord_raft::Config::default());
+        let mut checkers = concord_raft::invariants::<KvStateMachine>();
+        checkers.push(Box::new(DeposedActivity(Arc::clone(&deposed))));
+        let report =
+            run_protocol::<RaftNode<KvStateMachine>>(&options, options.raft_config(), checkers)
+                .unwrap();
+        if seed < 20 {
+            // The same run as the CLI's (`concord sweep`), which adds no checker.
+            assert_eq!(
+                run(&options).unwrap().history,
+                report.history,
+                "seed {seed}"
+            );
+        }
         check(seed, &report);
         for fault in &report.faults {
             *faults_seen.entry(fault.clone()).or_default() += 1;
@@ -77,6 +91,64 @@ fn a_thousand_seeds_with_all_faults_have_no_violation() {
         operations_ok > SEEDS * 20,
         "only {operations_ok} operations succeeded"
     );
+    // Deposed leaders' proposals met every outcome (crate `concord-raft`, module `deposed`).
+    let deposed = *deposed.lock().unwrap();
+    eprintln!("{deposed:?}");
+    assert!(deposed.applied > 10, "{deposed:?}");
+    assert!(deposed.superseded > 10, "{deposed:?}");
+    assert!(deposed.unknown > 0, "{deposed:?}");
+}
+
+/// What became of the proposals of leaders that stepped down, in the sweep without forwarding.
+#[derive(Clone, Copy, Debug, Default)]
+struct DeposedCounts {
+    /// Answered as applied by a node that no longer leads.
+    applied: u64,
+    /// Failed surely: another entry was applied at their index.
+    superseded: u64,
+    /// Failed with an unknown outcome.
+    unknown: u64,
+}
+
+/// Not a safety property: counts the answers a node gives to proposals it took as leader,
+/// once it no longer leads (without forwarding, every proposal a node answers it took as
+/// leader).
+#[derive(Debug)]
+struct DeposedActivity(Arc<Mutex<DeposedCounts>>);
+
+impl ClusterInvariant<RaftNode<KvStateMachine>> for DeposedActivity {
+    fn name(&self) -> &'static str {
+        "deposed-activity"
+    }
+
+    fn check(
+        &mut self,
+        nodes: &[Option<&RaftNode<KvStateMachine>>],
+        stepped: NodeId,
+        effects: &[EffectOf<RaftNode<KvStateMachine>>],
+    ) -> Result<(), Violation> {
+        use concord_raft::{RaftError, Response};
+        let mut counts = self.0.lock().unwrap();
+        let leading = nodes[stepped as usize].is_some_and(|node| node.is_leader());
+        for effect in effects {
+            match effect {
+                Effect::Reply {
+                    response: Response::Applied { .. },
+                    ..
+                } if !leading => counts.applied += 1,
+                Effect::Reply {
+                    response: Response::Failed(RaftError::LeaderChanged { .. }),
+                    ..
+                } => counts.superseded += 1,
+                Effect::Reply {
+                    response: Response::Failed(RaftError::OutcomeUnknown { .. }),
+                    ..
+                } => counts.unknown += 1,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Snapshots under every fault: the same sweep with a snapshot every 8 applied entries (sent
