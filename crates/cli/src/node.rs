@@ -12,8 +12,9 @@
 //! | `POST /faults` (`{"isolate": [ids]}`) | drops all traffic to and from those peers (`[]` heals); `GET /faults` shows the set, the node's id and the members |
 //!
 //! Errors answer a JSON `{"error": ...}`: 400 bad input, 503 not served (no leader known,
-//! overloaded, stopped), 504 outcome unknown (no answer in time, or leadership lost after the
-//! request was proposed).
+//! overloaded, stopped, or a proposal that a leader change surely dropped), 504 outcome unknown
+//! (no answer in time: a leader deposed after proposing waits that long to learn whether the
+//! next leader committed it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -224,6 +225,8 @@ fn run_serve(args: &ServeArgs) -> Result<Outcome> {
                     election_timeout_min: 300 * MILLISECOND,
                     election_timeout_max: 600 * MILLISECOND,
                     heartbeat_interval: 50 * MILLISECOND,
+                    // A deposed leader's proposal waits for its outcome as long as its client.
+                    outcome_timeout: (settings.request_timeout.as_nanos() as u64).max(1),
                     ..concord_raft::Config::default()
                 };
                 serve::<concord_raft::RaftNode<KvStateMachine>>(settings, config, listener).await
@@ -564,8 +567,8 @@ async fn submit<N: ServedNode>(
         KvOutcome::Unknown => Err(error(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
-                "the outcome is unknown: node {served_by} lost its leadership or gave up after \
-                 proposing the request"
+                "the outcome is unknown: node {served_by} proposed the request and did not \
+                 learn whether it was committed"
             ),
         )),
     }
