@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use concord_core::time::MILLISECOND;
 use concord_core::{seeded_rng, KvOperation, KvResult, Rng, Value};
 use concord_raft::testing::Cluster;
-use concord_raft::{Config, Request, Response};
+use concord_raft::{Config, RaftError, Request, Response};
 use rand::Rng as _;
 
 fn fuzz_config(rng: &mut Rng) -> Config {
@@ -27,7 +27,9 @@ fn fuzz_config(rng: &mut Rng) -> Config {
 
 /// Checks that reads are not stale (thesis §6.4): a read must reflect every write whose
 /// success was reported before the read was issued. Writes carry unique values, so the value a
-/// read returns names the index of the write it saw.
+/// read returns names the index of the write it saw. Also checks what proposals are told: one
+/// answered `Applied { index }` was applied at `index`, and one failed surely (anything but
+/// an unknown outcome) is never applied anywhere.
 #[derive(Default)]
 struct ReadChecker {
     next_value: i64,
@@ -39,6 +41,10 @@ struct ReadChecker {
     written_at: BTreeMap<i64, u64>,
     replies_seen: usize,
     applied_seen: Vec<usize>,
+    /// Per proposal request: the value it writes.
+    proposed: BTreeMap<u64, i64>,
+    /// Values of proposals that failed surely.
+    refused: BTreeSet<i64>,
 }
 
 impl ReadChecker {
@@ -46,8 +52,11 @@ impl ReadChecker {
         self.applied_seen.resize(cluster.applied.len(), 0);
         for (node, applied) in cluster.applied.iter().enumerate() {
             for (index, command) in &applied[self.applied_seen[node]..] {
-                if let KvOperation::Write { value, .. } = command {
-                    self.written_at.insert(*value, *index);
+                match command {
+                    KvOperation::Write { key, value } if key == "k" => {
+                        self.written_at.insert(*value, *index);
+                    }
+                    _ => {}
                 }
             }
             self.applied_seen[node] = applied.len();
@@ -56,6 +65,21 @@ impl ReadChecker {
             match response {
                 Response::Applied { index, .. } => {
                     self.acknowledged = self.acknowledged.max(*index);
+                    if let Some(value) = self.proposed.get(id) {
+                        assert_eq!(
+                            self.written_at.get(value),
+                            Some(index),
+                            "seed={seed}: proposal {id} (value {value}) answered by node {replier} as applied at {index}"
+                        );
+                    }
+                }
+                Response::Failed(
+                    RaftError::OutcomeUnknown { .. } | RaftError::ForwardedOutcomeUnknown { .. },
+                ) => {}
+                Response::Failed(_) => {
+                    if let Some(&value) = self.proposed.get(id) {
+                        self.refused.insert(value);
+                    }
                 }
                 Response::Read { output, .. } => {
                     let Some(floor) = self.reads.remove(id) else {
@@ -76,6 +100,18 @@ impl ReadChecker {
             }
         }
         self.replies_seen = cluster.replies.len();
+        if let Some(value) = self
+            .refused
+            .iter()
+            .find(|v| self.written_at.contains_key(v))
+        {
+            panic!(
+                "seed={seed}: the proposal of value {value} failed surely, yet was applied at index {}; config {:?}; nodes {:?}",
+                self.written_at[value],
+                cluster.config,
+                describe(cluster)
+            );
+        }
     }
 }
 
@@ -113,7 +149,8 @@ fn random_action(cluster: &mut Cluster, rng: &mut Rng, size: u64, reads: &mut Re
                 .filter(|_| rng.gen_bool(0.8))
                 .unwrap_or(node);
             if cluster.nodes[target as usize].is_some() {
-                cluster.propose(target, "k", value);
+                let id = cluster.propose(target, "k", value);
+                reads.proposed.insert(id, value);
             }
         }
         80..=84 => {
