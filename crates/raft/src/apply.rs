@@ -42,13 +42,7 @@ impl<S: StateMachine> RaftNode<S> {
                 }
                 Payload::Noop => None,
             };
-            if self
-                .deposed_proposals
-                .front()
-                .is_some_and(|proposal| proposal.index <= index)
-            {
-                self.settle_deposed(index, term, unclaimed);
-            }
+            self.settle_deposed(index, term, unclaimed);
         }
         if let Some(term) = applied_term {
             self.drop_superseded_forwards(term);

@@ -71,6 +71,22 @@ impl<S: StateMachine> RaftNode<S> {
         }
     }
 
+    /// Answers the oldest deposed proposals, as long as `ended` gives one an answer.
+    /// They are in index order, and in order of step-down too.
+    fn settle_oldest_deposed(
+        &mut self,
+        ended: impl Fn(&DeposedProposal) -> Option<Response<S::Output>>,
+    ) {
+        while let Some(oldest) = self.deposed_proposals.front() {
+            let Some(response) = ended(oldest) else {
+                return;
+            };
+            let request = oldest.request;
+            self.deposed_proposals.pop_front();
+            self.reply(request, response);
+        }
+    }
+
     /// The entry at `index`, of `term`, was applied: the deposed proposal there, if any, was
     /// it (and is answered with `output`) or was not (and never will be).
     pub(crate) fn settle_deposed(
@@ -79,12 +95,9 @@ impl<S: StateMachine> RaftNode<S> {
         term: Term,
         output: Option<S::Output>,
     ) {
-        while let Some(front) = self.deposed_proposals.front() {
-            if front.index > index {
-                return;
-            }
-            let proposal = self.deposed_proposals.pop_front().expect("checked above");
-            let response = match &output {
+        self.settle_oldest_deposed(|proposal| {
+            Some(match &output {
+                _ if proposal.index > index => return None,
                 Some(output) if proposal.index == index && proposal.term == term => {
                     Response::Applied {
                         index,
@@ -93,52 +106,44 @@ impl<S: StateMachine> RaftNode<S> {
                 }
                 // An index below this one was skipped by a snapshot install, which settles
                 // what it covers itself; this is only a guard.
-                _ if proposal.index < index => Response::Failed(RaftError::OutcomeUnknown {
-                    index: proposal.index,
-                }),
+                _ if proposal.index < index => Response::Failed(unknown_outcome(proposal)),
                 _ => Response::Failed(RaftError::LeaderChanged {
                     term: proposal.term,
                 }),
-            };
-            self.reply(proposal.request, response);
-        }
+            })
+        });
     }
 
     /// A snapshot through `last_index`, whose last entry has `last_term`, was installed.
     pub(crate) fn settle_deposed_by_snapshot(&mut self, last_index: LogIndex, last_term: Term) {
-        while let Some(front) = self.deposed_proposals.front() {
-            if front.index > last_index {
-                return;
+        self.settle_oldest_deposed(|proposal| {
+            if proposal.index > last_index {
+                return None;
             }
-            let proposal = self.deposed_proposals.pop_front().expect("checked above");
             // Every entry the snapshot holds has a term up to `last_term`.
             let error = if proposal.term > last_term {
                 RaftError::LeaderChanged {
                     term: proposal.term,
                 }
             } else {
-                RaftError::OutcomeUnknown {
-                    index: proposal.index,
-                }
+                unknown_outcome(proposal)
             };
-            self.reply(proposal.request, Response::Failed(error));
-        }
+            Some(Response::Failed(error))
+        });
     }
 
     /// Deposed proposals still waiting `Config::outcome_timeout` after the step-down fail.
     pub(crate) fn expire_deposed(&mut self) {
-        let timeout = self.config.outcome_timeout;
-        while let Some(front) = self.deposed_proposals.front() {
-            if front.since + timeout > self.now {
-                return;
-            }
-            let index = front.index;
-            let request = front.request;
-            self.deposed_proposals.pop_front();
-            self.reply(
-                request,
-                Response::Failed(RaftError::OutcomeUnknown { index }),
-            );
-        }
+        let (now, timeout) = (self.now, self.config.outcome_timeout);
+        self.settle_oldest_deposed(|proposal| {
+            (proposal.since + timeout <= now).then(|| Response::Failed(unknown_outcome(proposal)))
+        });
+    }
+}
+
+/// The failure of a deposed proposal whose outcome is not known.
+fn unknown_outcome(proposal: &DeposedProposal) -> RaftError {
+    RaftError::OutcomeUnknown {
+        index: proposal.index,
     }
 }

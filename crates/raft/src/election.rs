@@ -115,7 +115,7 @@ impl<S: StateMachine> RaftNode<S> {
         self.reask_reads_sent_to(peer);
         // The proposals forwarded to it may be lost with the connection, or may be in its log.
         self.fail_forwarded_proposals(|proposal| proposal.to == peer);
-        if self.leader_id == Some(peer) && self.leader.is_none() {
+        if self.leader_id == Some(peer) {
             // Forwarding more to it until it is heard from again would only lose them too.
             self.unreachable_leader = Some(peer);
         }

@@ -165,15 +165,27 @@ impl<S: StateMachine> RaftNode<S> {
             .map(|(&sequence, _)| sequence)
             .collect();
         for sequence in failed {
-            self.fail_forwarded(sequence);
+            self.fail_forwarded(sequence, unknown_outcome);
         }
     }
 
-    /// Fails forwarded proposal `sequence`, if still waiting, with an unknown outcome.
-    fn fail_forwarded(&mut self, sequence: u64) {
+    /// Fails forwarded proposal `sequence`, if still waiting, with the error `why` gives.
+    fn fail_forwarded(&mut self, sequence: u64, why: impl FnOnce(&ForwardedProposal) -> RaftError) {
         if let Some(proposal) = self.forwarded_proposals.remove(&sequence) {
-            let error = RaftError::ForwardedOutcomeUnknown { to: proposal.to };
+            let error = why(&proposal);
             self.reply(proposal.request, Response::Failed(error));
+        }
+    }
+
+    /// Fails the oldest forwarded proposals, as long as `ended` says one's wait is over, with
+    /// the error it gives. Proposals are numbered in the order they left, so both their send
+    /// times and their terms grow with the number.
+    fn fail_oldest_forwarded(&mut self, ended: impl Fn(&ForwardedProposal) -> Option<RaftError>) {
+        while let Some((&sequence, oldest)) = self.forwarded_proposals.first_key_value() {
+            let Some(error) = ended(oldest) else {
+                return;
+            };
+            self.fail_forwarded(sequence, |_| error);
         }
     }
 
@@ -181,27 +193,19 @@ impl<S: StateMachine> RaftNode<S> {
     /// waiting were not committed, and never will be (their entries would have the earlier
     /// term, and the committed prefix, whose terms only grow, is final up to here).
     pub(crate) fn drop_superseded_forwards(&mut self, applied: Term) {
-        // Proposals are numbered in the order they left, and terms only grow with it.
-        while let Some((&sequence, proposal)) = self.forwarded_proposals.first_key_value() {
-            if proposal.term >= applied {
-                break;
-            }
-            let term = proposal.term;
-            let request = proposal.request;
-            self.forwarded_proposals.remove(&sequence);
-            self.reply(request, Response::Failed(RaftError::LeaderChanged { term }));
-        }
+        self.fail_oldest_forwarded(|proposal| {
+            (proposal.term < applied).then_some(RaftError::LeaderChanged {
+                term: proposal.term,
+            })
+        });
     }
 
     /// Forwarded proposals not applied within `Config::outcome_timeout` fail.
     pub(crate) fn expire_forwarded_proposals(&mut self) {
-        let timeout = self.config.outcome_timeout;
-        while let Some((&sequence, oldest)) = self.forwarded_proposals.first_key_value() {
-            if oldest.sent + timeout > self.now {
-                break;
-            }
-            self.fail_forwarded(sequence);
-        }
+        let (now, timeout) = (self.now, self.config.outcome_timeout);
+        self.fail_oldest_forwarded(|proposal| {
+            (proposal.sent + timeout <= now).then(|| unknown_outcome(proposal))
+        });
     }
 
     /// The leader side: a follower's proposals become entries of this term (those not
@@ -302,9 +306,7 @@ impl<S: StateMachine> RaftNode<S> {
             .map(|(&sequence, _)| sequence)
             .collect();
         for sequence in refused {
-            if let Some(proposal) = self.forwarded_proposals.remove(&sequence) {
-                self.reply(proposal.request, Response::Failed(refusal.clone()));
-            }
+            self.fail_forwarded(sequence, |_| refusal.clone());
         }
     }
 
@@ -373,4 +375,9 @@ impl<S: StateMachine> RaftNode<S> {
         self.commit_notify = notify;
         self.commit_notify.clear();
     }
+}
+
+/// The failure of a forwarded proposal whose outcome is not known.
+fn unknown_outcome(proposal: &ForwardedProposal) -> RaftError {
+    RaftError::ForwardedOutcomeUnknown { to: proposal.to }
 }

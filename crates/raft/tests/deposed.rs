@@ -5,51 +5,60 @@
 mod common;
 
 use common::{depose_node_0, settled};
-use concord_core::KvResult;
+use concord_core::{KvResult, NodeId, RequestId};
+use concord_raft::testing::Cluster;
 use concord_raft::{Config, Message, RaftError, Response};
 
-#[test]
-fn a_deposed_leader_answers_its_proposal_when_the_next_leader_commits_it() {
+/// Leader 0 of `settled`'s cluster proposes entry 3 (which reaches `reaching` only, if any),
+/// is cut off and deposed by CheckQuorum; the proposal still waits.
+fn proposed_then_cut_off(reaching: Option<NodeId>) -> (Cluster, RequestId) {
     let mut cluster = settled(Config::default());
     let id = cluster.propose(0, "y", 1);
-    cluster.tick(0); // The held AppendEntries leave...
-    let to_node_2 = cluster
-        .network
-        .iter()
-        .position(|e| e.to == 2 && matches!(e.message, Message::AppendEntries { .. }))
-        .expect("an AppendEntries to node 2");
-    cluster.deliver_nth(to_node_2); // ...entry 3 reaches node 2 only...
+    cluster.tick(0); // The held AppendEntries leave.
+    if let Some(peer) = reaching {
+        let append = cluster
+            .network
+            .iter()
+            .position(|e| e.to == peer && matches!(e.message, Message::AppendEntries { .. }))
+            .expect("an AppendEntries to the peer");
+        cluster.deliver_nth(append);
+    }
     cluster.drop_messages();
-    cluster.isolate(0); // ...and node 0 is cut off before it learns.
+    cluster.isolate(0);
     cluster.run_for(3 * cluster.config.election_timeout_max);
     assert!(!cluster.node(0).is_leader(), "CheckQuorum deposed it");
-    assert_eq!(cluster.leader(), Some(2), "only node 2 has entry 3");
     assert_eq!(cluster.reply(id), None, "still waiting");
-    cluster.heal();
-    cluster.run_for(3 * cluster.config.heartbeat_interval);
+    (cluster, id)
+}
+
+/// Proposal `id` was answered once, as applied at entry 3.
+fn answered_applied_at_3(cluster: &Cluster, id: RequestId) {
     assert_eq!(
         cluster.reply(id),
         Some(&Response::Applied {
             index: 3,
             output: KvResult::Written
-        }),
-        "node 2 committed it; node 0 answers once it applies it"
+        })
     );
     let answers = cluster.replies.iter().filter(|(_, r, _)| *r == id).count();
     assert_eq!(answers, 1);
 }
 
 #[test]
+fn a_deposed_leader_answers_its_proposal_when_the_next_leader_commits_it() {
+    let (mut cluster, id) = proposed_then_cut_off(Some(2));
+    assert_eq!(cluster.leader(), Some(2), "only node 2 has entry 3");
+    cluster.heal();
+    cluster.run_for(3 * cluster.config.heartbeat_interval);
+    // Node 2 committed it; node 0 answers once it applies it.
+    answered_applied_at_3(&cluster, id);
+}
+
+#[test]
 fn a_deposed_proposal_overwritten_by_the_next_leader_fails_surely() {
-    let mut cluster = settled(Config::default());
-    let id = cluster.propose(0, "y", 1);
-    cluster.tick(0);
-    cluster.drop_messages(); // Entry 3 stays at node 0 alone.
-    cluster.isolate(0);
-    cluster.run_for(3 * cluster.config.election_timeout_max);
+    let (mut cluster, id) = proposed_then_cut_off(None);
     let leader = cluster.leader().expect("a new leader");
     assert_ne!(leader, 0);
-    assert_eq!(cluster.reply(id), None, "still waiting");
     cluster.heal();
     cluster.run_for(3 * cluster.config.heartbeat_interval);
     assert_eq!(
@@ -72,28 +81,13 @@ fn a_deposed_leader_elected_again_answers_the_proposals_its_log_still_holds() {
     cluster.elect(0);
     assert!(cluster.node(0).is_leader());
     cluster.run_for(3 * cluster.config.heartbeat_interval);
-    assert_eq!(
-        cluster.reply(id),
-        Some(&Response::Applied {
-            index: 3,
-            output: KvResult::Written
-        }),
-        "committed with the new term's no-op"
-    );
-    let answers = cluster.replies.iter().filter(|(_, r, _)| *r == id).count();
-    assert_eq!(answers, 1);
+    // Committed with the new term's no-op.
+    answered_applied_at_3(&cluster, id);
 }
 
 #[test]
 fn a_deposed_leader_that_learns_nothing_fails_its_proposal_after_the_outcome_timeout() {
-    let mut cluster = settled(Config::default());
-    let id = cluster.propose(0, "y", 1);
-    cluster.tick(0);
-    cluster.drop_messages();
-    cluster.isolate(0);
-    cluster.run_for(3 * cluster.config.election_timeout_max);
-    assert!(!cluster.node(0).is_leader());
-    assert_eq!(cluster.reply(id), None, "still waiting");
+    let (mut cluster, id) = proposed_then_cut_off(None);
     cluster.run_for(cluster.config.outcome_timeout);
     assert_eq!(
         cluster.reply(id),

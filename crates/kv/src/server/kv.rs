@@ -48,10 +48,10 @@ impl KvService {
                 if matches!(
                     error,
                     RaftError::NotLeader { leader: None }
-                        | RaftError::NotMember
                         | RaftError::ForwardedOutcomeUnknown { .. }
                 ) {
-                    // A removed member's forwards are refused: say it was removed.
+                    // A removed member may know no leader, or lose what it forwarded: say it
+                    // was removed (a leader's refusal, `NotMember`, says so by itself).
                     shared.check_member().await?;
                 }
                 Err(raft_status(&error))
