@@ -45,9 +45,11 @@ use concord_core::{NodeId, RequestId, StateMachine, Time};
 use crate::node::{RaftNode, RaftRole};
 use crate::{LogIndex, Message, Payload, ProposalOrigin, RaftError, Response, Term};
 
-/// Most incarnations of one follower whose forwarded proposals a leader tracks (a follower
-/// restarts a few times at most within one leader's term).
-const MAX_INCARNATIONS: usize = 8;
+/// Most incarnations of one follower whose forwarded proposals a leader tracks in its term (a
+/// follower restarts a few times at most within one leader's term). None is ever forgotten
+/// within the term, since a copy of a forgotten one's message would append its proposals
+/// again: proposals of an incarnation beyond these are refused instead.
+const MAX_INCARNATIONS: usize = 64;
 
 /// A proposal this node forwarded to the leader, waiting to be applied here.
 #[derive(Clone, Debug)]
@@ -246,10 +248,20 @@ impl<S: StateMachine> RaftNode<S> {
         let incarnations = leader.forwarded.entry(from).or_default();
         let position = match incarnations.iter().position(|(i, _)| *i == incarnation) {
             Some(position) => position,
+            None if incarnations.len() == MAX_INCARNATIONS => {
+                // Untracked, so refused surely: nothing of this incarnation is ever appended
+                // in this term (the list only grows until the term ends).
+                let pending = leader.pending_requests();
+                let message = Message::ProposeRejected {
+                    incarnation,
+                    first,
+                    count,
+                    refusal: Some(RaftError::Overloaded { pending }),
+                };
+                self.send(from, message);
+                return;
+            }
             None => {
-                if incarnations.len() == MAX_INCARNATIONS {
-                    incarnations.remove(0);
-                }
                 incarnations.push((incarnation, first));
                 incarnations.len() - 1
             }

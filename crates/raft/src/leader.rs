@@ -97,8 +97,8 @@ pub(crate) struct LeaderState<Q> {
     /// A membership change in progress.
     pub membership_request: Option<MembershipRequest>,
     /// Per follower, the forwarded proposals this leader appended: for each incarnation of
-    /// the follower (a few at most), the sequence number after the last one. A copy of a
-    /// `Propose` (a duplicated message) appends nothing again.
+    /// the follower (a few at most, never forgotten within the term), the sequence number
+    /// after the last one. A copy of a `Propose` (a duplicated message) appends nothing again.
     pub forwarded: BTreeMap<NodeId, Vec<(u64, u64)>>,
 }
 

@@ -143,6 +143,66 @@ fn a_duplicated_propose_message_appends_its_proposals_once() {
 }
 
 #[test]
+fn a_leader_never_forgets_an_incarnation_within_its_term_and_refuses_one_too_many() {
+    let mut cluster = settled(forwarding());
+    cluster.propose(1, "y", 1);
+    cluster.tick(1);
+    let original = cluster.network.front().expect("the Propose").clone();
+    let with_incarnation = |incarnation: u64| {
+        let mut copy = original.clone();
+        let Message::Propose {
+            incarnation: ref mut i,
+            ..
+        } = copy.message
+        else {
+            panic!("not a Propose: {:?}", copy.message)
+        };
+        *i = incarnation;
+        copy
+    };
+    let Message::Propose { incarnation, .. } = original.message else {
+        unreachable!()
+    };
+    let before = cluster.node(0).log().last_index();
+    // The proposal as 64 incarnations of node 1 sent it (a follower restarting 63 times in
+    // one term): each is appended once.
+    for k in 0..64 {
+        cluster
+            .network
+            .push_back(with_incarnation(incarnation.wrapping_add(k)));
+        cluster.deliver_all();
+    }
+    let appended = cluster.node(0).log().last_index();
+    assert_eq!(appended, before + 64);
+    // A late copy of the first one's message appends nothing: it is still remembered.
+    cluster.network.push_back(original.clone());
+    cluster.deliver_all();
+    assert_eq!(
+        cluster.node(0).log().last_index(),
+        appended,
+        "appended twice"
+    );
+    // A 65th incarnation is refused with a reason, and a copy of its message later too.
+    let extra = with_incarnation(incarnation.wrapping_add(1000));
+    for _ in 0..2 {
+        cluster.network.push_back(extra.clone());
+        cluster.deliver_one();
+        let refused = cluster.network.iter().any(|e| {
+            matches!(
+                e.message,
+                Message::ProposeRejected {
+                    refusal: Some(RaftError::Overloaded { .. }),
+                    ..
+                }
+            ) && (e.from, e.to) == (0, 1)
+        });
+        assert!(refused, "no refusal with a reason: {:?}", cluster.network);
+        cluster.deliver_all();
+        assert_eq!(cluster.node(0).log().last_index(), appended);
+    }
+}
+
+#[test]
 fn a_propose_for_an_earlier_term_is_refused_by_the_next_leader() {
     let mut cluster = settled(forwarding());
     let old_term = cluster.node(0).current_term();
