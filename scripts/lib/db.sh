@@ -6,15 +6,24 @@ CONCORD_BASE_PORT=22379
 concord_client_port() { echo $((CONCORD_BASE_PORT + 10 * ($1 - 1))); }
 
 # Runs member $2 of a local three-member Concord DB cluster with binary $1 and data under $3,
-# with etcd's heartbeat and election timeout. Start it in the background (`concord_member … &`):
-# it replaces the subshell, so `$!` is the server's process id.
+# with etcd's heartbeat and election timeout, and with its share of the cores as its worker
+# threads, as `concord db up` runs its members (CONCORD_WORKER_THREADS overrides the share;
+# "default" leaves the server's default, a worker per core; a binary without the flag gets
+# its default too). Start it in the background (`concord_member … &`): it replaces the
+# subshell, so `$!` is the server's process id.
 concord_member() {
-  local binary="$1" id="$2" data_dir="$3" cluster="" j
+  local binary="$1" id="$2" data_dir="$3" cluster="" j workers=()
   for j in 1 2 3; do cluster+="$j=127.0.0.1:$(($(concord_client_port "$j") + 1)),"; done
+  local share=$(($(nproc) / 3))
+  share=${CONCORD_WORKER_THREADS:-$((share > 0 ? share : 1))}
+  if [[ $share != default ]] && "$binary" db serve --help 2>/dev/null | grep -q -- --worker-threads
+  then
+    workers=(--worker-threads "$share")
+  fi
   CONCORD_LOG=warn exec "$binary" db serve --id "$id" --data-dir "$data_dir" \
     --listen-client "127.0.0.1:$(concord_client_port "$id")" \
     --listen-peer "127.0.0.1:$(($(concord_client_port "$id") + 1))" \
-    --initial-cluster "${cluster%,}" --heartbeat 100ms --election-timeout 1s
+    --initial-cluster "${cluster%,}" --heartbeat 100ms --election-timeout 1s "${workers[@]}"
 }
 
 # CPU time (user + system, in clock ticks) the processes given have used.

@@ -6,6 +6,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+/// The worker threads each of `nodes` nodes on this machine gets (`--worker-threads`): its
+/// share of the cores, at least one. Nodes sharing cores do better with a share each than
+/// with a worker per core apiece (`concord_runtime::server_runtime`).
+pub(crate) fn worker_share(nodes: u64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores / usize::try_from(nodes.max(1)).unwrap_or(usize::MAX)).max(1)
+}
+
 /// Children stopped when the launcher exits, however it exits: asked to stop (SIGTERM), and
 /// killed if they have not after 3 seconds.
 pub(crate) struct Children(pub(crate) Vec<(u64, Child)>);
@@ -133,5 +141,20 @@ impl Children {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_share;
+
+    #[test]
+    fn nodes_on_one_machine_share_its_cores_with_at_least_one_worker_each() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(worker_share(1), cores);
+        assert_eq!(worker_share(0), cores, "no nodes counts as one");
+        assert_eq!(worker_share(2), (cores / 2).max(1));
+        assert_eq!(worker_share(cores as u64 + 1), 1);
+        assert_eq!(worker_share(u64::MAX), 1);
     }
 }

@@ -19,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value as Json};
 
-use crate::children::Children;
+use crate::children::{worker_share, Children};
 use crate::node::{check_key, Algorithm, StatusReport};
 use crate::{render, Outcome};
 
@@ -497,6 +497,7 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
         .collect();
     let exe = std::env::current_exe().context("finding the concord binary")?;
     let mut children = Children(Vec::new());
+    let workers = worker_share(args.nodes as u64);
     for (id, endpoint) in endpoints.iter().enumerate() {
         children.spawn(
             id as NodeId,
@@ -505,7 +506,8 @@ fn run_up(args: &UpArgs) -> Result<Outcome> {
                 .args(["--id", &id.to_string(), "--peers", &peers])
                 .arg("--data-dir")
                 .arg(args.dir.join(format!("node-{id}")))
-                .args(["--listen-client", endpoint]),
+                .args(["--listen-client", endpoint])
+                .args(["--worker-threads", &workers.to_string()]),
             &args.dir.join(format!("node-{id}.log")),
         )?;
     }

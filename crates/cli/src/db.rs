@@ -15,7 +15,7 @@ use concord_kv::server::{MetricsListener, NodeStatusReport, ServerConfig};
 use concord_runtime::TlsFiles;
 
 use crate::args::{id_addresses, std_duration};
-use crate::children::Children;
+use crate::children::{worker_share, Children};
 use crate::cluster::{partition_nodes, Split};
 use crate::Outcome;
 
@@ -182,6 +182,10 @@ pub struct ServeArgs {
     /// partitions and failing disks; never in production.
     #[arg(long)]
     pub fault_injection: bool,
+    /// Threads serving this member (default: one per core). Members sharing one machine do
+    /// better with their share of its cores each; `concord db up` gives each that share.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
 }
 
 /// TLS flags of a client of the etcd API (etcdctl's names).
@@ -337,7 +341,7 @@ pub(crate) fn client_runtime(threads: usize) -> Result<tokio::runtime::Runtime> 
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    concord_runtime::server_runtime().context("starting the async runtime")
+    concord_runtime::server_runtime(None).context("starting the async runtime")
 }
 
 /// Parses `1=host:port,2=host:port`: ids start at 1, each listed once.
@@ -411,7 +415,9 @@ fn run_serve(args: &ServeArgs) -> Result<Outcome> {
         }),
         fault_injection: args.fault_injection,
     };
-    runtime()?.block_on(concord_kv::server::run_until_signal(config))?;
+    concord_runtime::server_runtime(args.worker_threads.map(usize::from))
+        .context("starting the async runtime")?
+        .block_on(concord_kv::server::run_until_signal(config))?;
     Ok(Outcome::Success)
 }
 
@@ -449,6 +455,8 @@ pub(crate) struct LocalCluster {
     members: Vec<(u64, bool)>,
     /// Flags every node gets besides its own.
     extra: Vec<String>,
+    /// Each node's worker threads: its share of this machine's cores.
+    workers: usize,
 }
 
 impl LocalCluster {
@@ -485,6 +493,7 @@ impl LocalCluster {
             members: (1..=nodes).map(|id| (id, false)).collect(),
             ports,
             extra,
+            workers: worker_share(nodes),
         };
         for index in 1..=nodes {
             cluster.spawn(index)?;
@@ -512,6 +521,7 @@ impl LocalCluster {
             .args(["--listen-client", &format!("127.0.0.1:{client}")])
             .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
             .args(["--initial-cluster", &initial_cluster])
+            .args(["--worker-threads", &self.workers.to_string()])
             .args(&self.extra);
         if joined {
             command.arg("--join");

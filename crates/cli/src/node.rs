@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// are derived from it. Every node of a cluster must be given the same.
     #[arg(long, default_value_t = 1)]
     pub cluster_id: u64,
+    /// Threads serving this node (default: one per core). Nodes sharing one machine do better
+    /// with their share of its cores each; `concord cluster up` gives each that share.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
 }
 
 /// The protocols a node can run.
@@ -213,7 +217,8 @@ fn run_serve(args: &ServeArgs) -> Result<Outcome> {
         request_timeout: std_duration("request-timeout", &args.request_timeout)?,
         cluster_id: args.cluster_id,
     };
-    let runtime = concord_runtime::server_runtime().context("starting the async runtime")?;
+    let runtime = concord_runtime::server_runtime(args.worker_threads.map(usize::from))
+        .context("starting the async runtime")?;
     let client = args.listen_client;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(client)

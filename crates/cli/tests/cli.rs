@@ -269,6 +269,19 @@ fn usage_errors_exit_with_3() {
         &["check"],
         &["check", "h.jsonl", "--no-such-flag"],
         &[],
+        &[
+            "db",
+            "serve",
+            "--id",
+            "1",
+            "--data-dir",
+            "d",
+            "--initial-cluster",
+            "1=127.0.0.1:1",
+            "--worker-threads",
+            "0",
+        ],
+        &["node", "serve", "-a", "raft", "--worker-threads", "0"],
     ] {
         let output = concord(args);
         assert_eq!(
@@ -277,6 +290,13 @@ fn usage_errors_exit_with_3() {
             "{args:?}: {}",
             stderr(&output)
         );
+        if args.contains(&"--worker-threads") {
+            assert!(
+                stderr(&output).contains("--worker-threads"),
+                "{args:?}: names the flag: {}",
+                stderr(&output)
+            );
+        }
         assert!(
             output.stdout.is_empty(),
             "{args:?}: usage goes to standard error"
