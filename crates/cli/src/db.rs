@@ -455,8 +455,6 @@ pub(crate) struct LocalCluster {
     members: Vec<(u64, bool)>,
     /// Flags every node gets besides its own.
     extra: Vec<String>,
-    /// Each node's worker threads: its share of this machine's cores.
-    workers: usize,
 }
 
 impl LocalCluster {
@@ -493,7 +491,6 @@ impl LocalCluster {
             members: (1..=nodes).map(|id| (id, false)).collect(),
             ports,
             extra,
-            workers: worker_share(nodes),
         };
         for index in 1..=nodes {
             cluster.spawn(index)?;
@@ -521,7 +518,11 @@ impl LocalCluster {
             .args(["--listen-client", &format!("127.0.0.1:{client}")])
             .args(["--listen-peer", &format!("127.0.0.1:{peer}")])
             .args(["--initial-cluster", &initial_cluster])
-            .args(["--worker-threads", &self.workers.to_string()])
+            // The nodes share this machine's cores.
+            .args([
+                "--worker-threads",
+                &worker_share(self.ports.len() as u64).to_string(),
+            ])
             .args(&self.extra);
         if joined {
             command.arg("--join");

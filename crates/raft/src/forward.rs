@@ -221,66 +221,49 @@ impl<S: StateMachine> RaftNode<S> {
         commands: Vec<Arc<S::Command>>,
     ) {
         let count = commands.len() as u64;
-        let refusal = match &self.leader {
-            None => {
-                let message = Message::ProposeRejected {
-                    incarnation,
-                    first,
-                    count,
-                    refusal: None,
-                };
-                self.send(from, message);
-                return;
-            }
-            // A removed node learns nothing more of the cluster.
-            Some(_) if !self.log.membership().contains(from) => Some(RaftError::NotMember),
-            Some(leader) if leader.transfer.is_some() => Some(RaftError::TransferInProgress),
-            Some(leader) => {
-                let pending = leader.pending_requests();
-                (pending + commands.len() > self.config.max_pending_requests)
-                    .then_some(RaftError::Overloaded { pending })
-            }
-        };
         let term = self.current_term;
         let Some(leader) = self.leader.as_mut() else {
+            // Not the leader of the message's term: whether it took a copy when it led, it
+            // cannot tell, so it gives no reason.
+            self.refuse_forwarded(from, incarnation, first, count, None);
             return;
         };
+        let pending = leader.pending_requests();
+        let refusal = if !self.log.membership().contains(from) {
+            // A removed node learns nothing more of the cluster.
+            Some(RaftError::NotMember)
+        } else if leader.transfer.is_some() {
+            Some(RaftError::TransferInProgress)
+        } else {
+            (pending + commands.len() > self.config.max_pending_requests)
+                .then_some(RaftError::Overloaded { pending })
+        };
         let incarnations = leader.forwarded.entry(from).or_default();
-        let position = match incarnations.iter().position(|(i, _)| *i == incarnation) {
-            Some(position) => position,
+        let position = incarnations.iter().position(|(i, _)| *i == incarnation);
+        let (skip, refusal) = match position {
+            // Untracked, so refused surely: nothing of this incarnation is ever appended in
+            // this term (the list only grows until the term ends).
             None if incarnations.len() == MAX_INCARNATIONS => {
-                // Untracked, so refused surely: nothing of this incarnation is ever appended
-                // in this term (the list only grows until the term ends).
-                let pending = leader.pending_requests();
-                let message = Message::ProposeRejected {
-                    incarnation,
-                    first,
-                    count,
-                    refusal: Some(RaftError::Overloaded { pending }),
-                };
-                self.send(from, message);
-                return;
+                (0, Some(RaftError::Overloaded { pending }))
             }
-            None => {
-                incarnations.push((incarnation, first));
-                incarnations.len() - 1
+            _ => {
+                let position = position.unwrap_or_else(|| {
+                    incarnations.push((incarnation, first));
+                    incarnations.len() - 1
+                });
+                let next = &mut incarnations[position].1;
+                // Proposals before `next` were appended already, refused, or overtaken by
+                // later ones (and left to fail at the follower).
+                let skip = next.saturating_sub(first).min(count);
+                *next = (*next).max(first.saturating_add(count));
+                (skip, refusal)
             }
         };
-        let next = &mut incarnations[position].1;
-        // Proposals before `next` were appended already, refused, or overtaken by later ones
-        // (and left to fail at the follower).
-        let skip = next.saturating_sub(first).min(count);
-        *next = (*next).max(first.saturating_add(count));
         if let Some(refusal) = refusal {
-            // Refused surely: `next` moved past them, so no copy is appended later.
+            // Refused surely: `next` moved past them (or tracks none of their incarnation),
+            // so no copy is appended later.
             if skip < count {
-                let message = Message::ProposeRejected {
-                    incarnation,
-                    first: first + skip,
-                    count: count - skip,
-                    refusal: Some(refusal),
-                };
-                self.send(from, message);
+                self.refuse_forwarded(from, incarnation, first + skip, count - skip, Some(refusal));
             }
             return;
         }
@@ -292,6 +275,25 @@ impl<S: StateMachine> RaftNode<S> {
             self.append_to_log(term, Payload::Forwarded { command, origin });
             self.needs_broadcast = true;
         }
+    }
+
+    /// Tells follower `to` that this node did not take `count` of its proposals from
+    /// `first` on, with the reason when the refusal is final.
+    fn refuse_forwarded(
+        &mut self,
+        to: NodeId,
+        incarnation: u64,
+        first: u64,
+        count: u64,
+        refusal: Option<RaftError>,
+    ) {
+        let message = Message::ProposeRejected {
+            incarnation,
+            first,
+            count,
+            refusal,
+        };
+        self.send(to, message);
     }
 
     /// A node refused proposals this node forwarded to it. With a reason, the leader of their
