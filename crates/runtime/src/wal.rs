@@ -24,10 +24,12 @@
 //!   [`WalError::Poisoned`]. The host stops the node; it never retries and continues, because
 //!   after a failed fsync the kernel may have dropped the dirty pages.
 //!
-//! **Preallocation.** Records are written at their offsets into space allocated ahead of them
-//! (`fallocate`), a few megabytes at a time, so that an `fdatasync` after an append writes the
-//! data alone, not also the file's new size (`cargo bench -p concord-runtime --bench
-//! wal_sync` measures both ways). A segment is cut to its records' length when it is sealed.
+//! **Preallocation.** Records are written at their offsets into space allocated ahead of them,
+//! a megabyte at a time, as zeros written and synced when the records first reach into it, so
+//! that an `fdatasync` after a later append writes the data alone: not the file's new size, and not the
+//! extent-map change that the first write into `fallocate`d (unwritten) space makes
+//! (`cargo bench -p concord-runtime --bench wal_sync` measures with and without). A segment is
+//! cut to its records' length when it is sealed.
 //!
 //! **Compaction.** [`Wal::rewrite`] seals the current segment (appends go on in a new one),
 //! writes the given base records as a segment flagged *base* (a `.log.tmp` file, fsynced), and
@@ -64,8 +66,9 @@ pub struct WalOptions {
     pub max_segment_bytes: u64,
     /// The largest record payload accepted, and believed when reading a length.
     pub max_record_bytes: u32,
-    /// Allocate the current segment's space this many bytes at a time, ahead of the writes
-    /// (0: never; the file grows with each write, and each sync also writes its size).
+    /// Allocate the current segment's space this many bytes at a time, ahead of the writes, as
+    /// synced zeros (0: never; the file grows with each write, and each sync also writes its
+    /// size). A larger chunk means fewer, longer pauses of the appends while it is written.
     pub preallocate_bytes: u64,
 }
 
@@ -74,7 +77,7 @@ impl Default for WalOptions {
         WalOptions {
             max_segment_bytes: 64 << 20,
             max_record_bytes: 1 << 30,
-            preallocate_bytes: 4 << 20,
+            preallocate_bytes: 1 << 20,
         }
     }
 }
@@ -456,32 +459,43 @@ impl Wal {
         }
         let end = self.current_bytes();
         let offset = end - self.buffer.len() as u64;
-        if end > self.file_len && self.options.preallocate_bytes > 0 {
-            // Whole chunks past the end of the records; the size changes once per chunk.
-            let chunk = self.options.preallocate_bytes;
-            let target = end.div_ceil(chunk) * chunk;
-            match rustix::fs::fallocate(
-                &self.file,
-                rustix::fs::FallocateFlags::empty(),
-                self.file_len,
-                target - self.file_len,
-            ) {
-                Ok(()) => self.file_len = target,
-                // A file system without fallocate: the file grows with each write instead,
-                // and the log stops asking.
-                Err(rustix::io::Errno::OPNOTSUPP) => self.options.preallocate_bytes = 0,
-                Err(errno) => {
-                    return Err(io_error("allocating space in the current segment")(
-                        errno.into(),
-                    ))
-                }
-            }
-        }
         self.file
             .write_all_at(&self.buffer, offset)
             .map_err(io_error("writing to the current segment"))?;
-        self.file_len = self.file_len.max(end);
         self.buffer.clear();
+        if end > self.file_len && self.options.preallocate_bytes > 0 {
+            // Whole chunks past the end of the records; the size changes once per chunk.
+            let chunk = self.options.preallocate_bytes;
+            self.zero_fill(end, end.div_ceil(chunk) * chunk)?;
+        }
+        self.file_len = self.file_len.max(end);
+        Ok(())
+    }
+
+    /// Writes zeros from `from` (the end of the records just written) to `target` bytes, then
+    /// syncs the segment, data and size, so that later appends into that space change nothing
+    /// but data.
+    ///
+    /// Written zeros, not `fallocate`: on ext4 (and XFS) allocated space starts *unwritten*,
+    /// and the first write into each block of it changes the file's extent map, which the next
+    /// `fdatasync` must then write too — an extra synchronous trip to the device per group
+    /// commit, and conversion work when the write completes. Into blocks already written, an
+    /// `fdatasync` writes the data and flushes the cache, nothing else (PostgreSQL zero-fills
+    /// its WAL segments for the same reason: `wal_init_zero`).
+    fn zero_fill(&mut self, from: u64, target: u64) -> Result<(), WalError> {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut at = from;
+        while at < target {
+            let len = (target - at).min(ZEROS.len() as u64) as usize;
+            self.file
+                .write_all_at(&ZEROS[..len], at)
+                .map_err(io_error("allocating space in the current segment"))?;
+            at += len as u64;
+        }
+        self.file
+            .sync_data()
+            .map_err(io_error("syncing space allocated in the current segment"))?;
+        self.file_len = target;
         Ok(())
     }
 

@@ -460,6 +460,29 @@ fn preallocated_space_is_the_clean_end_of_the_log() {
 }
 
 #[test]
+fn preallocated_space_is_written_zeros_not_a_hole() {
+    // Space that is only allocated (`fallocate`: "unwritten" extents on ext4 and XFS) reads as
+    // a hole to SEEK_HOLE; the first write into each block of it would change the extent map,
+    // which every following `fdatasync` would then write too.
+    let dir = tempfile::tempdir_in(".").unwrap();
+    let path = segment_path(dir.path(), 1);
+    let options = WalOptions {
+        preallocate_bytes: 64 << 10,
+        ..WalOptions::default()
+    };
+    let (mut wal, _, _) = Wal::open(dir.path(), options).unwrap();
+    wal.append(&record(1)).unwrap();
+    wal.sync().unwrap();
+    let file = File::open(&path).unwrap();
+    let length = file.metadata().unwrap().len();
+    assert_eq!(length, 64 << 10, "one chunk allocated");
+    let first_hole = rustix::fs::seek(&file, rustix::fs::SeekFrom::Hole(0)).unwrap();
+    assert_eq!(first_hole, length, "no hole before the end of the file");
+    let data = fs::read(&path).unwrap();
+    assert!(data[plain_length(&data)..].iter().all(|&b| b == 0));
+}
+
+#[test]
 fn a_torn_record_in_preallocated_space_is_cut_off_and_the_log_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let path = segment_path(dir.path(), 1);
