@@ -198,6 +198,16 @@ pub trait Node: Sized {
         true
     }
 
+    /// Whether the driver may hold `write`'s sync back a little, to make later writes durable
+    /// with it: nothing is expected to wait for it soon. A hint about timing only — the write
+    /// keeps its place in the order, and is confirmed when it is durable as any other. A Raft
+    /// leader's own log append, while its followers can commit without it (the leader counts
+    /// its own copy only once confirmed). False by default.
+    fn may_delay_sync(&self, write: &Self::Write) -> bool {
+        let _ = write;
+        false
+    }
+
     /// Whether `write` is a checkpoint (module docs): it changes nothing the writes before it
     /// do not already hold, so restarting without it, from those writes and the ones after it,
     /// gives an equivalent node. Its confirmation says only that the writes before it are

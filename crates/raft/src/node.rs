@@ -15,6 +15,7 @@ use rand::Rng as _;
 
 use crate::leader::LeaderState;
 use crate::persistence::PendingWrite;
+use crate::progress::ProgressState;
 use crate::{
     Config, HardState, LogIndex, Membership, Message, RaftLog, Request, Response, Snapshot,
     Storage, Term, Write,
@@ -638,6 +639,35 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
                 ..
             } | Write::Compact(_)
         )
+    }
+
+    /// A leader's own log append, while the followers it heard from within the last two
+    /// heartbeat intervals, with their logs in the replicate state, make a quorum without it:
+    /// they commit its entries, and its own copy only speeds a commit when one of them is
+    /// slow. Holding its sync back then folds more appends into one sync. Never for a lone
+    /// leader, nor one with a follower down, lagging or probed, where its own copy is part of
+    /// every quorum.
+    fn may_delay_sync(&self, write: &Self::Write) -> bool {
+        let Write::Append {
+            by_leader: true, ..
+        } = write
+        else {
+            return false;
+        };
+        let Some(leader) = self.leader.as_ref() else {
+            return false;
+        };
+        let since = self
+            .now
+            .saturating_sub(self.config.heartbeat_interval.saturating_mul(2));
+        let me = self.id;
+        self.log.membership().is_quorum(|peer| {
+            peer != me
+                && leader.progress.get(&peer).is_some_and(|progress| {
+                    matches!(progress.state, ProgressState::Replicate { .. })
+                        && progress.last_heard >= since
+                })
+        })
     }
 
     /// A snapshot of this node's own applied state replaces entries its storage already

@@ -183,3 +183,98 @@ fn batched_proposals_leave_together_at_the_next_input() {
         );
     }
 }
+
+/// The leader's own log append: the write of the Persist effect among `effects`.
+fn leader_append(
+    effects: &[concord_raft::testing::KvEffect],
+) -> concord_raft::Write<concord_core::KvCommand> {
+    effects
+        .iter()
+        .find_map(|effect| match effect {
+            concord_core::Effect::Persist { write, .. } => Some(write.clone()),
+            _ => None,
+        })
+        .expect("the leader writes the proposal")
+}
+
+/// A leader lets the sync of its own log append wait (`Node::may_delay_sync`, which the
+/// runtime turns into a short delay) only while followers it hears from make a quorum without
+/// it: then its copy decides no commit. Not when one of two followers is silent, not for a
+/// lone leader, and never for a follower's write or the hard state.
+#[test]
+fn a_leader_delays_its_own_sync_only_while_its_followers_make_a_quorum() {
+    use concord_core::Node as _;
+
+    let mut cluster = Cluster::new(3, Config::default());
+    cluster.elect(0);
+    let effects = cluster.step(
+        0,
+        Input::Request {
+            id: 1,
+            request: propose(1),
+        },
+    );
+    let own = leader_append(&effects);
+    assert!(
+        cluster.node(0).may_delay_sync(&own),
+        "both followers replicate"
+    );
+    assert!(
+        !cluster.node(1).may_delay_sync(&own),
+        "a follower never delays"
+    );
+    let hard_state = concord_raft::Write::HardState(concord_raft::HardState {
+        current_term: cluster.node(0).current_term(),
+        voted_for: Some(0),
+    });
+    assert!(!cluster.node(0).may_delay_sync(&hard_state));
+    cluster.deliver_all();
+
+    // Follower 2 goes silent: past two heartbeat intervals, follower 1 alone is no quorum.
+    cluster.isolate(2);
+    for _ in 0..3 {
+        cluster.now += cluster.config.heartbeat_interval;
+        cluster.tick(0);
+        cluster.deliver_all();
+    }
+    let effects = cluster.step(
+        0,
+        Input::Request {
+            id: 2,
+            request: propose(2),
+        },
+    );
+    let own = leader_append(&effects);
+    assert!(
+        !cluster.node(0).may_delay_sync(&own),
+        "its own copy is part of every quorum now"
+    );
+    cluster.heal();
+    for _ in 0..2 {
+        cluster.now += cluster.config.heartbeat_interval;
+        cluster.tick(0);
+        cluster.deliver_all();
+    }
+    let effects = cluster.step(
+        0,
+        Input::Request {
+            id: 3,
+            request: propose(3),
+        },
+    );
+    assert!(
+        cluster.node(0).may_delay_sync(&leader_append(&effects)),
+        "follower 2 is back and caught up"
+    );
+
+    let mut alone = Cluster::new(1, Config::default());
+    alone.elect(0);
+    let effects = alone.step(
+        0,
+        Input::Request {
+            id: 1,
+            request: propose(1),
+        },
+    );
+    assert!(!alone.node(0).may_delay_sync(&leader_append(&effects)));
+}

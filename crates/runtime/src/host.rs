@@ -143,6 +143,10 @@ pub struct HostConfig<N: Node> {
     pub transport: TransportOptions,
     /// A test hook: when set, every WAL sync first waits for the gate to be open.
     pub sync_gate: Option<SyncGate>,
+    /// How long the WAL may hold back the sync of writes the node says nothing waits for soon
+    /// ([`Node::may_delay_sync`]: a Raft leader's own appends while its followers commit
+    /// without it), so that the appends made meanwhile share it. Zero: never.
+    pub sync_delay: Duration,
     /// Whether this node, as it stands, takes a request forwarded by peer `from`
     /// ([`NodeHandle::forward`]); a refused one fails at the sender with
     /// [`HostError::ForwardRefused`]. By default every peer is accepted.
@@ -180,6 +184,7 @@ impl<N: Node> HostConfig<N> {
             max_in_flight_requests: 10_000,
             transport: TransportOptions::default(),
             sync_gate: None,
+            sync_delay: Duration::ZERO,
             accept_forward: |_, _| true,
             removed_peer: |_, _| false,
         }
@@ -305,6 +310,8 @@ enum WalCommand<W> {
         sequence: u64,
         token: PersistToken,
         write: W,
+        /// The node lets this write's sync wait ([`Node::may_delay_sync`]).
+        may_delay: bool,
     },
 }
 
@@ -784,6 +791,7 @@ pub async fn start_with_listener<N: HostedNode>(
         size_after_compaction: 0,
         metrics: metrics.clone(),
         gate: config.sync_gate.clone(),
+        sync_delay: config.sync_delay,
         fail_sync: Arc::new(AtomicBool::new(false)),
         compacting: None,
         checkpoint_folded: false,
@@ -1025,10 +1033,12 @@ impl<N: HostedNode> NodeTask<N> {
                     self.barrier = self.emitted;
                 }
                 if let Some(wal) = &self.wal_commands {
+                    let may_delay = self.node.may_delay_sync(&write);
                     let _ = wal.send(WalCommand::Write {
                         sequence: self.emitted,
                         token,
                         write,
+                        may_delay,
                     });
                 }
             }
@@ -1226,6 +1236,8 @@ struct WalWorker<N: HostedNode> {
     size_after_compaction: u64,
     metrics: HostMetrics,
     gate: Option<SyncGate>,
+    /// [`HostConfig::sync_delay`].
+    sync_delay: Duration,
     /// Fault injection ([`NodeHandle::apply_faults`]): fail the next sync.
     fail_sync: Arc<AtomicBool>,
     /// The compaction whose base is being written on a thread of its own, if any.
@@ -1245,6 +1257,16 @@ struct Compacting {
 /// Most writes made durable by one fsync.
 const MAX_BATCH_WRITES: usize = 4096;
 
+/// Moves the writes waiting in `commands` into `batch`, up to [`MAX_BATCH_WRITES`].
+fn drain<W>(commands: &mut mpsc::UnboundedReceiver<WalCommand<W>>, batch: &mut Vec<WalCommand<W>>) {
+    while batch.len() < MAX_BATCH_WRITES {
+        match commands.try_recv() {
+            Ok(command) => batch.push(command),
+            Err(_) => break,
+        }
+    }
+}
+
 impl<N: HostedNode> WalWorker<N> {
     fn run(
         mut self,
@@ -1255,11 +1277,17 @@ impl<N: HostedNode> WalWorker<N> {
         let mut batch = Vec::new();
         while let Some(first) = commands.blocking_recv() {
             batch.push(first);
-            while batch.len() < MAX_BATCH_WRITES {
-                match commands.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
+            drain(&mut commands, &mut batch);
+            // Writes nothing waits for soon: one sleep, then whatever came meanwhile shares
+            // the sync. (A sleep, not a wait for each new write: that would wake this thread
+            // once per append.)
+            if !self.sync_delay.is_zero()
+                && batch
+                    .iter()
+                    .all(|WalCommand::Write { may_delay, .. }| *may_delay)
+            {
+                std::thread::sleep(self.sync_delay);
+                drain(&mut commands, &mut batch);
             }
             match self.commit(&mut batch) {
                 Ok(Some((sequence, token))) => {

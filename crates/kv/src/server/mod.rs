@@ -102,6 +102,9 @@ pub struct ServerConfig {
     pub max_inflight: usize,
     /// Snapshot every this many applied entries.
     pub snapshot_entries: u64,
+    /// How long a leader may hold back the sync of its own log appends while its followers
+    /// can commit them without it ([`concord_runtime::HostConfig::sync_delay`]). Zero: never.
+    pub leader_sync_delay: Duration,
     /// TLS on the client port (`None`: plain TCP); see [`tls`].
     pub client_tls: Option<TlsFiles>,
     /// Mutual TLS between members (`None`: plain TCP).
@@ -139,6 +142,7 @@ impl ServerConfig {
             quota_bytes: DEFAULT_QUOTA_BYTES,
             max_inflight: 5000,
             snapshot_entries: 100_000,
+            leader_sync_delay: DEFAULT_LEADER_SYNC_DELAY,
             client_tls: None,
             peer_tls: None,
             listen_metrics: Vec::new(),
@@ -183,6 +187,12 @@ pub struct MetricsListener {
     /// when on), as etcd serves it.
     pub tls: bool,
 }
+
+/// The default [`ServerConfig::leader_sync_delay`]. With the followers' syncs deciding
+/// commitment, a leader that syncs as often as it can spends a sync per group of appends for
+/// nothing; holding it back a millisecond lets one sync cover about a millisecond of appends
+/// (`docs/benchmarks.md`).
+pub const DEFAULT_LEADER_SYNC_DELAY: Duration = Duration::from_millis(1);
 
 /// etcd's default `--quota-backend-bytes`: 2 GiB.
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
@@ -707,6 +717,7 @@ impl Server {
         host.seed = concord_runtime::fresh_seed();
         host.tick_interval = config.heartbeat.min(Duration::from_millis(50));
         host.max_in_flight_requests = config.max_inflight.max(1);
+        host.sync_delay = config.leader_sync_delay;
         // A member removed while it was down learns it from its old peers, and stops.
         host.removed_peer = |node: &DbNode, from| node.state_machine().is_removed(from);
         if let Some(files) = &config.peer_tls {
