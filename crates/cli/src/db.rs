@@ -147,8 +147,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_entries: u64,
     /// How long a leader may hold back the sync of its own log appends while its followers
-    /// commit them without it, so that one sync covers more of them (0ms: never). Its copy
-    /// only speeds a commit when a follower is slow; with a follower down it syncs at once.
+    /// commit them without it and several entries await commitment, so that one sync covers
+    /// more of them (0ms: never). Its copy only speeds a commit when a follower is slow; with
+    /// a follower down, or a single write in flight, it syncs at once.
     #[arg(long, default_value = "1ms")]
     pub leader_sync_delay: String,
     /// Extra listeners for /metrics, /health and /version (etcd's flag), e.g.

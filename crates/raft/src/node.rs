@@ -646,7 +646,8 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
     /// they commit its entries, and its own copy only speeds a commit when one of them is
     /// slow. Holding its sync back then folds more appends into one sync. Never for a lone
     /// leader, nor one with a follower down, lagging or probed, where its own copy is part of
-    /// every quorum.
+    /// every quorum; and not while a single entry awaits commitment (one client writing at a
+    /// time), where no other append would share the sync and the wait would only slow it.
     fn may_delay_sync(&self, write: &Self::Write) -> bool {
         let Write::Append {
             by_leader: true, ..
@@ -654,6 +655,9 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
         else {
             return false;
         };
+        if self.log.last_index() <= self.commit_index + 1 {
+            return false;
+        }
         let Some(leader) = self.leader.as_ref() else {
             return false;
         };

@@ -199,22 +199,38 @@ fn leader_append(
 
 /// A leader lets the sync of its own log append wait (`Node::may_delay_sync`, which the
 /// runtime turns into a short delay) only while followers it hears from make a quorum without
-/// it: then its copy decides no commit. Not when one of two followers is silent, not for a
-/// lone leader, and never for a follower's write or the hard state.
+/// it, so that its copy decides no commit, and more than one entry awaits commitment, so that
+/// other appends may share the sync. Not when one of two followers is silent, not for a lone
+/// leader or a lone client's write, and never for a follower's write or the hard state.
 #[test]
 fn a_leader_delays_its_own_sync_only_while_its_followers_make_a_quorum() {
     use concord_core::Node as _;
 
     let mut cluster = Cluster::new(3, Config::default());
     cluster.elect(0);
-    let effects = cluster.step(
-        0,
-        Input::Request {
-            id: 1,
-            request: propose(1),
-        },
+    let propose_at_0 = |cluster: &mut Cluster, id| {
+        let effects = cluster.step(
+            0,
+            Input::Request {
+                id,
+                request: propose(id as i64),
+            },
+        );
+        leader_append(&effects)
+    };
+    let lone = propose_at_0(&mut cluster, 1);
+    assert!(
+        !cluster.node(0).may_delay_sync(&lone),
+        "one entry awaits commitment: nothing would share the sync"
     );
-    let own = leader_append(&effects);
+    cluster.deliver_all();
+
+    // Two entries await commitment (the followers' acknowledgements are held back).
+    cluster.cut(1, 0);
+    cluster.cut(2, 0);
+    let _ = propose_at_0(&mut cluster, 2);
+    cluster.confirm_persists(0);
+    let own = propose_at_0(&mut cluster, 3);
     assert!(
         cluster.node(0).may_delay_sync(&own),
         "both followers replicate"
@@ -228,6 +244,7 @@ fn a_leader_delays_its_own_sync_only_while_its_followers_make_a_quorum() {
         voted_for: Some(0),
     });
     assert!(!cluster.node(0).may_delay_sync(&hard_state));
+    cluster.heal();
     cluster.deliver_all();
 
     // Follower 2 goes silent: past two heartbeat intervals, follower 1 alone is no quorum.
@@ -237,14 +254,10 @@ fn a_leader_delays_its_own_sync_only_while_its_followers_make_a_quorum() {
         cluster.tick(0);
         cluster.deliver_all();
     }
-    let effects = cluster.step(
-        0,
-        Input::Request {
-            id: 2,
-            request: propose(2),
-        },
-    );
-    let own = leader_append(&effects);
+    cluster.cut(1, 0);
+    let _ = propose_at_0(&mut cluster, 4);
+    cluster.confirm_persists(0);
+    let own = propose_at_0(&mut cluster, 5);
     assert!(
         !cluster.node(0).may_delay_sync(&own),
         "its own copy is part of every quorum now"
@@ -255,26 +268,48 @@ fn a_leader_delays_its_own_sync_only_while_its_followers_make_a_quorum() {
         cluster.tick(0);
         cluster.deliver_all();
     }
-    let effects = cluster.step(
-        0,
-        Input::Request {
-            id: 3,
-            request: propose(3),
-        },
-    );
+    cluster.cut(1, 0);
+    cluster.cut(2, 0);
+    let _ = propose_at_0(&mut cluster, 6);
+    cluster.confirm_persists(0);
+    let own = propose_at_0(&mut cluster, 7);
     assert!(
-        cluster.node(0).may_delay_sync(&leader_append(&effects)),
+        cluster.node(0).may_delay_sync(&own),
         "follower 2 is back and caught up"
     );
 
     let mut alone = Cluster::new(1, Config::default());
     alone.elect(0);
-    let effects = alone.step(
+    let _ = alone.step(
         0,
         Input::Request {
             id: 1,
             request: propose(1),
         },
     );
-    assert!(!alone.node(0).may_delay_sync(&leader_append(&effects)));
+    alone.auto_persist = false;
+    let effects = alone.step(
+        0,
+        Input::Request {
+            id: 2,
+            request: propose(2),
+        },
+    );
+    let effects2 = alone.step(
+        0,
+        Input::Request {
+            id: 3,
+            request: propose(3),
+        },
+    );
+    for write in effects
+        .iter()
+        .chain(&effects2)
+        .filter_map(|effect| match effect {
+            concord_core::Effect::Persist { write, .. } => Some(write),
+            _ => None,
+        })
+    {
+        assert!(!alone.node(0).may_delay_sync(write), "a lone leader");
+    }
 }
