@@ -202,7 +202,8 @@ pub trait Node: Sized {
     /// with it: nothing is expected to wait for it soon. A hint about timing only — the write
     /// keeps its place in the order, and is confirmed when it is durable as any other. A Raft
     /// leader's own log append, while its followers can commit without it (the leader counts
-    /// its own copy only once confirmed). False by default.
+    /// its own copy only once confirmed) and more than one entry awaits commitment. False by
+    /// default.
     fn may_delay_sync(&self, write: &Self::Write) -> bool {
         let _ = write;
         false

@@ -197,6 +197,45 @@ fn leader_append(
         .expect("the leader writes the proposal")
 }
 
+/// Proposes two entries at leader 0 with no write confirmed, so that both await commitment;
+/// returns the leader's write of the first. [`settle`] confirms and delivers what is left.
+fn two_awaiting(cluster: &mut Cluster, first: u64) -> concord_raft::Write<concord_core::KvCommand> {
+    cluster.auto_persist = false;
+    let effects = cluster.step(
+        0,
+        Input::Request {
+            id: first,
+            request: propose(first as i64),
+        },
+    );
+    cluster.step(
+        0,
+        Input::Request {
+            id: first + 1,
+            request: propose(first as i64 + 1),
+        },
+    );
+    leader_append(&effects)
+}
+
+/// Confirms every node's writes, then delivers every message.
+fn settle(cluster: &mut Cluster) {
+    cluster.auto_persist = true;
+    for id in 0..cluster.nodes.len() as u64 {
+        cluster.confirm_persists(id);
+    }
+    cluster.deliver_all();
+}
+
+/// Lets `rounds` heartbeat intervals pass at leader 0, delivering what it sends.
+fn heartbeats(cluster: &mut Cluster, rounds: u32) {
+    for _ in 0..rounds {
+        cluster.now += cluster.config.heartbeat_interval;
+        cluster.tick(0);
+        cluster.deliver_all();
+    }
+}
+
 /// A leader lets the sync of its own log append wait (`Node::may_delay_sync`, which the
 /// runtime turns into a short delay) only while followers it hears from make a quorum without
 /// it, so that its copy decides no commit, and more than one entry awaits commitment, so that
@@ -208,29 +247,20 @@ fn a_leader_delays_its_own_sync_only_while_its_followers_make_a_quorum() {
 
     let mut cluster = Cluster::new(3, Config::default());
     cluster.elect(0);
-    let propose_at_0 = |cluster: &mut Cluster, id| {
-        let effects = cluster.step(
-            0,
-            Input::Request {
-                id,
-                request: propose(id as i64),
-            },
-        );
-        leader_append(&effects)
-    };
-    let lone = propose_at_0(&mut cluster, 1);
+    let effects = cluster.step(
+        0,
+        Input::Request {
+            id: 1,
+            request: propose(1),
+        },
+    );
     assert!(
-        !cluster.node(0).may_delay_sync(&lone),
+        !cluster.node(0).may_delay_sync(&leader_append(&effects)),
         "one entry awaits commitment: nothing would share the sync"
     );
     cluster.deliver_all();
 
-    // Two entries await commitment (the followers' acknowledgements are held back).
-    cluster.cut(1, 0);
-    cluster.cut(2, 0);
-    let _ = propose_at_0(&mut cluster, 2);
-    cluster.confirm_persists(0);
-    let own = propose_at_0(&mut cluster, 3);
+    let own = two_awaiting(&mut cluster, 2);
     assert!(
         cluster.node(0).may_delay_sync(&own),
         "both followers replicate"
@@ -244,35 +274,20 @@ fn a_leader_delays_its_own_sync_only_while_its_followers_make_a_quorum() {
         voted_for: Some(0),
     });
     assert!(!cluster.node(0).may_delay_sync(&hard_state));
-    cluster.heal();
-    cluster.deliver_all();
+    settle(&mut cluster);
 
     // Follower 2 goes silent: past two heartbeat intervals, follower 1 alone is no quorum.
     cluster.isolate(2);
-    for _ in 0..3 {
-        cluster.now += cluster.config.heartbeat_interval;
-        cluster.tick(0);
-        cluster.deliver_all();
-    }
-    cluster.cut(1, 0);
-    let _ = propose_at_0(&mut cluster, 4);
-    cluster.confirm_persists(0);
-    let own = propose_at_0(&mut cluster, 5);
+    heartbeats(&mut cluster, 3);
+    let own = two_awaiting(&mut cluster, 4);
     assert!(
         !cluster.node(0).may_delay_sync(&own),
         "its own copy is part of every quorum now"
     );
     cluster.heal();
-    for _ in 0..2 {
-        cluster.now += cluster.config.heartbeat_interval;
-        cluster.tick(0);
-        cluster.deliver_all();
-    }
-    cluster.cut(1, 0);
-    cluster.cut(2, 0);
-    let _ = propose_at_0(&mut cluster, 6);
-    cluster.confirm_persists(0);
-    let own = propose_at_0(&mut cluster, 7);
+    settle(&mut cluster);
+    heartbeats(&mut cluster, 2);
+    let own = two_awaiting(&mut cluster, 6);
     assert!(
         cluster.node(0).may_delay_sync(&own),
         "follower 2 is back and caught up"
@@ -280,36 +295,6 @@ fn a_leader_delays_its_own_sync_only_while_its_followers_make_a_quorum() {
 
     let mut alone = Cluster::new(1, Config::default());
     alone.elect(0);
-    let _ = alone.step(
-        0,
-        Input::Request {
-            id: 1,
-            request: propose(1),
-        },
-    );
-    alone.auto_persist = false;
-    let effects = alone.step(
-        0,
-        Input::Request {
-            id: 2,
-            request: propose(2),
-        },
-    );
-    let effects2 = alone.step(
-        0,
-        Input::Request {
-            id: 3,
-            request: propose(3),
-        },
-    );
-    for write in effects
-        .iter()
-        .chain(&effects2)
-        .filter_map(|effect| match effect {
-            concord_core::Effect::Persist { write, .. } => Some(write),
-            _ => None,
-        })
-    {
-        assert!(!alone.node(0).may_delay_sync(write), "a lone leader");
-    }
+    let own = two_awaiting(&mut alone, 1);
+    assert!(!alone.node(0).may_delay_sync(&own), "a lone leader");
 }

@@ -26,10 +26,10 @@
 //!
 //! **Preallocation.** Records are written at their offsets into space allocated ahead of them,
 //! a megabyte at a time, as zeros written and synced when the records first reach into it, so
-//! that an `fdatasync` after a later append writes the data alone: not the file's new size, and not the
-//! extent-map change that the first write into `fallocate`d (unwritten) space makes
-//! (`cargo bench -p concord-runtime --bench wal_sync` measures with and without). A segment is
-//! cut to its records' length when it is sealed.
+//! that an `fdatasync` after a later append writes the data alone: not the file's new size,
+//! and not the extent-map change that the first write into `fallocate`d (unwritten) space
+//! makes (`cargo bench -p concord-runtime --bench wal_sync` measures preallocated against
+//! growing segments). A segment is cut to its records' length when it is sealed.
 //!
 //! **Compaction.** [`Wal::rewrite`] seals the current segment (appends go on in a new one),
 //! writes the given base records as a segment flagged *base* (a `.log.tmp` file, fsynced), and
@@ -478,8 +478,8 @@ impl Wal {
     ///
     /// Written zeros, not `fallocate`: on ext4 (and XFS) allocated space starts *unwritten*,
     /// and the first write into each block of it changes the file's extent map, which the next
-    /// `fdatasync` must then write too — an extra synchronous trip to the device per group
-    /// commit, and conversion work when the write completes. Into blocks already written, an
+    /// `fdatasync` must then write too — an extra synchronous trip to the device on many
+    /// group commits, and conversion work when the write completes. Into blocks already written, an
     /// `fdatasync` writes the data and flushes the cache, nothing else (PostgreSQL zero-fills
     /// its WAL segments for the same reason: `wal_init_zero`).
     fn zero_fill(&mut self, from: u64, target: u64) -> Result<(), WalError> {

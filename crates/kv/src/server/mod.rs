@@ -103,7 +103,8 @@ pub struct ServerConfig {
     /// Snapshot every this many applied entries.
     pub snapshot_entries: u64,
     /// How long a leader may hold back the sync of its own log appends while its followers
-    /// can commit them without it ([`concord_runtime::HostConfig::sync_delay`]). Zero: never.
+    /// can commit them without it and more than one entry awaits commitment
+    /// ([`concord_runtime::HostConfig::sync_delay`]). Zero: never.
     pub leader_sync_delay: Duration,
     /// TLS on the client port (`None`: plain TCP); see [`tls`].
     pub client_tls: Option<TlsFiles>,
