@@ -209,15 +209,34 @@ pub struct ClientTlsArgs {
 }
 
 impl ClientTlsArgs {
-    /// The TLS settings, when any flag is given or an endpoint is https://.
-    fn config(&self, endpoints: &[String]) -> Result<Option<ClientTlsConfig>> {
-        let wanted = self.cacert.is_some()
+    /// Whether TLS is asked for: a flag is given or an endpoint is https://.
+    fn wanted(&self, endpoints: &[String]) -> bool {
+        self.cacert.is_some()
             || self.cert.is_some()
-            || endpoints.iter().any(|e| e.starts_with("https://"));
-        if !wanted {
+            || endpoints.iter().any(|e| e.starts_with("https://"))
+    }
+
+    /// The TLS settings, when [`ClientTlsArgs::wanted`].
+    fn config(&self, endpoints: &[String]) -> Result<Option<ClientTlsConfig>> {
+        if !self.wanted(endpoints) {
             return Ok(None);
         }
         Ok(Some(concord_kv::server::tls::client_tls(
+            self.cacert.as_deref(),
+            self.cert.as_deref(),
+            self.key.as_deref(),
+        )?))
+    }
+
+    /// The same, for the load generator.
+    fn load_config(
+        &self,
+        endpoints: &[String],
+    ) -> Result<Option<std::sync::Arc<concord_kv::server::tls::LoadTlsConfig>>> {
+        if !self.wanted(endpoints) {
+            return Ok(None);
+        }
+        Ok(Some(concord_kv::server::tls::load_tls(
             self.cacert.as_deref(),
             self.cert.as_deref(),
             self.key.as_deref(),
@@ -716,7 +735,7 @@ async fn run_bench(args: &BenchArgs) -> Result<Outcome> {
     let op: LoadOp = args.op.parse().map_err(anyhow::Error::msg)?;
     let duration = std_duration("duration", &args.duration)?;
     let request_timeout = std_duration("request-timeout", &args.request_timeout)?;
-    let tls = args.tls.config(&args.endpoints)?;
+    let tls = args.tls.load_config(&args.endpoints)?;
     if !args.json {
         outln!(
             "{:<18} {:>8} {:>10} {:>8} {:>12} {:>9} {:>9} {:>11}",

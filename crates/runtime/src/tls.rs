@@ -113,16 +113,31 @@ impl TlsFiles {
     /// A client configuration for connecting to the other members: it trusts the CA file's
     /// certificates only, and presents this side's certificate.
     pub fn client_config(&self, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, TlsError> {
-        let roots = roots(self.required_ca("verifying the other members' certificates")?)?;
-        let mut config = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(certificates(&self.cert)?, private_key(&self.key)?)
-            .map_err(|e| TlsError::Config(format!("{}: {e}", self.key.display())))?;
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Ok(Arc::new(config))
+        let ca = self.required_ca("verifying the other members' certificates")?;
+        client_config(ca, Some((&self.cert, &self.key)), alpn)
     }
+}
+
+/// A client configuration that trusts the certificates in the `ca` file only and, with
+/// `identity` (a certificate chain and its key), presents that certificate when the server
+/// asks for one. `alpn` lists the application protocols offered, in order of preference.
+pub fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots(ca)?);
+    let mut config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(certificates(cert)?, private_key(key)?)
+            .map_err(|e| TlsError::Config(format!("{}: {e}", key.display())))?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
 }
 
 /// Mutual TLS for the peer transport: members present their peer certificate both when they

@@ -13,6 +13,7 @@ use anyhow::Context;
 use concord_runtime::TlsFiles;
 use tonic::transport::{Certificate, Endpoint, Identity};
 
+pub use tokio_rustls::rustls::ClientConfig as LoadTlsConfig;
 pub use tonic::transport::ClientTlsConfig;
 
 /// A client's TLS settings for an etcd-API endpoint: the CA that signed the server's
@@ -37,6 +38,23 @@ pub fn client_tls(
         _ => anyhow::bail!("a client certificate needs its key, and a key its certificate"),
     }
     Ok(config)
+}
+
+/// The same settings for the load generator, which speaks HTTP/2 over rustls itself
+/// ([`crate::loadgen`]). The CA is required: the servers' certificates are checked against it
+/// alone.
+pub fn load_tls(
+    ca: Option<&Path>,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> anyhow::Result<std::sync::Arc<LoadTlsConfig>> {
+    let ca = ca.context("https:// endpoints need --cacert, the CA that signed the servers")?;
+    let identity = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => anyhow::bail!("a client certificate needs its key, and a key its certificate"),
+    };
+    Ok(concord_runtime::tls::client_config(ca, identity, &[b"h2"])?)
 }
 
 /// `endpoint`, over TLS when `tls` is given (its URL then says `https://`).

@@ -2,8 +2,10 @@
 //! same client code in the same run (`concord db bench`, `scripts/bench-db`).
 //!
 //! Each of `clients` tasks issues one request at a time, back to back, for `duration`; requests
-//! are spread over `connections` gRPC channels and over every endpoint given (followers forward
-//! writes to the leader, as etcd's do). Latencies go into an HDR histogram.
+//! are spread over `connections` HTTP/2 connections and over every endpoint given (followers
+//! forward writes to the leader, as etcd's do). Latencies go into an HDR histogram.
+
+mod grpc;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,10 +15,10 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::sync::Mutex;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tokio_rustls::rustls::ClientConfig;
 
-use crate::pb::etcdserverpb::kv_client::KvClient;
-use crate::pb::etcdserverpb::{PutRequest, RangeRequest};
+use self::grpc::Connection;
+use crate::pb::etcdserverpb::{PutRequest, PutResponse, RangeRequest, RangeResponse};
 
 /// The operation a load run issues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -65,7 +67,7 @@ pub struct LoadConfig {
     /// A request that takes longer than this counts as failed (and is retried elsewhere).
     pub request_timeout: Duration,
     /// TLS to `https://` endpoints.
-    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 /// What a run measured.
@@ -117,13 +119,8 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<LoadReport> {
     let mut channels = Vec::with_capacity(connections);
     for index in 0..connections {
         let url = &config.endpoints[index % config.endpoints.len()];
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| anyhow::anyhow!("bad endpoint '{url}': {e}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(config.request_timeout)
-            .tcp_nodelay(true);
-        let endpoint = crate::server::tls::with_tls(endpoint, config.tls.as_ref())?;
-        channels.push(endpoint.connect_lazy());
+        let connection = Connection::new(url, config.tls.as_ref(), Duration::from_secs(2))?;
+        channels.push(Arc::new(Channel::new(connection)));
     }
     if config.op != LoadOp::Put {
         preload(&channels[0], config).await?;
@@ -174,17 +171,42 @@ fn key(index: u64) -> Vec<u8> {
     format!("bench/{index:08}").into_bytes()
 }
 
+/// A connection with the URIs of the methods the load calls.
+struct Channel {
+    connection: Connection,
+    put: http::Uri,
+    range: http::Uri,
+}
+
+impl Channel {
+    fn new(connection: Connection) -> Channel {
+        Channel {
+            put: connection.method("/etcdserverpb.KV/Put"),
+            range: connection.method("/etcdserverpb.KV/Range"),
+            connection,
+        }
+    }
+
+    async fn put(&self, request: &PutRequest) -> Result<PutResponse, tonic::Status> {
+        self.connection.unary(&self.put, request).await
+    }
+
+    async fn range(&self, request: &RangeRequest) -> Result<RangeResponse, tonic::Status> {
+        self.connection.unary(&self.range, request).await
+    }
+}
+
 async fn preload(channel: &Channel, config: &LoadConfig) -> anyhow::Result<()> {
-    let mut client = KvClient::new(channel.clone());
     let value = vec![b'v'; config.value_size];
     for index in 0..config.keys.min(1000) {
-        client
-            .put(PutRequest {
-                key: key(index),
-                value: value.clone(),
-                ..Default::default()
-            })
+        let request = PutRequest {
+            key: key(index),
+            value: value.clone(),
+            ..Default::default()
+        };
+        tokio::time::timeout(config.request_timeout, channel.put(&request))
             .await
+            .map_err(|_| anyhow::anyhow!("preloading keys failed: no answer in time"))?
             .map_err(|e| anyhow::anyhow!("preloading keys failed: {}", e.message()))?;
     }
     Ok(())
@@ -192,13 +214,12 @@ async fn preload(channel: &Channel, config: &LoadConfig) -> anyhow::Result<()> {
 
 async fn client_loop(
     client_index: usize,
-    channels: &[Channel],
+    channels: &[Arc<Channel>],
     config: &LoadConfig,
     deadline: Instant,
     shared: &Mutex<Shared>,
 ) {
     let mut channel_index = client_index % channels.len();
-    let mut client = KvClient::new(channels[channel_index].clone());
     let value = vec![b'v'; config.value_size];
     // A cheap per-client sequence spreads keys without a shared generator.
     let mut sequence = (client_index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -207,25 +228,31 @@ async fn client_loop(
         sequence = sequence
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
+        let channel = &channels[channel_index];
         let started = Instant::now();
-        let result = match config.op {
-            LoadOp::Put => client
-                .put(PutRequest {
-                    key: key((sequence >> 33) % config.keys.max(1)),
-                    value: value.clone(),
-                    ..Default::default()
-                })
-                .await
-                .map(|_| ()),
-            LoadOp::LinearizableGet | LoadOp::SerializableGet => client
-                .range(RangeRequest {
-                    key: key((sequence >> 33) % read_keys),
-                    serializable: config.op == LoadOp::SerializableGet,
-                    ..Default::default()
-                })
-                .await
-                .map(|_| ()),
+        let call = async {
+            match config.op {
+                LoadOp::Put => {
+                    let request = PutRequest {
+                        key: key((sequence >> 33) % config.keys.max(1)),
+                        value: value.clone(),
+                        ..Default::default()
+                    };
+                    channel.put(&request).await.map(|_| ())
+                }
+                LoadOp::LinearizableGet | LoadOp::SerializableGet => {
+                    let request = RangeRequest {
+                        key: key((sequence >> 33) % read_keys),
+                        serializable: config.op == LoadOp::SerializableGet,
+                        ..Default::default()
+                    };
+                    channel.range(&request).await.map(|_| ())
+                }
+            }
         };
+        let result = tokio::time::timeout(config.request_timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")));
         let finished = Instant::now();
         let failed = {
             // Held for a few field updates, never across an await.
@@ -253,7 +280,6 @@ async fn client_loop(
         if failed {
             // Try another endpoint: this one may be down or partitioned.
             channel_index = (channel_index + 1) % channels.len();
-            client = KvClient::new(channels[channel_index].clone());
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
