@@ -209,6 +209,17 @@ pub trait Node: Sized {
         false
     }
 
+    /// Whether `later`, a message to the same peer sent after `earlier`, makes `earlier`
+    /// unnecessary: a driver that releases both at once (sends held behind the same write,
+    /// the ordering rule above) may then drop `earlier`, as a network may. A hint about cost
+    /// only; it must be transitive, so that dropping along a chain leaves the last message
+    /// of it. A Raft follower's acknowledgements of the same leader's appends, each covering
+    /// the ones before. False by default.
+    fn supersedes(earlier: &Self::Message, later: &Self::Message) -> bool {
+        let _ = (earlier, later);
+        false
+    }
+
     /// Whether `write` is a checkpoint (module docs): it changes nothing the writes before it
     /// do not already hold, so restarting without it, from those writes and the ones after it,
     /// gives an equivalent node. Its confirmation says only that the writes before it are

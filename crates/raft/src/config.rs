@@ -38,11 +38,13 @@ pub struct Config {
     pub max_clock_drift: Duration,
     /// Most client requests (proposals and reads) a node keeps waiting at once.
     pub max_pending_requests: usize,
-    /// A leader holds new proposals' AppendEntries back until the driver has handed it every
-    /// request already waiting: it asks for a tick at once (`next_deadline` = now), and any
-    /// input other than a proposal sends them. A burst of proposals then leaves as one message
-    /// per follower instead of one each. A driver that drains its queued inputs before timers
-    /// (as the runtime does) loses no time to it.
+    /// A leader holds new entries' AppendEntries and its `Commit` notices back until the
+    /// driver has handed it every input already waiting, while those inputs come in bursts
+    /// (proposals, followers' `Propose` and AppendEntriesResponse messages): it asks for a tick
+    /// at once (`next_deadline` = now), and any other input sends them. A burst then leaves as
+    /// one message per follower instead of one each. A follower holds the proposals it
+    /// forwards alike. A driver that drains its queued inputs before timers (as the runtime
+    /// does) loses no time to it.
     pub batch_proposals: bool,
     /// A follower forwards the proposals it gets to the leader (`Message::Propose`, one
     /// message for all that arrived together) and answers them when it applies their entries,

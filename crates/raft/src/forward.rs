@@ -365,9 +365,10 @@ impl<S: StateMachine> RaftNode<S> {
     }
 
     /// Sends the commit index to the followers `note_forwarded_commits` noted, unless an
-    /// AppendEntries of this step already carries it to them.
+    /// AppendEntries of this step already carries it to them, or `batch_proposals` holds
+    /// this step's sends back (they leave with the next step's).
     pub(crate) fn send_commit_notices(&mut self) {
-        if self.commit_notify.is_empty() {
+        if self.hold_broadcast || self.commit_notify.is_empty() {
             return;
         }
         let (term, commit_index) = (self.current_term, self.commit_index);

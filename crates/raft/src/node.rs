@@ -372,6 +372,24 @@ impl<S: StateMachine> RaftNode<S> {
 
     // ----- log mutation with persistence tracking -----
 
+    /// Whether `input` is of a kind that arrives in bursts under load, so that the broadcast
+    /// and the commit notices it causes wait until the burst is in (`Config::batch_proposals`):
+    /// a proposal, and at a leader, forwarded proposals and the acknowledgements that move
+    /// the commit index.
+    fn comes_in_bursts(&self, input: &RaftInput<S>) -> bool {
+        match input {
+            Input::Request {
+                request: Request::Propose(_),
+                ..
+            } => true,
+            Input::Message {
+                message: Message::Propose { .. } | Message::AppendEntriesResponse { .. },
+                ..
+            } => self.role == RaftRole::Leader,
+            _ => false,
+        }
+    }
+
     fn handle(&mut self, input: RaftInput<S>) {
         match input {
             Input::Message { from, message } => self.on_message(from, message),
@@ -560,14 +578,7 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
         effects: &mut Vec<RaftEffect<S>>,
     ) {
         self.now = self.now.max(env.now);
-        self.hold_broadcast = self.config.batch_proposals
-            && matches!(
-                input,
-                Input::Request {
-                    request: Request::Propose(_),
-                    ..
-                }
-            );
+        self.hold_broadcast = self.config.batch_proposals && self.comes_in_bursts(&input);
         self.handle(input);
         self.flush(env.rng, effects);
     }
@@ -582,8 +593,8 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
                 if let Some(transfer) = &leader.transfer {
                     deadline = deadline.min(transfer.deadline);
                 }
-                if self.needs_broadcast {
-                    // Proposals held back by `batch_proposals`: send them at the next chance.
+                if self.needs_broadcast || !self.commit_notify.is_empty() {
+                    // Held back by `batch_proposals`: send them at the next chance.
                     deadline = deadline.min(self.now);
                 }
                 deadline
@@ -638,6 +649,31 @@ impl<S: StateMachine + Default> Node for RaftNode<S> {
                 by_leader: true,
                 ..
             } | Write::Compact(_)
+        )
+    }
+
+    /// A successful AppendEntriesResponse covers every earlier one of the same term that
+    /// acknowledged no more of the log and no later heartbeat round: the leader keeps only
+    /// the highest index and round it hears (`Progress::acknowledge`, the read rounds).
+    fn supersedes(earlier: &Self::Message, later: &Self::Message) -> bool {
+        matches!(
+            (earlier, later),
+            (
+                Message::AppendEntriesResponse {
+                    term: earlier_term,
+                    success: true,
+                    index: earlier_index,
+                    round: earlier_round,
+                    ..
+                },
+                Message::AppendEntriesResponse {
+                    term,
+                    success: true,
+                    index,
+                    round,
+                    ..
+                },
+            ) if earlier_term == term && earlier_index <= index && earlier_round <= round
         )
     }
 

@@ -131,6 +131,9 @@ impl<S: StateMachine> RaftNode<S> {
         self.needs_round = false;
         // Held back only while leading: any other role has nothing to broadcast.
         self.needs_broadcast = leading && self.hold_broadcast && self.needs_broadcast;
+        if !leading {
+            self.commit_notify.clear();
+        }
         self.batches.clear();
         if self.election_timer_reset {
             self.election_timer_reset = false;

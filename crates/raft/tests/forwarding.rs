@@ -30,13 +30,19 @@ fn kind(message: &Message<concord_core::KvCommand>) -> &'static str {
 }
 
 /// Delivers every message, at the current time, and returns their kinds in delivery order.
+/// Whenever none is in flight, due nodes are ticked (as `Cluster::deliver_all` does).
 fn deliver_all_kinds(cluster: &mut Cluster) -> Vec<&'static str> {
     let mut kinds = Vec::new();
-    while let Some(front) = cluster.network.front() {
-        kinds.push(kind(&front.message));
-        cluster.deliver_one();
+    loop {
+        while let Some(front) = cluster.network.front() {
+            kinds.push(kind(&front.message));
+            cluster.deliver_one();
+        }
+        cluster.tick_due();
+        if cluster.network.is_empty() {
+            return kinds;
+        }
     }
-    kinds
 }
 
 /// The ids (as entries carry them) of the proposals in the one `Propose` message in flight,

@@ -669,6 +669,9 @@ const SHUTDOWN: &str = "shut down";
 /// ([`HostConfig::removed_peer`]).
 pub const REMOVED: &str = "this member has been permanently removed from the cluster";
 
+/// How many of the items released together after a send are checked for one superseding it.
+const SUPERSEDE_LOOKAHEAD: usize = 16;
+
 /// A node step at least this long (nanoseconds) is logged as slow.
 const SLOW_STEP: u64 = 50_000_000;
 
@@ -1159,7 +1162,10 @@ impl<N: HostedNode> NodeTask<N> {
         }
     }
 
-    /// Writes through `sequence` are durable: release what waited for them, then confirm.
+    /// Writes through `sequence` are durable: release what waited for them, then confirm. A
+    /// send that a later one released with it supersedes (`Node::supersedes`: a follower's
+    /// acknowledgements of appends that became durable in one sync) is dropped; only the next
+    /// [`SUPERSEDE_LOOKAHEAD`] released items are looked at, so a long release stays linear.
     fn on_durable(&mut self, sequence: u64, token: PersistToken) {
         debug_assert!(sequence > self.durable && sequence <= self.emitted);
         self.durable = sequence;
@@ -1169,7 +1175,23 @@ impl<N: HostedNode> NodeTask<N> {
             .is_some_and(|(barrier, _)| *barrier <= sequence)
         {
             match self.held.pop_front() {
-                Some((_, Held::Send { to, message })) => self.transmit(to, &message),
+                Some((_, Held::Send { to, message })) => {
+                    let superseded = self
+                        .held
+                        .iter()
+                        .take_while(|(barrier, _)| *barrier <= sequence)
+                        .take(SUPERSEDE_LOOKAHEAD)
+                        .any(|(_, later)| match later {
+                            Held::Send {
+                                to: peer,
+                                message: later,
+                            } => *peer == to && N::supersedes(&message, later),
+                            Held::Reply { .. } => false,
+                        });
+                    if !superseded {
+                        self.transmit(to, &message);
+                    }
+                }
                 Some((_, Held::Reply { id, response })) => self.reply(id, response),
                 None => break,
             }

@@ -136,3 +136,72 @@ async fn raft_followers_acknowledge_only_durable_entries() {
         cluster.node(id).shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_acknowledges_appends_made_durable_together_once() {
+    // Without CheckQuorum the leader keeps leading while one follower's acks are held back.
+    let raft = Config {
+        check_quorum: false,
+        ..raft_config()
+    };
+    let cluster = Cluster::start(3, raft).await;
+    let warm = cluster.write("warm", 1).await;
+    let leader = cluster.leader().await;
+    let follower = (0..3).find(|&id| id != leader).unwrap();
+    wait_applied(cluster.node(follower), warm).await;
+    let sent = cluster
+        .node(follower)
+        .metrics()
+        .messages_sent
+        .get_or_create(&concord_runtime::metrics::peer_labels(leader))
+        .clone();
+
+    // Its syncs wait, while twelve writes commit one after the other with the third node:
+    // each reaches it in an AppendEntries of its own, and each acknowledgement waits behind
+    // the append it promises.
+    cluster.gates[follower as usize].close();
+    let before = sent.get();
+    let mut last = warm;
+    for value in 0..12 {
+        last = cluster.write("k", value).await;
+    }
+    wait_for(|| cluster.node(follower).status().log_length >= last).await;
+    assert_eq!(
+        sent.get(),
+        before,
+        "an acknowledgement left before the append it promises was durable"
+    );
+
+    // Released together, the acknowledgements of the appends that one sync made durable go
+    // as one (the first append's sync, blocked at the gate, was alone): two, and a few
+    // heartbeats' answered meanwhile. Each went alone before.
+    cluster.gates[follower as usize].open();
+    wait_for(|| {
+        cluster
+            .node(leader)
+            .status()
+            .peers
+            .iter()
+            .any(|peer| peer.id == follower && peer.match_index >= last)
+    })
+    .await;
+    let acknowledgements = sent.get() - before;
+    assert!(
+        acknowledgements <= 6,
+        "{acknowledgements} messages acknowledged 12 appends made durable by two syncs"
+    );
+    for id in 0..3 {
+        cluster.node(id).shutdown().await.unwrap();
+    }
+}
+
+/// Waits (up to `PATIENCE`) until `condition` holds.
+async fn wait_for(condition: impl Fn() -> bool) {
+    tokio::time::timeout(PATIENCE, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the condition held in time");
+}
