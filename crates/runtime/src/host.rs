@@ -975,7 +975,12 @@ impl<N: HostedNode> NodeTask<N> {
                     self.step(Input::PeerLost { peer });
                 }
                 () = async {
-                    if !due {
+                    if due {
+                        // Once every task woken meanwhile has run: a burst of client requests
+                        // reaches the node whole, though each woke it on its own (tokio polls a
+                        // task another one woke next, before the rest of its queue).
+                        tokio::task::yield_now().await;
+                    } else {
                         tokio::time::sleep_until(wake).await;
                     }
                 } => {
