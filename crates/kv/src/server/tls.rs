@@ -77,3 +77,29 @@ pub(crate) fn member_client_tls(files: &TlsFiles) -> anyhow::Result<ClientTlsCon
     )?;
     client_tls(Some(ca), Some(&files.cert), Some(&files.key))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concord_runtime::tls::test_pki::TestCa;
+
+    #[test]
+    fn the_load_generator_needs_the_ca_and_a_whole_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new(dir.path(), "concord");
+        let (cert, key) = ca.leaf("client");
+        let error = |ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>| {
+            load_tls(ca, cert, key)
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default()
+        };
+        assert!(error(None, None, None).contains("need --cacert"));
+        assert!(error(Some(&ca.ca_file()), Some(&cert), None).contains("needs its key"));
+        let config = load_tls(Some(&ca.ca_file()), Some(&cert), Some(&key)).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
+        assert!(config.client_auth_cert_resolver.has_certs());
+        let config = load_tls(Some(&ca.ca_file()), None, None).unwrap();
+        assert!(!config.client_auth_cert_resolver.has_certs());
+    }
+}
