@@ -24,9 +24,10 @@ pub(crate) struct Connection {
     authority: http::uri::Authority,
     tls: Option<tokio_rustls::TlsConnector>,
     connect_timeout: Duration,
-    /// The open connection's sender, and how many connections were opened before it.
+    /// The open connection's number (1 for the first dialed) and its sender.
     open: Mutex<Option<(u64, h2::client::SendRequest<Bytes>)>>,
-    /// Held while dialing, so that calls waiting for a connection share one dial.
+    /// How many connections were dialed; held while dialing, so that calls waiting for a
+    /// connection share one dial.
     dialing: tokio::sync::Mutex<u64>,
 }
 
