@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration as StdDuration;
 
@@ -218,14 +218,7 @@ impl ClientTlsArgs {
 
     /// The TLS settings, when [`ClientTlsArgs::wanted`].
     fn config(&self, endpoints: &[String]) -> Result<Option<ClientTlsConfig>> {
-        if !self.wanted(endpoints) {
-            return Ok(None);
-        }
-        Ok(Some(concord_kv::server::tls::client_tls(
-            self.cacert.as_deref(),
-            self.cert.as_deref(),
-            self.key.as_deref(),
-        )?))
+        self.build(endpoints, concord_kv::server::tls::client_tls)
     }
 
     /// The same, for the load generator.
@@ -233,14 +226,24 @@ impl ClientTlsArgs {
         &self,
         endpoints: &[String],
     ) -> Result<Option<std::sync::Arc<concord_kv::server::tls::LoadTlsConfig>>> {
+        self.build(endpoints, concord_kv::server::tls::load_tls)
+    }
+
+    /// `make` of the CA, certificate and key files, when [`ClientTlsArgs::wanted`].
+    fn build<T>(
+        &self,
+        endpoints: &[String],
+        make: impl FnOnce(Option<&Path>, Option<&Path>, Option<&Path>) -> Result<T>,
+    ) -> Result<Option<T>> {
         if !self.wanted(endpoints) {
             return Ok(None);
         }
-        Ok(Some(concord_kv::server::tls::load_tls(
+        make(
             self.cacert.as_deref(),
             self.cert.as_deref(),
             self.key.as_deref(),
-        )?))
+        )
+        .map(Some)
     }
 }
 

@@ -76,14 +76,7 @@ async fn a_cluster_elects_commits_survives_restarts_and_keeps_every_acknowledged
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_followers_acknowledge_only_durable_entries() {
-    // Without CheckQuorum the leader keeps leading while its followers' acks are held back.
-    let raft = Config {
-        check_quorum: false,
-        ..raft_config()
-    };
-    let cluster = Cluster::start(3, raft).await;
-    let warm = cluster.write("warm", 1).await;
-    let leader = cluster.leader().await;
+    let (cluster, leader, warm) = started_for_gating().await;
     wait_applied(cluster.node(leader), warm).await;
     let followers: Vec<NodeId> = (0..3).filter(|&id| id != leader).collect();
     for &id in &followers {
@@ -139,14 +132,7 @@ async fn raft_followers_acknowledge_only_durable_entries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_acknowledges_appends_made_durable_together_once() {
-    // Without CheckQuorum the leader keeps leading while one follower's acks are held back.
-    let raft = Config {
-        check_quorum: false,
-        ..raft_config()
-    };
-    let cluster = Cluster::start(3, raft).await;
-    let warm = cluster.write("warm", 1).await;
-    let leader = cluster.leader().await;
+    let (cluster, leader, warm) = started_for_gating().await;
     let follower = (0..3).find(|&id| id != leader).unwrap();
     wait_applied(cluster.node(follower), warm).await;
     let sent = cluster
@@ -189,6 +175,20 @@ async fn a_follower_acknowledges_appends_made_durable_together_once() {
     for id in 0..3 {
         cluster.node(id).shutdown().await.unwrap();
     }
+}
+
+/// Three nodes without CheckQuorum, so that the leader keeps leading while followers' syncs
+/// (and so their acknowledgements) are held at their gates; a first write committed. Returns
+/// the cluster, the leader and that write's index.
+async fn started_for_gating() -> (Cluster, NodeId, u64) {
+    let raft = Config {
+        check_quorum: false,
+        ..raft_config()
+    };
+    let cluster = Cluster::start(3, raft).await;
+    let warm = cluster.write("warm", 1).await;
+    let leader = cluster.leader().await;
+    (cluster, leader, warm)
 }
 
 /// Waits (up to `PATIENCE`) until `condition` holds.
