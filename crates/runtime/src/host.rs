@@ -831,6 +831,7 @@ pub async fn start_with_listener<N: HostedNode>(
         tick_interval: config.tick_interval,
         transport,
         wal_commands: Some(wal_commands),
+        delays_syncs: !config.sync_delay.is_zero(),
         wal_task: Some(wal_task),
         emitted: 0,
         barrier: 0,
@@ -889,6 +890,9 @@ struct NodeTask<N: HostedNode> {
     tick_interval: Duration,
     transport: Transport,
     wal_commands: Option<mpsc::UnboundedSender<WalCommand<N::Write>>>,
+    /// Whether the WAL may hold a sync back ([`HostConfig::sync_delay`] is not zero): only then
+    /// is the node asked about each write ([`Node::may_delay_sync`]).
+    delays_syncs: bool,
     wal_task: Option<JoinHandle<()>>,
     /// Persist effects emitted so far (the sequence number of the last).
     emitted: u64,
@@ -928,10 +932,11 @@ impl<N: HostedNode> NodeTask<N> {
         let mut ticked_at_once = false;
         let reason: Arc<str> = loop {
             let wake = self.next_wake();
-            // A deadline already due (a node holding proposals back until the queued inputs
-            // are in, `next_deadline` = now) is met as soon as no input waits, not at the timer
-            // wheel's next millisecond: a timer rounds its deadline up to one. Not twice in a
-            // row, though: a node whose deadline a tick leaves due waits for the timer.
+            // A deadline already due (a node holding sends back until the queued inputs are
+            // in, `next_deadline` = now) is met once no input waits, after one yield to the
+            // scheduler (below), not at the timer wheel's next millisecond: a timer rounds its
+            // deadline up to one. Not twice in a row, though: a node whose deadline a tick
+            // leaves due waits for the timer.
             let due = !ticked_at_once && wake <= tokio::time::Instant::now();
             ticked_at_once = false;
             tokio::select! {
@@ -1041,7 +1046,7 @@ impl<N: HostedNode> NodeTask<N> {
                     self.barrier = self.emitted;
                 }
                 if let Some(wal) = &self.wal_commands {
-                    let may_delay = self.node.may_delay_sync(&write);
+                    let may_delay = self.delays_syncs && self.node.may_delay_sync(&write);
                     let _ = wal.send(WalCommand::Write {
                         sequence: self.emitted,
                         token,

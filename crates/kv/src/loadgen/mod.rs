@@ -54,7 +54,7 @@ pub struct LoadConfig {
     pub endpoints: Vec<String>,
     /// Concurrent clients, each with one request in flight.
     pub clients: usize,
-    /// gRPC channels shared by the clients.
+    /// HTTP/2 connections shared by the clients.
     pub connections: usize,
     /// The operation.
     pub op: LoadOp,

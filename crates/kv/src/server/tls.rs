@@ -30,14 +30,22 @@ pub fn client_tls(
     if let Some(ca) = ca {
         config = config.ca_certificate(Certificate::from_pem(read(ca)?));
     }
-    match (cert, key) {
-        (Some(cert), Some(key)) => {
-            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        (None, None) => {}
-        _ => anyhow::bail!("a client certificate needs its key, and a key its certificate"),
+    if let Some((cert, key)) = identity(cert, key)? {
+        config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
     }
     Ok(config)
+}
+
+/// A client certificate and its key, both or neither.
+fn identity<'a>(
+    cert: Option<&'a Path>,
+    key: Option<&'a Path>,
+) -> anyhow::Result<Option<(&'a Path, &'a Path)>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some((cert, key))),
+        (None, None) => Ok(None),
+        _ => anyhow::bail!("a client certificate needs its key, and a key its certificate"),
+    }
 }
 
 /// The same settings for the load generator, which speaks HTTP/2 over rustls itself
@@ -49,12 +57,11 @@ pub fn load_tls(
     key: Option<&Path>,
 ) -> anyhow::Result<std::sync::Arc<LoadTlsConfig>> {
     let ca = ca.context("https:// endpoints need --cacert, the CA that signed the servers")?;
-    let identity = match (cert, key) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        (None, None) => None,
-        _ => anyhow::bail!("a client certificate needs its key, and a key its certificate"),
-    };
-    Ok(concord_runtime::tls::client_config(ca, identity, &[b"h2"])?)
+    Ok(concord_runtime::tls::client_config(
+        ca,
+        identity(cert, key)?,
+        &[b"h2"],
+    )?)
 }
 
 /// `endpoint`, over TLS when `tls` is given (its URL then says `https://`).
