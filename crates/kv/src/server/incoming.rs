@@ -1,7 +1,7 @@
 //! The connections of the client port and of the metrics listeners, as tonic's
 //! `serve_with_incoming` takes them: accepted, with Nagle off, after their TLS handshake when
-//! the port has TLS, each behind [`AuthorityFix`]. The listener closes once the stream is
-//! dropped (the server stopped).
+//! the port has TLS, each behind [`AuthorityFix`] and [`GatheredWrites`]. The listener closes
+//! once the stream is dropped (the server stopped).
 
 use std::future::Future;
 use std::io;
@@ -13,12 +13,13 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::authority::AuthorityFix;
+use super::gather::GatheredWrites;
 
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepted connections.
-type Incoming<S> = ReceiverStream<io::Result<AuthorityFix<S>>>;
+type Incoming<S> = ReceiverStream<io::Result<AuthorityFix<GatheredWrites<S>>>>;
 
 /// A port's connections: plain TCP, or TLS streams after their handshake.
 pub(crate) enum Connections {
@@ -102,7 +103,9 @@ where
             tokio::spawn(async move {
                 match handshake.await {
                     Ok(stream) => {
-                        let _ = sender.send(Ok(AuthorityFix::new(stream))).await;
+                        let _ = sender
+                            .send(Ok(AuthorityFix::new(GatheredWrites::new(stream))))
+                            .await;
                     }
                     Err(error) => tracing::info!(%remote, %error, "client handshake failed"),
                 }

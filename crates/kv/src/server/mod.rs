@@ -36,6 +36,7 @@ pub mod backup;
 mod cluster;
 pub mod convert;
 mod gateway;
+mod gather;
 mod http;
 mod incoming;
 mod kv;
