@@ -6,15 +6,25 @@
 //!
 //! segment = header (32 bytes) · record · record · ...
 //! header  = magic "CNCDWAL\0" · version u32 · flags u32 · sequence u64 · reserved u32 · crc32c u32
-//! record  = len u32 LE · crc32c u32 LE · payload (len bytes);  crc over the len bytes and the payload
+//! record  = len u32 LE · crc32c u32 LE · payload;  crc over the len bytes and the payload
+//! len     = bits 0–30: the payload's length · bit 31: the record continues in the next one
 //! ```
+//!
+//! **Fragments.** A record longer than [`WalOptions::max_record_bytes`] — a snapshot of a large
+//! store, as a base record or as a follower installs it — is written as several physical
+//! records in a row, all but the last with bit 31 of their length set, always within one
+//! segment; recovery joins them. Format version 2 has fragments; version 1 segments (written
+//! before them) are read, and never appended to: a log that ends in one goes on in a new
+//! segment, so a build that reads only version 1 refuses the new records instead of misreading
+//! them.
 //!
 //! **Recovery rules.** A crash can only damage the end of the log, so:
 //!
 //! * In the **last** segment, zeros from a record boundary to the end of the file are the log's
 //!   clean end: space allocated ahead of the writes ([`WalOptions::preallocate_bytes`]).
 //! * In the **last** segment, a record that is incomplete or has a bad checksum, with no valid
-//!   record anywhere after it, is a *torn tail*: the file is truncated there and
+//!   record anywhere after it, is a *torn tail*, and so are fragments whose last one is missing:
+//!   the file is truncated at the start of that record (its first fragment) and
 //!   [`RecoveryReport::torn_tail`] says how many bytes were dropped. A last segment whose header
 //!   is incomplete or zero (a crash while creating it) holds no records and is removed.
 //! * A bad record **followed by a valid record**, or a bad record or header in an **earlier**
@@ -47,8 +57,13 @@ use std::path::{Path, PathBuf};
 
 /// The first bytes of every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CNCDWAL\0";
-/// The segment format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The segment format version this code writes. It reads this one and version 1 (the same,
+/// without fragments).
+pub const FORMAT_VERSION: u32 = 2;
+/// The format version before fragments.
+const FORMAT_VERSION_UNFRAGMENTED: u32 = 1;
+/// Length bit: the record continues in the next one (a fragment; format version 2).
+const CONTINUES: u32 = 1 << 31;
 /// Bytes in a segment header.
 pub const SEGMENT_HEADER_BYTES: u64 = 32;
 /// Bytes before each record's payload (length and checksum).
@@ -64,7 +79,8 @@ pub struct WalOptions {
     /// Start a new segment once the current one would grow past this many bytes (a segment
     /// always takes at least one record, however large).
     pub max_segment_bytes: u64,
-    /// The largest record payload accepted, and believed when reading a length.
+    /// The largest payload written as one physical record, and believed when reading a
+    /// length; a longer one is split into fragments of this size (at most 2^31 − 1).
     pub max_record_bytes: u32,
     /// Allocate the current segment's space this many bytes at a time, ahead of the writes, as
     /// synced zeros (0: never; the file grows with each write, and each sync also writes its
@@ -111,14 +127,9 @@ pub enum WalError {
         /// What is wrong.
         reason: String,
     },
-    /// A record larger than [`WalOptions::max_record_bytes`] was appended.
-    #[error("record of {len} bytes exceeds the limit of {max} bytes")]
-    RecordTooLarge {
-        /// The record's length.
-        len: usize,
-        /// The limit.
-        max: u32,
-    },
+    /// An empty record was appended: zeros mark the end of the log, so a record has content.
+    #[error("an empty record cannot be appended")]
+    EmptyRecord,
     /// An earlier write or fsync failed; the log refuses further use.
     #[error("the write-ahead log is poisoned by an earlier I/O failure and refuses further use")]
     Poisoned,
@@ -260,10 +271,12 @@ impl Wal {
         let mut segments = Vec::with_capacity(loaded.len());
         let mut records_in_segment = 0;
         let loaded_count = loaded.len();
-        for (position, (sequence, data, _)) in loaded.into_iter().enumerate() {
+        let mut last_version = FORMAT_VERSION;
+        for (position, (sequence, data, header)) in loaded.into_iter().enumerate() {
             let path = segment_path(dir, sequence);
             let last = position + 1 == loaded_count;
-            let scan = scan_records(&data, &path, last, options.max_record_bytes)?;
+            let scan = scan_records(&data, &path, last, options.max_record_bytes, header.version)?;
+            last_version = header.version;
             let bytes = scan.end as u64;
             if let Some(torn) = scan.torn {
                 truncate(&path, torn.offset)?;
@@ -303,7 +316,7 @@ impl Wal {
             .len();
         report.segments = segments.len();
         report.records = records.len();
-        let wal = Wal {
+        let mut wal = Wal {
             dir: dir.to_path_buf(),
             options,
             segments,
@@ -313,25 +326,27 @@ impl Wal {
             records_in_segment,
             poisoned: false,
         };
+        if last_version != FORMAT_VERSION {
+            // Appends never go into a segment of an older format (module docs).
+            wal.roll()?;
+        }
         Ok((wal, records, report))
     }
 
     /// Appends one record. It is durable only after the next successful [`Wal::sync`].
     pub fn append(&mut self, payload: &[u8]) -> Result<(), WalError> {
         self.check_poisoned()?;
-        if payload.is_empty() || payload.len() > self.options.max_record_bytes as usize {
-            return Err(WalError::RecordTooLarge {
-                len: payload.len(),
-                max: self.options.max_record_bytes,
-            });
+        if payload.is_empty() {
+            return Err(WalError::EmptyRecord);
         }
-        let record_bytes = RECORD_HEADER_BYTES + payload.len() as u64;
+        let fragment = fragment_bytes(self.options.max_record_bytes);
+        let record_bytes = encoded_len(payload.len(), fragment);
         let current = self.current_bytes();
         if self.records_in_segment > 0 && current + record_bytes > self.options.max_segment_bytes {
             let result = self.roll();
             self.poison_on_error(result)?;
         }
-        encode_record(&mut self.buffer, payload);
+        encode_record(&mut self.buffer, payload, fragment);
         self.records_in_segment += 1;
         if let Some(segment) = self.segments.last_mut() {
             segment.bytes += record_bytes;
@@ -588,30 +603,42 @@ impl Rewrite {
     ) -> Result<Option<WrittenRewrite>, WalError> {
         let stop_at = |step: RewriteStep| stop == Some(step);
         let temp = temp_path(&self.dir, self.sequence);
-        let mut body = Vec::new();
-        for record in base {
-            if record.is_empty() || record.len() > self.max_record_bytes as usize {
-                return Err(WalError::RecordTooLarge {
-                    len: record.len(),
-                    max: self.max_record_bytes,
-                });
-            }
-            encode_record(&mut body, record);
+        if base.iter().any(|record| record.is_empty()) {
+            return Err(WalError::EmptyRecord);
         }
+        let fragment = fragment_bytes(self.max_record_bytes);
+        let body_bytes: u64 = base
+            .iter()
+            .map(|record| encoded_len(record.len(), fragment))
+            .sum();
         let header = encode_header(self.sequence, FLAG_BASE);
         let mut file =
             File::create(&temp).map_err(io_error(format!("creating {}", temp.display())))?;
         if stop_at(RewriteStep::TempPartial) {
             let mut partial = header.to_vec();
+            let mut body = Vec::new();
+            for record in base {
+                encode_record(&mut body, record, fragment);
+            }
             partial.extend_from_slice(&body[..body.len() / 2]);
             file.write_all(&partial)
                 .map_err(io_error(format!("writing {}", temp.display())))?;
             return Ok(None);
         }
-        file.write_all(&header)
-            .and_then(|()| file.write_all(&body))
-            .and_then(|()| file.sync_all())
+        // Written as encoded, not gathered into one buffer first: a base record can be as
+        // large as the store.
+        let mut writer = io::BufWriter::with_capacity(1 << 20, &mut file);
+        writer
+            .write_all(&header)
+            .and_then(|()| {
+                base.iter()
+                    .try_for_each(|record| write_record(&mut writer, record, fragment))
+            })
+            .and_then(|()| writer.flush())
             .map_err(io_error(format!("writing {}", temp.display())))?;
+        drop(writer);
+        file.sync_all()
+            .map_err(io_error(format!("syncing {}", temp.display())))?;
         if stop_at(RewriteStep::TempSynced) {
             return Ok(None);
         }
@@ -628,7 +655,7 @@ impl Rewrite {
         Ok(Some(WrittenRewrite {
             sequence: self.sequence,
             older: self.older,
-            bytes: SEGMENT_HEADER_BYTES + body.len() as u64,
+            bytes: SEGMENT_HEADER_BYTES + body_bytes,
         }))
     }
 }
@@ -703,6 +730,7 @@ fn create_segment(dir: &Path, sequence: u64, flags: u32, body: &[u8]) -> Result<
 #[derive(Clone, Copy, Debug)]
 struct SegmentHeader {
     flags: u32,
+    version: u32,
 }
 
 fn encode_header(sequence: u64, flags: u32) -> [u8; SEGMENT_HEADER_BYTES as usize] {
@@ -751,9 +779,10 @@ fn parse_header(
         ));
     }
     let version = u32::from_le_bytes(header[8..12].try_into().unwrap_or_default());
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_UNFRAGMENTED {
         return Err(corrupt(format!(
-            "segment format version {version}, but this build reads only version {FORMAT_VERSION}"
+            "segment format version {version}, but this build reads only versions \
+             {FORMAT_VERSION_UNFRAGMENTED} and {FORMAT_VERSION}"
         )));
     }
     let stored_sequence = u64::from_le_bytes(header[16..24].try_into().unwrap_or_default());
@@ -763,23 +792,61 @@ fn parse_header(
         )));
     }
     let flags = u32::from_le_bytes(header[12..16].try_into().unwrap_or_default());
-    Ok(Some(SegmentHeader { flags }))
+    Ok(Some(SegmentHeader { flags, version }))
 }
 
-fn encode_record(buffer: &mut Vec<u8>, payload: &[u8]) {
-    let len = (payload.len() as u32).to_le_bytes();
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&len), payload);
-    buffer.extend_from_slice(&len);
-    buffer.extend_from_slice(&crc.to_le_bytes());
-    buffer.extend_from_slice(payload);
+/// The payload bytes of one physical record, by [`WalOptions::max_record_bytes`]: at least 1,
+/// and short of the [`CONTINUES`] bit.
+fn fragment_bytes(max_record_bytes: u32) -> usize {
+    max_record_bytes.clamp(1, CONTINUES - 1) as usize
 }
 
-/// Checks the record at `offset`: its payload range and the offset after it, or why it is bad.
+/// The bytes `payload_len` takes in a segment, split into fragments of `fragment` bytes.
+fn encoded_len(payload_len: usize, fragment: usize) -> u64 {
+    let pieces = payload_len.div_ceil(fragment).max(1) as u64;
+    pieces * RECORD_HEADER_BYTES + payload_len as u64
+}
+
+fn encode_record(buffer: &mut Vec<u8>, payload: &[u8], fragment: usize) {
+    buffer.reserve(encoded_len(payload.len(), fragment) as usize);
+    write_record(buffer, payload, fragment).expect("writing to memory cannot fail");
+}
+
+/// Writes `payload` as one record, or as fragments of `fragment` bytes if it is longer.
+fn write_record(out: &mut impl Write, payload: &[u8], fragment: usize) -> io::Result<()> {
+    let mut pieces = payload.chunks(fragment).peekable();
+    while let Some(piece) = pieces.next() {
+        let more = if pieces.peek().is_some() {
+            CONTINUES
+        } else {
+            0
+        };
+        let len = (piece.len() as u32 | more).to_le_bytes();
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&len), piece);
+        out.write_all(&len)?;
+        out.write_all(&crc.to_le_bytes())?;
+        out.write_all(piece)?;
+    }
+    Ok(())
+}
+
+/// A physical record that checks out.
+struct Physical {
+    payload: std::ops::Range<usize>,
+    /// The offset after it.
+    next: usize,
+    /// A fragment: the record goes on in the next one.
+    continues: bool,
+}
+
+/// Checks the physical record at `offset` of a segment of format `version`, or says why it is
+/// bad.
 fn record_at(
     data: &[u8],
     offset: usize,
     max_record_bytes: u32,
-) -> Result<(std::ops::Range<usize>, usize), String> {
+    version: u32,
+) -> Result<Physical, String> {
     let header = RECORD_HEADER_BYTES as usize;
     let remaining = data.len() - offset;
     if remaining < header {
@@ -788,7 +855,9 @@ fn record_at(
         ));
     }
     let len_bytes = &data[offset..offset + 4];
-    let len = u32::from_le_bytes(len_bytes.try_into().unwrap_or_default());
+    let raw = u32::from_le_bytes(len_bytes.try_into().unwrap_or_default());
+    let continues = raw & CONTINUES != 0 && version != FORMAT_VERSION_UNFRAGMENTED;
+    let len = if continues { raw & !CONTINUES } else { raw };
     if len == 0 {
         return Err("zero-length record (zeroed or preallocated space)".into());
     }
@@ -812,7 +881,11 @@ fn record_at(
             "record checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
         ));
     }
-    Ok((start..end, end))
+    Ok(Physical {
+        payload: start..end,
+        next: end,
+        continues,
+    })
 }
 
 struct Scan {
@@ -822,45 +895,63 @@ struct Scan {
     torn: Option<TornTail>,
 }
 
-/// Reads the records of one segment (its header already checked) under the recovery rules.
+/// Reads the records of one segment of format `version` (its header already checked) under
+/// the recovery rules, joining fragments.
 fn scan_records(
     data: &[u8],
     path: &Path,
     last: bool,
     max_record_bytes: u32,
+    version: u32,
 ) -> Result<Scan, WalError> {
     let mut records = Vec::new();
     let mut offset = SEGMENT_HEADER_BYTES as usize;
+    // The fragments read of a record not yet complete, and where its first one starts.
+    let mut pending: Option<(usize, Vec<u8>)> = None;
+    let torn = |at: usize, reason: String| TornTail {
+        segment: path.to_path_buf(),
+        offset: at as u64,
+        bytes_dropped: (data.len() - at) as u64,
+        reason,
+    };
+    let unfinished = "a record's fragments end before its last one";
     while offset < data.len() {
-        match record_at(data, offset, max_record_bytes) {
-            Ok((payload, next)) => {
-                records.push(data[payload].to_vec());
-                offset = next;
+        match record_at(data, offset, max_record_bytes, version) {
+            Ok(record) => {
+                let piece = &data[record.payload];
+                match (&mut pending, record.continues) {
+                    (Some((_, joined)), true) => joined.extend_from_slice(piece),
+                    (Some(_), false) => {
+                        let (_, mut joined) = pending.take().expect("matched Some");
+                        joined.extend_from_slice(piece);
+                        records.push(joined);
+                    }
+                    (None, true) => pending = Some((offset, piece.to_vec())),
+                    (None, false) => records.push(piece.to_vec()),
+                }
+                offset = record.next;
             }
             Err(reason) => {
+                // The record the damage cuts short starts at its first fragment.
+                let start = pending.as_ref().map_or(offset, |(start, _)| *start);
                 // Only zeros after the last record: space allocated ahead of the writes.
                 let data_end = data.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
                 if last && data_end <= offset {
                     return Ok(Scan {
                         records,
-                        end: offset,
-                        torn: None,
+                        end: start,
+                        torn: pending.map(|_| torn(start, unfinished.into())),
                     });
                 }
                 // A valid record cannot start in the zeros at the end: look before them.
                 let valid_after = last
                     && (offset + 1..data_end)
-                        .any(|later| record_at(data, later, max_record_bytes).is_ok());
+                        .any(|later| record_at(data, later, max_record_bytes, version).is_ok());
                 return match valid_after {
                     false if last => Ok(Scan {
                         records,
-                        end: offset,
-                        torn: Some(TornTail {
-                            segment: path.to_path_buf(),
-                            offset: offset as u64,
-                            bytes_dropped: (data.len() - offset) as u64,
-                            reason,
-                        }),
+                        end: start,
+                        torn: Some(torn(start, reason)),
                     }),
                     _ => Err(WalError::Corrupt {
                         segment: path.to_path_buf(),
@@ -875,11 +966,23 @@ fn scan_records(
             }
         }
     }
-    Ok(Scan {
-        records,
-        end: offset,
-        torn: None,
-    })
+    match pending {
+        None => Ok(Scan {
+            records,
+            end: offset,
+            torn: None,
+        }),
+        Some((start, _)) if last => Ok(Scan {
+            records,
+            end: start,
+            torn: Some(torn(start, unfinished.into())),
+        }),
+        Some((start, _)) => Err(WalError::Corrupt {
+            segment: path.to_path_buf(),
+            offset: start as u64,
+            reason: format!("{unfinished}; a newer segment follows this one"),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -182,6 +182,39 @@ async fn compaction_rewrites_the_log_as_one_base_record_and_restarts_from_it() {
     host.shutdown().await.unwrap();
 }
 
+/// A base record many times longer than one physical record (as a large store's snapshot is
+/// longer than `max_record_bytes`) is written in fragments; the host goes on, and a restart
+/// reads it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_record_longer_than_a_physical_record_is_written_in_fragments() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::new();
+    let mut config = journal_config(dir.path(), &gate);
+    config.wal.max_segment_bytes = 1024;
+    config.wal.max_record_bytes = 64;
+    config.compaction = CompactionPolicy {
+        min_bytes: 4096,
+        growth_factor: 2,
+    };
+    let host = start(config).await.unwrap();
+    for i in 0..1000 {
+        assert_eq!(host.request(i).await.unwrap(), i);
+    }
+    assert!(
+        host.metrics().wal_compactions.get() > 0,
+        "the log was compacted"
+    );
+    host.shutdown().await.unwrap();
+
+    let host = start(journal_config(dir.path(), &gate)).await.unwrap();
+    let entries = host
+        .inspect(|journal| journal.entries.clone())
+        .await
+        .unwrap();
+    assert_eq!(entries, (0..1000).collect::<Vec<u64>>());
+    host.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_log_stops_the_start_with_the_segment_and_offset() {
     let dir = tempfile::tempdir().unwrap();

@@ -54,13 +54,14 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Byte offsets of the records in one segment file.
+/// Byte offsets of the physical records (fragments each) in one segment file.
 fn record_offsets(data: &[u8]) -> Vec<usize> {
     let mut offsets = Vec::new();
     let mut offset = SEGMENT_HEADER_BYTES as usize;
     while offset < data.len() {
         offsets.push(offset);
-        let len = u32::from_le_bytes(data[offset..offset + 4].try_into().unwrap()) as usize;
+        let raw = u32::from_le_bytes(data[offset..offset + 4].try_into().unwrap());
+        let len = (raw & !CONTINUES) as usize;
         offset += RECORD_HEADER_BYTES as usize + len;
     }
     offsets
@@ -403,19 +404,178 @@ fn a_failed_write_poisons_the_log() {
 }
 
 #[test]
-fn oversized_and_empty_records_are_refused() {
+fn empty_records_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let options = WalOptions {
+    let (mut wal, _, _) = Wal::open(dir.path(), plain()).unwrap();
+    assert!(matches!(wal.append(&[]), Err(WalError::EmptyRecord)));
+    let rewrite = wal.begin_rewrite().unwrap();
+    assert!(matches!(
+        rewrite.write(&[vec![1], vec![]]),
+        Err(WalError::EmptyRecord)
+    ));
+}
+
+/// Physical records of at most 16 bytes.
+fn small_records() -> WalOptions {
+    WalOptions {
         max_record_bytes: 16,
         ..plain()
-    };
-    let (mut wal, _, _) = Wal::open(dir.path(), options).unwrap();
-    assert!(matches!(
-        wal.append(&[1; 17]),
-        Err(WalError::RecordTooLarge { len: 17, max: 16 })
-    ));
-    assert!(wal.append(&[]).is_err());
-    wal.append(&[1; 16]).unwrap();
+    }
+}
+
+/// `len` bytes, none zero.
+fn long_record(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(7) | 1 ^ seed)
+        .collect()
+}
+
+/// A record longer than `max_record_bytes` is written as fragments, all in one segment, and
+/// read back whole; so is a base record of a rewrite.
+#[test]
+fn long_records_are_split_into_fragments_and_joined_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = vec![
+        long_record(40, 0),
+        record(1),
+        long_record(16, 2),
+        long_record(33, 3),
+    ];
+    write_log(dir.path(), small_records(), &written);
+    let files = segment_files(dir.path());
+    let data = fs::read(&files[0]).unwrap();
+    // 40 bytes as 16 + 16 + 8, 6 as one, 16 as one, 33 as 16 + 16 + 1.
+    assert_eq!(record_offsets(&data).len(), 8);
+    assert_eq!(
+        data.len() as u64,
+        SEGMENT_HEADER_BYTES + 8 * RECORD_HEADER_BYTES + (40 + 6 + 16 + 33)
+    );
+    let (mut wal, recovered, report) = Wal::open(dir.path(), small_records()).unwrap();
+    assert_eq!(recovered, written);
+    assert!(report.torn_tail.is_none());
+
+    let base = vec![long_record(50, 4), long_record(3, 5)];
+    wal.rewrite(&base).unwrap();
+    wal.append(&long_record(20, 6)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, recovered, _) = Wal::open(dir.path(), small_records()).unwrap();
+    assert_eq!(recovered, [base, vec![long_record(20, 6)]].concat());
+}
+
+/// Cut anywhere inside a fragmented record at the end of the log, the whole record is a torn
+/// tail: the file is truncated at its first fragment, and the records before it stand.
+#[test]
+fn a_fragmented_record_cut_short_is_a_torn_tail_from_its_first_fragment() {
+    let before = vec![record(1), long_record(20, 1)];
+    let last = long_record(45, 2);
+    let probe = tempfile::tempdir().unwrap();
+    write_log(
+        probe.path(),
+        small_records(),
+        &[before.clone(), vec![last.clone()]].concat(),
+    );
+    let full = fs::read(&segment_files(probe.path())[0]).unwrap();
+    let start = full.len() - encoded_len(last.len(), 16) as usize;
+    for cut in [start + 3, start + 8, start + 24, start + 30, full.len() - 1] {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(
+            dir.path(),
+            small_records(),
+            &[before.clone(), vec![last.clone()]].concat(),
+        );
+        let path = segment_files(dir.path())[0].clone();
+        fs::write(&path, &full[..cut]).unwrap();
+        let (_, recovered, report) = Wal::open(dir.path(), small_records()).unwrap();
+        assert_eq!(recovered, before, "cut at {cut}");
+        let torn = report.torn_tail.expect("a torn tail");
+        assert_eq!(torn.offset, start as u64, "cut at {cut}");
+        assert_eq!(fs::read(&path).unwrap().len(), start, "cut at {cut}");
+    }
+    // Whole fragments followed by zeros (allocated space): torn as well, not the clean end.
+    let dir = tempfile::tempdir().unwrap();
+    write_log(
+        dir.path(),
+        small_records(),
+        &[before.clone(), vec![last.clone()]].concat(),
+    );
+    let path = segment_files(dir.path())[0].clone();
+    let mut zeroed = full[..start + 2 * 24].to_vec();
+    zeroed.resize(full.len() + 4096, 0);
+    fs::write(&path, &zeroed).unwrap();
+    let (_, recovered, report) = Wal::open(dir.path(), small_records()).unwrap();
+    assert_eq!(recovered, before);
+    assert_eq!(report.torn_tail.expect("a torn tail").offset, start as u64);
+}
+
+/// Fragments whose last one is missing, in a segment a newer one follows, cannot come from a
+/// crash.
+#[test]
+fn an_unfinished_fragmented_record_in_an_older_segment_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _, _) = Wal::open(dir.path(), small_records()).unwrap();
+    wal.append(&long_record(40, 1)).unwrap();
+    wal.begin_rewrite().unwrap(); // seals segment 1; appends go on in segment 2
+    wal.append(&record(2)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let first = segment_files(dir.path())[0].clone();
+    let data = fs::read(&first).unwrap();
+    fs::write(&first, &data[..data.len() - 8 - 8]).unwrap();
+    match Wal::open(dir.path(), small_records()) {
+        Err(WalError::Corrupt { offset, reason, .. }) => {
+            assert_eq!(offset, SEGMENT_HEADER_BYTES);
+            assert!(
+                reason.contains("fragments end before its last one"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+/// A segment of format version 1 (before fragments) is read, and the log goes on in a new
+/// segment of the current version; a version-1 record with the fragment bit set is damage.
+#[test]
+fn version_1_segments_are_read_and_never_appended_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut segment = encode_header(1, 0).to_vec();
+    segment[8..12].copy_from_slice(&FORMAT_VERSION_UNFRAGMENTED.to_le_bytes());
+    let crc = crc32c::crc32c(&segment[0..28]);
+    segment[28..32].copy_from_slice(&crc.to_le_bytes());
+    encode_record(&mut segment, &record(1), 1 << 20);
+    encode_record(&mut segment, &record(2), 1 << 20);
+    let path = segment_path(dir.path(), 1);
+    fs::write(&path, &segment).unwrap();
+
+    let (mut wal, recovered, _) = Wal::open(dir.path(), small_records()).unwrap();
+    assert_eq!(recovered, vec![record(1), record(2)]);
+    assert_eq!(wal.segment_count(), 2);
+    wal.append(&long_record(40, 3)).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        segment,
+        "the version-1 segment is untouched"
+    );
+    let newer = fs::read(segment_path(dir.path(), 2)).unwrap();
+    assert_eq!(newer[8..12], FORMAT_VERSION.to_le_bytes());
+    let (_, recovered, _) = Wal::open(dir.path(), small_records()).unwrap();
+    assert_eq!(recovered, vec![record(1), record(2), long_record(40, 3)]);
+
+    // In version 1 the bit is part of the length: far over the limit.
+    let other = tempfile::tempdir().unwrap();
+    let mut fragmented = segment[..SEGMENT_HEADER_BYTES as usize].to_vec();
+    encode_record(&mut fragmented, &long_record(20, 4), 16);
+    encode_record(&mut fragmented, &record(5), 16);
+    fs::write(segment_path(other.path(), 1), &fragmented).unwrap();
+    match Wal::open(other.path(), small_records()) {
+        Err(WalError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("exceeds the limit"), "{reason}")
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
 }
 
 #[test]
