@@ -426,7 +426,7 @@ fn small_records() -> WalOptions {
 /// `len` bytes, none zero.
 fn long_record(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
-        .map(|i| (i as u8).wrapping_mul(7) | 1 ^ seed)
+        .map(|i| ((i as u8).wrapping_mul(7) ^ seed) | 1)
         .collect()
 }
 
