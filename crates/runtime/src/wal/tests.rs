@@ -477,32 +477,25 @@ fn a_fragmented_record_cut_short_is_a_torn_tail_from_its_first_fragment() {
     );
     let full = fs::read(&segment_files(probe.path())[0]).unwrap();
     let start = full.len() - encoded_len(last.len(), 16) as usize;
-    for cut in [start + 3, start + 8, start + 24, start + 30, full.len() - 1] {
+    // A log of one segment holding `bytes`.
+    let log_of = |bytes: &[u8]| {
         let dir = tempfile::tempdir().unwrap();
-        write_log(
-            dir.path(),
-            small_records(),
-            &[before.clone(), vec![last.clone()]].concat(),
-        );
-        let path = segment_files(dir.path())[0].clone();
-        fs::write(&path, &full[..cut]).unwrap();
+        fs::write(segment_path(dir.path(), 1), bytes).unwrap();
+        dir
+    };
+    for cut in [start + 3, start + 8, start + 24, start + 30, full.len() - 1] {
+        let dir = log_of(&full[..cut]);
         let (_, recovered, report) = Wal::open(dir.path(), small_records()).unwrap();
         assert_eq!(recovered, before, "cut at {cut}");
         let torn = report.torn_tail.expect("a torn tail");
         assert_eq!(torn.offset, start as u64, "cut at {cut}");
-        assert_eq!(fs::read(&path).unwrap().len(), start, "cut at {cut}");
+        let path = segment_path(dir.path(), 1);
+        assert_eq!(fs::read(path).unwrap().len(), start, "cut at {cut}");
     }
     // Whole fragments followed by zeros (allocated space): torn as well, not the clean end.
-    let dir = tempfile::tempdir().unwrap();
-    write_log(
-        dir.path(),
-        small_records(),
-        &[before.clone(), vec![last.clone()]].concat(),
-    );
-    let path = segment_files(dir.path())[0].clone();
     let mut zeroed = full[..start + 2 * 24].to_vec();
     zeroed.resize(full.len() + 4096, 0);
-    fs::write(&path, &zeroed).unwrap();
+    let dir = log_of(&zeroed);
     let (_, recovered, report) = Wal::open(dir.path(), small_records()).unwrap();
     assert_eq!(recovered, before);
     assert_eq!(report.torn_tail.expect("a torn tail").offset, start as u64);
