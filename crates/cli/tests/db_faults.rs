@@ -118,7 +118,9 @@ fn assert_linearizable(history: &History, cluster: &DbCluster, name: &str) {
 }
 
 /// A snapshot every this many entries, so that kills land before, during and after the log
-/// compactions snapshots start (a snapshot is confirmed before its compaction is in place).
+/// compactions snapshots start (a snapshot is confirmed before its compaction is in place;
+/// a snapshot compacts the log once it has doubled since the last compaction: in these runs
+/// of a few hundred writes, a handful of times).
 const FREQUENT_SNAPSHOTS: &[&str] = &["--snapshot-entries", "25"];
 
 #[test]

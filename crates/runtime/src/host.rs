@@ -11,14 +11,15 @@
 //! * `Apply` needs nothing (the applied index is published from the node's status).
 //!
 //! The WAL thread does group commit: it takes every write waiting, appends them, syncs once,
-//! folds them into its copy of the node's `Storage`, and confirms the last one. When the log has
-//! grown past the compaction threshold it rewrites it as one base record holding that `Storage`:
-//! a thread of its own encodes a copy of it, writes, syncs and renames it into place while
-//! durable writes go on. A checkpoint write (`Node::is_checkpoint`, e.g. a Raft snapshot of
-//! applied state, the size of the whole state) is not appended: it is folded into the `Storage`,
-//! confirmed with its batch, and made durable by the compaction it starts. A crash before that
+//! folds them into its copy of the node's `Storage`, and confirms the last one. When the
+//! compaction policy says so ([`CompactionPolicy::due`]) it rewrites the log as one base record
+//! holding that `Storage`: a thread of its own encodes a copy of it, writes, syncs and renames
+//! it into place while durable writes go on. A checkpoint write (`Node::is_checkpoint`, e.g. a
+//! Raft snapshot of applied state, the size of the whole state) is not appended: it is folded
+//! into the `Storage`, confirmed with its batch, and made durable by the next compaction, which
+//! it starts once the log has grown in proportion to its last base. A crash before that
 //! compaction is in place loses it, which the contract allows: the log still holds the writes
-//! it restates.
+//! it restates, and a restart replays them.
 //! A WAL failure (corruption at start, a failed write or fsync later) stops the host with the
 //! error; it never retries and continues.
 //!
@@ -85,13 +86,33 @@ impl<N> HostedNode for N where
 {
 }
 
-/// When the WAL is compacted into one base record.
+/// When the WAL is compacted into one base record: once it has grown to `growth_factor` times
+/// its size after the last compaction, and then either a checkpoint has come since that
+/// compaction or the log is past `min_bytes` (see [`CompactionPolicy::due`]).
+///
+/// Each compaction writes the whole state, so the growth factor is what keeps their cost in
+/// proportion to the writes: a store that keeps its history (as etcd's does until compacted)
+/// grows with every write, and a rewrite at every checkpoint (a Raft snapshot, every so many
+/// entries) would write the whole of it again and again: quadratic in its size.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompactionPolicy {
-    /// Never compact a log smaller than this.
+    /// Without a checkpoint, never compact a log smaller than this.
     pub min_bytes: u64,
-    /// Compact once the log is this many times its size after the last compaction.
+    /// Compact only once the log is more than this many times its size after the last
+    /// compaction.
     pub growth_factor: u64,
+}
+
+impl CompactionPolicy {
+    /// Whether a log of `size` bytes, which had `size_after_compaction` bytes after its last
+    /// compaction (or when opened), is due for one; `checkpoint` says whether a checkpoint was
+    /// folded in since. A checkpoint lifts `min_bytes`, not the growth factor: a small log is
+    /// compacted at its checkpoints, as often as they come, while a large one waits until it
+    /// has grown in proportion to its base.
+    pub fn due(&self, size: u64, size_after_compaction: u64, checkpoint: bool) -> bool {
+        let grown = size > size_after_compaction.saturating_mul(self.growth_factor);
+        grown && (checkpoint || size > self.min_bytes)
+    }
 }
 
 impl Default for CompactionPolicy {
@@ -1274,8 +1295,8 @@ struct WalWorker<N: HostedNode> {
     fail_sync: Arc<AtomicBool>,
     /// The compaction whose base is being written on a thread of its own, if any.
     compacting: Option<Compacting>,
-    /// A checkpoint write was folded into `storage` without being appended: the next
-    /// compaction makes it durable.
+    /// A checkpoint write was folded into `storage` without being appended since the last
+    /// compaction: the next one makes it durable.
     checkpoint_folded: bool,
 }
 
@@ -1396,8 +1417,8 @@ impl<N: HostedNode> WalWorker<N> {
         Ok(last)
     }
 
-    /// Finishes a compaction whose base is written, or starts one once the log has grown
-    /// past the threshold or a checkpoint was folded in. The base (the `Storage` every
+    /// Finishes a compaction whose base is written, or starts one once the policy says it is
+    /// due ([`CompactionPolicy::due`]). The base (the `Storage` every
     /// confirmed write adds up to) is copied here, and encoded, written, synced and renamed
     /// into place on a thread of its own, so that durable writes wait only for the copy (whose
     /// large parts, such as a snapshot's bytes, are shared).
@@ -1409,14 +1430,14 @@ impl<N: HostedNode> WalWorker<N> {
             }
             self.finish_compaction(compacting)?;
         }
-        let size = self.wal.total_bytes();
-        let threshold = self.compaction.min_bytes.max(
-            self.size_after_compaction
-                .saturating_mul(self.compaction.growth_factor),
-        );
-        if size <= threshold && !self.checkpoint_folded {
+        if !self.compaction.due(
+            self.wal.total_bytes(),
+            self.size_after_compaction,
+            self.checkpoint_folded,
+        ) {
             return Ok(());
         }
+        let size = self.wal.total_bytes();
         self.checkpoint_folded = false;
         let started = Stopwatch::start();
         let storage = self.storage.clone();

@@ -274,13 +274,14 @@ async fn a_checkpoint_is_not_appended_but_made_durable_by_the_compaction_it_star
         growth_factor: 2,
     };
     let host = start(config).await.unwrap();
-    for request in [1, 2] {
+    // More than doubles the empty log (a segment header): the checkpoint may compact it.
+    for request in [1, 2, 3] {
         host.request(request).await.unwrap();
     }
     let metrics = host.metrics().clone();
     assert_eq!(metrics.wal_compactions.get(), 0);
     assert_eq!(host.request(CHECKPOINT).await.unwrap(), CHECKPOINT);
-    host.request(3).await.unwrap();
+    host.request(4).await.unwrap();
     // Shutting down finishes the compaction under way.
     host.shutdown().await.unwrap();
     assert_eq!(
@@ -289,7 +290,7 @@ async fn a_checkpoint_is_not_appended_but_made_durable_by_the_compaction_it_star
         "the checkpoint compacted the log"
     );
 
-    // The log: one base record (1, 2 and the checkpoint), then the write after it.
+    // The log: one base record (1, 2, 3 and the checkpoint), then the write after it.
     let (_, records, _) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
     assert_eq!(records.len(), 2, "{records:?}");
     let host = start(journal_config(dir.path(), &gate)).await.unwrap();
@@ -297,7 +298,71 @@ async fn a_checkpoint_is_not_appended_but_made_durable_by_the_compaction_it_star
         .inspect(|journal| journal.entries.clone())
         .await
         .unwrap();
-    assert_eq!(entries, vec![1, 2, CHECKPOINT, 3]);
+    assert_eq!(entries, vec![1, 2, 3, CHECKPOINT, 4]);
+    host.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_compacts_the_log_only_once_it_has_grown_in_proportion_to_its_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::new();
+    let config = || {
+        let mut config = journal_config(dir.path(), &gate);
+        // Far above what this test writes: only checkpoints start compactions.
+        config.compaction = CompactionPolicy {
+            min_bytes: 1 << 30,
+            growth_factor: 2,
+        };
+        config
+    };
+    let host = start(config()).await.unwrap();
+    let metrics = host.metrics().clone();
+    for request in [1, 2, 3, CHECKPOINT] {
+        host.request(request).await.unwrap();
+    }
+    // One write after the base (1, 2, 3 and the checkpoint): far from twice the log's size
+    // after that compaction, so this checkpoint is folded in and waits.
+    host.request(4).await.unwrap();
+    assert_eq!(host.request(CHECKPOINT).await.unwrap(), CHECKPOINT);
+    host.shutdown().await.unwrap();
+    assert_eq!(
+        metrics.wal_compactions.get(),
+        1,
+        "only the first checkpoint"
+    );
+
+    // A crash or a restart before the next compaction loses the waiting checkpoint, never a
+    // write: the log replays the base, then 4.
+    let host = start(config()).await.unwrap();
+    let entries = host
+        .inspect(|journal| journal.entries.clone())
+        .await
+        .unwrap();
+    assert_eq!(entries, vec![1, 2, 3, CHECKPOINT, 4]);
+    // Once the log has more than doubled since it was opened, a checkpoint compacts it.
+    let metrics = host.metrics().clone();
+    for request in 5..40 {
+        host.request(request).await.unwrap();
+    }
+    assert_eq!(metrics.wal_compactions.get(), 0, "writes alone never do");
+    host.request(CHECKPOINT).await.unwrap();
+    host.shutdown().await.unwrap();
+    assert_eq!(
+        metrics.wal_compactions.get(),
+        1,
+        "the checkpoint compacted the log"
+    );
+    let (_, records, _) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
+    assert_eq!(records.len(), 1, "one base record holds it all");
+    let host = start(config()).await.unwrap();
+    let entries = host
+        .inspect(|journal| journal.entries.clone())
+        .await
+        .unwrap();
+    let mut expected = vec![1, 2, 3, CHECKPOINT, 4];
+    expected.extend(5..40);
+    expected.push(CHECKPOINT);
+    assert_eq!(entries, expected);
     host.shutdown().await.unwrap();
 }
 
@@ -400,4 +465,20 @@ async fn the_leadership_watch_wakes_for_elections_and_stops_not_for_steps() {
     );
     host.shutdown().await.unwrap();
     assert_eq!(leadership.borrow().role, Role::Down);
+}
+
+#[test]
+fn the_compaction_policy_waits_for_growth_and_then_for_a_checkpoint_or_min_bytes() {
+    let policy = CompactionPolicy {
+        min_bytes: 1000,
+        growth_factor: 2,
+    };
+    // Not grown to twice the size after the last compaction: never, checkpoint or not.
+    assert!(!policy.due(1500, 800, true));
+    assert!(!policy.due(1500, 800, false));
+    // Grown, small: only at a checkpoint.
+    assert!(policy.due(500, 200, true));
+    assert!(!policy.due(500, 200, false));
+    // Grown and past min_bytes: at once.
+    assert!(policy.due(1700, 800, false));
 }
