@@ -17,6 +17,14 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     cbor4ii::serde::to_vec(Vec::new(), &value).map_err(|e| CodecError(e.to_string()))
 }
 
+/// Encodes `value` into `writer` as it goes (the same bytes as [`encode`]).
+pub fn encode_to<T: Serialize + ?Sized>(
+    writer: impl std::io::Write,
+    value: &T,
+) -> Result<(), CodecError> {
+    cbor4ii::serde::to_writer(writer, &value).map_err(|e| CodecError(e.to_string()))
+}
+
 /// Decodes a value made by [`encode`].
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     cbor4ii::serde::from_slice(bytes).map_err(|e| CodecError(e.to_string()))

@@ -1452,13 +1452,15 @@ impl<N: HostedNode> WalWorker<N> {
         let thread = std::thread::Builder::new()
             .name("wal-compaction".into())
             .spawn(move || {
-                let base = codec::encode(&RecordRef::<N::Storage, N::Write>::Base(&storage))
-                    .map_err(|e| WalError::Io {
-                        context: "encoding the base record".into(),
-                        source: std::io::Error::other(e.to_string()),
-                    })?;
+                // Encoded into the file as it goes: never a second copy of the whole state.
+                let written = rewrite.write_streamed(|out| {
+                    codec::encode_to(out, &RecordRef::<N::Storage, N::Write>::Base(&storage))
+                        .map_err(|e| {
+                            std::io::Error::other(format!("encoding the base record: {e}"))
+                        })
+                });
                 drop(storage);
-                rewrite.write(&[base])
+                written
             })
             .map_err(|source| WalError::Io {
                 context: "starting the compaction thread".into(),

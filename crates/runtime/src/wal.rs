@@ -13,8 +13,10 @@
 //! **Fragments.** A record longer than [`WalOptions::max_record_bytes`] — a snapshot of a large
 //! store, as a base record or as a follower installs it — is written as several physical
 //! records in a row, all but the last with bit 31 of their length set, always within one
-//! segment; recovery joins them. Format version 2 has fragments; version 1 segments (written
-//! before them) are read, and never appended to: a log that ends in one goes on in a new
+//! segment; recovery joins them. A base written as it is encoded ([`Rewrite::write_streamed`])
+//! is cut into fragments of 1 MiB, so that no more of it than that is held in memory. Format
+//! version 2 has fragments; version 1 segments (written before them) are read, and never
+//! appended to: a log that ends in one goes on in a new
 //! segment, so a build that reads only version 1 refuses the new records instead of misreading
 //! them.
 //!
@@ -72,6 +74,9 @@ pub const RECORD_HEADER_BYTES: u64 = 8;
 const FLAG_BASE: u32 = 1;
 /// Write the append buffer out (without syncing) once it holds this many bytes.
 const BUFFER_FLUSH_BYTES: usize = 4 << 20;
+/// The fragments of a base record written as it is encoded ([`Rewrite::write_streamed`]): all
+/// that is held of it in memory at a time.
+const STREAMED_FRAGMENT_BYTES: usize = 1 << 20;
 
 /// Limits of a write-ahead log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -559,7 +564,7 @@ impl Wal {
         stop: Option<RewriteStep>,
     ) -> Result<(), WalError> {
         let rewrite = self.begin_rewrite()?;
-        match rewrite.write_inner(base, stop)? {
+        match rewrite.write_inner(Base::Records(base), stop)? {
             Some(written) => self.finish_inner(written, stop),
             None => Ok(()),
         }
@@ -592,50 +597,55 @@ impl Rewrite {
     /// directory. Touches no segment the log still appends to, so it may run on another thread.
     pub fn write(self, base: &[Vec<u8>]) -> Result<WrittenRewrite, WalError> {
         Ok(self
-            .write_inner(base, None)?
+            .write_inner(Base::Records(base), None)?
+            .expect("a rewrite not stopped on purpose completes"))
+    }
+
+    /// [`Rewrite::write`] with one base record that `encode` writes into the writer it is
+    /// given, as it goes: the record goes to the file in fragments of at most 1 MiB, so the
+    /// whole of it is never in memory, however large the state it holds. An error from
+    /// `encode` fails the rewrite, as a failed write does; a record of no bytes is
+    /// [`WalError::EmptyRecord`].
+    pub fn write_streamed(
+        self,
+        encode: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<WrittenRewrite, WalError> {
+        Ok(self
+            .write_inner(Base::Streamed(Box::new(encode)), None)?
             .expect("a rewrite not stopped on purpose completes"))
     }
 
     fn write_inner(
         self,
-        base: &[Vec<u8>],
+        base: Base<'_>,
         stop: Option<RewriteStep>,
     ) -> Result<Option<WrittenRewrite>, WalError> {
         let stop_at = |step: RewriteStep| stop == Some(step);
         let temp = temp_path(&self.dir, self.sequence);
-        if base.iter().any(|record| record.is_empty()) {
-            return Err(WalError::EmptyRecord);
+        if let Base::Records(records) = &base {
+            if records.iter().any(|record| record.is_empty()) {
+                return Err(WalError::EmptyRecord);
+            }
         }
         let fragment = fragment_bytes(self.max_record_bytes);
-        let body_bytes: u64 = base
-            .iter()
-            .map(|record| encoded_len(record.len(), fragment))
-            .sum();
         let header = encode_header(self.sequence, FLAG_BASE);
         let mut file =
             File::create(&temp).map_err(io_error(format!("creating {}", temp.display())))?;
+        let writing = || io_error(format!("writing {}", temp.display()));
         if stop_at(RewriteStep::TempPartial) {
-            let mut partial = header.to_vec();
             let mut body = Vec::new();
-            for record in base {
-                encode_record(&mut body, record, fragment);
-            }
+            base.write_to(&mut body, fragment).map_err(writing())??;
+            let mut partial = header.to_vec();
             partial.extend_from_slice(&body[..body.len() / 2]);
-            file.write_all(&partial)
-                .map_err(io_error(format!("writing {}", temp.display())))?;
+            file.write_all(&partial).map_err(writing())?;
             return Ok(None);
         }
         // Written as encoded, not gathered into one buffer first: a base record can be as
         // large as the store.
         let mut writer = io::BufWriter::with_capacity(1 << 20, &mut file);
-        writer
-            .write_all(&header)
-            .and_then(|()| {
-                base.iter()
-                    .try_for_each(|record| write_record(&mut writer, record, fragment))
-            })
-            .and_then(|()| writer.flush())
-            .map_err(io_error(format!("writing {}", temp.display())))?;
+        writer.write_all(&header).map_err(writing())?;
+        let body_bytes = base.write_to(&mut writer, fragment).map_err(writing())??;
+        writer.flush().map_err(writing())?;
         drop(writer);
         file.sync_all()
             .map_err(io_error(format!("syncing {}", temp.display())))?;
@@ -657,6 +667,87 @@ impl Rewrite {
             older: self.older,
             bytes: SEGMENT_HEADER_BYTES + body_bytes,
         }))
+    }
+}
+
+/// Writes a record's bytes into the writer it is given ([`Rewrite::write_streamed`]).
+type Encoder<'a> = Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> + 'a>;
+
+/// The base records of a rewrite: given, or encoded as they are written.
+enum Base<'a> {
+    Records(&'a [Vec<u8>]),
+    Streamed(Encoder<'a>),
+}
+
+impl Base<'_> {
+    /// Writes the records to `out`; returns the bytes written, or (inside) that a streamed
+    /// record came out empty.
+    fn write_to(self, out: &mut impl Write, fragment: usize) -> io::Result<Result<u64, WalError>> {
+        match self {
+            Base::Records(records) => {
+                let mut bytes = 0;
+                for record in records {
+                    write_record(out, record, fragment)?;
+                    bytes += encoded_len(record.len(), fragment);
+                }
+                Ok(Ok(bytes))
+            }
+            Base::Streamed(encode) => {
+                let mut fragments = FragmentWriter {
+                    out,
+                    fragment: fragment.min(STREAMED_FRAGMENT_BYTES),
+                    pending: Vec::new(),
+                    written: 0,
+                };
+                encode(&mut fragments)?;
+                if fragments.pending.is_empty() {
+                    return Ok(Err(WalError::EmptyRecord));
+                }
+                fragments.emit(false)?;
+                Ok(Ok(fragments.written))
+            }
+        }
+    }
+}
+
+/// One record written as it is produced, in fragments of `fragment` bytes: a full fragment
+/// goes out (marked to continue) once more bytes come after it, the last one at the end.
+struct FragmentWriter<'a, W: Write> {
+    out: &'a mut W,
+    fragment: usize,
+    pending: Vec<u8>,
+    /// Bytes written to `out` so far, record headers included.
+    written: u64,
+}
+
+impl<W: Write> FragmentWriter<'_, W> {
+    fn emit(&mut self, continues: bool) -> io::Result<()> {
+        write_physical(self.out, &self.pending, continues)?;
+        self.written += RECORD_HEADER_BYTES + self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for FragmentWriter<'_, W> {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let len = data.len();
+        while !data.is_empty() {
+            if self.pending.len() == self.fragment {
+                self.emit(true)?;
+            }
+            let take = (self.fragment - self.pending.len()).min(data.len());
+            if self.pending.capacity() == 0 {
+                self.pending.reserve_exact(self.fragment);
+            }
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        Ok(len)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -816,18 +907,20 @@ fn encode_record(buffer: &mut Vec<u8>, payload: &[u8], fragment: usize) {
 fn write_record(out: &mut impl Write, payload: &[u8], fragment: usize) -> io::Result<()> {
     let mut pieces = payload.chunks(fragment).peekable();
     while let Some(piece) = pieces.next() {
-        let more = if pieces.peek().is_some() {
-            CONTINUES
-        } else {
-            0
-        };
-        let len = (piece.len() as u32 | more).to_le_bytes();
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&len), piece);
-        out.write_all(&len)?;
-        out.write_all(&crc.to_le_bytes())?;
-        out.write_all(piece)?;
+        write_physical(out, piece, pieces.peek().is_some())?;
     }
     Ok(())
+}
+
+/// Writes one physical record: `piece` with its length (bit 31 set if `continues`) and
+/// checksum.
+fn write_physical(out: &mut impl Write, piece: &[u8], continues: bool) -> io::Result<()> {
+    let more = if continues { CONTINUES } else { 0 };
+    let len = (piece.len() as u32 | more).to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len), piece);
+    out.write_all(&len)?;
+    out.write_all(&crc.to_le_bytes())?;
+    out.write_all(piece)
 }
 
 /// A physical record that checks out.

@@ -463,6 +463,74 @@ fn long_records_are_split_into_fragments_and_joined_on_recovery() {
     assert_eq!(recovered, [base, vec![long_record(20, 6)]].concat());
 }
 
+/// A base written as it is encoded (`Rewrite::write_streamed`) goes out in fragments, however
+/// the encoder cuts its writes, and comes back as one record; the segment's length is the one
+/// the log counts.
+#[test]
+fn a_streamed_base_is_written_in_fragments_and_read_back_whole() {
+    for (len, pieces) in [(1, 1), (16, 1), (16, 16), (17, 3), (50, 7), (64, 5)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _, _) = Wal::open(dir.path(), small_records()).unwrap();
+        wal.append(&record(1)).unwrap();
+        let base = long_record(len, 9);
+        let written = wal
+            .begin_rewrite()
+            .unwrap()
+            .write_streamed(|out| {
+                for piece in base.chunks(pieces) {
+                    out.write_all(piece)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        wal.finish_rewrite(written).unwrap();
+        let files = segment_files(dir.path());
+        let data = fs::read(&files[0]).unwrap();
+        assert_eq!(record_offsets(&data).len(), len.div_ceil(16), "{len} bytes");
+        wal.append(&record(2)).unwrap();
+        wal.sync().unwrap();
+        let counted = wal.total_bytes();
+        drop(wal);
+        let on_disk: u64 = segment_files(dir.path())
+            .iter()
+            .map(|file| fs::metadata(file).unwrap().len())
+            .sum();
+        assert_eq!(counted, on_disk, "{len} bytes in pieces of {pieces}");
+        let (_, recovered, _) = Wal::open(dir.path(), small_records()).unwrap();
+        assert_eq!(
+            recovered,
+            vec![base, record(2)],
+            "{len} bytes in pieces of {pieces}"
+        );
+    }
+}
+
+/// A streamed base that comes out empty, or whose encoder fails, fails the rewrite and is
+/// never put in place: the log still holds what it held.
+#[test]
+fn a_streamed_base_that_is_empty_or_fails_is_not_put_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _, _) = Wal::open(dir.path(), small_records()).unwrap();
+    wal.append(&record(1)).unwrap();
+    wal.sync().unwrap();
+    let empty = wal.begin_rewrite().unwrap().write_streamed(|_| Ok(()));
+    assert!(matches!(empty, Err(WalError::EmptyRecord)), "{empty:?}");
+    drop(wal);
+    let (mut wal, recovered, _) = Wal::open(dir.path(), small_records()).unwrap();
+    assert_eq!(recovered, vec![record(1)]);
+    let failed = wal.begin_rewrite().unwrap().write_streamed(|out| {
+        out.write_all(&long_record(40, 3))?;
+        Err(io::Error::other("the encoder gave up"))
+    });
+    match failed {
+        Err(WalError::Io { source, .. }) => assert!(source.to_string().contains("gave up")),
+        other => panic!("{other:?}"),
+    }
+    drop(wal);
+    let (_, recovered, _) = Wal::open(dir.path(), small_records()).unwrap();
+    assert_eq!(recovered, vec![record(1)]);
+}
+
 /// Cut anywhere inside a fragmented record at the end of the log, the whole record is a torn
 /// tail: the file is truncated at its first fragment, and the records before it stand.
 #[test]
