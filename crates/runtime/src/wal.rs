@@ -16,9 +16,8 @@
 //! segment; recovery joins them. A base written as it is encoded ([`Rewrite::write_streamed`])
 //! is cut into fragments of 1 MiB, so that no more of it than that is held in memory. Format
 //! version 2 has fragments; version 1 segments (written before them) are read, and never
-//! appended to: a log that ends in one goes on in a new
-//! segment, so a build that reads only version 1 refuses the new records instead of misreading
-//! them.
+//! appended to: a log that ends in one goes on in a new segment, so a build that reads only
+//! version 1 refuses the new records instead of misreading them.
 //!
 //! **Recovery rules.** A crash can only damage the end of the log, so:
 //!
