@@ -142,8 +142,8 @@ pub struct ServeArgs {
     /// Requests waiting for consensus before new ones are refused.
     #[arg(long, default_value_t = 5000)]
     pub max_inflight: usize,
-    /// Take a snapshot (and compact the log) every this many applied entries (etcd's
-    /// --snapshot-count default).
+    /// Take a snapshot every this many applied entries (etcd's --snapshot-count default); a
+    /// snapshot compacts the write-ahead log once it has doubled since its last compaction.
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_entries: u64,
     /// How long a leader may hold back the sync of its own log appends while its followers
