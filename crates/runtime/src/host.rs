@@ -1430,14 +1430,13 @@ impl<N: HostedNode> WalWorker<N> {
             }
             self.finish_compaction(compacting)?;
         }
-        if !self.compaction.due(
-            self.wal.total_bytes(),
-            self.size_after_compaction,
-            self.checkpoint_folded,
-        ) {
+        let size = self.wal.total_bytes();
+        if !self
+            .compaction
+            .due(size, self.size_after_compaction, self.checkpoint_folded)
+        {
             return Ok(());
         }
-        let size = self.wal.total_bytes();
         self.checkpoint_folded = false;
         let started = Stopwatch::start();
         let storage = self.storage.clone();

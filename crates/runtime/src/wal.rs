@@ -630,10 +630,11 @@ impl Rewrite {
         let header = encode_header(self.sequence, FLAG_BASE);
         let mut file =
             File::create(&temp).map_err(io_error(format!("creating {}", temp.display())))?;
-        let writing = || io_error(format!("writing {}", temp.display()));
+        let context = format!("writing {}", temp.display());
+        let writing = || io_error(context.clone());
         if stop_at(RewriteStep::TempPartial) {
             let mut body = Vec::new();
-            base.write_to(&mut body, fragment).map_err(writing())??;
+            base.write_to(&mut body, fragment, &context)?;
             let mut partial = header.to_vec();
             partial.extend_from_slice(&body[..body.len() / 2]);
             file.write_all(&partial).map_err(writing())?;
@@ -643,7 +644,7 @@ impl Rewrite {
         // large as the store.
         let mut writer = io::BufWriter::with_capacity(1 << 20, &mut file);
         writer.write_all(&header).map_err(writing())?;
-        let body_bytes = base.write_to(&mut writer, fragment).map_err(writing())??;
+        let body_bytes = base.write_to(&mut writer, fragment, &context)?;
         writer.flush().map_err(writing())?;
         drop(writer);
         file.sync_all()
@@ -679,31 +680,37 @@ enum Base<'a> {
 }
 
 impl Base<'_> {
-    /// Writes the records to `out`; returns the bytes written, or (inside) that a streamed
-    /// record came out empty.
-    fn write_to(self, out: &mut impl Write, fragment: usize) -> io::Result<Result<u64, WalError>> {
+    /// Writes the records to `out`; returns the bytes written. A failed write is an I/O error
+    /// while `context`; a streamed record that comes out empty is [`WalError::EmptyRecord`].
+    fn write_to(
+        self,
+        out: &mut impl Write,
+        fragment: usize,
+        context: &str,
+    ) -> Result<u64, WalError> {
         match self {
             Base::Records(records) => {
                 let mut bytes = 0;
                 for record in records {
-                    write_record(out, record, fragment)?;
+                    write_record(out, record, fragment).map_err(io_error(context))?;
                     bytes += encoded_len(record.len(), fragment);
                 }
-                Ok(Ok(bytes))
+                Ok(bytes)
             }
             Base::Streamed(encode) => {
+                let fragment = fragment.min(STREAMED_FRAGMENT_BYTES);
                 let mut fragments = FragmentWriter {
                     out,
-                    fragment: fragment.min(STREAMED_FRAGMENT_BYTES),
-                    pending: Vec::new(),
+                    fragment,
+                    pending: Vec::with_capacity(fragment),
                     written: 0,
                 };
-                encode(&mut fragments)?;
+                encode(&mut fragments).map_err(io_error(context))?;
                 if fragments.pending.is_empty() {
-                    return Ok(Err(WalError::EmptyRecord));
+                    return Err(WalError::EmptyRecord);
                 }
-                fragments.emit(false)?;
-                Ok(Ok(fragments.written))
+                fragments.emit(false).map_err(io_error(context))?;
+                Ok(fragments.written)
             }
         }
     }
@@ -736,9 +743,6 @@ impl<W: Write> Write for FragmentWriter<'_, W> {
                 self.emit(true)?;
             }
             let take = (self.fragment - self.pending.len()).min(data.len());
-            if self.pending.capacity() == 0 {
-                self.pending.reserve_exact(self.fragment);
-            }
             self.pending.extend_from_slice(&data[..take]);
             data = &data[take..];
         }

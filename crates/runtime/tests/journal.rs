@@ -12,7 +12,7 @@ use concord_core::{
     Violation,
 };
 use concord_runtime::{
-    start, CompactionPolicy, HostConfig, HostError, SyncGate, Wal, WalError, WalOptions,
+    start, CompactionPolicy, HostConfig, HostError, NodeHandle, SyncGate, Wal, WalError, WalOptions,
 };
 
 /// The write a journal treats as a checkpoint ([`Node::is_checkpoint`]).
@@ -96,6 +96,13 @@ impl Node for Journal {
     }
 }
 
+/// The entries a running host's journal holds.
+async fn journal_entries(host: &NodeHandle<Journal>) -> Vec<u64> {
+    host.inspect(|journal| journal.entries.clone())
+        .await
+        .unwrap()
+}
+
 fn journal_config(dir: &std::path::Path, gate: &SyncGate) -> HostConfig<Journal> {
     let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut config = HostConfig::new(0, vec![0], listen, dir.to_path_buf(), ());
@@ -141,10 +148,7 @@ async fn a_reply_waits_for_its_write_to_be_durable() {
     let (_, records, _) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
     assert_eq!(records.len(), 2);
     let host = start(journal_config(dir.path(), &gate)).await.unwrap();
-    let entries = host
-        .inspect(|journal| journal.entries.clone())
-        .await
-        .unwrap();
+    let entries = journal_entries(&host).await;
     assert_eq!(entries, vec![1, 2]);
     host.shutdown().await.unwrap();
 }
@@ -175,10 +179,7 @@ async fn compact_and_restart(count: u64, max_record_bytes: u32) -> Vec<Vec<u8>> 
     let (_, records, _) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
 
     let host = start(journal_config(dir.path(), &gate)).await.unwrap();
-    let entries = host
-        .inspect(|journal| journal.entries.clone())
-        .await
-        .unwrap();
+    let entries = journal_entries(&host).await;
     assert_eq!(entries, (0..count).collect::<Vec<u64>>());
     host.shutdown().await.unwrap();
     records
@@ -294,10 +295,7 @@ async fn a_checkpoint_is_not_appended_but_made_durable_by_the_compaction_it_star
     let (_, records, _) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
     assert_eq!(records.len(), 2, "{records:?}");
     let host = start(journal_config(dir.path(), &gate)).await.unwrap();
-    let entries = host
-        .inspect(|journal| journal.entries.clone())
-        .await
-        .unwrap();
+    let entries = journal_entries(&host).await;
     assert_eq!(entries, vec![1, 2, 3, CHECKPOINT, 4]);
     host.shutdown().await.unwrap();
 }
@@ -334,10 +332,7 @@ async fn a_checkpoint_compacts_the_log_only_once_it_has_grown_in_proportion_to_i
     // A crash or a restart before the next compaction loses the waiting checkpoint, never a
     // write: the log replays the base, then 4.
     let host = start(config()).await.unwrap();
-    let entries = host
-        .inspect(|journal| journal.entries.clone())
-        .await
-        .unwrap();
+    let entries = journal_entries(&host).await;
     assert_eq!(entries, vec![1, 2, 3, CHECKPOINT, 4]);
     // Once the log has more than doubled since it was opened, a checkpoint compacts it.
     let metrics = host.metrics().clone();
@@ -355,10 +350,7 @@ async fn a_checkpoint_compacts_the_log_only_once_it_has_grown_in_proportion_to_i
     let (_, records, _) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
     assert_eq!(records.len(), 1, "one base record holds it all");
     let host = start(config()).await.unwrap();
-    let entries = host
-        .inspect(|journal| journal.entries.clone())
-        .await
-        .unwrap();
+    let entries = journal_entries(&host).await;
     let mut expected = vec![1, 2, 3, CHECKPOINT, 4];
     expected.extend(5..40);
     expected.push(CHECKPOINT);
@@ -425,10 +417,7 @@ async fn inspect_reads_the_last_step_and_fails_once_the_host_stopped() {
     let host = start(journal_config(dir.path(), &gate)).await.unwrap();
     for value in 1..=50 {
         assert_eq!(host.request(value).await.unwrap(), value);
-        let entries = host
-            .inspect(|journal| journal.entries.clone())
-            .await
-            .unwrap();
+        let entries = journal_entries(&host).await;
         assert_eq!(entries, (1..=value).collect::<Vec<_>>(), "after {value}");
     }
     let reader = host.clone();
