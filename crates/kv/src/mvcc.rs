@@ -209,7 +209,7 @@ impl Mvcc {
     fn keys_in<'a>(
         &'a self,
         range: KeyRange<'a>,
-    ) -> Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Vec<SubRevision>)> + 'a> {
+    ) -> Box<dyn Iterator<Item = (&'a [u8], &'a Vec<SubRevision>)> + 'a> {
         if range.is_empty() {
             return Box::new(std::iter::empty());
         }
@@ -480,9 +480,15 @@ impl Mvcc {
 /// appears or its last retained write is compacted away.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Index {
-    histories: HashMap<Vec<u8>, KeyHistory, foldhash::fast::FixedState>,
+    histories: HashMap<IndexKey, KeyHistory, foldhash::fast::FixedState>,
     ordered: BTreeSet<OrderedKey>,
 }
+
+/// A key as the hash map holds it: up to 24 bytes inline, in the map's own slot, so that
+/// finding a short key (the common case: etcd's keys are paths, often short) reads no memory
+/// besides the slot; a put's lookup into a key space larger than the caches then misses once
+/// instead of twice.
+type IndexKey = smallvec::SmallVec<[u8; 24]>;
 
 /// A key's retained writes, and what a put needs of its live version: a put then reads one
 /// hash map entry instead of also finding its last write in the log.
@@ -552,10 +558,10 @@ impl Index {
             .map(|history| &mut history.revisions)
     }
 
-    fn get_key_value(&self, key: &[u8]) -> Option<(&Vec<u8>, &Vec<SubRevision>)> {
+    fn get_key_value(&self, key: &[u8]) -> Option<(&[u8], &Vec<SubRevision>)> {
         self.histories
             .get_key_value(key)
-            .map(|(key, history)| (key, &history.revisions))
+            .map(|(key, history)| (key.as_slice(), &history.revisions))
     }
 
     fn latest_version(&self, key: &[u8]) -> Option<PreviousVersion> {
@@ -580,7 +586,7 @@ impl Index {
             None => {
                 let revisions = vec![at];
                 self.histories
-                    .insert(key.to_vec(), KeyHistory { revisions, latest });
+                    .insert(IndexKey::from_slice(key), KeyHistory { revisions, latest });
                 self.ordered.insert(OrderedKey::new(key));
             }
         }
@@ -595,14 +601,14 @@ impl Index {
     fn range<'a>(
         &'a self,
         bounds: (Bound<&'a [u8]>, Bound<&'a [u8]>),
-    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<SubRevision>)> + 'a {
+    ) -> impl Iterator<Item = (&'a [u8], &'a Vec<SubRevision>)> + 'a {
         self.ordered
             .range::<[u8], _>(bounds)
             .filter_map(|ordered| self.get_key_value(ordered.key.as_slice()))
     }
 
     /// Every key with its history, in key order.
-    fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<SubRevision>)> {
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &Vec<SubRevision>)> {
         self.range((Bound::Unbounded, Bound::Unbounded))
     }
 
