@@ -761,8 +761,62 @@ impl WriteTxn<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::OrderedKey;
+    use super::{Index, OrderedKey, PreviousVersion, SubRevision};
     use proptest::prelude::*;
+    use std::ops::Bound;
+
+    /// Keys on both sides of the map's inline size (24 bytes), and keys that share their first
+    /// 24 bytes, are found, told apart and walked in order.
+    #[test]
+    fn keys_longer_than_the_inline_size_are_found_and_told_apart() {
+        let keys: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"k1".to_vec(),
+            vec![b'a'; 24],
+            vec![b'a'; 25],
+            [vec![b'a'; 24], b"b".to_vec()].concat(),
+            vec![b'a'; 100],
+        ];
+        let mut index = Index::default();
+        for (i, key) in keys.iter().enumerate() {
+            let main = i as i64 + 2;
+            let version = PreviousVersion {
+                create_revision: main,
+                version: 1,
+                lease: 0,
+            };
+            index.push(key, SubRevision { main, sub: 0 }, Some(version));
+        }
+        assert_eq!(index.check(), None);
+        for (i, key) in keys.iter().enumerate() {
+            let main = i as i64 + 2;
+            assert_eq!(index.get(key), Some(&vec![SubRevision { main, sub: 0 }]));
+            assert_eq!(
+                index.latest_version(key).map(|v| v.create_revision),
+                Some(main)
+            );
+        }
+        assert_eq!(index.get(&[b'a'; 26]), None);
+        let mut sorted = keys.clone();
+        sorted.sort();
+        let walked: Vec<&[u8]> = index.iter().map(|(key, _)| key).collect();
+        assert_eq!(walked, sorted.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let from_24: Vec<&[u8]> = index
+            .range((Bound::Included(&[b'a'; 24][..]), Bound::Unbounded))
+            .map(|(key, _)| key)
+            .collect();
+        let expected: Vec<&[u8]> = sorted
+            .iter()
+            .map(Vec::as_slice)
+            .filter(|key| *key >= &[b'a'; 24][..])
+            .collect();
+        assert_eq!(from_24, expected);
+        assert_eq!(from_24.len(), 5);
+        index.remove(&[b'a'; 25]);
+        assert_eq!(index.get(&[b'a'; 25]), None);
+        assert!(index.get(&[b'a'; 24]).is_some());
+        assert_eq!(index.check(), None);
+    }
 
     fn key() -> impl Strategy<Value = Vec<u8>> {
         // Short alphabets and shared prefixes, so heads tie and zero bytes meet zero pads.
