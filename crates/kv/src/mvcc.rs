@@ -485,9 +485,9 @@ struct Index {
 }
 
 /// A key as the hash map holds it: up to 24 bytes inline, in the map's own slot, so that
-/// finding a short key (the common case: etcd's keys are paths, often short) reads no memory
-/// besides the slot; a put's lookup into a key space larger than the caches then misses once
-/// instead of twice.
+/// finding a key that short reads no memory besides the slot, and a put's lookup into a key
+/// space larger than the caches misses once instead of twice. Longer keys live on the heap,
+/// as all did before.
 type IndexKey = smallvec::SmallVec<[u8; 24]>;
 
 /// A key's retained writes, and what a put needs of its live version: a put then reads one
